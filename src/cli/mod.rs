@@ -1,0 +1,58 @@
+//! Command-line definitions (clap) and the dispatch from each command to its handler.
+
+mod ca;
+mod config;
+mod files;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Isthmus: a multi-cluster mesh gateway and federation appliance.
+#[derive(Debug, Parser)]
+#[command(name = "isthmus", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The mesh CA: roots, cluster intermediates, SPIFFE certificates, inspection.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Config files: print the JSON Schema of a kind, or check a file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Run an east-west, ingress or egress gateway (not implemented yet).
+    Gateway(Unimplemented),
+    /// Run and administer the federation service (not implemented yet).
+    Federation(Unimplemented),
+    /// Start a local mesh for development (not implemented yet).
+    Dev(Unimplemented),
+    /// Check a directory of config and policy files offline (not implemented yet).
+    Vet(Unimplemented),
+}
+
+/// Arguments of a command group that a later release fills in.
+#[derive(Debug, clap::Args)]
+struct Unimplemented {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+/// Runs one command; `Ok` carries the exit code for commands that report findings.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let unimplemented = |group: &str| {
+        eprintln!("isthmus {group}: not implemented yet");
+        Ok(ExitCode::from(2))
+    };
+    match cli.command {
+        Command::Ca(command) => ca::run(command),
+        Command::Config(command) => config::run(command),
+        Command::Gateway(_) => unimplemented("gateway"),
+        Command::Federation(_) => unimplemented("federation"),
+        Command::Dev(_) => unimplemented("dev"),
+        Command::Vet(_) => unimplemented("vet"),
+    }
+}
