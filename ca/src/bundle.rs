@@ -104,6 +104,23 @@ impl TrustBundle {
         Ok(())
     }
 
+    /// Records `der` as a retired root (as when a stored bundle is loaded). A root that
+    /// is still in force cannot also be retired.
+    pub fn add_retired(&mut self, der: CertificateDer<'static>) -> Result<(), CaError> {
+        let facts = CertFacts::parse(&der)
+            .map_err(|e| CaError::BadCertificate(format!("cannot parse retired root: {e}")))?;
+        if self.roots.iter().any(|r| r.facts.fingerprint == facts.fingerprint) {
+            return Err(CaError::BadCertificate(format!(
+                "{} is both in force and retired",
+                facts.subject
+            )));
+        }
+        if !self.retired.iter().any(|r| r.facts.fingerprint == facts.fingerprint) {
+            self.retired.push(Root { der, facts });
+        }
+        Ok(())
+    }
+
     /// The trust domain.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
