@@ -146,8 +146,9 @@ impl Authority {
         key: KeyPair,
         trust_domain: Option<&TrustDomain>,
     ) -> Result<Self, CaError> {
-        let facts = CertFacts::parse(&cert)
-            .map_err(|e| CaError::BadCertificate(format!("cannot parse the CA certificate: {e}")))?;
+        let facts = CertFacts::parse(&cert).map_err(|e| {
+            CaError::BadCertificate(format!("cannot parse the CA certificate: {e}"))
+        })?;
         if !facts.is_ca || !facts.key_cert_sign {
             return Err(CaError::BadCertificate(
                 "not a CA certificate (needs basicConstraints CA:TRUE and keyUsage keyCertSign)"
@@ -244,7 +245,9 @@ impl Authority {
         now: SystemTime,
     ) -> Result<CertificateDer<'static>, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
-            CaError::BadCsr(format!("not a well-formed, correctly self-signed CSR ({e})"))
+            CaError::BadCsr(format!(
+                "not a well-formed, correctly self-signed CSR ({e})"
+            ))
         })?;
         let asked = |ty: DnType| match csr.params.distinguished_name.get(&ty) {
             Some(DnValue::Utf8String(s)) if !s.is_empty() => Some(s.clone()),
@@ -297,7 +300,11 @@ impl Authority {
     }
 
     /// Issues a leaf for `request.id` with a fresh key.
-    pub fn issue_leaf(&self, request: &LeafRequest, now: SystemTime) -> Result<IssuedLeaf, CaError> {
+    pub fn issue_leaf(
+        &self,
+        request: &LeafRequest,
+        now: SystemTime,
+    ) -> Result<IssuedLeaf, CaError> {
         let identity = self.check_may_issue(&request.id)?;
         if !request.dns_names.is_empty() && matches!(identity, Identity::Workload { .. }) {
             return Err(CaError::OutsideIssuer {
@@ -307,7 +314,9 @@ impl Authority {
             });
         }
         if request.lifetime.is_zero() {
-            return Err(CaError::BadLifetime("a leaf lifetime must be above zero".into()));
+            return Err(CaError::BadLifetime(
+                "a leaf lifetime must be above zero".into(),
+            ));
         }
         self.check_outlives(now + request.lifetime)?;
         let mut params = CertificateParams::default();
@@ -438,7 +447,9 @@ fn ca_params(
     path_len: u8,
 ) -> Result<CertificateParams, CaError> {
     if validity.is_zero() {
-        return Err(CaError::BadLifetime("a CA validity must be above zero".into()));
+        return Err(CaError::BadLifetime(
+            "a CA validity must be above zero".into(),
+        ));
     }
     let mut params = CertificateParams::default();
     params.not_before = to_offset(now - BACKDATE)?;
@@ -482,7 +493,10 @@ fn uri_san(uri: &str) -> Result<SanType, CaError> {
 
 fn is_dns_name(name: &str) -> bool {
     let name = name.strip_prefix("*.").unwrap_or(name);
-    name.len() <= 253 && name.split('.').all(|label| dns_label("DNS name", label).is_ok())
+    name.len() <= 253
+        && name
+            .split('.')
+            .all(|label| dns_label("DNS name", label).is_ok())
 }
 
 /// A positive 127-bit random serial (RFC 5280: at most 20 octets, positive).
@@ -548,7 +562,10 @@ mod tests {
         assert!(rest.is_empty());
         let permitted = nc.permitted_subtrees.unwrap();
         assert_eq!(permitted.len(), 1);
-        assert!(matches!(permitted[0].base, GeneralName::URI("mesh.example")));
+        assert!(matches!(
+            permitted[0].base,
+            GeneralName::URI("mesh.example")
+        ));
         assert!(nc.excluded_subtrees.is_none());
     }
 }

@@ -45,7 +45,9 @@ impl TrustBundle {
             bundle.add_root(der)?;
         }
         if bundle.roots.is_empty() {
-            return Err(CaError::BadCertificate("a trust bundle needs at least one root".into()));
+            return Err(CaError::BadCertificate(
+                "a trust bundle needs at least one root".into(),
+            ));
         }
         Ok(bundle)
     }
@@ -78,8 +80,13 @@ impl TrustBundle {
                 )));
             }
         }
-        if !self.roots.iter().any(|r| r.facts.fingerprint == facts.fingerprint) {
-            self.retired.retain(|r| r.facts.fingerprint != facts.fingerprint);
+        if !self
+            .roots
+            .iter()
+            .any(|r| r.facts.fingerprint == facts.fingerprint)
+        {
+            self.retired
+                .retain(|r| r.facts.fingerprint != facts.fingerprint);
             self.roots.push(Root { der, facts });
         }
         Ok(())
@@ -88,7 +95,10 @@ impl TrustBundle {
     /// Removes the root with SHA-256 `fingerprint` and remembers it as retired.
     /// Refuses to remove the last root, which would leave nothing trusted.
     pub fn retire_root(&mut self, fingerprint: &str) -> Result<(), CaError> {
-        let Some(index) = self.roots.iter().position(|r| r.facts.fingerprint == fingerprint)
+        let Some(index) = self
+            .roots
+            .iter()
+            .position(|r| r.facts.fingerprint == fingerprint)
         else {
             return Err(CaError::BadCertificate(format!(
                 "no root with fingerprint {fingerprint} in the bundle"
@@ -109,13 +119,21 @@ impl TrustBundle {
     pub fn add_retired(&mut self, der: CertificateDer<'static>) -> Result<(), CaError> {
         let facts = CertFacts::parse(&der)
             .map_err(|e| CaError::BadCertificate(format!("cannot parse retired root: {e}")))?;
-        if self.roots.iter().any(|r| r.facts.fingerprint == facts.fingerprint) {
+        if self
+            .roots
+            .iter()
+            .any(|r| r.facts.fingerprint == facts.fingerprint)
+        {
             return Err(CaError::BadCertificate(format!(
                 "{} is both in force and retired",
                 facts.subject
             )));
         }
-        if !self.retired.iter().any(|r| r.facts.fingerprint == facts.fingerprint) {
+        if !self
+            .retired
+            .iter()
+            .any(|r| r.facts.fingerprint == facts.fingerprint)
+        {
             self.retired.push(Root { der, facts });
         }
         Ok(())

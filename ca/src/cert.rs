@@ -235,7 +235,15 @@ impl CertFacts {
 
 fn constraints(nc: &NameConstraints<'_>) -> Constraints {
     let mut out = Constraints::default();
-    for (subtrees, permitted) in [(&nc.permitted_subtrees, true), (&nc.excluded_subtrees, false)] {
+    for (subtrees, permitted) in [
+        (&nc.permitted_subtrees, true),
+        (&nc.excluded_subtrees, false),
+    ] {
+        if subtrees.as_ref().is_some_and(|s| s.is_empty()) {
+            // RFC 5280 forbids an empty list; an empty permitted list must not read as
+            // "unconstrained".
+            out.unchecked_forms = true;
+        }
         for subtree in subtrees.iter().flatten() {
             match (&subtree.base, permitted) {
                 (GeneralName::URI(host), true) => out

@@ -39,7 +39,9 @@ pub fn inspect(
     warn_within: Duration,
 ) -> Result<Inspection, CaError> {
     if certs.is_empty() {
-        return Err(CaError::BadCertificate("the file holds no certificate".into()));
+        return Err(CaError::BadCertificate(
+            "the file holds no certificate".into(),
+        ));
     }
     let parsed = certs
         .iter()
@@ -68,7 +70,10 @@ pub fn inspect(
             let signed = x509.verify_signature(Some(next_x509.public_key())).is_ok();
             match (next.subject_raw == facts.issuer_raw, signed) {
                 (true, true) => format!("issued by #{} (signature verifies)", i + 1),
-                (true, false) => format!("names #{} as issuer but its signature does NOT verify", i + 1),
+                (true, false) => format!(
+                    "names #{} as issuer but its signature does NOT verify",
+                    i + 1
+                ),
                 (false, _) => format!("issued by {} (not in this file)", facts.issuer),
             }
         } else {
@@ -107,14 +112,26 @@ impl fmt::Display for Inspection {
             writeln!(f, "  subject:     {}", c.subject)?;
             writeln!(f, "  issuer:      {}", c.issuer)?;
             for uri in &c.uris {
-                let label = if uri.starts_with("spiffe://") { "spiffe id" } else { "uri san" };
+                let label = if uri.starts_with("spiffe://") {
+                    "spiffe id"
+                } else {
+                    "uri san"
+                };
                 writeln!(f, "  {label}:   {uri}")?;
             }
             for dns in &c.dns_names {
                 writeln!(f, "  dns san:     {dns}")?;
             }
-            writeln!(f, "  not before:  {}", Rfc3339(from_unix_seconds(c.not_before)))?;
-            writeln!(f, "  not after:   {}", Rfc3339(from_unix_seconds(c.not_after)))?;
+            writeln!(
+                f,
+                "  not before:  {}",
+                Rfc3339(from_unix_seconds(c.not_before))
+            )?;
+            writeln!(
+                f,
+                "  not after:   {}",
+                Rfc3339(from_unix_seconds(c.not_after))
+            )?;
             writeln!(f, "  key:         {}", c.key_algorithm)?;
             writeln!(f, "  serial:      {}", c.serial)?;
             writeln!(f, "  sha256:      {}", c.fingerprint)?;

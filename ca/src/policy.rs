@@ -153,9 +153,24 @@ impl Validate for CaPolicyFile {
             MINUTE * 10,
             policy.root_validity,
         );
-        range("leaf.max_ttl", policy.leaf_max_ttl, MINUTE, policy.intermediate_validity);
-        range("leaf.default_ttl", policy.leaf_default_ttl, MINUTE / 6, policy.leaf_max_ttl);
-        range("warn_before_expiry", policy.warn_before_expiry, Duration::ZERO, 10 * YEAR);
+        range(
+            "leaf.max_ttl",
+            policy.leaf_max_ttl,
+            MINUTE,
+            policy.intermediate_validity,
+        );
+        range(
+            "leaf.default_ttl",
+            policy.leaf_default_ttl,
+            MINUTE / 6,
+            policy.leaf_max_ttl,
+        );
+        range(
+            "warn_before_expiry",
+            policy.warn_before_expiry,
+            Duration::ZERO,
+            10 * YEAR,
+        );
         let fraction = policy.renewal.at_fraction;
         if !(fraction > 0.0 && fraction < 1.0) {
             problems.push(FieldProblem::new(
@@ -188,7 +203,8 @@ mod tests {
     use std::path::Path;
 
     fn parse(text: &str) -> Result<CaPolicy, String> {
-        parse_str::<CaPolicyFile>(text, Format::Toml, Path::new("ca.toml")).map_err(|e| e.to_string())
+        parse_str::<CaPolicyFile>(text, Format::Toml, Path::new("ca.toml"))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -236,12 +252,16 @@ mod tests {
             "ca.toml: field `leaf.max_ttl`: value 2y is not accepted; expected a duration from 1m to 1y"
         );
         let err = parse("[rotation]\nrenew_at_fraction = 1.5\n").unwrap_err();
-        assert!(err.contains("field `rotation.renew_at_fraction`: value 1.5"), "{err}");
+        assert!(
+            err.contains("field `rotation.renew_at_fraction`: value 1.5"),
+            "{err}"
+        );
     }
 
     #[test]
     fn reports_every_problem_at_once() {
-        let err = parse("[root]\nvalidity = \"1h\"\n[rotation]\njitter_fraction = 1.5\n").unwrap_err();
+        let err =
+            parse("[root]\nvalidity = \"1h\"\n[rotation]\njitter_fraction = 1.5\n").unwrap_err();
         assert!(err.contains("`root.validity`"), "{err}");
         assert!(err.contains("`rotation.jitter_fraction`"), "{err}");
     }
@@ -250,6 +270,9 @@ mod tests {
     fn unknown_key_algorithm_lists_the_accepted_ones() {
         let err = parse("[root]\nkey_algorithm = \"rsa\"\n").unwrap_err();
         assert!(err.contains("field `root.key_algorithm`"), "{err}");
-        assert!(err.contains("ecdsa-p256") && err.contains("ed25519"), "{err}");
+        assert!(
+            err.contains("ecdsa-p256") && err.contains("ed25519"),
+            "{err}"
+        );
     }
 }

@@ -50,7 +50,10 @@ impl RenewalPolicy {
     /// lifetime.
     pub fn validate(self) -> Result<Self, String> {
         if !(self.at_fraction > 0.0 && self.at_fraction < 1.0) {
-            return Err(format!("at_fraction {} must be between 0 and 1", self.at_fraction));
+            return Err(format!(
+                "at_fraction {} must be between 0 and 1",
+                self.at_fraction
+            ));
         }
         let half = self.jitter_fraction / 2.0;
         if !(self.jitter_fraction >= 0.0
@@ -119,7 +122,10 @@ mod tests {
     #[test]
     fn jitter_stays_inside_its_window_and_spreads() {
         let policy = RenewalPolicy::default();
-        let (low, high) = (at(0) + HOUR.mul_f64(24.0 * 0.45), at(0) + HOUR.mul_f64(24.0 * 0.55));
+        let (low, high) = (
+            at(0) + HOUR.mul_f64(24.0 * 0.45),
+            at(0) + HOUR.mul_f64(24.0 * 0.55),
+        );
         let mut seen = std::collections::BTreeSet::new();
         for sample in [0, 1, u64::MAX / 4, u64::MAX / 2, u64::MAX / 4 * 3, u64::MAX] {
             let plan = policy.plan(at(0), at(24), at(0), sample);
@@ -157,7 +163,10 @@ mod tests {
         let plan = RenewalPolicy::default().plan(at(10), at(34), at(9), u64::MAX / 2);
         assert_eq!(plan.state, RenewalState::Scheduled);
         let expected = at(10) + HOUR * 12;
-        let diff = plan.renew_at.duration_since(expected).unwrap_or_else(|e| e.duration());
+        let diff = plan
+            .renew_at
+            .duration_since(expected)
+            .unwrap_or_else(|e| e.duration());
         assert!(diff < Duration::from_secs(1), "{diff:?}");
         assert!(plan.wait > HOUR * 12);
     }
@@ -171,8 +180,17 @@ mod tests {
     #[test]
     fn validate_refuses_windows_outside_the_lifetime() {
         assert!(RenewalPolicy::default().validate().is_ok());
-        for (at_fraction, jitter_fraction) in [(0.0, 0.1), (1.0, 0.1), (0.5, -0.1), (0.9, 0.3), (0.5, f64::NAN)] {
-            let policy = RenewalPolicy { at_fraction, jitter_fraction };
+        for (at_fraction, jitter_fraction) in [
+            (0.0, 0.1),
+            (1.0, 0.1),
+            (0.5, -0.1),
+            (0.9, 0.3),
+            (0.5, f64::NAN),
+        ] {
+            let policy = RenewalPolicy {
+                at_fraction,
+                jitter_fraction,
+            };
             assert!(policy.validate().is_err(), "{policy:?}");
         }
     }

@@ -277,8 +277,7 @@ pub fn dns_label(what: &'static str, name: &str) -> Result<String, SpiffeIdError
 
 /// Checks a DNS-1123 subdomain: dot-separated labels, at most 253 bytes.
 fn dns_subdomain(what: &'static str, name: &str) -> Result<String, SpiffeIdError> {
-    let valid =
-        name.len() <= 253 && name.split('.').all(|label| dns_label(what, label).is_ok());
+    let valid = name.len() <= 253 && name.split('.').all(|label| dns_label(what, label).is_ok());
     if valid {
         Ok(name.to_owned())
     } else {
@@ -339,17 +338,39 @@ mod tests {
         let cases: &[(&str, fn(&SpiffeIdError) -> bool)] = &[
             ("https://td/x", |e| matches!(e, SpiffeIdError::WrongScheme)),
             ("SPIFFE://td/x", |e| matches!(e, SpiffeIdError::WrongScheme)),
-            ("spiffe://", |e| matches!(e, SpiffeIdError::InvalidTrustDomain(_))),
-            ("spiffe://TD/x", |e| matches!(e, SpiffeIdError::InvalidTrustDomain(_))),
-            ("spiffe://td:8080/x", |e| matches!(e, SpiffeIdError::ForbiddenPart)),
-            ("spiffe://u@td/x", |e| matches!(e, SpiffeIdError::ForbiddenPart)),
-            ("spiffe://td/x?y", |e| matches!(e, SpiffeIdError::ForbiddenPart)),
-            ("spiffe://td/x#y", |e| matches!(e, SpiffeIdError::ForbiddenPart)),
-            ("spiffe://td/", |e| matches!(e, SpiffeIdError::InvalidSegment(_))),
-            ("spiffe://td/a//b", |e| matches!(e, SpiffeIdError::InvalidSegment(_))),
-            ("spiffe://td/a/../b", |e| matches!(e, SpiffeIdError::InvalidSegment(_))),
-            ("spiffe://td/a/./b", |e| matches!(e, SpiffeIdError::InvalidSegment(_))),
-            ("spiffe://td/a%20b", |e| matches!(e, SpiffeIdError::InvalidSegment(_))),
+            ("spiffe://", |e| {
+                matches!(e, SpiffeIdError::InvalidTrustDomain(_))
+            }),
+            ("spiffe://TD/x", |e| {
+                matches!(e, SpiffeIdError::InvalidTrustDomain(_))
+            }),
+            ("spiffe://td:8080/x", |e| {
+                matches!(e, SpiffeIdError::ForbiddenPart)
+            }),
+            ("spiffe://u@td/x", |e| {
+                matches!(e, SpiffeIdError::ForbiddenPart)
+            }),
+            ("spiffe://td/x?y", |e| {
+                matches!(e, SpiffeIdError::ForbiddenPart)
+            }),
+            ("spiffe://td/x#y", |e| {
+                matches!(e, SpiffeIdError::ForbiddenPart)
+            }),
+            ("spiffe://td/", |e| {
+                matches!(e, SpiffeIdError::InvalidSegment(_))
+            }),
+            ("spiffe://td/a//b", |e| {
+                matches!(e, SpiffeIdError::InvalidSegment(_))
+            }),
+            ("spiffe://td/a/../b", |e| {
+                matches!(e, SpiffeIdError::InvalidSegment(_))
+            }),
+            ("spiffe://td/a/./b", |e| {
+                matches!(e, SpiffeIdError::InvalidSegment(_))
+            }),
+            ("spiffe://td/a%20b", |e| {
+                matches!(e, SpiffeIdError::InvalidSegment(_))
+            }),
         ];
         for (text, expected) in cases {
             let err = SpiffeId::parse(text).unwrap_err();
@@ -375,7 +396,10 @@ mod tests {
             "spiffe://td/ns/b/sa/c",
         ] {
             let err = SpiffeId::parse(text).unwrap().identity().unwrap_err();
-            assert!(matches!(err, SpiffeIdError::UnknownForm(_)), "{text}: {err:?}");
+            assert!(
+                matches!(err, SpiffeIdError::UnknownForm(_)),
+                "{text}: {err:?}"
+            );
         }
         for text in [
             "spiffe://td/cluster/East/gateway/g",
@@ -384,7 +408,10 @@ mod tests {
             "spiffe://td/federation/n.1",
         ] {
             let err = SpiffeId::parse(text).unwrap().identity().unwrap_err();
-            assert!(matches!(err, SpiffeIdError::InvalidName { .. }), "{text}: {err:?}");
+            assert!(
+                matches!(err, SpiffeIdError::InvalidName { .. }),
+                "{text}: {err:?}"
+            );
         }
         let long_label = format!("spiffe://td/cluster/{}/gateway/g", "a".repeat(64));
         assert!(SpiffeId::parse(&long_label).unwrap().identity().is_err());

@@ -31,7 +31,9 @@ pub(crate) fn to_offset(t: SystemTime) -> Result<OffsetDateTime, CaError> {
     OffsetDateTime::from_unix_timestamp(unix_seconds(t))
         .ok()
         .filter(|t| (1950..=9999).contains(&t.year()))
-        .ok_or_else(|| CaError::BadLifetime("the validity period leaves the years 1950-9999".into()))
+        .ok_or_else(|| {
+            CaError::BadLifetime("the validity period leaves the years 1950-9999".into())
+        })
 }
 
 /// Displays a `SystemTime` as RFC 3339 in UTC, to the second.

@@ -138,8 +138,20 @@ mod tests {
 
     #[test]
     fn refuses_malformed_text() {
-        for bad in ["", "h", "10", "1x", "1.5h", "-1h", "99999999999999999999y", "1h 2m"] {
-            assert!(bad.parse::<HumanDuration>().is_err(), "{bad:?} was accepted");
+        for bad in [
+            "",
+            "h",
+            "10",
+            "1x",
+            "1.5h",
+            "-1h",
+            "99999999999999999999y",
+            "1h 2m",
+        ] {
+            assert!(
+                bad.parse::<HumanDuration>().is_err(),
+                "{bad:?} was accepted"
+            );
         }
     }
 

@@ -52,7 +52,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The extension is neither `.toml` nor `.json`.
-    #[error("{file}: unknown config format {extension:?}; expected a file ending in .toml or .json")]
+    #[error(
+        "{file}: unknown config format {extension:?}; expected a file ending in .toml or .json"
+    )]
     UnknownFormat {
         /// The config file.
         file: PathBuf,

@@ -262,7 +262,10 @@ mod tests {
         assert_eq!(Format::of(Path::new("a/b.toml")).unwrap(), Format::Toml);
         assert_eq!(Format::of(Path::new("b.json")).unwrap(), Format::Json);
         let err = Format::of(Path::new("b.yaml")).unwrap_err().to_string();
-        assert!(err.contains("b.yaml") && err.contains(".toml or .json"), "{err}");
+        assert!(
+            err.contains("b.yaml") && err.contains(".toml or .json"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -270,7 +273,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         let err = load::<Sample>(&file).unwrap_err().to_string();
-        assert!(err.contains("c.toml") && err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("c.toml") && err.contains("cannot read"),
+            "{err}"
+        );
         std::fs::write(&file, "name = \"y\"\n[limits]\ncount = 2\nttl = \"2m\"\n").unwrap();
         assert_eq!(load::<Sample>(&file).unwrap().name, "y");
     }

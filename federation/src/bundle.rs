@@ -53,7 +53,9 @@ pub fn from_proto(message: proto::TrustBundle) -> Result<TrustBundle, BundleDeco
     let mut bundle =
         TrustBundle::new(trust_domain, [CertificateDer::from(first)]).map_err(field("roots", 0))?;
     for (i, der) in roots {
-        bundle.add_root(CertificateDer::from(der)).map_err(field("roots", i))?;
+        bundle
+            .add_root(CertificateDer::from(der))
+            .map_err(field("roots", i))?;
     }
     for (i, der) in message.retired_roots.into_iter().enumerate() {
         bundle
@@ -80,8 +82,13 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn root(td: &TrustDomain) -> Authority {
-        Authority::new_root(td, KeyAlgorithm::EcdsaP256, Duration::from_secs(86_400), SystemTime::now())
-            .unwrap()
+        Authority::new_root(
+            td,
+            KeyAlgorithm::EcdsaP256,
+            Duration::from_secs(86_400),
+            SystemTime::now(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -89,7 +96,9 @@ mod tests {
         let td = TrustDomain::new("mesh.example").unwrap();
         let (a, b) = (root(&td), root(&td));
         let mut bundle = TrustBundle::new(td, [a.cert().clone(), b.cert().clone()]).unwrap();
-        bundle.retire_root(&isthmus_ca::fingerprint(a.cert())).unwrap();
+        bundle
+            .retire_root(&isthmus_ca::fingerprint(a.cert()))
+            .unwrap();
         let back = decode(&encode(&bundle)).unwrap();
         assert_eq!(back.to_pem(), bundle.to_pem());
         assert_eq!(back.retired().len(), 1);
@@ -101,16 +110,54 @@ mod tests {
         let td = TrustDomain::new("mesh.example").unwrap();
         let good = root(&td).cert().to_vec();
         let cases = [
-            (proto::TrustBundle { trust_domain: "Mesh".into(), roots: vec![good.clone()], retired_roots: vec![] }, "field `trust_domain`"),
-            (proto::TrustBundle { trust_domain: "mesh.example".into(), roots: vec![], retired_roots: vec![] }, "field `roots`"),
-            (proto::TrustBundle { trust_domain: "mesh.example".into(), roots: vec![good.clone(), vec![1, 2, 3]], retired_roots: vec![] }, "field `roots[1]`"),
-            (proto::TrustBundle { trust_domain: "mesh.example".into(), roots: vec![good.clone()], retired_roots: vec![vec![0]] }, "field `retired_roots[0]`"),
-            (proto::TrustBundle { trust_domain: "other.example".into(), roots: vec![good], retired_roots: vec![] }, "field `roots[0]`"),
+            (
+                proto::TrustBundle {
+                    trust_domain: "Mesh".into(),
+                    roots: vec![good.clone()],
+                    retired_roots: vec![],
+                },
+                "field `trust_domain`",
+            ),
+            (
+                proto::TrustBundle {
+                    trust_domain: "mesh.example".into(),
+                    roots: vec![],
+                    retired_roots: vec![],
+                },
+                "field `roots`",
+            ),
+            (
+                proto::TrustBundle {
+                    trust_domain: "mesh.example".into(),
+                    roots: vec![good.clone(), vec![1, 2, 3]],
+                    retired_roots: vec![],
+                },
+                "field `roots[1]`",
+            ),
+            (
+                proto::TrustBundle {
+                    trust_domain: "mesh.example".into(),
+                    roots: vec![good.clone()],
+                    retired_roots: vec![vec![0]],
+                },
+                "field `retired_roots[0]`",
+            ),
+            (
+                proto::TrustBundle {
+                    trust_domain: "other.example".into(),
+                    roots: vec![good],
+                    retired_roots: vec![],
+                },
+                "field `roots[0]`",
+            ),
         ];
         for (message, expected) in cases {
             let err = from_proto(message).unwrap_err().to_string();
             assert!(err.contains(expected), "{err}");
         }
-        assert!(matches!(decode(&[0xff, 0xff]), Err(BundleDecodeError::Wire(_))));
+        assert!(matches!(
+            decode(&[0xff, 0xff]),
+            Err(BundleDecodeError::Wire(_))
+        ));
     }
 }

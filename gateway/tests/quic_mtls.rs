@@ -8,7 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::{SpiffeVerifier, provider};
-use isthmus_ca::{Authority, IssuedLeaf, KeyAlgorithm, LeafRequest, SharedBundle, SpiffeId, TrustBundle, TrustDomain};
+use isthmus_ca::{
+    Authority, IssuedLeaf, KeyAlgorithm, LeafRequest, SharedBundle, SpiffeId, TrustBundle,
+    TrustDomain,
+};
 use isthmus_gateway::quic::{ALPN, quic_client_config, quic_server_config};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -26,23 +29,41 @@ fn pki() -> Pki {
     let now = SystemTime::now();
     let td = TrustDomain::new("mesh.example").unwrap();
     let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 365 * DAY, now).unwrap();
-    let east = root.new_cluster_intermediate("east", KeyAlgorithm::EcdsaP256, 30 * DAY, now).unwrap();
-    let west = root.new_cluster_intermediate("west", KeyAlgorithm::EcdsaP256, 30 * DAY, now).unwrap();
+    let east = root
+        .new_cluster_intermediate("east", KeyAlgorithm::EcdsaP256, 30 * DAY, now)
+        .unwrap();
+    let west = root
+        .new_cluster_intermediate("west", KeyAlgorithm::EcdsaP256, 30 * DAY, now)
+        .unwrap();
     let bundle = TrustBundle::new(td, [root.cert().clone()]).unwrap();
     Pki { bundle, east, west }
 }
 
-fn gateway(ca: &Authority, cluster: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let id = SpiffeId::parse(&format!("spiffe://mesh.example/cluster/{cluster}/gateway/gw")).unwrap();
+fn gateway(
+    ca: &Authority,
+    cluster: &str,
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let id = SpiffeId::parse(&format!(
+        "spiffe://mesh.example/cluster/{cluster}/gateway/gw"
+    ))
+    .unwrap();
     let leaf: IssuedLeaf = ca
         .issue_leaf(
-            &LeafRequest { id, lifetime: DAY, dns_names: vec![], key_algorithm: KeyAlgorithm::EcdsaP256 },
+            &LeafRequest {
+                id,
+                lifetime: DAY,
+                dns_names: vec![],
+                key_algorithm: KeyAlgorithm::EcdsaP256,
+            },
             SystemTime::now(),
         )
         .unwrap();
     let mut chain = vec![leaf.cert];
     chain.extend(leaf.chain);
-    (chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der())))
+    (
+        chain,
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der())),
+    )
 }
 
 fn verifier(bundle: &TrustBundle, expected: ExpectedIdentity) -> Arc<SpiffeVerifier> {
@@ -57,13 +78,27 @@ fn loopback() -> SocketAddr {
 /// its address and the outcome of the server-side handshake.
 fn spawn_west(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<Result<(), String>>) {
     let (chain, key) = gateway(&pki.west, "west");
-    let config = quic_server_config(verifier(&pki.bundle, ExpectedIdentity::GatewayOf("east".into())), chain, key).unwrap();
+    let config = quic_server_config(
+        verifier(&pki.bundle, ExpectedIdentity::GatewayOf("east".into())),
+        chain,
+        key,
+    )
+    .unwrap();
     let endpoint = quinn::Endpoint::server(config, loopback()).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let incoming = endpoint.accept().await.ok_or("endpoint closed")?;
         let connection = incoming.await.map_err(|e| e.to_string())?;
-        assert_eq!(connection.handshake_data().unwrap().downcast::<quinn::crypto::rustls::HandshakeData>().unwrap().protocol.as_deref(), Some(ALPN));
+        assert_eq!(
+            connection
+                .handshake_data()
+                .unwrap()
+                .downcast::<quinn::crypto::rustls::HandshakeData>()
+                .unwrap()
+                .protocol
+                .as_deref(),
+            Some(ALPN)
+        );
         let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
         let data = recv.read_to_end(1 << 20).await.map_err(|e| e.to_string())?;
         send.write_all(&data).await.map_err(|e| e.to_string())?;
@@ -81,7 +116,9 @@ async fn echo_once(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Result<Vec<u
         .await
         .map_err(|e| e.to_string())?;
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-    send.write_all(b"hello west").await.map_err(|e| e.to_string())?;
+    send.write_all(b"hello west")
+        .await
+        .map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;
     let reply = recv.read_to_end(1 << 20).await.map_err(|e| e.to_string())?;
     connection.close(0u32.into(), b"done");
@@ -100,11 +137,23 @@ async fn gateways_of_two_clusters_connect_with_mutual_tls() {
     let (addr, server) = spawn_west(&pki);
     let (chain, key) = gateway(&pki.east, "east");
     let client = client_endpoint(
-        quic_client_config(verifier(&pki.bundle, ExpectedIdentity::GatewayOf("west".into())), chain, key).unwrap(),
+        quic_client_config(
+            verifier(&pki.bundle, ExpectedIdentity::GatewayOf("west".into())),
+            chain,
+            key,
+        )
+        .unwrap(),
     );
-    let reply = tokio::time::timeout(TIMEOUT, echo_once(&client, addr)).await.unwrap().unwrap();
+    let reply = tokio::time::timeout(TIMEOUT, echo_once(&client, addr))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(reply, b"hello west");
-    tokio::time::timeout(TIMEOUT, server).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(TIMEOUT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -120,9 +169,18 @@ async fn a_client_without_a_certificate_is_refused() {
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
     let client = client_endpoint(config);
-    let outcome = tokio::time::timeout(TIMEOUT, echo_once(&client, addr)).await.unwrap();
-    assert!(outcome.is_err(), "an unauthenticated client got through: {outcome:?}");
-    let refusal = tokio::time::timeout(TIMEOUT, server).await.unwrap().unwrap().unwrap_err();
+    let outcome = tokio::time::timeout(TIMEOUT, echo_once(&client, addr))
+        .await
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "an unauthenticated client got through: {outcome:?}"
+    );
+    let refusal = tokio::time::timeout(TIMEOUT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert!(refusal.contains("no certificates"), "{refusal}");
 }
 
@@ -132,10 +190,18 @@ async fn a_client_from_another_root_is_refused() {
     let impostor = self::pki();
     let (addr, server) = spawn_west(&pki);
     let (chain, key) = gateway(&impostor.east, "east");
-    let client = client_endpoint(quic_client_config(verifier(&pki.bundle, ExpectedIdentity::Any), chain, key).unwrap());
-    let outcome = tokio::time::timeout(TIMEOUT, echo_once(&client, addr)).await.unwrap();
+    let client = client_endpoint(
+        quic_client_config(verifier(&pki.bundle, ExpectedIdentity::Any), chain, key).unwrap(),
+    );
+    let outcome = tokio::time::timeout(TIMEOUT, echo_once(&client, addr))
+        .await
+        .unwrap();
     assert!(outcome.is_err(), "{outcome:?}");
-    let refusal = tokio::time::timeout(TIMEOUT, server).await.unwrap().unwrap().unwrap_err();
+    let refusal = tokio::time::timeout(TIMEOUT, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert!(refusal.contains("UnknownRoot"), "{refusal}");
 }
 
@@ -146,9 +212,19 @@ async fn a_gateway_of_the_wrong_cluster_is_refused_by_the_client() {
     let (chain, key) = gateway(&pki.east, "east");
     // The client dials west but expects a gateway of east: the server's SVID does not match.
     let client = client_endpoint(
-        quic_client_config(verifier(&pki.bundle, ExpectedIdentity::GatewayOf("east".into())), chain, key).unwrap(),
+        quic_client_config(
+            verifier(&pki.bundle, ExpectedIdentity::GatewayOf("east".into())),
+            chain,
+            key,
+        )
+        .unwrap(),
     );
-    let outcome = tokio::time::timeout(TIMEOUT, echo_once(&client, addr)).await.unwrap();
+    let outcome = tokio::time::timeout(TIMEOUT, echo_once(&client, addr))
+        .await
+        .unwrap();
     let err = outcome.unwrap_err();
-    assert!(err.contains("UnexpectedIdentity") && err.contains("a gateway of cluster east"), "{err}");
+    assert!(
+        err.contains("UnexpectedIdentity") && err.contains("a gateway of cluster east"),
+        "{err}"
+    );
 }

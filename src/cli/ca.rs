@@ -206,7 +206,10 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
             policy,
         } => {
             let policy = policy.load()?;
-            let paths = prepare(&out, &["root.pem", "root.key", "bundle.pem", TRUST_DOMAIN_FILE])?;
+            let paths = prepare(
+                &out,
+                &["root.pem", "root.key", "bundle.pem", TRUST_DOMAIN_FILE],
+            )?;
             let validity = validity.map_or(policy.root_validity, Duration::from);
             let root = Authority::new_root(
                 &trust_domain,
@@ -231,9 +234,15 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
             let root = Authority::from_pem(&read(&cert)?, &read(&key)?, Some(&trust_domain))
                 .with_context(|| format!("importing {}", cert.display()))?;
             if *root.kind() != AuthorityKind::Root {
-                bail!("{} is not a root CA (it must be self-signed)", cert.display());
+                bail!(
+                    "{} is not a root CA (it must be self-signed)",
+                    cert.display()
+                );
             }
-            let paths = prepare(&out, &["root.pem", "root.key", "bundle.pem", TRUST_DOMAIN_FILE])?;
+            let paths = prepare(
+                &out,
+                &["root.pem", "root.key", "bundle.pem", TRUST_DOMAIN_FILE],
+            )?;
             write_root(&root, &paths)?;
             println!(
                 "imported root CA (sha256 {}) for {trust_domain} into {}",
@@ -253,7 +262,12 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
             let root = load_authority(&root_dir, "root")?;
             let paths = prepare(
                 &out,
-                &["intermediate.pem", "intermediate.key", "bundle.pem", TRUST_DOMAIN_FILE],
+                &[
+                    "intermediate.pem",
+                    "intermediate.key",
+                    "bundle.pem",
+                    TRUST_DOMAIN_FILE,
+                ],
             )?;
             let validity = validity.map_or(policy.intermediate_validity, Duration::from);
             let intermediate = root.new_cluster_intermediate(
@@ -264,8 +278,16 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
             )?;
             write_new(&paths[0], &intermediate.cert_chain_pem(), Secrecy::Public)?;
             write_new(&paths[1], &intermediate.key_pem(), Secrecy::Secret)?;
-            write_new(&paths[2], &read(&root_dir.join("bundle.pem"))?, Secrecy::Public)?;
-            write_new(&paths[3], &format!("{}\n", root.trust_domain()), Secrecy::Public)?;
+            write_new(
+                &paths[2],
+                &read(&root_dir.join("bundle.pem"))?,
+                Secrecy::Public,
+            )?;
+            write_new(
+                &paths[3],
+                &format!("{}\n", root.trust_domain()),
+                Secrecy::Public,
+            )?;
             println!(
                 "created intermediate CA of cluster {cluster} (valid {}) in {}",
                 HumanDuration(validity),
@@ -309,9 +331,21 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
             let cert = root
                 .sign_cluster_csr(&read(&csr)?, &cluster, validity, now)
                 .with_context(|| format!("signing {}", csr.display()))?;
-            write_new(&paths[0], &isthmus_ca::pem::certs_to_pem([&cert]), Secrecy::Public)?;
-            write_new(&paths[1], &read(&root_dir.join("bundle.pem"))?, Secrecy::Public)?;
-            write_new(&paths[2], &format!("{}\n", root.trust_domain()), Secrecy::Public)?;
+            write_new(
+                &paths[0],
+                &isthmus_ca::pem::certs_to_pem([&cert]),
+                Secrecy::Public,
+            )?;
+            write_new(
+                &paths[1],
+                &read(&root_dir.join("bundle.pem"))?,
+                Secrecy::Public,
+            )?;
+            write_new(
+                &paths[2],
+                &format!("{}\n", root.trust_domain()),
+                Secrecy::Public,
+            )?;
             println!(
                 "signed the intermediate of cluster {cluster} (valid {}) into {}",
                 HumanDuration(validity),
@@ -351,10 +385,15 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
                 },
                 now,
             )?;
-            let chain = isthmus_ca::pem::certs_to_pem(std::iter::once(&leaf.cert).chain(&leaf.chain));
+            let chain =
+                isthmus_ca::pem::certs_to_pem(std::iter::once(&leaf.cert).chain(&leaf.chain));
             write_new(&paths[0], &chain, Secrecy::Public)?;
             write_new(&paths[1], &leaf.key.serialize_pem(), Secrecy::Secret)?;
-            write_new(&paths[2], &read(&ca_dir.join("bundle.pem"))?, Secrecy::Public)?;
+            write_new(
+                &paths[2],
+                &read(&ca_dir.join("bundle.pem"))?,
+                Secrecy::Public,
+            )?;
             println!(
                 "issued {spiffe_id} (valid {}) into {}",
                 HumanDuration(lifetime),
@@ -420,7 +459,11 @@ fn write_root(root: &Authority, paths: &[PathBuf]) -> anyhow::Result<()> {
     write_new(&paths[0], &root.cert_chain_pem(), Secrecy::Public)?;
     write_new(&paths[1], &root.key_pem(), Secrecy::Secret)?;
     write_new(&paths[2], &bundle.to_pem(), Secrecy::Public)?;
-    write_new(&paths[3], &format!("{}\n", root.trust_domain()), Secrecy::Public)
+    write_new(
+        &paths[3],
+        &format!("{}\n", root.trust_domain()),
+        Secrecy::Public,
+    )
 }
 
 /// Loads `<name>.pem` and `<name>.key` of a CA directory.

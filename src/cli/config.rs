@@ -37,17 +37,18 @@ pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        ConfigCommand::Check { kind: Kind::Ca, file } => {
-            match isthmus_config::load::<CaPolicyFile>(&file) {
-                Ok(_) => {
-                    println!("{}: ok", file.display());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    Ok(ExitCode::from(1))
-                }
+        ConfigCommand::Check {
+            kind: Kind::Ca,
+            file,
+        } => match isthmus_config::load::<CaPolicyFile>(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
             }
-        }
+            Err(err) => {
+                eprintln!("error: {err}");
+                Ok(ExitCode::from(1))
+            }
+        },
     }
 }

@@ -36,7 +36,11 @@ pub(crate) fn write_new(path: &Path, contents: &str, secrecy: Secrecy) -> anyhow
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if secrecy == Secrecy::Secret { 0o600 } else { 0o644 });
+        options.mode(if secrecy == Secrecy::Secret {
+            0o600
+        } else {
+            0o644
+        });
     }
     let mut file = options
         .open(path)

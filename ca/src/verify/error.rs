@@ -88,7 +88,9 @@ pub enum VerifyError {
         not_before: i64,
     },
     /// The leaf's issuer is neither presented nor a root: the peer left out its intermediate.
-    #[error("the leaf's issuer {issuer} is neither in the presented chain nor a root of the bundle")]
+    #[error(
+        "the leaf's issuer {issuer} is neither in the presented chain nor a root of the bundle"
+    )]
     MissingIntermediate {
         /// The issuer DN that was looked for.
         issuer: String,
@@ -100,7 +102,9 @@ pub enum VerifyError {
         issuer: String,
     },
     /// The chain leads to a root that was removed from the bundle.
-    #[error("the chain ends at root {subject} (sha256 {fingerprint}), which was removed from the trust bundle")]
+    #[error(
+        "the chain ends at root {subject} (sha256 {fingerprint}), which was removed from the trust bundle"
+    )]
     RootRemoved {
         /// The retired root's subject.
         subject: String,

@@ -71,6 +71,11 @@ pub fn verify_chain(
     let (id, identity) = check_leaf(bundle, &leaf.facts, role)?;
     check_validity(&leaf.facts, now)?;
 
+    if presented.len() > MAX_CHAIN_LEN - 1 {
+        return Err(VerifyError::PathTooLong {
+            subject: format!("the presented chain ({} certificates)", presented.len() + 1),
+        });
+    }
     let presented = presented
         .iter()
         .enumerate()
@@ -106,6 +111,18 @@ pub fn verify_chain(
         }
     }
 
+    // A cluster intermediate signs leaves only: one found higher up would let its key
+    // holder mint a sub-CA outside the cluster, whatever its pathLen says.
+    if intermediates
+        .iter()
+        .skip(1)
+        .any(|ca| matches!(ca.facts.ca_role(), CaRole::Cluster(_)))
+    {
+        return Err(VerifyError::OutsideIssuerPath {
+            id: id.to_string(),
+            allowed: "a cluster intermediate may only sign leaves, not other CAs".into(),
+        });
+    }
     let issuer = intermediates.first().map_or(&root.facts, |l| &l.facts);
     check_issuer_path(issuer, intermediates.is_empty(), &id, &identity)?;
 
@@ -226,12 +243,22 @@ fn build_chain<'a>(
     let mut intermediates: Vec<&Link<'_>> = Vec::new();
     let mut current = leaf;
     loop {
-        let (root, root_named) = find_root(bundle.roots(), current)?;
-        if let Some(root) = root {
-            check_ca(&root.facts, now, intermediates.len())?;
-            return Ok((intermediates, root));
+        let (roots, root_named) = find_roots(bundle.roots(), current)?;
+        // Of several roots that signed (a renewed root with the same key), the first
+        // that is usable now wins; if none is, the first one's fault is reported.
+        let mut first_fault = None;
+        for root in roots {
+            match check_ca(&root.facts, now, intermediates.len()) {
+                Ok(()) => return Ok((intermediates, root)),
+                Err(fault) => {
+                    first_fault.get_or_insert(fault);
+                }
+            }
         }
-        if let (Some(retired), _) = find_root(bundle.retired(), current)? {
+        if let Some(fault) = first_fault {
+            return Err(fault);
+        }
+        if let Some(retired) = find_roots(bundle.retired(), current)?.0.into_iter().next() {
             return Err(VerifyError::RootRemoved {
                 subject: retired.facts.subject.clone(),
                 fingerprint: retired.facts.fingerprint.clone(),
@@ -243,7 +270,7 @@ fn build_chain<'a>(
                 && !std::ptr::eq(*l, current)
                 && !intermediates.iter().any(|used| std::ptr::eq(*used, *l));
             named |= fits;
-            fits && current.x509.verify_signature(Some(l.x509.public_key())).is_ok()
+            fits && signed_by(&current.x509, &l.x509)
         });
         let Some(issuer) = issuer else {
             let issuer = current.facts.issuer.clone();
@@ -274,29 +301,52 @@ fn build_chain<'a>(
     }
 }
 
-/// The root in `roots` that issued `child`, checked by name and signature; also says
+/// The roots in `roots` that issued `child`, checked by name and signature; also says
 /// whether any root carried the issuer's name (a name match whose key did not sign is a
 /// bad signature unless another candidate did).
-fn find_root<'r>(
+fn find_roots<'r>(
     roots: &'r [crate::bundle::Root],
     child: &Link<'_>,
-) -> Result<(Option<Link<'r>>, bool), VerifyError> {
+) -> Result<(Vec<Link<'r>>, bool), VerifyError> {
     let mut named = false;
-    for root in roots.iter().filter(|r| r.facts.subject_raw == child.facts.issuer_raw) {
+    let mut found = Vec::new();
+    for root in roots
+        .iter()
+        .filter(|r| r.facts.subject_raw == child.facts.issuer_raw)
+    {
         named = true;
         let x509 = parse_x509(&root.der).map_err(|detail| VerifyError::Malformed {
             position: usize::MAX,
             detail,
         })?;
-        if child.x509.verify_signature(Some(x509.public_key())).is_ok() {
-            let link = Link {
+        if signed_by(&child.x509, &x509) {
+            found.push(Link {
                 x509,
                 facts: root.facts.clone(),
-            };
-            return Ok((Some(link), true));
+            });
         }
     }
-    Ok((None, named))
+    Ok((found, named))
+}
+
+/// Signature algorithms accepted on certificates: SHA-1 and anything exotic are not.
+const SIGNATURE_ALGORITHMS: [&str; 6] = [
+    "1.2.840.10045.4.3.2",   // ecdsa-with-SHA256
+    "1.2.840.10045.4.3.3",   // ecdsa-with-SHA384
+    "1.3.101.112",           // Ed25519
+    "1.2.840.113549.1.1.11", // sha256WithRSAEncryption (imported operator roots)
+    "1.2.840.113549.1.1.12", // sha384WithRSAEncryption
+    "1.2.840.113549.1.1.13", // sha512WithRSAEncryption
+];
+
+/// Whether `issuer`'s key signed `child`. The outer signature algorithm is not covered
+/// by the signature, so it must equal the signed one and be on the allow-list.
+fn signed_by(child: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
+    let outer = &child.signature_algorithm.algorithm;
+    let inner = &child.tbs_certificate.signature.algorithm;
+    outer == inner
+        && SIGNATURE_ALGORITHMS.contains(&outer.to_id_string().as_str())
+        && child.verify_signature(Some(issuer.public_key())).is_ok()
 }
 
 /// An issuer must be a CA allowed to sign, valid now, and allow `below` intermediates
@@ -327,19 +377,27 @@ fn check_constraints(
     };
     for uri in &cert.uris {
         let host = uri_host(uri).ok_or_else(|| violation(uri))?;
-        let (permitted, excluded) = (constraints.permitted_uri.as_deref(), &constraints.excluded_uri);
+        let (permitted, excluded) = (
+            constraints.permitted_uri.as_deref(),
+            &constraints.excluded_uri,
+        );
         if !allowed(host, permitted, excluded, uri_host_matches) {
             return Err(violation(uri));
         }
     }
     for dns in &cert.dns_names {
-        let (permitted, excluded) = (constraints.permitted_dns.as_deref(), &constraints.excluded_dns);
+        let (permitted, excluded) = (
+            constraints.permitted_dns.as_deref(),
+            &constraints.excluded_dns,
+        );
         if !allowed(dns, permitted, excluded, dns_matches) {
             return Err(violation(dns));
         }
     }
-    if constraints.unchecked_forms && cert.other_sans > 0 {
-        return Err(violation("a SAN of a constrained form Isthmus does not check"));
+    if constraints.unchecked_forms {
+        // Constraints on forms Isthmus does not evaluate (directory names, e-mail, IP)
+        // fail closed for everything below, subjects included.
+        return Err(violation(&cert.subject));
     }
     Ok(())
 }
@@ -357,7 +415,7 @@ fn allowed(
 /// RFC 5280 §4.2.1.10 for URIs: `base` names one host, or with a leading `.` any
 /// host below that domain.
 fn uri_host_matches(host: &str, base: &str) -> bool {
-    let (host, base) = (host.to_ascii_lowercase(), base.to_ascii_lowercase());
+    let (host, base) = (normalize(host), normalize(base));
     if base.starts_with('.') {
         host.ends_with(&base)
     } else {
@@ -367,15 +425,24 @@ fn uri_host_matches(host: &str, base: &str) -> bool {
 
 /// RFC 5280 §4.2.1.10 for DNS names: `base` and any name with labels added on its left.
 fn dns_matches(name: &str, base: &str) -> bool {
-    let (name, base) = (name.to_ascii_lowercase(), base.to_ascii_lowercase());
+    let (name, base) = (normalize(name), normalize(base));
     let base = base.trim_start_matches('.');
-    name == base || name.ends_with(&format!(".{base}"))
+    base.is_empty() || name == base || name.ends_with(&format!(".{base}"))
+}
+
+/// Lower case, without the root's trailing dot, so `a.example.` cannot dodge `example`.
+fn normalize(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 fn uri_host(uri: &str) -> Option<&str> {
     let rest = &uri[uri.find("://")? + 3..];
-    let end = rest.find(['/', ':', '?', '#']).unwrap_or(rest.len());
-    (end > 0).then(|| &rest[..end])
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('@') {
+        return None; // user info could hide the real host from a naive reader
+    }
+    let host = &authority[..authority.find(':').unwrap_or(authority.len())];
+    (!host.is_empty()).then_some(host)
 }
 
 /// The leaf's ID must sit under what its direct issuer may sign: a cluster intermediate
@@ -396,7 +463,11 @@ fn check_issuer_path(
             matches!(identity, Identity::FederationNode { .. }),
             format!(
                 "federation nodes only, as {}",
-                if issued_by_root { "a root" } else { "a non-cluster intermediate" }
+                if issued_by_root {
+                    "a root"
+                } else {
+                    "a non-cluster intermediate"
+                }
             ),
         ),
     };
@@ -434,5 +505,8 @@ mod tests {
         assert_eq!(uri_host("https://h:443/x"), Some("h"));
         assert_eq!(uri_host("spiffe:///x"), None);
         assert_eq!(uri_host("urn:x"), None);
+        assert_eq!(uri_host("https://mesh.example:x@evil.com/"), None);
+        assert!(dns_matches("x.evil.com.", "evil.com"));
+        assert!(dns_matches("anything.example", ""));
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use super::{ExpectedIdentity, PeerRole, VerifiedPeer, VerifyError, verify_chain};
@@ -162,7 +164,8 @@ impl ClientCertVerifier for SpiffeVerifier {
     }
 }
 
-/// A TLS 1.3 server config that requires and verifies client SVIDs.
+/// A TLS 1.3 server config that requires and verifies client SVIDs on every handshake
+/// (session resumption is off).
 pub fn server_config(
     verifier: Arc<SpiffeVerifier>,
     chain: Vec<CertificateDer<'static>>,
@@ -173,6 +176,10 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
+    // No resumption: a resumed handshake skips the verifier, so a peer whose root was
+    // retired or whose leaf expired could come back on an old ticket.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
@@ -189,6 +196,7 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(chain, key)?;
+    config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
