@@ -260,6 +260,14 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
         } => {
             let policy = policy.load()?;
             let root = load_authority(&root_dir, "root")?;
+            let bundle = read(&root_dir.join("bundle.pem"))?;
+            let validity = validity.map_or(policy.intermediate_validity, Duration::from);
+            let intermediate = root.new_cluster_intermediate(
+                &cluster,
+                key_algorithm.unwrap_or(policy.intermediate_key),
+                validity,
+                now,
+            )?;
             let paths = prepare(
                 &out,
                 &[
@@ -269,25 +277,9 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
                     TRUST_DOMAIN_FILE,
                 ],
             )?;
-            let validity = validity.map_or(policy.intermediate_validity, Duration::from);
-            let intermediate = root.new_cluster_intermediate(
-                &cluster,
-                key_algorithm.unwrap_or(policy.intermediate_key),
-                validity,
-                now,
-            )?;
             write_new(&paths[0], &intermediate.cert_chain_pem(), Secrecy::Public)?;
             write_new(&paths[1], &intermediate.key_pem(), Secrecy::Secret)?;
-            write_new(
-                &paths[2],
-                &read(&root_dir.join("bundle.pem"))?,
-                Secrecy::Public,
-            )?;
-            write_new(
-                &paths[3],
-                &format!("{}\n", root.trust_domain()),
-                Secrecy::Public,
-            )?;
+            write_trust(&paths[2], &paths[3], &bundle, root.trust_domain())?;
             println!(
                 "created intermediate CA of cluster {cluster} (valid {}) in {}",
                 HumanDuration(validity),
@@ -302,12 +294,12 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
             policy,
         } => {
             let policy = policy.load()?;
-            let paths = prepare(&out, &["intermediate.key", "intermediate.csr"])?;
             let (key, csr) = isthmus_ca::cluster_csr(
                 &trust_domain,
                 &cluster,
                 key_algorithm.unwrap_or(policy.intermediate_key),
             )?;
+            let paths = prepare(&out, &["intermediate.key", "intermediate.csr"])?;
             write_new(&paths[0], &key.serialize_pem(), Secrecy::Secret)?;
             write_new(&paths[1], &csr, Secrecy::Public)?;
             println!(
@@ -326,26 +318,15 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
         } => {
             let policy = policy.load()?;
             let root = load_authority(&root_dir, "root")?;
-            let paths = prepare(&out, &["intermediate.pem", "bundle.pem", TRUST_DOMAIN_FILE])?;
+            let bundle = read(&root_dir.join("bundle.pem"))?;
             let validity = validity.map_or(policy.intermediate_validity, Duration::from);
             let cert = root
                 .sign_cluster_csr(&read(&csr)?, &cluster, validity, now)
                 .with_context(|| format!("signing {}", csr.display()))?;
-            write_new(
-                &paths[0],
-                &isthmus_ca::pem::certs_to_pem([&cert]),
-                Secrecy::Public,
-            )?;
-            write_new(
-                &paths[1],
-                &read(&root_dir.join("bundle.pem"))?,
-                Secrecy::Public,
-            )?;
-            write_new(
-                &paths[2],
-                &format!("{}\n", root.trust_domain()),
-                Secrecy::Public,
-            )?;
+            let paths = prepare(&out, &["intermediate.pem", "bundle.pem", TRUST_DOMAIN_FILE])?;
+            let cert = isthmus_ca::pem::certs_to_pem([&cert]);
+            write_new(&paths[0], &cert, Secrecy::Public)?;
+            write_trust(&paths[1], &paths[2], &bundle, root.trust_domain())?;
             println!(
                 "signed the intermediate of cluster {cluster} (valid {}) into {}",
                 HumanDuration(validity),
@@ -375,7 +356,7 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
                     HumanDuration(policy.leaf_max_ttl)
                 );
             }
-            let paths = prepare(&out, &["cert.pem", "key.pem", "bundle.pem"])?;
+            let bundle = read(&ca_dir.join("bundle.pem"))?;
             let leaf = ca.issue_leaf(
                 &LeafRequest {
                     id: spiffe_id.clone(),
@@ -385,15 +366,12 @@ pub(crate) fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
                 },
                 now,
             )?;
+            let paths = prepare(&out, &["cert.pem", "key.pem", "bundle.pem"])?;
             let chain =
                 isthmus_ca::pem::certs_to_pem(std::iter::once(&leaf.cert).chain(&leaf.chain));
             write_new(&paths[0], &chain, Secrecy::Public)?;
             write_new(&paths[1], &leaf.key.serialize_pem(), Secrecy::Secret)?;
-            write_new(
-                &paths[2],
-                &read(&ca_dir.join("bundle.pem"))?,
-                Secrecy::Public,
-            )?;
+            write_new(&paths[2], &bundle, Secrecy::Public)?;
             println!(
                 "issued {spiffe_id} (valid {}) into {}",
                 HumanDuration(lifetime),
@@ -458,10 +436,23 @@ fn write_root(root: &Authority, paths: &[PathBuf]) -> anyhow::Result<()> {
     let bundle = TrustBundle::new(root.trust_domain().clone(), [root.cert().clone()])?;
     write_new(&paths[0], &root.cert_chain_pem(), Secrecy::Public)?;
     write_new(&paths[1], &root.key_pem(), Secrecy::Secret)?;
-    write_new(&paths[2], &bundle.to_pem(), Secrecy::Public)?;
+    write_trust(&paths[2], &paths[3], &bundle.to_pem(), root.trust_domain())
+}
+
+/// Writes the trust bundle and trust-domain files every CA directory carries.
+fn write_trust(
+    bundle_path: &Path,
+    domain_path: &Path,
+    bundle: &str,
+    trust_domain: &TrustDomain,
+) -> anyhow::Result<()> {
+    write_new(bundle_path, bundle, Secrecy::Public)?;
     write_new(
-        &paths[3],
-        &format!("{}\n", root.trust_domain()),
+        domain_path,
+        &format!(
+            "{trust_domain}
+"
+        ),
         Secrecy::Public,
     )
 }

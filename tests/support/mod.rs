@@ -61,6 +61,38 @@ impl Dir {
         Self(tempfile::tempdir().expect("creating a temporary directory"))
     }
 
+    /// Runs `isthmus` with `line` split on white space; a word `@rel` stands for
+    /// `self.path("rel")`.
+    pub(crate) fn isthmus(&self, line: &str) -> Run {
+        isthmus(
+            &self
+                .words(line)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Runs `openssl` the same way.
+    pub(crate) fn openssl(&self, line: &str) -> Run {
+        openssl(
+            &self
+                .words(line)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn words(&self, line: &str) -> Vec<String> {
+        line.split_whitespace()
+            .map(|w| match w.strip_prefix('@') {
+                Some(rel) => self.path(rel),
+                None => w.to_owned(),
+            })
+            .collect()
+    }
+
     /// `rel` inside the directory, as a string for command arguments.
     pub(crate) fn path(&self, rel: &str) -> String {
         self.0.path().join(rel).to_string_lossy().into_owned()
