@@ -1,7 +1,25 @@
-//! Isthmus gateways: east-west, ingress and egress, carrying service traffic between
-//! clusters inside QUIC connections authenticated with mutual TLS.
+//! Isthmus gateways: carry TCP connections between clusters, each inside a stream of a
+//! QUIC connection between the two clusters' gateways, authenticated both ways with
+//! SPIFFE certificates.
 //!
-//! Today this crate holds the QUIC endpoint configuration that every gateway-to-gateway
-//! connection uses ([`quic`]); the tunnel, listeners and load balancing come next.
+//! Pure cores: [`header`] (stream header codec), [`sni`] (ClientHello server name),
+//! [`balancer`] (endpoint choice and outlier detection), [`config`] (validation).
+//! IO around them: [`gateway`] wires the [`quic`] endpoint, [`peers`] pool, inbound and
+//! outbound sides, [`splice`] and [`metrics`].
 
+pub mod balancer;
+pub mod catalog;
+pub mod config;
+pub mod gateway;
+pub mod header;
+pub mod identity;
+mod inbound;
+pub mod metrics;
+mod outbound;
+pub mod peers;
 pub mod quic;
+pub mod sni;
+pub mod splice;
+pub mod stream;
+
+pub use gateway::{DrainReport, RunningGateway, StartError, start};

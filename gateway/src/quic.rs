@@ -26,6 +26,34 @@ pub enum QuicConfigError {
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
 }
 
+/// Transport settings of gateway-to-gateway connections: keep-alives well inside the
+/// idle timeout, so that a quiet connection stays up and a dead one is noticed.
+pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    transport.max_idle_timeout(Some(quinn::VarInt::from_u32(20_000).into()));
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16_384));
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    transport.datagram_receive_buffer_size(None);
+    Arc::new(transport)
+}
+
+/// A metrics label for a failed handshake; `None` when the verifier refused a
+/// certificate (its observer counts those with the precise reason).
+pub fn failure_reason(err: &quinn::ConnectionError) -> Option<&'static str> {
+    use quinn::ConnectionError;
+    match err {
+        ConnectionError::TimedOut => Some("timeout"),
+        ConnectionError::TransportError(e) if e.reason.contains("invalid peer certificate") => None,
+        ConnectionError::TransportError(e) if e.reason.contains("no certificates") => {
+            Some("no_certificate")
+        }
+        ConnectionError::TransportError(_) => Some("protocol"),
+        ConnectionError::ConnectionClosed(_) => Some("refused_by_peer"),
+        _ => Some("other"),
+    }
+}
+
 /// The server side of a gateway's QUIC endpoint: presents `chain`, requires a client
 /// SVID accepted by `verifier`.
 pub fn quic_server_config(
@@ -35,7 +63,9 @@ pub fn quic_server_config(
 ) -> Result<quinn::ServerConfig, QuicConfigError> {
     let tls = server_config(verifier, chain, key, &[ALPN])?;
     let quic = QuicServerConfig::try_from(tls)?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport_config());
+    Ok(config)
 }
 
 /// The client side: presents `chain`, accepts a server SVID accepted by `verifier`.

@@ -20,12 +20,23 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Called with every refusal, for counting and logging.
+pub type RefusalObserver = Arc<dyn Fn(&VerifyError) + Send + Sync>;
+
 /// Verifies peers' SVIDs against a (live-replaceable) trust bundle.
-#[derive(Debug)]
 pub struct SpiffeVerifier {
     bundle: SharedBundle,
     expected: ExpectedIdentity,
     algorithms: WebPkiSupportedAlgorithms,
+    observer: Option<RefusalObserver>,
+}
+
+impl std::fmt::Debug for SpiffeVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpiffeVerifier")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SpiffeVerifier {
@@ -35,6 +46,21 @@ impl SpiffeVerifier {
             bundle,
             expected,
             algorithms: provider().signature_verification_algorithms,
+            observer: None,
+        })
+    }
+
+    /// Like [`SpiffeVerifier::new`], calling `observer` with every refusal.
+    pub fn with_observer(
+        bundle: SharedBundle,
+        expected: ExpectedIdentity,
+        observer: RefusalObserver,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            bundle,
+            expected,
+            algorithms: provider().signature_verification_algorithms,
+            observer: Some(observer),
         })
     }
 
@@ -67,6 +93,9 @@ impl SpiffeVerifier {
         self.verify(end_entity, intermediates, now, role)
             .map(|_| ())
             .map_err(|e| {
+                if let Some(observer) = &self.observer {
+                    observer(&e);
+                }
                 rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
             })
     }

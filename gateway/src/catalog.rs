@@ -1,0 +1,80 @@
+//! The runtime view of services and peers: what this gateway exports, and where peer
+//! gateways are. Seeded from the config file; replaceable while running (a later
+//! federation watch feeds it), so it lives apart from the immutable config.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::balancer::{Balancer, OutlierPolicy};
+use crate::config::{Export, PeerEntry};
+
+/// A service port of this cluster with its endpoints' balancer.
+#[derive(Debug)]
+pub struct ServicePort {
+    /// Endpoint choice and health; locked briefly, never across an await.
+    pub balancer: Mutex<Balancer>,
+}
+
+/// What is known now.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    exports: HashMap<(String, String, u16), Arc<ServicePort>>,
+    peers: HashMap<String, SocketAddr>,
+}
+
+impl Catalog {
+    /// A catalog of `exports` and `peers`.
+    pub fn new(exports: &[Export], peers: &[PeerEntry], outlier: OutlierPolicy) -> Self {
+        let mut catalog = Self::default();
+        for export in exports {
+            for port in &export.ports {
+                let balancer = Balancer::new(&port.endpoints, export.policy, outlier);
+                catalog.exports.insert(
+                    (export.namespace.clone(), export.name.clone(), port.port),
+                    Arc::new(ServicePort {
+                        balancer: Mutex::new(balancer),
+                    }),
+                );
+            }
+        }
+        catalog.peers = peers
+            .iter()
+            .map(|p| (p.cluster.clone(), p.address))
+            .collect();
+        catalog
+    }
+
+    /// The exported service port `namespace/name:port`, if exported.
+    pub fn export(&self, namespace: &str, name: &str, port: u16) -> Option<Arc<ServicePort>> {
+        self.exports
+            .get(&(namespace.to_owned(), name.to_owned(), port))
+            .cloned()
+    }
+
+    /// The QUIC address of `cluster`'s gateway.
+    pub fn peer(&self, cluster: &str) -> Option<SocketAddr> {
+        self.peers.get(cluster).copied()
+    }
+}
+
+/// The catalog in force, shared by every task; replaced as a whole.
+#[derive(Debug, Clone, Default)]
+pub struct SharedCatalog(Arc<RwLock<Arc<Catalog>>>);
+
+impl SharedCatalog {
+    /// Shares `catalog`.
+    pub fn new(catalog: Catalog) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(catalog))))
+    }
+
+    /// The catalog now.
+    pub fn current(&self) -> Arc<Catalog> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `catalog` in force for later lookups.
+    pub fn replace(&self, catalog: Catalog) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+    }
+}

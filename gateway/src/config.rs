@@ -1,0 +1,480 @@
+//! The gateway config file (`isthmus config schema gateway`): parsed, validated once into
+//! an immutable [`GatewayConfig`]. What the file lists about services and peers seeds
+//! the runtime [`crate::catalog::Catalog`], which can change while the gateway runs.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use isthmus_ca::spiffe::dns_label;
+use isthmus_config::{FieldProblem, HumanDuration, Validate};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::balancer::{OutlierPolicy, Policy};
+
+/// A gateway config file as written.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfigFile {
+    /// This gateway's cluster (a DNS-1123 label).
+    pub cluster: String,
+    /// Certificates and keys (paths relative to the config file's directory).
+    pub tls: TlsFiles,
+    /// Where to listen.
+    pub listen: ListenSection,
+    /// Gateways of other clusters.
+    #[serde(default)]
+    pub peers: Vec<PeerEntry>,
+    /// Services of this cluster that other clusters may reach.
+    #[serde(default)]
+    pub exports: Vec<ExportEntry>,
+    /// Services of other clusters reachable here.
+    #[serde(default)]
+    pub imports: Vec<ImportEntry>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutSection,
+    /// Outlier detection for exported endpoints.
+    #[serde(default)]
+    pub outlier_detection: OutlierSection,
+}
+
+/// Certificate files.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Trust bundle: the roots (PEM).
+    pub bundle: PathBuf,
+    /// This gateway's certificate chain: leaf then intermediate (PEM).
+    pub cert: PathBuf,
+    /// This gateway's private key (PKCS#8 PEM).
+    pub key: PathBuf,
+}
+
+/// Listen addresses.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// UDP address of the QUIC endpoint that peers connect to.
+    pub quic: SocketAddr,
+    /// TCP address of the Prometheus metrics endpoint (`/metrics`).
+    pub metrics: Option<SocketAddr>,
+    /// TCP address of the SNI passthrough listener.
+    pub sni: Option<SocketAddr>,
+}
+
+/// A peer gateway.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// The peer's cluster.
+    pub cluster: String,
+    /// Its QUIC address.
+    pub address: SocketAddr,
+}
+
+/// An exported service.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportEntry {
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// How endpoints are chosen: `least-connections` (default) or `round-robin`.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// Service ports and their endpoints.
+    pub ports: Vec<ExportPort>,
+}
+
+/// One port of an exported service.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportPort {
+    /// The service port clients ask for.
+    pub port: u16,
+    /// Endpoint addresses serving it.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// Load-balancing policy names.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalancing {
+    /// Power of two choices, least connections.
+    #[default]
+    LeastConnections,
+    /// Round robin.
+    RoundRobin,
+}
+
+/// An imported service.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImportEntry {
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// The cluster that exports it (one of `peers`).
+    pub cluster: String,
+    /// The service port.
+    pub port: u16,
+    /// Local TCP address that apps connect to.
+    pub listen: SocketAddr,
+}
+
+/// Timeouts as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSection {
+    /// Connecting to an endpoint (default 5s).
+    pub connect: Option<HumanDuration>,
+    /// From opening a stream to the peer's answer (default 5s).
+    pub stream_open: Option<HumanDuration>,
+    /// A tunnelled connection with no bytes either way is closed (default 1h).
+    pub idle: Option<HumanDuration>,
+    /// On SIGTERM, how long live connections may finish (default 30s).
+    pub drain: Option<HumanDuration>,
+}
+
+/// Outlier detection as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSection {
+    /// Consecutive connect failures that eject an endpoint (default 3).
+    pub consecutive_failures: Option<u32>,
+    /// How long it stays ejected (default 30s, doubling on repeats).
+    pub ejection: Option<HumanDuration>,
+}
+
+/// The validated, immutable gateway config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// This gateway's cluster.
+    pub cluster: String,
+    /// Certificate files as written (relative to the config file).
+    pub tls: TlsFiles,
+    /// Listen addresses.
+    pub listen: ListenSection,
+    /// Peer gateways.
+    pub peers: Vec<PeerEntry>,
+    /// Exports.
+    pub exports: Vec<Export>,
+    /// Imports.
+    pub imports: Vec<ImportEntry>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Outlier detection.
+    pub outlier: OutlierPolicy,
+}
+
+/// A validated export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// Load-balancing policy.
+    pub policy: Policy,
+    /// Ports and endpoints.
+    pub ports: Vec<ExportPort>,
+}
+
+/// Validated timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Endpoint connect.
+    pub connect: Duration,
+    /// Stream open to answer.
+    pub stream_open: Duration,
+    /// Idle tunnelled connection.
+    pub idle: Duration,
+    /// Drain deadline.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            stream_open: Duration::from_secs(5),
+            idle: Duration::from_secs(3600),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Validate for GatewayConfigFile {
+    type Valid = GatewayConfig;
+
+    fn validate(self) -> Result<GatewayConfig, Vec<FieldProblem>> {
+        let mut p = Problems::default();
+        p.label("cluster", &self.cluster);
+
+        let mut peer_clusters = HashSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let field = format!("peers[{i}].cluster");
+            p.label(&field, &peer.cluster);
+            if peer.cluster == self.cluster {
+                p.push(&field, &peer.cluster, "a cluster other than this gateway's own");
+            } else if !peer_clusters.insert(peer.cluster.as_str()) {
+                p.push(&field, &peer.cluster, "each peer cluster listed once");
+            }
+        }
+
+        let mut services = HashSet::new();
+        let mut exports = Vec::new();
+        for (i, export) in self.exports.iter().enumerate() {
+            p.label(&format!("exports[{i}].namespace"), &export.namespace);
+            p.label(&format!("exports[{i}].name"), &export.name);
+            if !services.insert((&export.namespace, &export.name)) {
+                p.push(
+                    &format!("exports[{i}].name"),
+                    format!("{}/{}", export.namespace, export.name),
+                    "each namespace/name exported once (list all its ports in one entry)",
+                );
+            }
+            if export.ports.is_empty() {
+                p.push(&format!("exports[{i}].ports"), "[]", "at least one port");
+            }
+            let mut ports = HashSet::new();
+            for (j, port) in export.ports.iter().enumerate() {
+                let field = format!("exports[{i}].ports[{j}]");
+                if port.port == 0 {
+                    p.push(&format!("{field}.port"), 0, "a port from 1 to 65535");
+                } else if !ports.insert(port.port) {
+                    p.push(&format!("{field}.port"), port.port, "each port listed once");
+                }
+                if port.endpoints.is_empty() {
+                    p.push(&format!("{field}.endpoints"), "[]", "at least one endpoint address");
+                }
+            }
+            exports.push(Export {
+                namespace: export.namespace.clone(),
+                name: export.name.clone(),
+                policy: match export.load_balancing {
+                    LoadBalancing::LeastConnections => Policy::LeastConnections,
+                    LoadBalancing::RoundRobin => Policy::RoundRobin,
+                },
+                ports: export.ports.clone(),
+            });
+        }
+
+        let mut listens: HashSet<SocketAddr> = self
+            .listen
+            .metrics
+            .into_iter()
+            .chain(self.listen.sni)
+            .collect();
+        if self.listen.metrics.is_some() && self.listen.metrics == self.listen.sni {
+            p.push("listen.sni", self.listen.sni.map_or(String::new(), |a| a.to_string()), "an address other than listen.metrics");
+        }
+        let mut imported = HashSet::new();
+        for (i, import) in self.imports.iter().enumerate() {
+            p.label(&format!("imports[{i}].namespace"), &import.namespace);
+            p.label(&format!("imports[{i}].name"), &import.name);
+            if !peer_clusters.contains(import.cluster.as_str()) {
+                p.push(
+                    &format!("imports[{i}].cluster"),
+                    &import.cluster,
+                    format!("one of the peers' clusters ({})", join(&peer_clusters)),
+                );
+            }
+            if import.port == 0 {
+                p.push(&format!("imports[{i}].port"), 0, "a port from 1 to 65535");
+            }
+            if !imported.insert((&import.namespace, &import.name, &import.cluster, import.port)) {
+                p.push(&format!("imports[{i}]"), format!("{}/{}:{} from {}", import.namespace, import.name, import.port, import.cluster), "each service port imported once per cluster");
+            }
+            if !listens.insert(import.listen) {
+                p.push(&format!("imports[{i}].listen"), import.listen, "an address no other listener uses");
+            }
+        }
+
+        let defaults = Timeouts::default();
+        let t = &self.timeouts;
+        let timeouts = Timeouts {
+            connect: p.duration("timeouts.connect", t.connect, defaults.connect, ms(1), secs(300)),
+            stream_open: p.duration("timeouts.stream_open", t.stream_open, defaults.stream_open, ms(100), secs(300)),
+            idle: p.duration("timeouts.idle", t.idle, defaults.idle, secs(1), secs(7 * 86_400)),
+            drain: p.duration("timeouts.drain", t.drain, defaults.drain, Duration::ZERO, secs(3600)),
+        };
+        let default_outlier = OutlierPolicy::default();
+        let failures = self
+            .outlier_detection
+            .consecutive_failures
+            .unwrap_or(default_outlier.consecutive_failures);
+        if !(1..=1000).contains(&failures) {
+            p.push("outlier_detection.consecutive_failures", failures, "a number from 1 to 1000");
+        }
+        let outlier = OutlierPolicy {
+            consecutive_failures: failures,
+            ejection: p.duration("outlier_detection.ejection", self.outlier_detection.ejection, default_outlier.ejection, secs(1), secs(3600)),
+        };
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok(GatewayConfig {
+            cluster: self.cluster,
+            tls: self.tls,
+            listen: self.listen,
+            peers: self.peers,
+            exports,
+            imports: self.imports,
+            timeouts,
+            outlier,
+        })
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn join(set: &HashSet<&str>) -> String {
+    let mut names: Vec<&str> = set.iter().copied().collect();
+    names.sort_unstable();
+    if names.is_empty() {
+        "none are configured".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<FieldProblem>);
+
+impl Problems {
+    fn push(&mut self, field: &str, value: impl std::fmt::Display, accepted: impl Into<String>) {
+        self.0.push(FieldProblem::new(field, value, accepted));
+    }
+
+    fn label(&mut self, field: &str, value: &str) {
+        if dns_label("name", value).is_err() {
+            self.push(
+                field,
+                format!("{value:?}"),
+                "a DNS-1123 label: 1-63 of a-z 0-9 -, starting and ending with a letter or digit",
+            );
+        }
+    }
+
+    fn duration(
+        &mut self,
+        field: &str,
+        value: Option<HumanDuration>,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
+        let value = value.map_or(default, Duration::from);
+        if value < min || value > max {
+            let show = |d: Duration| {
+                if d < secs(1) && !d.is_zero() {
+                    format!("{}ms", d.as_millis())
+                } else {
+                    HumanDuration(d).to_string()
+                }
+            };
+            self.push(field, show(value), format!("a duration from {} to {}", show(min), show(max)));
+        }
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isthmus_config::{Format, parse_str};
+    use std::path::Path;
+
+    const GOOD: &str = r#"
+        cluster = "east"
+        [tls]
+        bundle = "bundle.pem"
+        cert = "cert.pem"
+        key = "key.pem"
+        [listen]
+        quic = "127.0.0.1:15443"
+        metrics = "127.0.0.1:15090"
+        [[peers]]
+        cluster = "west"
+        address = "127.0.0.1:25443"
+        [[exports]]
+        namespace = "demo"
+        name = "echo"
+        [[exports.ports]]
+        port = 8080
+        endpoints = ["127.0.0.1:9000", "127.0.0.1:9001"]
+        [[imports]]
+        namespace = "demo"
+        name = "reviews"
+        cluster = "west"
+        port = 9080
+        listen = "127.0.0.1:19080"
+    "#;
+
+    fn parse(text: &str) -> Result<GatewayConfig, String> {
+        parse_str::<GatewayConfigFile>(text, Format::Toml, Path::new("gw.toml"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_config_parses_with_defaults() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.cluster, "east");
+        assert_eq!(config.exports[0].ports[0].endpoints.len(), 2);
+        assert_eq!(config.exports[0].policy, Policy::LeastConnections);
+        assert_eq!(config.timeouts, Timeouts::default());
+        assert_eq!(config.outlier, OutlierPolicy::default());
+    }
+
+    #[test]
+    fn cross_field_problems_are_all_reported_with_their_paths() {
+        let text = GOOD
+            .replace("cluster = \"west\"\n        port", "cluster = \"north\"\n        port")
+            .replace("port = 8080", "port = 0")
+            .replace("cluster = \"east\"", "cluster = \"East\"");
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains("field `cluster`: value \"East\""), "{err}");
+        assert!(err.contains("field `imports[0].cluster`: value north"), "{err}");
+        assert!(err.contains("one of the peers' clusters (west)"), "{err}");
+        assert!(err.contains("field `exports[0].ports[0].port`: value 0"), "{err}");
+    }
+
+    #[test]
+    fn duplicates_and_empty_lists_are_refused() {
+        let text = format!(
+            "{GOOD}\n[[peers]]\ncluster = \"west\"\naddress = \"127.0.0.1:1\"\n\
+             [[exports]]\nnamespace = \"demo\"\nname = \"echo\"\nports = []\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains("`peers[1].cluster`"), "{err}");
+        assert!(err.contains("`exports[1].name`"), "{err}");
+        assert!(err.contains("`exports[1].ports`"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_timeouts_name_the_range() {
+        let err = parse(&format!("{GOOD}\n[timeouts]\nconnect = \"1h\"\n")).unwrap_err();
+        assert!(err.contains("field `timeouts.connect`: value 1h is not accepted; expected a duration from 1ms to 5m"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_addresses_name_the_field() {
+        let err = parse(&GOOD.replace("metrics =", "metrix =")).unwrap_err();
+        assert!(err.contains("field `listen.metrix`"), "{err}");
+        let err = parse(&GOOD.replace("127.0.0.1:25443", "localhost")).unwrap_err();
+        assert!(err.contains("field `peers[0].address`"), "{err}");
+    }
+}

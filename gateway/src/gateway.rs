@@ -1,0 +1,270 @@
+//! Wiring one gateway: the QUIC endpoint (serving peers and dialling them), the import
+//! listeners, the SNI listener, the metrics endpoint, and drain on shutdown.
+//!
+//! ```text
+//!   app ─TCP─▶ import listener ─┐                          ┌─▶ inbound stream ─TCP─▶ endpoint
+//!   app ─TLS─▶ SNI listener ────┴─▶ peer pool ══QUIC══▶ peer │  (header, authz, LB)
+//!                                                          peer ══QUIC══▶ this endpoint
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use isthmus_ca::SharedBundle;
+use isthmus_ca::verify::ExpectedIdentity;
+use isthmus_ca::verify::tls::SpiffeVerifier;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::{Catalog, SharedCatalog};
+use crate::config::{GatewayConfig, ImportEntry, Timeouts};
+use crate::identity::GatewayIdentity;
+use crate::metrics::Metrics;
+use crate::peers::PeerPool;
+use crate::quic::quic_server_config;
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        /// Which listener (config field).
+        what: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS or QUIC configuration was refused.
+    #[error("TLS/QUIC configuration: {0}")]
+    Tls(String),
+}
+
+/// State shared by every task of a gateway.
+pub(crate) struct Shared {
+    pub(crate) cluster: String,
+    pub(crate) own_id: isthmus_ca::SpiffeId,
+    pub(crate) catalog: SharedCatalog,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) pool: PeerPool,
+    /// Live tunnelled connections; drain waits for them.
+    pub(crate) tunnels: TaskTracker,
+    /// Cancelled when the gateway stops accepting.
+    pub(crate) stop: CancellationToken,
+    request_ids: AtomicU64,
+    random: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.request_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A cheap pseudo-random sample for load-balancing choices (xorshift).
+    pub(crate) fn sample(&self) -> u64 {
+        let mut x = self.random.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random.store(x, Ordering::Relaxed);
+        x
+    }
+}
+
+/// A running gateway.
+pub struct RunningGateway {
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    tasks: TaskTracker,
+    /// The bound QUIC address.
+    pub quic_addr: SocketAddr,
+    /// The bound metrics address.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The bound SNI listener address.
+    pub sni_addr: Option<SocketAddr>,
+    /// Each import with its bound address.
+    pub imports: Vec<(ImportEntry, SocketAddr)>,
+}
+
+impl std::fmt::Debug for RunningGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningGateway")
+            .field("cluster", &self.shared.cluster)
+            .field("quic_addr", &self.quic_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a drain achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Whether every live connection finished before the deadline.
+    pub completed: bool,
+    /// Connections still open at the deadline (cut).
+    pub cut: usize,
+}
+
+/// Starts a gateway. Binding happens here, so a port-0 address is resolved in the result.
+pub async fn start(
+    config: GatewayConfig,
+    identity: GatewayIdentity,
+) -> Result<RunningGateway, StartError> {
+    let metrics = Metrics::new();
+    let bundle = SharedBundle::new(identity.bundle.clone());
+    let observer_metrics = metrics.clone();
+    let server_verifier = SpiffeVerifier::with_observer(
+        bundle.clone(),
+        ExpectedIdentity::AnyGateway,
+        Arc::new(move |e| observer_metrics.handshake_failed(e.reason())),
+    );
+    let server_config = quic_server_config(server_verifier, identity.chain.clone(), identity.key.clone_key())
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    let socket = std::net::UdpSocket::bind(config.listen.quic).map_err(|source| StartError::Bind {
+        what: "listen.quic".into(),
+        addr: config.listen.quic,
+        source,
+    })?;
+    let endpoint_config = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
+    let endpoint = quinn::Endpoint::new(
+        endpoint_config,
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| StartError::Bind {
+        what: "listen.quic".into(),
+        addr: config.listen.quic,
+        source,
+    })?;
+    let quic_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
+        what: "listen.quic".into(),
+        addr: config.listen.quic,
+        source,
+    })?;
+
+    let catalog = SharedCatalog::new(Catalog::new(&config.exports, &config.peers, config.outlier));
+    let seed = {
+        let digest = ring::digest::digest(&ring::digest::SHA256, identity.id.as_str().as_bytes());
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest.as_ref()[..8]);
+        u64::from_le_bytes(bytes) | 1
+    };
+    let shared = Arc::new(Shared {
+        cluster: config.cluster.clone(),
+        own_id: identity.id.clone(),
+        catalog: catalog.clone(),
+        metrics: metrics.clone(),
+        timeouts: config.timeouts,
+        pool: PeerPool::new(
+            endpoint.clone(),
+            catalog,
+            bundle,
+            identity.chain.clone(),
+            identity.key.clone_key(),
+            metrics.clone(),
+        ),
+        tunnels: TaskTracker::new(),
+        stop: CancellationToken::new(),
+        request_ids: AtomicU64::new(1),
+        random: AtomicU64::new(seed),
+    });
+
+    let bind = |what: String, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let tasks = TaskTracker::new();
+    let mut imports = Vec::new();
+    for (i, import) in config.imports.iter().enumerate() {
+        let listener = bind(format!("imports[{i}].listen"), import.listen).await?;
+        let local = listener.local_addr().map_err(|source| StartError::Bind {
+            what: format!("imports[{i}].listen"),
+            addr: import.listen,
+            source,
+        })?;
+        imports.push((import.clone(), local));
+        tasks.spawn(crate::outbound::serve_import(listener, import.clone(), shared.clone()));
+    }
+    let sni_addr = match config.listen.sni {
+        Some(addr) => {
+            let listener = bind("listen.sni".into(), addr).await?;
+            let local = listener.local_addr().ok();
+            tasks.spawn(crate::outbound::serve_sni(listener, config.imports.clone(), shared.clone()));
+            local
+        }
+        None => None,
+    };
+    let metrics_addr = match config.listen.metrics {
+        Some(addr) => {
+            let listener = bind("listen.metrics".into(), addr).await?;
+            let local = listener.local_addr().ok();
+            let stop = shared.stop.clone();
+            let metrics = metrics.clone();
+            tasks.spawn(async move {
+                if let Err(e) = crate::metrics::serve(metrics, listener, stop).await {
+                    tracing::error!(error = %e, "metrics endpoint failed");
+                }
+            });
+            local
+        }
+        None => None,
+    };
+    tasks.spawn(crate::inbound::serve(endpoint.clone(), shared.clone()));
+    tracing::info!(cluster = %config.cluster, id = %identity.id, quic = %quic_addr, "gateway started");
+    Ok(RunningGateway {
+        shared,
+        endpoint,
+        tasks,
+        quic_addr,
+        metrics_addr,
+        sni_addr,
+        imports,
+    })
+}
+
+impl RunningGateway {
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// The runtime catalog, replaceable while running.
+    pub fn catalog(&self) -> SharedCatalog {
+        self.shared.catalog.clone()
+    }
+
+    /// Tunnelled connections open now.
+    pub fn live_connections(&self) -> usize {
+        self.shared.tunnels.len()
+    }
+
+    /// Stops accepting, lets live connections finish for up to `deadline`, then closes
+    /// everything.
+    pub async fn drain(self, deadline: Duration) -> DrainReport {
+        self.shared.stop.cancel();
+        self.endpoint.set_server_config(None);
+        self.shared.tunnels.close();
+        let completed = tokio::time::timeout(deadline, self.shared.tunnels.wait())
+            .await
+            .is_ok();
+        let cut = self.shared.tunnels.len();
+        self.endpoint.close(0u32.into(), b"gateway shutting down");
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        tracing::info!(cluster = %self.shared.cluster, completed, cut, "gateway stopped");
+        DrainReport { completed, cut }
+    }
+
+    /// Stops at once, cutting live connections (for tests of restarts).
+    pub async fn abort(self) {
+        self.drain(Duration::ZERO).await;
+    }
+}

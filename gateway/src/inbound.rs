@@ -1,0 +1,207 @@
+//! The receiving side: accept peer gateways' QUIC connections, read each stream's header,
+//! choose an endpoint of the exported service, answer with a status, then splice.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use isthmus_ca::{CertFacts, Identity, SpiffeId};
+use quinn::{RecvStream, SendStream};
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpStream;
+
+use crate::gateway::Shared;
+use crate::header::{FrameError, MAX_BODY, Response, Status, StreamHeader};
+use crate::metrics::{ConnLabels, Direction, RefusalLabels, Security};
+use crate::splice::{Counters, splice};
+use crate::stream::{ReadFrameError, read_frame};
+
+/// Accepts peer connections until the gateway stops.
+pub(crate) async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            () = shared.stop.cancelled() => return,
+        };
+        let Some(incoming) = incoming else { return };
+        tokio::spawn(connection(incoming, shared.clone()));
+    }
+}
+
+async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(err) => {
+            if let Some(reason) = crate::quic::failure_reason(&err) {
+                shared.metrics.handshake_failed(reason);
+            }
+            tracing::info!(%remote, error = %err, "peer handshake failed");
+            return;
+        }
+    };
+    let Some(peer_cluster) = peer_cluster(&connection) else {
+        shared.metrics.handshake_failed("unknown_peer");
+        connection.close(1u32.into(), b"not a gateway identity");
+        return;
+    };
+    if shared.catalog.current().peer(&peer_cluster).is_none() {
+        shared.metrics.handshake_failed("unknown_peer");
+        tracing::warn!(%remote, cluster = %peer_cluster, "refusing a gateway of a cluster that is not a peer");
+        connection.close(1u32.into(), b"cluster is not a peer");
+        return;
+    }
+    tracing::debug!(%remote, cluster = %peer_cluster, "peer connected");
+    loop {
+        let (send, recv) = tokio::select! {
+            stream = connection.accept_bi() => match stream {
+                Ok(stream) => stream,
+                Err(_) => return,
+            },
+            () = shared.stop.cancelled() => return,
+        };
+        let shared2 = shared.clone();
+        let cluster = peer_cluster.clone();
+        shared.tunnels.spawn(async move { stream(send, recv, cluster, shared2).await });
+    }
+}
+
+/// The peer's cluster, from its verified certificate.
+fn peer_cluster(connection: &quinn::Connection) -> Option<String> {
+    let certs = connection
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    let facts = CertFacts::parse(certs.first()?).ok()?;
+    let id = SpiffeId::parse(facts.uris.first()?).ok()?;
+    match id.identity().ok()? {
+        Identity::Gateway { cluster, .. } => Some(cluster),
+        _ => None,
+    }
+}
+
+async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared: Arc<Shared>) {
+    let read = tokio::time::timeout(
+        shared.timeouts.stream_open,
+        read_frame(&mut recv, 4 + MAX_BODY, StreamHeader::decode),
+    )
+    .await;
+    let (header, early) = match read {
+        Ok(Ok(frame)) => frame,
+        Ok(Err(ReadFrameError::Frame(FrameError::UnsupportedVersion(v)))) => {
+            let msg = format!("protocol version {v} is not supported; this gateway speaks 1");
+            return refuse(&mut send, &shared, &peer, "-", Status::UnsupportedVersion, &msg).await;
+        }
+        Ok(Err(e)) => {
+            let msg = format!("bad stream header: {e}");
+            return refuse(&mut send, &shared, &peer, "-", Status::Error, &msg).await;
+        }
+        Err(_) => {
+            let msg = "no stream header in time";
+            return refuse(&mut send, &shared, &peer, "-", Status::Error, msg).await;
+        }
+    };
+    let service = format!("{}.{}", header.service, header.namespace);
+    let id = header.request_id;
+    // The source identity must belong to the cluster whose gateway carries it.
+    if header.source.trust_domain() != shared.own_id.trust_domain()
+        || header.source.identity().ok().and_then(|i| i.cluster().map(str::to_owned)).as_deref()
+            != Some(peer.as_str())
+    {
+        let msg = format!("source {} is not an identity of cluster {peer}", header.source);
+        return refuse(&mut send, &shared, &peer, &service, Status::Denied, &msg).await;
+    }
+    let Some(port) = shared.catalog.current().export(&header.namespace, &header.service, header.port) else {
+        let msg = format!("{}/{} port {} is not exported by cluster {}", header.namespace, header.service, header.port, shared.cluster);
+        return refuse(&mut send, &shared, &peer, &service, Status::UnknownService, &msg).await;
+    };
+    let order = port
+        .balancer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .order(Instant::now(), shared.sample());
+    if order.is_empty() {
+        let msg = format!("every endpoint of {service} is ejected after failures");
+        return refuse(&mut send, &shared, &peer, &service, Status::NoHealthyEndpoint, &msg).await;
+    }
+    let mut connected = None;
+    let mut last_error = String::new();
+    for addr in &order {
+        match tokio::time::timeout(shared.timeouts.connect, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                port.balancer.lock().unwrap_or_else(|p| p.into_inner()).connected(*addr);
+                connected = Some((tcp, *addr));
+                break;
+            }
+            Ok(Err(e)) => last_error = format!("{addr}: {e}"),
+            Err(_) => last_error = format!("{addr}: no answer within {:?}", shared.timeouts.connect),
+        }
+        let ejected = port
+            .balancer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed(*addr, Instant::now());
+        tracing::warn!(request = id, %service, endpoint = %addr, error = %last_error, ejected, "endpoint connect failed");
+    }
+    let Some((tcp, addr)) = connected else {
+        let msg = format!("all {} endpoints of {service} failed; last: {last_error}", order.len());
+        return refuse(&mut send, &shared, &peer, &service, Status::NoHealthyEndpoint, &msg).await;
+    };
+    let _ = tcp.set_nodelay(true);
+    if send.write_all(&Response::new(Status::Ok, "").encode()).await.is_err() {
+        port.balancer.lock().unwrap_or_else(|p| p.into_inner()).closed(addr);
+        return;
+    }
+    let labels = ConnLabels {
+        direction: Direction::Inbound,
+        source_cluster: peer.clone(),
+        destination_service: service.clone(),
+        security: Security::MutualTls,
+    };
+    let m = &shared.metrics;
+    m.connections_opened.get_or_create(&labels).inc();
+    m.connections_active.get_or_create(&labels).inc();
+    let counters = Counters {
+        // Inbound: the stream carries the request, TCP the response.
+        quic_to_tcp: m.bytes.get_or_create_owned(&byte_labels(&labels, crate::metrics::Flow::Request)),
+        tcp_to_quic: m.bytes.get_or_create_owned(&byte_labels(&labels, crate::metrics::Flow::Response)),
+    };
+    tracing::debug!(request = id, %service, endpoint = %addr, source = %header.source, "inbound connection");
+    let summary = splice(tcp, send, recv, &early, shared.timeouts.idle, &counters).await;
+    port.balancer.lock().unwrap_or_else(|p| p.into_inner()).closed(addr);
+    m.connections_active.get_or_create(&labels).dec();
+    m.connections_closed.get_or_create(&labels).inc();
+    tracing::debug!(request = id, %service, ?summary, "inbound connection closed");
+}
+
+pub(crate) fn byte_labels(labels: &ConnLabels, flow: crate::metrics::Flow) -> crate::metrics::ByteLabels {
+    crate::metrics::ByteLabels {
+        direction: labels.direction,
+        flow,
+        source_cluster: labels.source_cluster.clone(),
+        destination_service: labels.destination_service.clone(),
+        security: labels.security,
+    }
+}
+
+async fn refuse(
+    send: &mut SendStream,
+    shared: &Shared,
+    peer: &str,
+    service: &str,
+    status: Status,
+    message: &str,
+) {
+    shared
+        .metrics
+        .refusals
+        .get_or_create(&RefusalLabels {
+            direction: Direction::Inbound,
+            status: status.label().to_owned(),
+            destination_service: service.to_owned(),
+        })
+        .inc();
+    tracing::warn!(peer, service, %status, message, "refused inbound stream");
+    let _ = send.write_all(&Response::new(status, message).encode()).await;
+    // A finished stream is still delivered after it is dropped.
+    let _ = send.finish();
+}

@@ -1,0 +1,178 @@
+//! The sending side: local clients connect to an import's listener (or to the SNI
+//! listener, which reads the destination from the TLS ClientHello without decrypting);
+//! each connection becomes one stream to the exporting cluster's gateway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::ImportEntry;
+use crate::gateway::Shared;
+use crate::header::StreamHeader;
+use crate::inbound::byte_labels;
+use crate::metrics::{ConnLabels, Direction, Flow, PeerLabels, RefusalLabels, Security};
+use crate::sni::{MAX_CLIENT_HELLO, clusterset_service, server_name};
+use crate::splice::{Counters, splice};
+use crate::stream::{OpenError, open};
+
+/// Accepts clients of one import until the gateway stops.
+pub(crate) async fn serve_import(listener: TcpListener, import: ImportEntry, shared: Arc<Shared>) {
+    let import = Arc::new(import);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shared.stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((tcp, _)) => {
+                let (import, shared2) = (import.clone(), shared.clone());
+                shared.tunnels.spawn(async move { client(tcp, &import, Vec::new(), shared2).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: do not spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Accepts TLS clients on the SNI listener until the gateway stops.
+pub(crate) async fn serve_sni(listener: TcpListener, imports: Vec<ImportEntry>, shared: Arc<Shared>) {
+    let imports = Arc::new(imports);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shared.stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((tcp, _)) => {
+                let (imports, shared2) = (imports.clone(), shared.clone());
+                shared.tunnels.spawn(async move { sni_client(tcp, &imports, shared2).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Shared>) {
+    let mut hello = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(shared.timeouts.stream_open, async {
+        loop {
+            if let Some(name) = server_name(&hello)? {
+                return Ok(name);
+            }
+            if hello.len() >= MAX_CLIENT_HELLO {
+                return Err(crate::sni::SniError::Fragmented);
+            }
+            let mut chunk = vec![0u8; MAX_CLIENT_HELLO - hello.len()];
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err(crate::sni::SniError::Malformed("connection closed early")),
+                Ok(n) => hello.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let name = match read {
+        Ok(Ok(name)) => name,
+        Ok(Err(e)) => return refuse_local(tcp, &shared, "-", "bad_client_hello", &e.to_string()),
+        Err(_) => return refuse_local(tcp, &shared, "-", "bad_client_hello", "no ClientHello in time"),
+    };
+    let Some((namespace, service)) = clusterset_service(&name) else {
+        let msg = format!("{name} is not a <service>.<namespace>.svc.clusterset.local name");
+        return refuse_local(tcp, &shared, &name, "unknown_service", &msg);
+    };
+    let Some(import) = imports.iter().find(|i| i.namespace == namespace && i.name == service) else {
+        let msg = format!("{service}.{namespace} is not imported by this gateway");
+        return refuse_local(tcp, &shared, &name, "unknown_service", &msg);
+    };
+    client(tcp, import, hello, shared).await;
+}
+
+/// One local client of `import`: open a stream, then splice. `first` holds bytes already
+/// read from the client (the ClientHello on the SNI listener).
+async fn client(tcp: TcpStream, import: &ImportEntry, first: Vec<u8>, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let service = format!("{}.{}", import.name, import.namespace);
+    let header = StreamHeader {
+        request_id: shared.next_request_id(),
+        namespace: import.namespace.clone(),
+        service: import.name.clone(),
+        port: import.port,
+        source: shared.own_id.clone(),
+    };
+    let id = header.request_id;
+    let mut opened = match open(&shared.pool, &import.cluster, &header, shared.timeouts.stream_open).await {
+        Ok(opened) => opened,
+        Err(err) => {
+            let status = match &err {
+                OpenError::Refused(response) => response.status.label().to_owned(),
+                OpenError::Peer(_) | OpenError::NoAnswer(_) => "peer_unavailable".to_owned(),
+            };
+            shared
+                .metrics
+                .refusals
+                .get_or_create(&RefusalLabels {
+                    direction: Direction::Outbound,
+                    status,
+                    destination_service: service.clone(),
+                })
+                .inc();
+            tracing::warn!(request = id, %service, cluster = %import.cluster, error = %err, "outbound connection refused");
+            reset(tcp);
+            return;
+        }
+    };
+    let m = &shared.metrics;
+    m.stream_open_seconds
+        .get_or_create(&PeerLabels {
+            peer_cluster: import.cluster.clone(),
+        })
+        .observe(opened.latency.as_secs_f64());
+    if !first.is_empty() && opened.send.write_all(&first).await.is_err() {
+        reset(tcp);
+        return;
+    }
+    let labels = ConnLabels {
+        direction: Direction::Outbound,
+        source_cluster: shared.cluster.clone(),
+        destination_service: service.clone(),
+        security: Security::MutualTls,
+    };
+    m.connections_opened.get_or_create(&labels).inc();
+    m.connections_active.get_or_create(&labels).inc();
+    let request = m.bytes.get_or_create_owned(&byte_labels(&labels, Flow::Request));
+    request.inc_by(first.len() as u64);
+    let counters = Counters {
+        tcp_to_quic: request,
+        quic_to_tcp: m.bytes.get_or_create_owned(&byte_labels(&labels, Flow::Response)),
+    };
+    let summary = splice(tcp, opened.send, opened.recv, &opened.early, shared.timeouts.idle, &counters).await;
+    m.connections_active.get_or_create(&labels).dec();
+    m.connections_closed.get_or_create(&labels).inc();
+    tracing::debug!(request = id, %service, ?summary, "outbound connection closed");
+}
+
+fn refuse_local(tcp: TcpStream, shared: &Shared, service: &str, status: &str, message: &str) {
+    shared
+        .metrics
+        .refusals
+        .get_or_create(&RefusalLabels {
+            direction: Direction::Outbound,
+            status: status.to_owned(),
+            destination_service: service.to_owned(),
+        })
+        .inc();
+    tracing::warn!(service, status, message, "refused local client");
+    reset(tcp);
+}
+
+/// Closes with RST, so the client sees a failure at once rather than an empty reply.
+fn reset(tcp: TcpStream) {
+    let _ = tcp.set_zero_linger();
+}

@@ -1,0 +1,184 @@
+//! One QUIC connection per peer gateway, opened on first use, reused by every stream,
+//! and reopened with exponential backoff after it is lost.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use isthmus_ca::SharedBundle;
+use isthmus_ca::verify::ExpectedIdentity;
+use isthmus_ca::verify::tls::SpiffeVerifier;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::catalog::SharedCatalog;
+use crate::metrics::Metrics;
+use crate::quic::{quic_client_config, transport_config};
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Why no connection to a peer could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// The cluster is not a configured peer.
+    #[error("cluster {0} is not a peer of this gateway")]
+    UnknownPeer(String),
+    /// Connecting failed.
+    #[error("connecting to the gateway of {cluster} at {addr}: {reason}")]
+    Connect {
+        /// The peer cluster.
+        cluster: String,
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A recent attempt failed; the next one waits.
+    #[error("the gateway of {cluster} is unreachable; next attempt in {wait:?}")]
+    Backoff {
+        /// The peer cluster.
+        cluster: String,
+        /// Time until the next attempt.
+        wait: Duration,
+    },
+}
+
+#[derive(Default)]
+struct Slot {
+    connection: Option<quinn::Connection>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The connections to peer gateways.
+pub struct PeerPool {
+    endpoint: quinn::Endpoint,
+    catalog: SharedCatalog,
+    bundle: SharedBundle,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    metrics: Arc<Metrics>,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+impl std::fmt::Debug for PeerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerPool").finish_non_exhaustive()
+    }
+}
+
+impl PeerPool {
+    /// A pool that dials from `endpoint`, presenting `chain`.
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        catalog: SharedCatalog,
+        bundle: SharedBundle,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            endpoint,
+            catalog,
+            bundle,
+            chain,
+            key,
+            metrics,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The live connection to `cluster`'s gateway, opening one if needed.
+    pub async fn connection(&self, cluster: &str) -> Result<quinn::Connection, PeerError> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(cluster.to_owned()).or_default().clone()
+        };
+        // One dial at a time per peer; others wait and then share its connection.
+        let mut slot = slot.lock().await;
+        if let Some(connection) = &slot.connection {
+            if connection.close_reason().is_none() {
+                return Ok(connection.clone());
+            }
+            slot.connection = None;
+        }
+        let now = Instant::now();
+        if let Some(retry_at) = slot.retry_at.filter(|t| *t > now) {
+            return Err(PeerError::Backoff {
+                cluster: cluster.to_owned(),
+                wait: retry_at - now,
+            });
+        }
+        match self.dial(cluster).await {
+            Ok(connection) => {
+                slot.connection = Some(connection.clone());
+                slot.failures = 0;
+                slot.retry_at = None;
+                Ok(connection)
+            }
+            Err(err) => {
+                slot.failures += 1;
+                let factor = 1u32 << (slot.failures - 1).min(16);
+                slot.retry_at = Some(Instant::now() + (BACKOFF_START * factor).min(BACKOFF_MAX));
+                Err(err)
+            }
+        }
+    }
+
+    /// Forgets `connection` (it failed a stream), so that the next call dials afresh
+    /// without waiting for a backoff.
+    pub async fn discard(&self, cluster: &str, connection: &quinn::Connection) {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cluster)
+            .cloned();
+        if let Some(slot) = slot {
+            let mut slot = slot.lock().await;
+            if slot
+                .connection
+                .as_ref()
+                .is_some_and(|c| c.stable_id() == connection.stable_id())
+            {
+                connection.close(0u32.into(), b"stream failed");
+                slot.connection = None;
+            }
+        }
+    }
+
+    async fn dial(&self, cluster: &str) -> Result<quinn::Connection, PeerError> {
+        let addr = self
+            .catalog
+            .current()
+            .peer(cluster)
+            .ok_or_else(|| PeerError::UnknownPeer(cluster.to_owned()))?;
+        let fail = |reason: String| PeerError::Connect {
+            cluster: cluster.to_owned(),
+            addr,
+            reason,
+        };
+        let metrics = self.metrics.clone();
+        let verifier = SpiffeVerifier::with_observer(
+            self.bundle.clone(),
+            ExpectedIdentity::GatewayOf(cluster.to_owned()),
+            Arc::new(move |e| metrics.handshake_failed(e.reason())),
+        );
+        let mut config = quic_client_config(verifier, self.chain.clone(), self.key.clone_key())
+            .map_err(|e| fail(e.to_string()))?;
+        config.transport_config(transport_config());
+        let connecting = self
+            .endpoint
+            .connect_with(config, addr, &format!("{cluster}.gateway.isthmus"))
+            .map_err(|e| fail(e.to_string()))?;
+        match connecting.await {
+            Ok(connection) => Ok(connection),
+            Err(err) => {
+                if let Some(reason) = crate::quic::failure_reason(&err) {
+                    self.metrics.handshake_failed(reason);
+                }
+                Err(fail(err.to_string()))
+            }
+        }
+    }
+}

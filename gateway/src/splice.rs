@@ -1,0 +1,200 @@
+//! Carrying bytes between a TCP connection and a QUIC stream, both ways, with the TCP
+//! semantics kept: a half-close becomes a stream finish and back, a reset becomes a
+//! stream reset and back, and a connection idle in both directions is closed.
+//!
+//! Backpressure is end to end: each direction holds at most one chunk, and waits for
+//! the other side to take it before reading more. An idle connection holds no buffer.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use prometheus_client::metrics::counter::Counter;
+use quinn::{ReadError, RecvStream, SendStream, VarInt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+
+/// Largest chunk read at once in either direction.
+pub const CHUNK: usize = 64 * 1024;
+
+/// QUIC application error code sent when the TCP side was reset.
+pub const RESET_CODE: u32 = 1;
+/// QUIC application error code sent when the connection idled out or failed.
+pub const ABORT_CODE: u32 = 2;
+
+/// How one direction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The sender finished (FIN); passed on as a finish.
+    Finished,
+    /// The sender reset; passed on as a reset.
+    Reset,
+    /// Something failed; the whole connection is aborted.
+    Failed,
+}
+
+/// How a spliced connection ended and how much it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// TCP to QUIC direction.
+    pub tcp_to_quic: Ending,
+    /// QUIC to TCP direction.
+    pub quic_to_tcp: Ending,
+    /// Whether the idle timeout closed it.
+    pub idle_timeout: bool,
+}
+
+/// Byte counters, one per direction.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Bytes read from TCP and sent on the stream.
+    pub tcp_to_quic: Counter,
+    /// Bytes received on the stream and written to TCP.
+    pub quic_to_tcp: Counter,
+}
+
+/// Splices `tcp` with the stream (`send`, `recv`) until both directions end, one side
+/// resets, or nothing moves for `idle`. `early` bytes (already read from the stream) are
+/// written to TCP first.
+pub async fn splice(
+    tcp: TcpStream,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    early: &[u8],
+    idle: Duration,
+    counters: &Counters,
+) -> Summary {
+    let start = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let (mut rd, mut wr) = tcp.into_split();
+    let mut up_end = None;
+    let mut down_end = None;
+    let mut idle_timeout = false;
+    {
+        let up = tcp_to_quic(&mut rd, &mut send, &counters.tcp_to_quic, &activity, start);
+        let down = quic_to_tcp(&mut recv, &mut wr, early, &counters.quic_to_tcp, &activity, start);
+        let watchdog = idle_watchdog(&activity, start, idle);
+        tokio::pin!(up, down, watchdog);
+        while up_end.is_none() || down_end.is_none() {
+            tokio::select! {
+                end = &mut up, if up_end.is_none() => up_end = Some(end),
+                end = &mut down, if down_end.is_none() => down_end = Some(end),
+                () = &mut watchdog => {
+                    idle_timeout = true;
+                    break;
+                }
+            }
+            if matches!(up_end, Some(Ending::Reset | Ending::Failed))
+                || matches!(down_end, Some(Ending::Reset | Ending::Failed))
+            {
+                break;
+            }
+        }
+    }
+    let summary = Summary {
+        tcp_to_quic: up_end.unwrap_or(Ending::Failed),
+        quic_to_tcp: down_end.unwrap_or(Ending::Failed),
+        idle_timeout,
+    };
+    let clean = summary.tcp_to_quic == Ending::Finished && summary.quic_to_tcp == Ending::Finished;
+    if !clean {
+        let code = if summary.tcp_to_quic == Ending::Reset { RESET_CODE } else { ABORT_CODE };
+        let _ = send.reset(VarInt::from_u32(code));
+        let _ = recv.stop(VarInt::from_u32(code));
+        // Abort the TCP side with RST rather than FIN, so the peer sees a failure.
+        if let Ok(tcp) = rd.reunite(wr) {
+            let _ = tcp.set_zero_linger();
+        }
+    }
+    summary
+}
+
+fn touch(activity: &AtomicU64, start: Instant) {
+    let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    activity.store(now, Ordering::Relaxed);
+}
+
+async fn tcp_to_quic(
+    rd: &mut OwnedReadHalf,
+    send: &mut SendStream,
+    counter: &Counter,
+    activity: &AtomicU64,
+    start: Instant,
+) -> Ending {
+    loop {
+        if rd.readable().await.is_err() {
+            return Ending::Failed;
+        }
+        // The buffer exists only while there are bytes to move.
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        match rd.try_read_buf(&mut buf) {
+            Ok(0) => {
+                return if send.finish().is_ok() { Ending::Finished } else { Ending::Failed };
+            }
+            Ok(n) => {
+                touch(activity, start);
+                counter.inc_by(n as u64);
+                if send.write_chunk(buf.freeze()).await.is_err() {
+                    return Ending::Failed;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if is_reset(&e) => return Ending::Reset,
+            Err(_) => return Ending::Failed,
+        }
+    }
+}
+
+async fn quic_to_tcp(
+    recv: &mut RecvStream,
+    wr: &mut OwnedWriteHalf,
+    early: &[u8],
+    counter: &Counter,
+    activity: &AtomicU64,
+    start: Instant,
+) -> Ending {
+    if !early.is_empty() {
+        counter.inc_by(early.len() as u64);
+        if wr.write_all(early).await.is_err() {
+            return Ending::Failed;
+        }
+    }
+    loop {
+        match recv.read_chunk(CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                touch(activity, start);
+                counter.inc_by(chunk.bytes.len() as u64);
+                if wr.write_all(&chunk.bytes).await.is_err() {
+                    return Ending::Failed;
+                }
+            }
+            Ok(None) => {
+                return if wr.shutdown().await.is_ok() { Ending::Finished } else { Ending::Failed };
+            }
+            Err(ReadError::Reset(_)) => return Ending::Reset,
+            Err(_) => return Ending::Failed,
+        }
+    }
+}
+
+async fn idle_watchdog(activity: &AtomicU64, start: Instant, idle: Duration) {
+    loop {
+        let last = start + Duration::from_millis(activity.load(Ordering::Relaxed));
+        let deadline = last + idle;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+fn is_reset(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+    )
+}

@@ -1,0 +1,115 @@
+//! Opening a tunnel stream (outbound) and reading its header (inbound): the IO around the
+//! pure codec in [`crate::header`].
+
+use std::time::{Duration, Instant};
+
+use quinn::{RecvStream, SendStream};
+
+use crate::header::{FrameError, Response, StreamHeader};
+use crate::peers::{PeerError, PeerPool};
+
+/// Why reading a frame from a stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFrameError {
+    /// The bytes are not a valid frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The stream ended first.
+    #[error("the stream ended before a whole frame")]
+    Ended,
+    /// The stream failed.
+    #[error("reading the stream: {0}")]
+    Read(#[from] quinn::ReadError),
+}
+
+/// Reads one frame from `recv` with `decode`; returns it and any bytes after it.
+pub async fn read_frame<T>(
+    recv: &mut RecvStream,
+    limit: usize,
+    decode: fn(&[u8]) -> Result<Option<(T, usize)>, FrameError>,
+) -> Result<(T, Vec<u8>), ReadFrameError> {
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        if let Some((frame, used)) = decode(&buf)? {
+            return Ok((frame, buf.split_off(used)));
+        }
+        if buf.len() >= limit {
+            return Err(FrameError::TooLong(buf.len()).into());
+        }
+        match recv.read_chunk(limit - buf.len(), true).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => return Err(ReadFrameError::Ended),
+        }
+    }
+}
+
+/// A stream the peer accepted.
+#[derive(Debug)]
+pub struct Opened {
+    /// Towards the peer.
+    pub send: SendStream,
+    /// From the peer.
+    pub recv: RecvStream,
+    /// Bytes the peer sent after its answer.
+    pub early: Vec<u8>,
+    /// Time from opening to the answer.
+    pub latency: Duration,
+}
+
+/// Why no stream could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No connection to the peer.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// The peer answered with a refusal.
+    #[error("refused by the peer: {} ({})", .0.status, .0.message)]
+    Refused(Response),
+    /// The stream failed or the answer did not come in time, twice.
+    #[error("no answer from the peer: {0}")]
+    NoAnswer(String),
+}
+
+/// Opens a stream to `cluster`'s gateway, sends `header` and waits up to `timeout` for the
+/// answer. A stale connection (the peer restarted) is dropped and the open retried once on
+/// a fresh one; nothing of the client's has been sent yet, so the retry is safe.
+pub async fn open(
+    pool: &PeerPool,
+    cluster: &str,
+    header: &StreamHeader,
+    timeout: Duration,
+) -> Result<Opened, OpenError> {
+    let bytes = header
+        .encode()
+        .map_err(|e| OpenError::NoAnswer(format!("cannot encode the header: {e}")))?;
+    let mut last = String::new();
+    for _ in 0..2 {
+        let connection = pool.connection(cluster).await?;
+        let started = Instant::now();
+        let attempt = async {
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+            send.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            let (response, early) = read_frame(&mut recv, 4 + 3 + crate::header::MAX_MESSAGE, Response::decode)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((send, recv, response, early))
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok((send, recv, response, early))) => {
+                if response.status != crate::header::Status::Ok {
+                    return Err(OpenError::Refused(response));
+                }
+                return Ok(Opened {
+                    send,
+                    recv,
+                    early,
+                    latency: started.elapsed(),
+                });
+            }
+            Ok(Err(reason)) => last = reason,
+            Err(_) => last = format!("no answer within {timeout:?}"),
+        }
+        pool.discard(cluster, &connection).await;
+    }
+    Err(OpenError::NoAnswer(last))
+}
