@@ -1,0 +1,201 @@
+//! In-process harness for gateway tests: a CA, gateways on port 0, and real TCP servers.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustBundle, TrustDomain};
+use isthmus_gateway::config::{Export, ExportPort, GatewayConfig, ImportEntry, ListenSection, PeerEntry, Timeouts, TlsFiles};
+use isthmus_gateway::balancer::{OutlierPolicy, Policy};
+use isthmus_gateway::identity::GatewayIdentity;
+use isthmus_gateway::RunningGateway;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const DAY: Duration = Duration::from_secs(86_400);
+pub const BOUND: Duration = Duration::from_secs(30);
+
+/// A trust domain with a root and cluster intermediates.
+pub struct Pki {
+    pub td: TrustDomain,
+    pub root: Authority,
+    pub clusters: Vec<(String, Authority)>,
+}
+
+impl Pki {
+    pub fn new(clusters: &[&str]) -> Self {
+        let now = SystemTime::now();
+        let td = TrustDomain::new("mesh.example").unwrap();
+        let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 365 * DAY, now).unwrap();
+        let clusters = clusters
+            .iter()
+            .map(|c| {
+                let ca = root.new_cluster_intermediate(c, KeyAlgorithm::EcdsaP256, 30 * DAY, now).unwrap();
+                ((*c).to_owned(), ca)
+            })
+            .collect();
+        Self { td, root, clusters }
+    }
+
+    pub fn bundle(&self) -> TrustBundle {
+        TrustBundle::new(self.td.clone(), [self.root.cert().clone()]).unwrap()
+    }
+
+    fn ca(&self, cluster: &str) -> &Authority {
+        &self.clusters.iter().find(|(c, _)| c == cluster).unwrap().1
+    }
+
+    /// A leaf for `path` (after `spiffe://TD/`) from `cluster`'s intermediate.
+    pub fn leaf(&self, cluster: &str, path: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let id = SpiffeId::parse(&format!("spiffe://{}/{path}", self.td)).unwrap();
+        let leaf = self
+            .ca(cluster)
+            .issue_leaf(
+                &LeafRequest { id, lifetime: DAY, dns_names: vec![], key_algorithm: KeyAlgorithm::EcdsaP256 },
+                SystemTime::now(),
+            )
+            .unwrap();
+        let mut chain = vec![leaf.cert];
+        chain.extend(leaf.chain);
+        (chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der())))
+    }
+
+    pub fn gateway_identity(&self, cluster: &str) -> GatewayIdentity {
+        let (chain, key) = self.leaf(cluster, &format!("cluster/{cluster}/gateway/gw"));
+        GatewayIdentity::new(self.bundle(), chain, key, cluster, SystemTime::now()).unwrap()
+    }
+}
+
+/// A gateway config on loopback port 0 with short timeouts.
+pub fn config(cluster: &str) -> GatewayConfig {
+    GatewayConfig {
+        cluster: cluster.into(),
+        tls: TlsFiles { bundle: "unused".into(), cert: "unused".into(), key: "unused".into() },
+        listen: ListenSection { quic: loopback(), metrics: Some(loopback()), sni: None },
+        peers: vec![],
+        exports: vec![],
+        imports: vec![],
+        timeouts: Timeouts { connect: Duration::from_secs(2), stream_open: Duration::from_secs(3), idle: Duration::from_secs(60), drain: Duration::from_secs(5) },
+        outlier: OutlierPolicy { consecutive_failures: 2, ejection: Duration::from_secs(30) },
+    }
+}
+
+pub fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+pub fn export(namespace: &str, name: &str, port: u16, endpoints: Vec<SocketAddr>) -> Export {
+    Export {
+        namespace: namespace.into(),
+        name: name.into(),
+        policy: Policy::RoundRobin,
+        ports: vec![ExportPort { port, endpoints }],
+    }
+}
+
+pub fn import(namespace: &str, name: &str, cluster: &str, port: u16) -> ImportEntry {
+    ImportEntry { namespace: namespace.into(), name: name.into(), cluster: cluster.into(), port, listen: loopback() }
+}
+
+pub fn peer(cluster: &str, address: SocketAddr) -> PeerEntry {
+    PeerEntry { cluster: cluster.into(), address }
+}
+
+/// East imports `demo/echo:8080` from west, which exports it on `endpoints`.
+pub struct Pair {
+    pub pki: Pki,
+    pub east: RunningGateway,
+    pub west: RunningGateway,
+}
+
+impl Pair {
+    pub async fn start(endpoints: Vec<SocketAddr>) -> Self {
+        let pki = Pki::new(&["east", "west"]);
+        let mut west_config = config("west");
+        west_config.exports = vec![export("demo", "echo", 8080, endpoints)];
+        // West learns east's address after east starts; a placeholder keeps east a peer.
+        west_config.peers = vec![peer("east", "127.0.0.1:9".parse().unwrap())];
+        let west = isthmus_gateway::start(west_config, pki.gateway_identity("west")).await.unwrap();
+        let mut east_config = config("east");
+        east_config.peers = vec![peer("west", west.quic_addr)];
+        east_config.imports = vec![import("demo", "echo", "west", 8080), import("demo", "nothing", "west", 8080)];
+        let east = isthmus_gateway::start(east_config, pki.gateway_identity("east")).await.unwrap();
+        Self { pki, east, west }
+    }
+
+    /// The local address of east's import of `name`.
+    pub fn import_addr(&self, name: &str) -> SocketAddr {
+        self.east.imports.iter().find(|(i, _)| i.name == name).unwrap().1
+    }
+}
+
+/// A TCP echo server: echoes until the client half-closes, then half-closes too.
+pub async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = tcp.split();
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                let _ = wr.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// An address where nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind(loopback()).await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Sends `payload`, half-closes, and reads the reply to the end.
+pub async fn round_trip(addr: SocketAddr, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.write_all(payload).await?;
+    tcp.shutdown().await?;
+    let mut reply = Vec::new();
+    tcp.read_to_end(&mut reply).await?;
+    Ok(reply)
+}
+
+/// Fetches `/metrics` of a gateway as text.
+pub async fn scrape(gateway: &RunningGateway) -> String {
+    let addr = gateway.metrics_addr.unwrap();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// The value of the first metric line that starts with `prefix` and contains every one
+/// of `labels`.
+pub fn metric(text: &str, prefix: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits, with a bound, until `check` holds.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut pause = Duration::from_millis(5);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
