@@ -2,6 +2,8 @@
 //! as the outside judge of every chain. In command lines, `@rel` is a path in the test's
 //! temporary directory.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use support::{Dir, Run};

@@ -1,6 +1,8 @@
 //! Real rustls handshakes on loopback between issued certificates: one good pair, and
 //! every bad case refused by the verifying side with its own typed reason.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

@@ -82,7 +82,11 @@ impl Balancer {
     /// the rest. Empty when every endpoint is ejected.
     pub fn order(&mut self, now: Instant, sample: u64) -> Vec<SocketAddr> {
         let healthy: Vec<usize> = (0..self.endpoints.len())
-            .filter(|&i| self.endpoints[i].ejected_until.is_none_or(|until| now >= until))
+            .filter(|&i| {
+                self.endpoints[i]
+                    .ejected_until
+                    .is_none_or(|until| now >= until)
+            })
             .collect();
         if healthy.is_empty() {
             return Vec::new();
@@ -96,7 +100,11 @@ impl Balancer {
             Policy::LeastConnections => {
                 let a = healthy[(sample as usize) % healthy.len()];
                 let b = healthy[((sample >> 32) as usize) % healthy.len()];
-                if self.endpoints[b].active < self.endpoints[a].active { b } else { a }
+                if self.endpoints[b].active < self.endpoints[a].active {
+                    b
+                } else {
+                    a
+                }
             }
         };
         let start = healthy.iter().position(|&i| i == first).unwrap_or(0);
@@ -135,7 +143,10 @@ impl Balancer {
             return false;
         }
         let factor = 1u32 << e.ejections.min(10);
-        let ejection = outlier.ejection.saturating_mul(factor).min(outlier.ejection * 10);
+        let ejection = outlier
+            .ejection
+            .saturating_mul(factor)
+            .min(outlier.ejection * 10);
         e.ejected_until = Some(now + ejection);
         e.ejections += 1;
         e.failures = 0;
@@ -144,7 +155,10 @@ impl Balancer {
 
     /// Open connections per endpoint, for metrics and tests.
     pub fn active(&self, addr: SocketAddr) -> u32 {
-        self.endpoints.iter().find(|e| e.addr == addr).map_or(0, |e| e.active)
+        self.endpoints
+            .iter()
+            .find(|e| e.addr == addr)
+            .map_or(0, |e| e.active)
     }
 
     fn find(&mut self, addr: SocketAddr) -> Option<&mut Endpoint> {
@@ -157,7 +171,9 @@ mod tests {
     use super::*;
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
-        (1..=n).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect()
+        (1..=n)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect()
     }
 
     #[test]
@@ -222,7 +238,11 @@ mod tests {
         assert_eq!(b.order(t1 + Duration::from_secs(20), 0), a);
         b.connected(a[0]);
         b.failed(a[0], t1 + Duration::from_secs(20));
-        assert_eq!(b.order(t1 + Duration::from_secs(30), 0), a, "success reset the backoff");
+        assert_eq!(
+            b.order(t1 + Duration::from_secs(30), 0),
+            a,
+            "success reset the backoff"
+        );
     }
 
     #[test]
@@ -237,7 +257,11 @@ mod tests {
         b.failed(a[0], now);
         b.failed(a[1], now);
         assert!(b.order(now, 7).is_empty());
-        assert!(Balancer::new(&[], Policy::RoundRobin, outlier).order(now, 0).is_empty());
+        assert!(
+            Balancer::new(&[], Policy::RoundRobin, outlier)
+                .order(now, 0)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -252,7 +276,11 @@ mod tests {
         for _ in 0..40 {
             b.failed(a[0], now);
             now += Duration::from_secs(10);
-            assert_eq!(b.order(now, 0), a, "never out for more than 10x the ejection");
+            assert_eq!(
+                b.order(now, 0),
+                a,
+                "never out for more than 10x the ejection"
+            );
         }
     }
 }

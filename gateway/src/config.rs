@@ -221,7 +221,11 @@ impl Validate for GatewayConfigFile {
             let field = format!("peers[{i}].cluster");
             p.label(&field, &peer.cluster);
             if peer.cluster == self.cluster {
-                p.push(&field, &peer.cluster, "a cluster other than this gateway's own");
+                p.push(
+                    &field,
+                    &peer.cluster,
+                    "a cluster other than this gateway's own",
+                );
             } else if !peer_clusters.insert(peer.cluster.as_str()) {
                 p.push(&field, &peer.cluster, "each peer cluster listed once");
             }
@@ -251,7 +255,11 @@ impl Validate for GatewayConfigFile {
                     p.push(&format!("{field}.port"), port.port, "each port listed once");
                 }
                 if port.endpoints.is_empty() {
-                    p.push(&format!("{field}.endpoints"), "[]", "at least one endpoint address");
+                    p.push(
+                        &format!("{field}.endpoints"),
+                        "[]",
+                        "at least one endpoint address",
+                    );
                 }
             }
             exports.push(Export {
@@ -271,8 +279,14 @@ impl Validate for GatewayConfigFile {
             .into_iter()
             .chain(self.listen.sni)
             .collect();
-        if self.listen.metrics.is_some() && self.listen.metrics == self.listen.sni {
-            p.push("listen.sni", self.listen.sni.map_or(String::new(), |a| a.to_string()), "an address other than listen.metrics");
+        if self.listen.metrics.is_some_and(|a| a.port() != 0)
+            && self.listen.metrics == self.listen.sni
+        {
+            p.push(
+                "listen.sni",
+                self.listen.sni.map_or(String::new(), |a| a.to_string()),
+                "an address other than listen.metrics",
+            );
         }
         let mut imported = HashSet::new();
         for (i, import) in self.imports.iter().enumerate() {
@@ -288,21 +302,62 @@ impl Validate for GatewayConfigFile {
             if import.port == 0 {
                 p.push(&format!("imports[{i}].port"), 0, "a port from 1 to 65535");
             }
-            if !imported.insert((&import.namespace, &import.name, &import.cluster, import.port)) {
-                p.push(&format!("imports[{i}]"), format!("{}/{}:{} from {}", import.namespace, import.name, import.port, import.cluster), "each service port imported once per cluster");
+            if !imported.insert((
+                &import.namespace,
+                &import.name,
+                &import.cluster,
+                import.port,
+            )) {
+                p.push(
+                    &format!("imports[{i}]"),
+                    format!(
+                        "{}/{}:{} from {}",
+                        import.namespace, import.name, import.port, import.cluster
+                    ),
+                    "each service port imported once per cluster",
+                );
             }
-            if !listens.insert(import.listen) {
-                p.push(&format!("imports[{i}].listen"), import.listen, "an address no other listener uses");
+            // Port 0 asks the OS for a free port, so it never clashes.
+            if import.listen.port() != 0 && !listens.insert(import.listen) {
+                p.push(
+                    &format!("imports[{i}].listen"),
+                    import.listen,
+                    "an address no other listener uses",
+                );
             }
         }
 
         let defaults = Timeouts::default();
         let t = &self.timeouts;
         let timeouts = Timeouts {
-            connect: p.duration("timeouts.connect", t.connect, defaults.connect, ms(1), secs(300)),
-            stream_open: p.duration("timeouts.stream_open", t.stream_open, defaults.stream_open, ms(100), secs(300)),
-            idle: p.duration("timeouts.idle", t.idle, defaults.idle, secs(1), secs(7 * 86_400)),
-            drain: p.duration("timeouts.drain", t.drain, defaults.drain, Duration::ZERO, secs(3600)),
+            connect: p.duration(
+                "timeouts.connect",
+                t.connect,
+                defaults.connect,
+                ms(1),
+                secs(300),
+            ),
+            stream_open: p.duration(
+                "timeouts.stream_open",
+                t.stream_open,
+                defaults.stream_open,
+                ms(100),
+                secs(300),
+            ),
+            idle: p.duration(
+                "timeouts.idle",
+                t.idle,
+                defaults.idle,
+                secs(1),
+                secs(7 * 86_400),
+            ),
+            drain: p.duration(
+                "timeouts.drain",
+                t.drain,
+                defaults.drain,
+                Duration::ZERO,
+                secs(3600),
+            ),
         };
         let default_outlier = OutlierPolicy::default();
         let failures = self
@@ -310,11 +365,21 @@ impl Validate for GatewayConfigFile {
             .consecutive_failures
             .unwrap_or(default_outlier.consecutive_failures);
         if !(1..=1000).contains(&failures) {
-            p.push("outlier_detection.consecutive_failures", failures, "a number from 1 to 1000");
+            p.push(
+                "outlier_detection.consecutive_failures",
+                failures,
+                "a number from 1 to 1000",
+            );
         }
         let outlier = OutlierPolicy {
             consecutive_failures: failures,
-            ejection: p.duration("outlier_detection.ejection", self.outlier_detection.ejection, default_outlier.ejection, secs(1), secs(3600)),
+            ejection: p.duration(
+                "outlier_detection.ejection",
+                self.outlier_detection.ejection,
+                default_outlier.ejection,
+                secs(1),
+                secs(3600),
+            ),
         };
 
         if !p.0.is_empty() {
@@ -386,7 +451,11 @@ impl Problems {
                     HumanDuration(d).to_string()
                 }
             };
-            self.push(field, show(value), format!("a duration from {} to {}", show(min), show(max)));
+            self.push(
+                field,
+                show(value),
+                format!("a duration from {} to {}", show(min), show(max)),
+            );
         }
         value
     }
@@ -442,14 +511,23 @@ mod tests {
     #[test]
     fn cross_field_problems_are_all_reported_with_their_paths() {
         let text = GOOD
-            .replace("cluster = \"west\"\n        port", "cluster = \"north\"\n        port")
+            .replace(
+                "cluster = \"west\"\n        port",
+                "cluster = \"north\"\n        port",
+            )
             .replace("port = 8080", "port = 0")
             .replace("cluster = \"east\"", "cluster = \"East\"");
         let err = parse(&text).unwrap_err();
         assert!(err.contains("field `cluster`: value \"East\""), "{err}");
-        assert!(err.contains("field `imports[0].cluster`: value north"), "{err}");
+        assert!(
+            err.contains("field `imports[0].cluster`: value north"),
+            "{err}"
+        );
         assert!(err.contains("one of the peers' clusters (west)"), "{err}");
-        assert!(err.contains("field `exports[0].ports[0].port`: value 0"), "{err}");
+        assert!(
+            err.contains("field `exports[0].ports[0].port`: value 0"),
+            "{err}"
+        );
     }
 
     #[test]

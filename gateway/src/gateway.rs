@@ -123,13 +123,18 @@ pub async fn start(
         ExpectedIdentity::AnyGateway,
         Arc::new(move |e| observer_metrics.handshake_failed(e.reason())),
     );
-    let server_config = quic_server_config(server_verifier, identity.chain.clone(), identity.key.clone_key())
-        .map_err(|e| StartError::Tls(e.to_string()))?;
-    let socket = std::net::UdpSocket::bind(config.listen.quic).map_err(|source| StartError::Bind {
-        what: "listen.quic".into(),
-        addr: config.listen.quic,
-        source,
-    })?;
+    let server_config = quic_server_config(
+        server_verifier,
+        identity.chain.clone(),
+        identity.key.clone_key(),
+    )
+    .map_err(|e| StartError::Tls(e.to_string()))?;
+    let socket =
+        std::net::UdpSocket::bind(config.listen.quic).map_err(|source| StartError::Bind {
+            what: "listen.quic".into(),
+            addr: config.listen.quic,
+            source,
+        })?;
     let endpoint_config = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
     let endpoint = quinn::Endpoint::new(
         endpoint_config,
@@ -190,13 +195,21 @@ pub async fn start(
             source,
         })?;
         imports.push((import.clone(), local));
-        tasks.spawn(crate::outbound::serve_import(listener, import.clone(), shared.clone()));
+        tasks.spawn(crate::outbound::serve_import(
+            listener,
+            import.clone(),
+            shared.clone(),
+        ));
     }
     let sni_addr = match config.listen.sni {
         Some(addr) => {
             let listener = bind("listen.sni".into(), addr).await?;
             let local = listener.local_addr().ok();
-            tasks.spawn(crate::outbound::serve_sni(listener, config.imports.clone(), shared.clone()));
+            tasks.spawn(crate::outbound::serve_sni(
+                listener,
+                config.imports.clone(),
+                shared.clone(),
+            ));
             local
         }
         None => None,

@@ -42,6 +42,9 @@ pub struct StreamHeader {
     pub source: SpiffeId,
 }
 
+/// What a decoder returns: the frame and the bytes it used once whole, `None` until then.
+pub type Decoded<T> = Result<Option<(T, usize)>, FrameError>;
+
 /// The receiver's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -167,7 +170,7 @@ impl StreamHeader {
 
     /// Decodes a header from the start of `buf`: `Ok(Some((header, consumed)))` when whole,
     /// `Ok(None)` when more bytes are needed.
-    pub fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, FrameError> {
+    pub fn decode(buf: &[u8]) -> Decoded<Self> {
         let Some(body) = frame_body(buf, KIND_HEADER, MAX_BODY)? else {
             return Ok(None);
         };
@@ -230,7 +233,7 @@ impl Response {
     }
 
     /// Decodes a response from the start of `buf`, like [`StreamHeader::decode`].
-    pub fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, FrameError> {
+    pub fn decode(buf: &[u8]) -> Decoded<Self> {
         let Some(body) = frame_body(buf, KIND_RESPONSE, 3 + MAX_MESSAGE)? else {
             return Ok(None);
         };
@@ -265,10 +268,12 @@ fn frame_body(buf: &[u8], kind: u8, max: usize) -> Result<Option<&[u8]>, FrameEr
 }
 
 fn check_name(field: &'static str, name: &str) -> Result<(), FrameError> {
-    dns_label(field, name).map(|_| ()).map_err(|e| FrameError::BadField {
-        field,
-        reason: e.to_string(),
-    })
+    dns_label(field, name)
+        .map(|_| ())
+        .map_err(|e| FrameError::BadField {
+            field,
+            reason: e.to_string(),
+        })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -347,7 +352,11 @@ mod tests {
     fn every_prefix_asks_for_more_and_trailing_bytes_are_left() {
         let bytes = header().encode().unwrap();
         for end in 0..bytes.len() {
-            assert_eq!(StreamHeader::decode(&bytes[..end]).unwrap(), None, "prefix {end}");
+            assert_eq!(
+                StreamHeader::decode(&bytes[..end]).unwrap(),
+                None,
+                "prefix {end}"
+            );
         }
         let mut more = bytes.clone();
         more.extend_from_slice(b"payload");
@@ -386,37 +395,79 @@ mod tests {
         let good = header().encode().unwrap();
         let mut wrong_version = good.clone();
         wrong_version[0] = 2;
-        assert_eq!(StreamHeader::decode(&wrong_version), Err(FrameError::UnsupportedVersion(2)));
-        assert_eq!(StreamHeader::decode(&[9]), Err(FrameError::UnsupportedVersion(9)));
+        assert_eq!(
+            StreamHeader::decode(&wrong_version),
+            Err(FrameError::UnsupportedVersion(2))
+        );
+        assert_eq!(
+            StreamHeader::decode(&[9]),
+            Err(FrameError::UnsupportedVersion(9))
+        );
         let mut wrong_kind = good.clone();
         wrong_kind[1] = KIND_RESPONSE;
-        assert_eq!(StreamHeader::decode(&wrong_kind), Err(FrameError::WrongKind(2)));
-        assert_eq!(StreamHeader::decode(&[1, 1, 0xff, 0xff]), Err(FrameError::TooLong(0xffff)));
+        assert_eq!(
+            StreamHeader::decode(&wrong_kind),
+            Err(FrameError::WrongKind(2))
+        );
+        assert_eq!(
+            StreamHeader::decode(&[1, 1, 0xff, 0xff]),
+            Err(FrameError::TooLong(0xffff))
+        );
         let mut short_body = good.clone();
         short_body[3] -= 1;
-        assert!(matches!(StreamHeader::decode(&short_body), Err(FrameError::BadLength(_))));
+        assert!(matches!(
+            StreamHeader::decode(&short_body),
+            Err(FrameError::BadLength(_))
+        ));
         let mut long_body = good.clone();
         long_body[3] += 1;
         long_body.push(0);
-        assert!(matches!(StreamHeader::decode(&long_body), Err(FrameError::BadLength(_))));
+        assert!(matches!(
+            StreamHeader::decode(&long_body),
+            Err(FrameError::BadLength(_))
+        ));
         let mut zero_port = good.clone();
         zero_port[12..14].copy_from_slice(&[0, 0]);
-        assert!(matches!(StreamHeader::decode(&zero_port), Err(FrameError::BadField { field: "port", .. })));
+        assert!(matches!(
+            StreamHeader::decode(&zero_port),
+            Err(FrameError::BadField { field: "port", .. })
+        ));
         let mut bad_ns = good.clone();
         bad_ns[15] = b'S';
-        assert!(matches!(StreamHeader::decode(&bad_ns), Err(FrameError::BadField { field: "namespace", .. })));
+        assert!(matches!(
+            StreamHeader::decode(&bad_ns),
+            Err(FrameError::BadField {
+                field: "namespace",
+                ..
+            })
+        ));
         let mut bad_source = good;
         let at = bad_source.len() - 10;
         bad_source[at] = b'?';
-        assert!(matches!(StreamHeader::decode(&bad_source), Err(FrameError::BadField { field: "source", .. })));
-        assert_eq!(Response::decode(&[1, 2, 0, 3, 9, 0, 0]), Err(FrameError::UnknownStatus(9)));
+        assert!(matches!(
+            StreamHeader::decode(&bad_source),
+            Err(FrameError::BadField {
+                field: "source",
+                ..
+            })
+        ));
+        assert_eq!(
+            Response::decode(&[1, 2, 0, 3, 9, 0, 0]),
+            Err(FrameError::UnknownStatus(9))
+        );
     }
 
     #[test]
     fn encode_refuses_fields_that_do_not_fit() {
         let mut bad = header();
         bad.service = "x".repeat(64);
-        assert!(matches!(bad.encode(), Err(FrameError::BadField { field: "service", .. })));
+        assert!(matches!(
+            bad.encode(),
+            Err(FrameError::BadField {
+                field: "service",
+                ..
+            })
+        ));
     }
 
     #[test]

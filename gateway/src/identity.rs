@@ -76,7 +76,8 @@ impl GatewayIdentity {
             reason,
         };
         let read = |field: &'static str, p: &Path| {
-            std::fs::read_to_string(path(p)).map_err(|e| fail(field, p, format!("cannot read: {e}")))
+            std::fs::read_to_string(path(p))
+                .map_err(|e| fail(field, p, format!("cannot read: {e}")))
         };
         let chain = isthmus_ca::pem::certs_from_pem(&read("tls.cert", &files.cert)?)
             .map_err(|e| fail("tls.cert", &files.cert, e.to_string()))?;
@@ -88,13 +89,23 @@ impl GatewayIdentity {
             .and_then(|facts| facts.uris.first().cloned())
             .and_then(|uri| SpiffeId::parse(&uri).ok())
             .map(|id| id.trust_domain().clone())
-            .ok_or_else(|| fail("tls.cert", &files.cert, "the first certificate carries no SPIFFE ID".into()))?;
+            .ok_or_else(|| {
+                fail(
+                    "tls.cert",
+                    &files.cert,
+                    "the first certificate carries no SPIFFE ID".into(),
+                )
+            })?;
         let bundle = TrustBundle::from_pem(own_domain, &read("tls.bundle", &files.bundle)?)
             .map_err(|e| fail("tls.bundle", &files.bundle, e.to_string()))?;
         let identity = Self::new(bundle, chain, key, cluster, SystemTime::now())
             .map_err(|reason| fail("tls.cert", &files.cert, reason))?;
         if !matches!(identity.id.identity(), Ok(Identity::Gateway { .. })) {
-            return Err(fail("tls.cert", &files.cert, format!("{} is not a gateway identity", identity.id)));
+            return Err(fail(
+                "tls.cert",
+                &files.cert,
+                format!("{} is not a gateway identity", identity.id),
+            ));
         }
         Ok(identity)
     }
@@ -104,7 +115,11 @@ impl GatewayIdentity {
     pub fn reset_key(&self) -> ring::hmac::Key {
         let digest = ring::digest::digest(
             &ring::digest::SHA256,
-            &[b"isthmus stateless reset v1".as_slice(), self.key.secret_der()].concat(),
+            &[
+                b"isthmus stateless reset v1".as_slice(),
+                self.key.secret_der(),
+            ]
+            .concat(),
         );
         ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref())
     }

@@ -61,7 +61,9 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         };
         let shared2 = shared.clone();
         let cluster = peer_cluster.clone();
-        shared.tunnels.spawn(async move { stream(send, recv, cluster, shared2).await });
+        shared
+            .tunnels
+            .spawn(async move { stream(send, recv, cluster, shared2).await });
     }
 }
 
@@ -89,7 +91,15 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         Ok(Ok(frame)) => frame,
         Ok(Err(ReadFrameError::Frame(FrameError::UnsupportedVersion(v)))) => {
             let msg = format!("protocol version {v} is not supported; this gateway speaks 1");
-            return refuse(&mut send, &shared, &peer, "-", Status::UnsupportedVersion, &msg).await;
+            return refuse(
+                &mut send,
+                &shared,
+                &peer,
+                "-",
+                Status::UnsupportedVersion,
+                &msg,
+            )
+            .await;
         }
         Ok(Err(e)) => {
             let msg = format!("bad stream header: {e}");
@@ -104,15 +114,39 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
     let id = header.request_id;
     // The source identity must belong to the cluster whose gateway carries it.
     if header.source.trust_domain() != shared.own_id.trust_domain()
-        || header.source.identity().ok().and_then(|i| i.cluster().map(str::to_owned)).as_deref()
+        || header
+            .source
+            .identity()
+            .ok()
+            .and_then(|i| i.cluster().map(str::to_owned))
+            .as_deref()
             != Some(peer.as_str())
     {
-        let msg = format!("source {} is not an identity of cluster {peer}", header.source);
+        let msg = format!(
+            "source {} is not an identity of cluster {peer}",
+            header.source
+        );
         return refuse(&mut send, &shared, &peer, &service, Status::Denied, &msg).await;
     }
-    let Some(port) = shared.catalog.current().export(&header.namespace, &header.service, header.port) else {
-        let msg = format!("{}/{} port {} is not exported by cluster {}", header.namespace, header.service, header.port, shared.cluster);
-        return refuse(&mut send, &shared, &peer, &service, Status::UnknownService, &msg).await;
+    let Some(port) =
+        shared
+            .catalog
+            .current()
+            .export(&header.namespace, &header.service, header.port)
+    else {
+        let msg = format!(
+            "{}/{} port {} is not exported by cluster {}",
+            header.namespace, header.service, header.port, shared.cluster
+        );
+        return refuse(
+            &mut send,
+            &shared,
+            &peer,
+            &service,
+            Status::UnknownService,
+            &msg,
+        )
+        .await;
     };
     let order = port
         .balancer
@@ -121,19 +155,32 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         .order(Instant::now(), shared.sample());
     if order.is_empty() {
         let msg = format!("every endpoint of {service} is ejected after failures");
-        return refuse(&mut send, &shared, &peer, &service, Status::NoHealthyEndpoint, &msg).await;
+        return refuse(
+            &mut send,
+            &shared,
+            &peer,
+            &service,
+            Status::NoHealthyEndpoint,
+            &msg,
+        )
+        .await;
     }
     let mut connected = None;
     let mut last_error = String::new();
     for addr in &order {
         match tokio::time::timeout(shared.timeouts.connect, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => {
-                port.balancer.lock().unwrap_or_else(|p| p.into_inner()).connected(*addr);
+                port.balancer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .connected(*addr);
                 connected = Some((tcp, *addr));
                 break;
             }
             Ok(Err(e)) => last_error = format!("{addr}: {e}"),
-            Err(_) => last_error = format!("{addr}: no answer within {:?}", shared.timeouts.connect),
+            Err(_) => {
+                last_error = format!("{addr}: no answer within {:?}", shared.timeouts.connect)
+            }
         }
         let ejected = port
             .balancer
@@ -143,12 +190,30 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         tracing::warn!(request = id, %service, endpoint = %addr, error = %last_error, ejected, "endpoint connect failed");
     }
     let Some((tcp, addr)) = connected else {
-        let msg = format!("all {} endpoints of {service} failed; last: {last_error}", order.len());
-        return refuse(&mut send, &shared, &peer, &service, Status::NoHealthyEndpoint, &msg).await;
+        let msg = format!(
+            "all {} endpoints of {service} failed; last: {last_error}",
+            order.len()
+        );
+        return refuse(
+            &mut send,
+            &shared,
+            &peer,
+            &service,
+            Status::NoHealthyEndpoint,
+            &msg,
+        )
+        .await;
     };
     let _ = tcp.set_nodelay(true);
-    if send.write_all(&Response::new(Status::Ok, "").encode()).await.is_err() {
-        port.balancer.lock().unwrap_or_else(|p| p.into_inner()).closed(addr);
+    if send
+        .write_all(&Response::new(Status::Ok, "").encode())
+        .await
+        .is_err()
+    {
+        port.balancer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed(addr);
         return;
     }
     let labels = ConnLabels {
@@ -162,18 +227,28 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
     m.connections_active.get_or_create(&labels).inc();
     let counters = Counters {
         // Inbound: the stream carries the request, TCP the response.
-        quic_to_tcp: m.bytes.get_or_create_owned(&byte_labels(&labels, crate::metrics::Flow::Request)),
-        tcp_to_quic: m.bytes.get_or_create_owned(&byte_labels(&labels, crate::metrics::Flow::Response)),
+        quic_to_tcp: m
+            .bytes
+            .get_or_create_owned(&byte_labels(&labels, crate::metrics::Flow::Request)),
+        tcp_to_quic: m
+            .bytes
+            .get_or_create_owned(&byte_labels(&labels, crate::metrics::Flow::Response)),
     };
     tracing::debug!(request = id, %service, endpoint = %addr, source = %header.source, "inbound connection");
     let summary = splice(tcp, send, recv, &early, shared.timeouts.idle, &counters).await;
-    port.balancer.lock().unwrap_or_else(|p| p.into_inner()).closed(addr);
+    port.balancer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .closed(addr);
     m.connections_active.get_or_create(&labels).dec();
     m.connections_closed.get_or_create(&labels).inc();
     tracing::debug!(request = id, %service, ?summary, "inbound connection closed");
 }
 
-pub(crate) fn byte_labels(labels: &ConnLabels, flow: crate::metrics::Flow) -> crate::metrics::ByteLabels {
+pub(crate) fn byte_labels(
+    labels: &ConnLabels,
+    flow: crate::metrics::Flow,
+) -> crate::metrics::ByteLabels {
     crate::metrics::ByteLabels {
         direction: labels.direction,
         flow,
@@ -201,7 +276,9 @@ async fn refuse(
         })
         .inc();
     tracing::warn!(peer, service, %status, message, "refused inbound stream");
-    let _ = send.write_all(&Response::new(status, message).encode()).await;
+    let _ = send
+        .write_all(&Response::new(status, message).encode())
+        .await;
     // A finished stream is still delivered after it is dropped.
     let _ = send.finish();
 }

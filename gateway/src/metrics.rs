@@ -183,7 +183,11 @@ impl Metrics {
             "Tunnelled TCP connections open now",
             metrics.connections_active.clone(),
         );
-        registry.register("bytes", "Bytes carried through tunnels", metrics.bytes.clone());
+        registry.register(
+            "bytes",
+            "Bytes carried through tunnels",
+            metrics.bytes.clone(),
+        );
         registry.register(
             "stream_refusals",
             "Tunnel streams refused with a status",

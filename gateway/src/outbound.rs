@@ -28,7 +28,9 @@ pub(crate) async fn serve_import(listener: TcpListener, import: ImportEntry, sha
         match accepted {
             Ok((tcp, _)) => {
                 let (import, shared2) = (import.clone(), shared.clone());
-                shared.tunnels.spawn(async move { client(tcp, &import, Vec::new(), shared2).await });
+                shared
+                    .tunnels
+                    .spawn(async move { client(tcp, &import, Vec::new(), shared2).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -40,7 +42,11 @@ pub(crate) async fn serve_import(listener: TcpListener, import: ImportEntry, sha
 }
 
 /// Accepts TLS clients on the SNI listener until the gateway stops.
-pub(crate) async fn serve_sni(listener: TcpListener, imports: Vec<ImportEntry>, shared: Arc<Shared>) {
+pub(crate) async fn serve_sni(
+    listener: TcpListener,
+    imports: Vec<ImportEntry>,
+    shared: Arc<Shared>,
+) {
     let imports = Arc::new(imports);
     loop {
         let accepted = tokio::select! {
@@ -50,7 +56,9 @@ pub(crate) async fn serve_sni(listener: TcpListener, imports: Vec<ImportEntry>, 
         match accepted {
             Ok((tcp, _)) => {
                 let (imports, shared2) = (imports.clone(), shared.clone());
-                shared.tunnels.spawn(async move { sni_client(tcp, &imports, shared2).await });
+                shared
+                    .tunnels
+                    .spawn(async move { sni_client(tcp, &imports, shared2).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -72,7 +80,9 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
             }
             let mut chunk = vec![0u8; MAX_CLIENT_HELLO - hello.len()];
             match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => return Err(crate::sni::SniError::Malformed("connection closed early")),
+                Ok(0) | Err(_) => {
+                    return Err(crate::sni::SniError::Malformed("connection closed early"));
+                }
                 Ok(n) => hello.extend_from_slice(&chunk[..n]),
             }
         }
@@ -81,13 +91,24 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
     let name = match read {
         Ok(Ok(name)) => name,
         Ok(Err(e)) => return refuse_local(tcp, &shared, "-", "bad_client_hello", &e.to_string()),
-        Err(_) => return refuse_local(tcp, &shared, "-", "bad_client_hello", "no ClientHello in time"),
+        Err(_) => {
+            return refuse_local(
+                tcp,
+                &shared,
+                "-",
+                "bad_client_hello",
+                "no ClientHello in time",
+            );
+        }
     };
     let Some((namespace, service)) = clusterset_service(&name) else {
         let msg = format!("{name} is not a <service>.<namespace>.svc.clusterset.local name");
         return refuse_local(tcp, &shared, &name, "unknown_service", &msg);
     };
-    let Some(import) = imports.iter().find(|i| i.namespace == namespace && i.name == service) else {
+    let Some(import) = imports
+        .iter()
+        .find(|i| i.namespace == namespace && i.name == service)
+    else {
         let msg = format!("{service}.{namespace} is not imported by this gateway");
         return refuse_local(tcp, &shared, &name, "unknown_service", &msg);
     };
@@ -107,7 +128,14 @@ async fn client(tcp: TcpStream, import: &ImportEntry, first: Vec<u8>, shared: Ar
         source: shared.own_id.clone(),
     };
     let id = header.request_id;
-    let mut opened = match open(&shared.pool, &import.cluster, &header, shared.timeouts.stream_open).await {
+    let mut opened = match open(
+        &shared.pool,
+        &import.cluster,
+        &header,
+        shared.timeouts.stream_open,
+    )
+    .await
+    {
         Ok(opened) => opened,
         Err(err) => {
             let status = match &err {
@@ -146,13 +174,25 @@ async fn client(tcp: TcpStream, import: &ImportEntry, first: Vec<u8>, shared: Ar
     };
     m.connections_opened.get_or_create(&labels).inc();
     m.connections_active.get_or_create(&labels).inc();
-    let request = m.bytes.get_or_create_owned(&byte_labels(&labels, Flow::Request));
+    let request = m
+        .bytes
+        .get_or_create_owned(&byte_labels(&labels, Flow::Request));
     request.inc_by(first.len() as u64);
     let counters = Counters {
         tcp_to_quic: request,
-        quic_to_tcp: m.bytes.get_or_create_owned(&byte_labels(&labels, Flow::Response)),
+        quic_to_tcp: m
+            .bytes
+            .get_or_create_owned(&byte_labels(&labels, Flow::Response)),
     };
-    let summary = splice(tcp, opened.send, opened.recv, &opened.early, shared.timeouts.idle, &counters).await;
+    let summary = splice(
+        tcp,
+        opened.send,
+        opened.recv,
+        &opened.early,
+        shared.timeouts.idle,
+        &counters,
+    )
+    .await;
     m.connections_active.get_or_create(&labels).dec();
     m.connections_closed.get_or_create(&labels).inc();
     tracing::debug!(request = id, %service, ?summary, "outbound connection closed");

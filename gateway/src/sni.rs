@@ -178,8 +178,14 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_client_hello() {
         assert_eq!(server_name(b"GET / HTTP/1.1\r\n"), Err(SniError::NotTls));
-        assert_eq!(server_name(&[22, 3, 1, 0, 4, 2, 0, 0, 0]), Err(SniError::NotClientHello));
-        assert_eq!(server_name(&[22, 3, 1, 0, 4, 1, 0, 0, 9]), Err(SniError::Fragmented));
+        assert_eq!(
+            server_name(&[22, 3, 1, 0, 4, 2, 0, 0, 0]),
+            Err(SniError::NotClientHello)
+        );
+        assert_eq!(
+            server_name(&[22, 3, 1, 0, 4, 1, 0, 0, 9]),
+            Err(SniError::Fragmented)
+        );
         let hello = client_hello("a.b.svc.clusterset.local");
         let mut cut = hello.clone();
         cut[4] -= 10; // shorter record than the ClientHello inside claims

@@ -76,7 +76,14 @@ pub async fn splice(
     let mut idle_timeout = false;
     {
         let up = tcp_to_quic(&mut rd, &mut send, &counters.tcp_to_quic, &activity, start);
-        let down = quic_to_tcp(&mut recv, &mut wr, early, &counters.quic_to_tcp, &activity, start);
+        let down = quic_to_tcp(
+            &mut recv,
+            &mut wr,
+            early,
+            &counters.quic_to_tcp,
+            &activity,
+            start,
+        );
         let watchdog = idle_watchdog(&activity, start, idle);
         tokio::pin!(up, down, watchdog);
         while up_end.is_none() || down_end.is_none() {
@@ -102,7 +109,11 @@ pub async fn splice(
     };
     let clean = summary.tcp_to_quic == Ending::Finished && summary.quic_to_tcp == Ending::Finished;
     if !clean {
-        let code = if summary.tcp_to_quic == Ending::Reset { RESET_CODE } else { ABORT_CODE };
+        let code = if summary.tcp_to_quic == Ending::Reset {
+            RESET_CODE
+        } else {
+            ABORT_CODE
+        };
         let _ = send.reset(VarInt::from_u32(code));
         let _ = recv.stop(VarInt::from_u32(code));
         // Abort the TCP side with RST rather than FIN, so the peer sees a failure.
@@ -133,7 +144,11 @@ async fn tcp_to_quic(
         let mut buf = BytesMut::with_capacity(CHUNK);
         match rd.try_read_buf(&mut buf) {
             Ok(0) => {
-                return if send.finish().is_ok() { Ending::Finished } else { Ending::Failed };
+                return if send.finish().is_ok() {
+                    Ending::Finished
+                } else {
+                    Ending::Failed
+                };
             }
             Ok(n) => {
                 touch(activity, start);
@@ -173,7 +188,11 @@ async fn quic_to_tcp(
                 }
             }
             Ok(None) => {
-                return if wr.shutdown().await.is_ok() { Ending::Finished } else { Ending::Failed };
+                return if wr.shutdown().await.is_ok() {
+                    Ending::Finished
+                } else {
+                    Ending::Failed
+                };
             }
             Err(ReadError::Reset(_)) => return Ending::Reset,
             Err(_) => return Ending::Failed,
@@ -195,6 +214,8 @@ async fn idle_watchdog(activity: &AtomicU64, start: Instant, idle: Duration) {
 fn is_reset(err: &io::Error) -> bool {
     matches!(
         err.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
     )
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use quinn::{RecvStream, SendStream};
 
-use crate::header::{FrameError, Response, StreamHeader};
+use crate::header::{Decoded, FrameError, Response, StreamHeader};
 use crate::peers::{PeerError, PeerPool};
 
 /// Why reading a frame from a stream failed.
@@ -26,7 +26,7 @@ pub enum ReadFrameError {
 pub async fn read_frame<T>(
     recv: &mut RecvStream,
     limit: usize,
-    decode: fn(&[u8]) -> Result<Option<(T, usize)>, FrameError>,
+    decode: fn(&[u8]) -> Decoded<T>,
 ) -> Result<(T, Vec<u8>), ReadFrameError> {
     let mut buf = Vec::with_capacity(256);
     loop {
@@ -89,9 +89,13 @@ pub async fn open(
         let attempt = async {
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
             send.write_all(&bytes).await.map_err(|e| e.to_string())?;
-            let (response, early) = read_frame(&mut recv, 4 + 3 + crate::header::MAX_MESSAGE, Response::decode)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (response, early) = read_frame(
+                &mut recv,
+                4 + 3 + crate::header::MAX_MESSAGE,
+                Response::decode,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             Ok::<_, String>((send, recv, response, early))
         };
         match tokio::time::timeout(timeout, attempt).await {

@@ -2,6 +2,8 @@
 //! succeeds between gateways of the federation, and a client without a valid
 //! certificate is refused (a hole other QUIC servers have had).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -1,6 +1,8 @@
 //! The east-west tunnel end to end in one process: two gateways on loopback port 0 and
 //! real TCP servers behind them.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::time::{Duration, Instant};
@@ -15,7 +17,10 @@ async fn bytes_cross_both_ways_and_half_close_works() {
     let pair = Pair::start(vec![echo]).await;
     let addr = pair.import_addr("echo");
     // round_trip half-closes its write side and still reads the whole reply.
-    let reply = tokio::time::timeout(BOUND, round_trip(addr, b"hello from east")).await.unwrap().unwrap();
+    let reply = tokio::time::timeout(BOUND, round_trip(addr, b"hello from east"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(reply, b"hello from east");
 
     // Interleaved: reply bytes arrive while the client keeps its write side open.
@@ -36,13 +41,32 @@ async fn bytes_cross_both_ways_and_half_close_works() {
     for text in [&east, &west] {
         assert!(text.contains("security=\"mutual_tls\""), "{text}");
     }
-    let labels = ["direction=\"outbound\"", "destination_service=\"echo.demo\""];
-    assert!(metric(&east, "isthmus_gateway_connections_opened_total", &labels) >= 2.0, "{east}");
+    let labels = [
+        "direction=\"outbound\"",
+        "destination_service=\"echo.demo\"",
+    ];
+    assert!(
+        metric(&east, "isthmus_gateway_connections_opened_total", &labels) >= 2.0,
+        "{east}"
+    );
     let inbound = ["direction=\"inbound\"", "source_cluster=\"east\""];
-    assert!(metric(&west, "isthmus_gateway_connections_opened_total", &inbound) >= 2.0, "{west}");
+    assert!(
+        metric(&west, "isthmus_gateway_connections_opened_total", &inbound) >= 2.0,
+        "{west}"
+    );
     let request = ["direction=\"outbound\"", "flow=\"request\""];
-    assert!(metric(&east, "isthmus_gateway_bytes_total", &request) >= 2015.0, "{east}");
-    assert!(metric(&east, "isthmus_gateway_stream_open_seconds_count", &["peer_cluster=\"west\""]) >= 2.0, "{east}");
+    assert!(
+        metric(&east, "isthmus_gateway_bytes_total", &request) >= 2015.0,
+        "{east}"
+    );
+    assert!(
+        metric(
+            &east,
+            "isthmus_gateway_stream_open_seconds_count",
+            &["peer_cluster=\"west\""]
+        ) >= 2.0,
+        "{east}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +77,9 @@ async fn two_hundred_concurrent_connections_each_get_their_own_bytes() {
     let mut tasks = Vec::new();
     for i in 0..200u32 {
         tasks.push(tokio::spawn(async move {
-            let payload: Vec<u8> = (0..10_000u32).map(|j| (i.wrapping_mul(31) ^ j) as u8).collect();
+            let payload: Vec<u8> = (0..10_000u32)
+                .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+                .collect();
             let reply = round_trip(addr, &payload).await.unwrap();
             assert_eq!(reply, payload, "connection {i}");
         }));
@@ -63,7 +89,14 @@ async fn two_hundred_concurrent_connections_each_get_their_own_bytes() {
     }
     // One QUIC connection carries them all.
     let east = scrape(&pair.east).await;
-    assert_eq!(metric(&east, "isthmus_gateway_connections_opened_total", &["outbound"]), 200.0);
+    assert_eq!(
+        metric(
+            &east,
+            "isthmus_gateway_connections_opened_total",
+            &["outbound"]
+        ),
+        200.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,16 +152,38 @@ async fn an_unknown_service_closes_the_client_promptly_and_is_counted() {
     let (echo, _server) = echo_server().await;
     let pair = Pair::start(vec![echo]).await;
     let started = Instant::now();
-    let result = tokio::time::timeout(BOUND, round_trip(pair.import_addr("nothing"), b"hi")).await.unwrap();
+    let result = tokio::time::timeout(BOUND, round_trip(pair.import_addr("nothing"), b"hi"))
+        .await
+        .unwrap();
     match result {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         Ok(reply) => assert!(reply.is_empty(), "got {reply:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     let east = scrape(&pair.east).await;
-    assert_eq!(metric(&east, "isthmus_gateway_stream_refusals_total", &["outbound", "status=\"unknown_service\""]), 1.0, "{east}");
+    assert_eq!(
+        metric(
+            &east,
+            "isthmus_gateway_stream_refusals_total",
+            &["outbound", "status=\"unknown_service\""]
+        ),
+        1.0,
+        "{east}"
+    );
     let west = scrape(&pair.west).await;
-    assert_eq!(metric(&west, "isthmus_gateway_stream_refusals_total", &["inbound", "status=\"unknown_service\"", "nothing.demo"]), 1.0, "{west}");
+    assert_eq!(
+        metric(
+            &west,
+            "isthmus_gateway_stream_refusals_total",
+            &["inbound", "status=\"unknown_service\"", "nothing.demo"]
+        ),
+        1.0,
+        "{west}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +193,10 @@ async fn a_down_endpoint_is_skipped_and_ejected() {
     let pair = Pair::start(vec![down, echo]).await;
     let addr = pair.import_addr("echo");
     for i in 0..6u8 {
-        let reply = tokio::time::timeout(BOUND, round_trip(addr, &[i; 10])).await.unwrap().unwrap();
+        let reply = tokio::time::timeout(BOUND, round_trip(addr, &[i; 10]))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(reply, [i; 10], "attempt {i}");
     }
 }
@@ -148,13 +206,31 @@ async fn all_endpoints_down_means_no_healthy_endpoint() {
     let pair = Pair::start(vec![closed_port().await, closed_port().await]).await;
     let addr = pair.import_addr("echo");
     for _ in 0..3 {
-        let result = tokio::time::timeout(BOUND, round_trip(addr, b"x")).await.unwrap();
+        let result = tokio::time::timeout(BOUND, round_trip(addr, b"x"))
+            .await
+            .unwrap();
         assert!(result.is_err() || result.unwrap().is_empty());
     }
     let west = scrape(&pair.west).await;
-    assert_eq!(metric(&west, "isthmus_gateway_stream_refusals_total", &["status=\"no_healthy_endpoint\""]), 3.0, "{west}");
+    assert_eq!(
+        metric(
+            &west,
+            "isthmus_gateway_stream_refusals_total",
+            &["status=\"no_healthy_endpoint\""]
+        ),
+        3.0,
+        "{west}"
+    );
     let east = scrape(&pair.east).await;
-    assert_eq!(metric(&east, "isthmus_gateway_stream_refusals_total", &["outbound", "status=\"no_healthy_endpoint\""]), 3.0, "{east}");
+    assert_eq!(
+        metric(
+            &east,
+            "isthmus_gateway_stream_refusals_total",
+            &["outbound", "status=\"no_healthy_endpoint\""]
+        ),
+        3.0,
+        "{east}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,31 +243,62 @@ async fn a_gateway_from_another_root_is_refused() {
     let mut trusting = impostor.bundle();
     trusting.add_root(pair.pki.root.cert().clone()).unwrap();
     let (chain, key) = impostor.leaf("east", "cluster/east/gateway/gw");
-    let identity = isthmus_gateway::identity::GatewayIdentity::new(trusting, chain, key, "east", std::time::SystemTime::now()).unwrap();
+    let identity = isthmus_gateway::identity::GatewayIdentity::new(
+        trusting,
+        chain,
+        key,
+        "east",
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
     let mut cfg = config("east");
     cfg.peers = vec![peer("west", pair.west.quic_addr)];
     cfg.imports = vec![import("demo", "echo", "west", 8080)];
     let fake = isthmus_gateway::start(cfg, identity).await.unwrap();
-    let result = tokio::time::timeout(BOUND, round_trip(fake.imports[0].1, b"x")).await.unwrap();
+    let result = tokio::time::timeout(BOUND, round_trip(fake.imports[0].1, b"x"))
+        .await
+        .unwrap();
     assert!(result.is_err() || result.unwrap().is_empty());
     let west = &pair.west;
     eventually("west to count the refusal", || async {
         let text = scrape(west).await;
-        metric(&text, "isthmus_gateway_handshake_failures_total", &["reason=\"unknown_root\""]) >= 1.0
+        metric(
+            &text,
+            "isthmus_gateway_handshake_failures_total",
+            &["reason=\"unknown_root\""],
+        ) >= 1.0
     })
     .await;
-    assert_eq!(metric(&scrape(west).await, "isthmus_gateway_connections_opened_total", &[]), 0.0);
+    assert_eq!(
+        metric(
+            &scrape(west).await,
+            "isthmus_gateway_connections_opened_total",
+            &[]
+        ),
+        0.0
+    );
 
     // A gateway of the other root that does not trust ours is refused by its own side.
     let plain = Pki::new(&["east"]);
     let mut cfg = config("east");
     cfg.peers = vec![peer("west", pair.west.quic_addr)];
     cfg.imports = vec![import("demo", "echo", "west", 8080)];
-    let lone = isthmus_gateway::start(cfg, plain.gateway_identity("east")).await.unwrap();
-    let result = tokio::time::timeout(BOUND, round_trip(lone.imports[0].1, b"x")).await.unwrap();
+    let lone = isthmus_gateway::start(cfg, plain.gateway_identity("east"))
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(BOUND, round_trip(lone.imports[0].1, b"x"))
+        .await
+        .unwrap();
     assert!(result.is_err() || result.unwrap().is_empty());
     let text = scrape(&lone).await;
-    assert!(metric(&text, "isthmus_gateway_handshake_failures_total", &["reason=\"unknown_root\""]) >= 1.0, "{text}");
+    assert!(
+        metric(
+            &text,
+            "isthmus_gateway_handshake_failures_total",
+            &["reason=\"unknown_root\""]
+        ) >= 1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,12 +308,16 @@ async fn new_connections_succeed_after_the_peer_restarts() {
     let mut west_config = config("west");
     west_config.exports = vec![export("demo", "echo", 8080, vec![echo])];
     west_config.peers = vec![peer("east", "127.0.0.1:9".parse().unwrap())];
-    let west = isthmus_gateway::start(west_config.clone(), pki.gateway_identity("west")).await.unwrap();
+    let west = isthmus_gateway::start(west_config.clone(), pki.gateway_identity("west"))
+        .await
+        .unwrap();
     let west_addr = west.quic_addr;
     let mut east_config = config("east");
     east_config.peers = vec![peer("west", west_addr)];
     east_config.imports = vec![import("demo", "echo", "west", 8080)];
-    let east = isthmus_gateway::start(east_config, pki.gateway_identity("east")).await.unwrap();
+    let east = isthmus_gateway::start(east_config, pki.gateway_identity("east"))
+        .await
+        .unwrap();
     let addr = east.imports[0].1;
     assert_eq!(round_trip(addr, b"before").await.unwrap(), b"before");
 
@@ -228,7 +339,10 @@ async fn new_connections_succeed_after_the_peer_restarts() {
     // The first connection may meet the stale QUIC connection; the gateway retries on a
     // fresh one, so every connection succeeds.
     for i in 0..5u8 {
-        let reply = tokio::time::timeout(BOUND, round_trip(addr, &[i; 3])).await.unwrap().unwrap();
+        let reply = tokio::time::timeout(BOUND, round_trip(addr, &[i; 3]))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(reply, [i; 3], "connection {i} after the restart");
     }
 }
@@ -242,12 +356,18 @@ async fn drain_lets_live_connections_finish_and_refuses_new_ones() {
     live.write_all(b"before drain").await.unwrap();
     let mut buf = [0u8; 12];
     live.read_exact(&mut buf).await.unwrap();
-    eventually("the live connection is tracked", || async { pair.east.live_connections() == 1 }).await;
+    eventually("the live connection is tracked", || async {
+        pair.east.live_connections() == 1
+    })
+    .await;
 
     let Pair { east, west, .. } = pair;
     let drain = tokio::spawn(east.drain(Duration::from_secs(20)));
     // New connections are refused once the listener is gone.
-    eventually("the listener to close", || async { TcpStream::connect(addr).await.is_err() }).await;
+    eventually("the listener to close", || async {
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
     // The live one still works, then ends on its own.
     live.write_all(b"during drain").await.unwrap();
     live.read_exact(&mut buf).await.unwrap();

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use isthmus_ca::policy::CaPolicyFile;
+use isthmus_config::Validate;
+use isthmus_gateway::config::GatewayConfigFile;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
@@ -22,33 +24,41 @@ pub(crate) enum ConfigCommand {
     },
 }
 
-/// The config kinds that exist today; gateway and federation kinds come with their
-/// components.
+/// The config kinds that exist today; the federation's comes with it.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Kind {
     /// The CA policy: key algorithms, lifetimes, rotation, expiry warnings.
     Ca,
+    /// A gateway: cluster, certificates, listeners, peers, exports, imports.
+    Gateway,
 }
 
 pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ConfigCommand::Schema { kind: Kind::Ca } => {
-            let schema = isthmus_config::schema_of::<CaPolicyFile>();
+        ConfigCommand::Schema { kind } => {
+            let schema = match kind {
+                Kind::Ca => isthmus_config::schema_of::<CaPolicyFile>(),
+                Kind::Gateway => isthmus_config::schema_of::<GatewayConfigFile>(),
+            };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        ConfigCommand::Check {
-            kind: Kind::Ca,
-            file,
-        } => match isthmus_config::load::<CaPolicyFile>(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                Ok(ExitCode::from(1))
-            }
+        ConfigCommand::Check { kind, file } => match kind {
+            Kind::Ca => check::<CaPolicyFile>(&file),
+            Kind::Gateway => check::<GatewayConfigFile>(&file),
         },
+    }
+}
+
+fn check<T: Validate>(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match isthmus_config::load::<T>(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::from(1))
+        }
     }
 }

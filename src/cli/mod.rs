@@ -3,6 +3,7 @@
 mod ca;
 mod config;
 mod files;
+mod gateway;
 
 use std::process::ExitCode;
 
@@ -24,8 +25,9 @@ enum Command {
     /// Config files: print the JSON Schema of a kind, or check a file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// Run an east-west, ingress or egress gateway (not implemented yet).
-    Gateway(Unimplemented),
+    /// Run an east-west gateway.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
     /// Run and administer the federation service (not implemented yet).
     Federation(Unimplemented),
     /// Start a local mesh for development (not implemented yet).
@@ -50,7 +52,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ca(command) => ca::run(command),
         Command::Config(command) => config::run(command),
-        Command::Gateway(_) => unimplemented("gateway"),
+        Command::Gateway(command) => gateway::run(command),
         Command::Federation(_) => unimplemented("federation"),
         Command::Dev(_) => unimplemented("dev"),
         Command::Vet(_) => unimplemented("vet"),

@@ -1,15 +1,17 @@
 //! In-process harness for gateway tests: a CA, gateways on port 0, and real TCP servers.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustBundle, TrustDomain};
-use isthmus_gateway::config::{Export, ExportPort, GatewayConfig, ImportEntry, ListenSection, PeerEntry, Timeouts, TlsFiles};
-use isthmus_gateway::balancer::{OutlierPolicy, Policy};
-use isthmus_gateway::identity::GatewayIdentity;
 use isthmus_gateway::RunningGateway;
+use isthmus_gateway::balancer::{OutlierPolicy, Policy};
+use isthmus_gateway::config::{
+    Export, ExportPort, GatewayConfig, ImportEntry, ListenSection, PeerEntry, Timeouts, TlsFiles,
+};
+use isthmus_gateway::identity::GatewayIdentity;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,7 +34,9 @@ impl Pki {
         let clusters = clusters
             .iter()
             .map(|c| {
-                let ca = root.new_cluster_intermediate(c, KeyAlgorithm::EcdsaP256, 30 * DAY, now).unwrap();
+                let ca = root
+                    .new_cluster_intermediate(c, KeyAlgorithm::EcdsaP256, 30 * DAY, now)
+                    .unwrap();
                 ((*c).to_owned(), ca)
             })
             .collect();
@@ -48,18 +52,30 @@ impl Pki {
     }
 
     /// A leaf for `path` (after `spiffe://TD/`) from `cluster`'s intermediate.
-    pub fn leaf(&self, cluster: &str, path: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    pub fn leaf(
+        &self,
+        cluster: &str,
+        path: &str,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let id = SpiffeId::parse(&format!("spiffe://{}/{path}", self.td)).unwrap();
         let leaf = self
             .ca(cluster)
             .issue_leaf(
-                &LeafRequest { id, lifetime: DAY, dns_names: vec![], key_algorithm: KeyAlgorithm::EcdsaP256 },
+                &LeafRequest {
+                    id,
+                    lifetime: DAY,
+                    dns_names: vec![],
+                    key_algorithm: KeyAlgorithm::EcdsaP256,
+                },
                 SystemTime::now(),
             )
             .unwrap();
         let mut chain = vec![leaf.cert];
         chain.extend(leaf.chain);
-        (chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der())))
+        (
+            chain,
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der())),
+        )
     }
 
     pub fn gateway_identity(&self, cluster: &str) -> GatewayIdentity {
@@ -72,13 +88,29 @@ impl Pki {
 pub fn config(cluster: &str) -> GatewayConfig {
     GatewayConfig {
         cluster: cluster.into(),
-        tls: TlsFiles { bundle: "unused".into(), cert: "unused".into(), key: "unused".into() },
-        listen: ListenSection { quic: loopback(), metrics: Some(loopback()), sni: None },
+        tls: TlsFiles {
+            bundle: "unused".into(),
+            cert: "unused".into(),
+            key: "unused".into(),
+        },
+        listen: ListenSection {
+            quic: loopback(),
+            metrics: Some(loopback()),
+            sni: None,
+        },
         peers: vec![],
         exports: vec![],
         imports: vec![],
-        timeouts: Timeouts { connect: Duration::from_secs(2), stream_open: Duration::from_secs(3), idle: Duration::from_secs(60), drain: Duration::from_secs(5) },
-        outlier: OutlierPolicy { consecutive_failures: 2, ejection: Duration::from_secs(30) },
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            stream_open: Duration::from_secs(3),
+            idle: Duration::from_secs(60),
+            drain: Duration::from_secs(5),
+        },
+        outlier: OutlierPolicy {
+            consecutive_failures: 2,
+            ejection: Duration::from_secs(30),
+        },
     }
 }
 
@@ -96,11 +128,20 @@ pub fn export(namespace: &str, name: &str, port: u16, endpoints: Vec<SocketAddr>
 }
 
 pub fn import(namespace: &str, name: &str, cluster: &str, port: u16) -> ImportEntry {
-    ImportEntry { namespace: namespace.into(), name: name.into(), cluster: cluster.into(), port, listen: loopback() }
+    ImportEntry {
+        namespace: namespace.into(),
+        name: name.into(),
+        cluster: cluster.into(),
+        port,
+        listen: loopback(),
+    }
 }
 
 pub fn peer(cluster: &str, address: SocketAddr) -> PeerEntry {
-    PeerEntry { cluster: cluster.into(), address }
+    PeerEntry {
+        cluster: cluster.into(),
+        address,
+    }
 }
 
 /// East imports `demo/echo:8080` from west, which exports it on `endpoints`.
@@ -117,17 +158,29 @@ impl Pair {
         west_config.exports = vec![export("demo", "echo", 8080, endpoints)];
         // West learns east's address after east starts; a placeholder keeps east a peer.
         west_config.peers = vec![peer("east", "127.0.0.1:9".parse().unwrap())];
-        let west = isthmus_gateway::start(west_config, pki.gateway_identity("west")).await.unwrap();
+        let west = isthmus_gateway::start(west_config, pki.gateway_identity("west"))
+            .await
+            .unwrap();
         let mut east_config = config("east");
         east_config.peers = vec![peer("west", west.quic_addr)];
-        east_config.imports = vec![import("demo", "echo", "west", 8080), import("demo", "nothing", "west", 8080)];
-        let east = isthmus_gateway::start(east_config, pki.gateway_identity("east")).await.unwrap();
+        east_config.imports = vec![
+            import("demo", "echo", "west", 8080),
+            import("demo", "nothing", "west", 8080),
+        ];
+        let east = isthmus_gateway::start(east_config, pki.gateway_identity("east"))
+            .await
+            .unwrap();
         Self { pki, east, west }
     }
 
     /// The local address of east's import of `name`.
     pub fn import_addr(&self, name: &str) -> SocketAddr {
-        self.east.imports.iter().find(|(i, _)| i.name == name).unwrap().1
+        self.east
+            .imports
+            .iter()
+            .find(|(i, _)| i.name == name)
+            .unwrap()
+            .1
     }
 }
 
@@ -137,7 +190,9 @@ pub async fn echo_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let (mut rd, mut wr) = tcp.split();
                 let _ = tokio::io::copy(&mut rd, &mut wr).await;
@@ -168,9 +223,11 @@ pub async fn round_trip(addr: SocketAddr, payload: &[u8]) -> std::io::Result<Vec
 pub async fn scrape(gateway: &RunningGateway) -> String {
     let addr = gateway.metrics_addr.unwrap();
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    tcp.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut text = String::new();
     tcp.read_to_string(&mut text).await.unwrap();
     text
@@ -194,7 +251,10 @@ where
     let deadline = tokio::time::Instant::now() + BOUND;
     let mut pause = Duration::from_millis(5);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     }

@@ -1,0 +1,401 @@
+//! The gateway through the binary: two `isthmus gateway run` processes with certificates
+//! from `isthmus ca`, reached by `curl` and by `openssl s_client` (through the SNI
+//! listener, to an `openssl s_server` that requires a client certificate).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::Dir;
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(program: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads stdout lines until one contains `marker` (bounded).
+    fn wait_for(&mut self, marker: &str) {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.contains(marker);
+                    self.seen.push(line);
+                    if done {
+                        return;
+                    }
+                }
+                Err(_) => panic!("no {marker:?} line; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// The address on the line starting with `prefix`, after the marker was seen.
+    fn addr(&self, prefix: &str) -> SocketAddr {
+        let line = self
+            .seen
+            .iter()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {:?}", self.seen));
+        line.rsplit(' ')
+            .next()
+            .and_then(|w| {
+                w.trim_start_matches("http://")
+                    .trim_end_matches("/metrics")
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny HTTP server that answers every request with `body`.
+fn http_server(body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    request.push(byte[0]);
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn pki(dir: &Dir) {
+    dir.isthmus("ca init --trust-domain mesh.example --out @root")
+        .ok();
+    for cluster in ["east", "west"] {
+        dir.isthmus(&format!(
+            "ca intermediate --root-dir @root --cluster {cluster} --out @{cluster}"
+        ))
+        .ok();
+        dir.isthmus(&format!(
+            "ca issue --ca-dir @{cluster} --spiffe-id spiffe://mesh.example/cluster/{cluster}/gateway/ew --out @{cluster}-gw"
+        ))
+        .ok();
+    }
+    dir.isthmus("ca issue --ca-dir @west --spiffe-id spiffe://mesh.example/cluster/west/ns/demo/sa/echo --out @west-wl").ok();
+    dir.isthmus("ca issue --ca-dir @east --spiffe-id spiffe://mesh.example/cluster/east/ns/demo/sa/client --out @east-wl").ok();
+}
+
+fn write(dir: &Dir, name: &str, text: &str) -> String {
+    let path = dir.path(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn curl_and_openssl_reach_west_through_two_gateway_processes() {
+    let dir = Dir::new();
+    pki(&dir);
+    let web = http_server("hello from west");
+    let tls_backend = free_port();
+    let mut s_server = Proc::spawn(
+        "openssl",
+        &[
+            "s_server",
+            "-accept",
+            &tls_backend.to_string(),
+            "-cert",
+            &dir.path("west-wl/cert.pem"),
+            "-key",
+            &dir.path("west-wl/key.pem"),
+            "-cert_chain",
+            &dir.path("west/intermediate.pem"),
+            "-CAfile",
+            &dir.path("root/root.pem"),
+            "-Verify",
+            "3",
+            "-verify_return_error",
+            "-www",
+        ],
+    );
+    s_server.wait_for("ACCEPT");
+
+    let west_config = write(
+        &dir,
+        "west.toml",
+        &format!(
+            r#"
+cluster = "west"
+[tls]
+bundle = "west-gw/bundle.pem"
+cert = "west-gw/cert.pem"
+key = "west-gw/key.pem"
+[listen]
+quic = "127.0.0.1:0"
+metrics = "127.0.0.1:0"
+[[peers]]
+cluster = "east"
+address = "127.0.0.1:9"
+[[exports]]
+namespace = "demo"
+name = "web"
+[[exports.ports]]
+port = 80
+endpoints = ["{web}"]
+[[exports]]
+namespace = "demo"
+name = "echo"
+[[exports.ports]]
+port = 8443
+endpoints = ["{tls_backend}"]
+"#
+        ),
+    );
+    let mut west = Proc::spawn(
+        env!("CARGO_BIN_EXE_isthmus"),
+        &["gateway", "run", "--config", &west_config],
+    );
+    west.wait_for(" ready");
+    let west_quic = west.addr("quic");
+
+    let east_config = write(
+        &dir,
+        "east.json",
+        &format!(
+            r#"{{
+  "cluster": "east",
+  "tls": {{"bundle": "east-gw/bundle.pem", "cert": "east-gw/cert.pem", "key": "east-gw/key.pem"}},
+  "listen": {{"quic": "127.0.0.1:0", "metrics": "127.0.0.1:0", "sni": "127.0.0.1:0"}},
+  "peers": [{{"cluster": "west", "address": "{west_quic}"}}],
+  "imports": [
+    {{"namespace": "demo", "name": "web", "cluster": "west", "port": 80, "listen": "127.0.0.1:0"}},
+    {{"namespace": "demo", "name": "echo", "cluster": "west", "port": 8443, "listen": "127.0.0.1:0"}}
+  ]
+}}"#
+        ),
+    );
+    let mut east = Proc::spawn(
+        env!("CARGO_BIN_EXE_isthmus"),
+        &["gateway", "run", "--config", &east_config],
+    );
+    east.wait_for(" ready");
+    let web_import = east.addr("import   demo/web");
+    let sni = east.addr("sni");
+
+    // curl, plain HTTP through the tunnel.
+    let curl = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            &format!("http://{web_import}/hello"),
+        ])
+        .output()
+        .expect("curl");
+    assert!(curl.status.success(), "{curl:?}");
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "hello from west");
+
+    // openssl s_client -> east's SNI listener -> QUIC -> west -> openssl s_server, with
+    // both workloads' certificates checked end to end; the gateways never decrypt.
+    let mut s_client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &sni.to_string(),
+            "-servername",
+            "echo.demo.svc.clusterset.local",
+            "-cert",
+            &dir.path("east-wl/cert.pem"),
+            "-key",
+            &dir.path("east-wl/key.pem"),
+            "-cert_chain",
+            &dir.path("east/intermediate.pem"),
+            "-CAfile",
+            &dir.path("root/root.pem"),
+            "-verify_return_error",
+            "-verify",
+            "3",
+            "-ign_eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    s_client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let out = wait_output(s_client);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Verify return code: 0 (ok)"),
+        "client did not verify the server: {stdout}"
+    );
+    assert!(
+        stdout.contains("spiffe://mesh.example/cluster/west/ns/demo/sa/echo")
+            || stdout.contains("Server certificate"),
+        "{stdout}"
+    );
+    // s_server's -www page is only served after it verified the client certificate.
+    assert!(stdout.contains("HTTP/1.0 200 ok"), "{stdout}");
+    assert!(
+        stdout.contains("Client certificate"),
+        "the server saw no client certificate: {stdout}"
+    );
+
+    // Metrics on both sides, security mutual_tls.
+    let east_metrics = get(east.addr("metrics"));
+    assert!(east_metrics.contains("isthmus_gateway_connections_opened_total{direction=\"outbound\",source_cluster=\"east\",destination_service=\"web.demo\",security=\"mutual_tls\"} 1"), "{east_metrics}");
+    assert!(
+        east_metrics.contains("destination_service=\"echo.demo\""),
+        "{east_metrics}"
+    );
+
+    // SIGTERM drains and exits cleanly.
+    assert!(east.terminate().success());
+    assert!(west.terminate().success());
+}
+
+fn wait_output(child: Child) -> std::process::Output {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(BOUND)
+        .expect("child hung")
+        .expect("child output")
+}
+
+fn get(addr: SocketAddr) -> String {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(BOUND)).unwrap();
+    tcp.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn a_bad_gateway_config_names_file_and_field() {
+    let dir = Dir::new();
+    pki(&dir);
+    let cases = [
+        (
+            "bad1.toml",
+            "cluster = \"east\"\n[tls]\nbundle = \"east-gw/bundle.pem\"\ncert = \"east-gw/cert.pem\"\nkey = \"east-gw/key.pem\"\n[listen]\nquic = \"127.0.0.1:0\"\n[[imports]]\nnamespace = \"demo\"\nname = \"web\"\ncluster = \"west\"\nport = 80\nlisten = \"127.0.0.1:0\"\n",
+            vec![
+                "bad1.toml",
+                "field `imports[0].cluster`",
+                "one of the peers' clusters",
+            ],
+        ),
+        (
+            "bad2.toml",
+            "cluster = \"east\"\n[tls]\nbundle = \"east-gw/bundle.pem\"\ncert = \"west-gw/cert.pem\"\nkey = \"west-gw/key.pem\"\n[listen]\nquic = \"127.0.0.1:0\"\n",
+            vec![
+                "west-gw/cert.pem",
+                "field `tls.cert`",
+                "expected a gateway of cluster east",
+            ],
+        ),
+        (
+            "bad3.toml",
+            "cluster = \"east\"\n[tls]\nbundle = \"east-gw/bundle.pem\"\ncert = \"east-gw/cert.pem\"\nkey = \"east-gw/key.pem\"\n[listen]\nquic = \"127.0.0.1:0\"\nmetrics = 9090\n",
+            vec!["bad3.toml", "field `listen.metrics`"],
+        ),
+        (
+            "bad4.toml",
+            "cluster = \"east\"\n[tls]\nbundle = \"nope.pem\"\ncert = \"east-gw/cert.pem\"\nkey = \"east-gw/key.pem\"\n[listen]\nquic = \"127.0.0.1:0\"\n",
+            vec!["nope.pem", "field `tls.bundle`", "cannot read"],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = write(&dir, name, text);
+        let run = support::isthmus(&["gateway", "run", "--config", &path]);
+        assert_eq!(run.code, Some(1), "{name}: {run:?}");
+        for needle in expected {
+            assert!(
+                run.stderr.contains(needle),
+                "{name}: missing {needle:?} in {}",
+                run.stderr
+            );
+        }
+    }
+}
