@@ -1,0 +1,504 @@
+//! The tunnel benchmark: two Isthmus gateways against two peer TLS-over-TCP two-hop
+//! tunnels with mutual TLS (nginx stream module, stunnel), same machine, same run,
+//! interleaved. Run with `cargo bench -p isthmus-gateway --bench tunnel`; results and
+//! method in `docs/benchmarks.md`.
+//!
+//! The gateways, the echo/sink server and the peers run as separate processes (this
+//! binary re-executed with `--as-gateway` / `--as-echo`), so that each one's memory can
+//! be read and none shares a runtime with the load generator.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustDomain};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const ROUNDS: usize = 3;
+const BULK_BYTES: u64 = 256 << 20;
+const PINGS: usize = 5000;
+const CONN_SECONDS: f64 = 2.0;
+const CONN_CLIENTS: usize = 16;
+const IDLE_CONNECTIONS: usize = 10_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    match args.first().map(String::as_str) {
+        Some("--as-gateway") => as_gateway(Path::new(&args[1])),
+        Some("--as-echo") => as_echo(),
+        Some(filter) if !filter.starts_with('-') => orchestrate(Some(filter)),
+        _ => orchestrate(None),
+    }
+}
+
+// ---------------------------------------------------------------- child processes
+
+/// A gateway from `dir/config.json`; prints its addresses, exits when stdin closes.
+fn as_gateway(config: &Path) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = isthmus_config::load::<isthmus_gateway::config::GatewayConfigFile>(config).unwrap();
+        let base = Path::new("/");
+        let identity = isthmus_gateway::identity::GatewayIdentity::load(&config.tls, base, &config.cluster).unwrap();
+        let gateway = isthmus_gateway::start(config, identity).await.unwrap();
+        let mut line = format!("READY {}", gateway.quic_addr);
+        for (import, addr) in &gateway.imports {
+            line.push_str(&format!(" {}={addr}", import.name));
+        }
+        println!("{line}");
+        wait_for_stdin_close().await;
+        gateway.drain(Duration::ZERO).await;
+    });
+}
+
+/// An echo server and a sink (reads to EOF, answers one byte); exits when stdin closes.
+fn as_echo() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("READY echo={} sink={}", echo.local_addr().unwrap(), sink.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = echo.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let _ = tcp.set_nodelay(true);
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if tcp.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = sink.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    while let Ok(n) = tcp.read(&mut buf).await {
+                        if n == 0 {
+                            let _ = tcp.write_all(b"K").await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        wait_for_stdin_close().await;
+    });
+}
+
+async fn wait_for_stdin_close() {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- orchestration
+
+struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Proc {
+    fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of `pid` and its children (nginx workers), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(rss_kib)
+        .sum();
+    own + children
+}
+
+fn spawn_self(name: &str, args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("READY"), "{name} did not start: {line:?}");
+    (Proc { child, name: name.into() }, line.trim().to_owned())
+}
+
+fn spawn_peer(name: &str, program: &str, args: &[&str], ports: &[SocketAddr]) -> Proc {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program} (apt-get install nginx-light libnginx-mod-stream stunnel4): {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for port in ports {
+        while std::net::TcpStream::connect(port).is_err() {
+            assert!(Instant::now() < deadline, "{name} does not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Proc { child, name: name.into() }
+}
+
+fn field(line: &str, key: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .parse()
+        .unwrap()
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+fn pki(files: &Files) {
+    let now = SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let td = TrustDomain::new("mesh.example").unwrap();
+    let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 30 * day, now).unwrap();
+    files.write("root.pem", &root.cert_chain_pem());
+    for cluster in ["east", "west"] {
+        let ca = root.new_cluster_intermediate(cluster, KeyAlgorithm::EcdsaP256, 10 * day, now).unwrap();
+        let id = SpiffeId::parse(&format!("spiffe://mesh.example/cluster/{cluster}/gateway/gw")).unwrap();
+        let leaf = ca
+            .issue_leaf(
+                &LeafRequest { id, lifetime: day, dns_names: vec![format!("{cluster}.gateway")], key_algorithm: KeyAlgorithm::EcdsaP256 },
+                now,
+            )
+            .unwrap();
+        let chain = isthmus_ca::pem::certs_to_pem(std::iter::once(&leaf.cert).chain(&leaf.chain));
+        files.write(&format!("{cluster}-chain.pem"), &chain);
+        files.write(&format!("{cluster}-key.pem"), &leaf.key.serialize_pem());
+    }
+}
+
+/// One way from the load generator to the echo and sink servers.
+struct Path2 {
+    name: &'static str,
+    echo: SocketAddr,
+    sink: SocketAddr,
+}
+
+fn orchestrate(filter: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files { dir: dir.path().to_path_buf() };
+    pki(&files);
+    let (echo_proc, line) = spawn_self("echo", &["--as-echo"]);
+    let (echo, sink) = (field(&line, "echo"), field(&line, "sink"));
+
+    // Isthmus: east imports echo and sink from west.
+    let gateway_json = |cluster: &str, peer: &str, peer_addr: &str, extra: &str| {
+        format!(
+            r#"{{"cluster": "{cluster}",
+ "tls": {{"bundle": "{root}", "cert": "{chain}", "key": "{key}"}},
+ "listen": {{"quic": "127.0.0.1:0"}},
+ "peers": [{{"cluster": "{peer}", "address": "{peer_addr}"}}],
+ {extra}}}"#,
+            root = files.path("root.pem"),
+            chain = files.path(&format!("{cluster}-chain.pem")),
+            key = files.path(&format!("{cluster}-key.pem")),
+        )
+    };
+    let west_cfg = files.write(
+        "west.json",
+        &gateway_json("west", "east", "127.0.0.1:9", &format!(
+            r#""exports": [{{"namespace": "bench", "name": "echo", "ports": [{{"port": 7, "endpoints": ["{echo}"]}}]}},
+                {{"namespace": "bench", "name": "sink", "ports": [{{"port": 9, "endpoints": ["{sink}"]}}]}}]"#
+        )),
+    );
+    let (west, line) = spawn_self("isthmus west", &["--as-gateway", &west_cfg]);
+    let west_quic = line.split_whitespace().nth(1).unwrap().to_owned();
+    let east_cfg = files.write(
+        "east.json",
+        &gateway_json("east", "west", &west_quic,
+            r#""imports": [{"namespace": "bench", "name": "echo", "cluster": "west", "port": 7, "listen": "127.0.0.1:0"},
+                {"namespace": "bench", "name": "sink", "cluster": "west", "port": 9, "listen": "127.0.0.1:0"}]"#),
+    );
+    let (east, line) = spawn_self("isthmus east", &["--as-gateway", &east_cfg]);
+    let isthmus = Path2 { name: "isthmus", echo: field(&line, "echo"), sink: field(&line, "sink") };
+
+    // nginx: hop 1 takes plain TCP and originates mutual TLS to hop 2, which forwards.
+    let (n1e, n1s, n2e, n2s) = (free_port(), free_port(), free_port(), free_port());
+    let nginx_conf = |name: &str, servers: String| {
+        files.write(
+            &format!("{name}.conf"),
+            &format!(
+                "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nuser root;\ndaemon off;\nworker_processes auto;\n\
+                 pid {pid};\nerror_log {log} warn;\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 9000; }}\nstream {{\n{servers}}}\n",
+                pid = files.path(&format!("{name}.pid")),
+                log = files.path(&format!("{name}.log")),
+            ),
+        )
+    };
+    let hop1 = |listen: SocketAddr, to: SocketAddr| {
+        format!(
+            "server {{ listen {listen}; proxy_pass {to}; proxy_ssl on; proxy_ssl_protocols TLSv1.3;\n\
+             proxy_ssl_certificate {chain}; proxy_ssl_certificate_key {key};\n\
+             proxy_ssl_trusted_certificate {root}; proxy_ssl_verify on; proxy_ssl_verify_depth 3; proxy_ssl_name west.gateway; }}\n",
+            chain = files.path("east-chain.pem"), key = files.path("east-key.pem"), root = files.path("root.pem"),
+        )
+    };
+    let hop2 = |listen: SocketAddr, to: SocketAddr| {
+        format!(
+            "server {{ listen {listen} ssl; proxy_pass {to}; ssl_protocols TLSv1.3;\n\
+             ssl_certificate {chain}; ssl_certificate_key {key};\n\
+             ssl_client_certificate {root}; ssl_verify_client on; ssl_verify_depth 3; }}\n",
+            chain = files.path("west-chain.pem"), key = files.path("west-key.pem"), root = files.path("root.pem"),
+        )
+    };
+    let n2_conf = nginx_conf("nginx-hop2", hop2(n2e, echo) + &hop2(n2s, sink));
+    let n1_conf = nginx_conf("nginx-hop1", hop1(n1e, n2e) + &hop1(n1s, n2s));
+    let nginx2 = spawn_peer("nginx hop2", "nginx", &["-c", &n2_conf, "-p", &files.path("")], &[n2e, n2s]);
+    let nginx1 = spawn_peer("nginx hop1", "nginx", &["-c", &n1_conf, "-p", &files.path("")], &[n1e, n1s]);
+    let nginx = Path2 { name: "nginx", echo: n1e, sink: n1s };
+
+    // stunnel: a client-mode instance and a server-mode instance.
+    let (s1e, s1s, s2e, s2s) = (free_port(), free_port(), free_port(), free_port());
+    let st_client = files.write(
+        "stunnel-hop1.conf",
+        &format!(
+            "foreground = yes\npid =\nsslVersion = TLSv1.3\n[echo]\nclient = yes\naccept = {s1e}\nconnect = {s2e}\n\
+             cert = {chain}\nkey = {key}\nCAfile = {root}\nverifyChain = yes\ncheckHost = west.gateway\n\
+             [sink]\nclient = yes\naccept = {s1s}\nconnect = {s2s}\ncert = {chain}\nkey = {key}\nCAfile = {root}\nverifyChain = yes\ncheckHost = west.gateway\n",
+            chain = files.path("east-chain.pem"), key = files.path("east-key.pem"), root = files.path("root.pem"),
+        ),
+    );
+    let st_server = files.write(
+        "stunnel-hop2.conf",
+        &format!(
+            "foreground = yes\npid =\nsslVersion = TLSv1.3\n[echo]\naccept = {s2e}\nconnect = {echo}\n\
+             cert = {chain}\nkey = {key}\nCAfile = {root}\nverifyChain = yes\nrequireCert = yes\n\
+             [sink]\naccept = {s2s}\nconnect = {sink}\ncert = {chain}\nkey = {key}\nCAfile = {root}\nverifyChain = yes\nrequireCert = yes\n",
+            chain = files.path("west-chain.pem"), key = files.path("west-key.pem"), root = files.path("root.pem"),
+        ),
+    );
+    let stunnel2 = spawn_peer("stunnel hop2", "stunnel", &[&st_server], &[s2e, s2s]);
+    let stunnel1 = spawn_peer("stunnel hop1", "stunnel", &[&st_client], &[s1e, s1s]);
+    let stunnel = Path2 { name: "stunnel", echo: s1e, sink: s1s };
+    let direct = Path2 { name: "direct", echo, sink };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let paths = [&direct, &isthmus, &nginx, &stunnel];
+    let wants = |what: &str| filter.is_none_or(|f| what.contains(f));
+    println!("tunnel benchmark: {ROUNDS} interleaved rounds; medians shown\n");
+
+    if wants("throughput") {
+        let mut results = vec![Vec::new(); paths.len()];
+        for _ in 0..ROUNDS {
+            for (i, path) in paths.iter().enumerate() {
+                results[i].push(runtime.block_on(bulk(path.sink)));
+            }
+        }
+        println!("1. single-stream bulk throughput ({} MiB per run)", BULK_BYTES >> 20);
+        let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+        for (path, value) in paths.iter().zip(&medians) {
+            println!("   {:<8} {:>9.1} MiB/s", path.name, value);
+        }
+        let best_peer = medians[2].max(medians[3]);
+        println!("   isthmus / best peer = {:.2}x   (goal >= 1.25x)\n", medians[1] / best_peer);
+    }
+
+    if wants("latency") {
+        let mut samples = vec![Vec::new(); paths.len()];
+        for _ in 0..ROUNDS {
+            for (i, path) in paths.iter().enumerate() {
+                samples[i].extend(runtime.block_on(ping(path.echo)));
+            }
+        }
+        println!("2. 64-byte round trip ({PINGS} per run), microseconds");
+        let stats: Vec<(f64, f64)> = samples.iter_mut().map(|s| (percentile(s, 0.50), percentile(s, 0.99))).collect();
+        for (path, (p50, p99)) in paths.iter().zip(&stats) {
+            let (a50, a99) = (p50 - stats[0].0, p99 - stats[0].1);
+            println!("   {:<8} p50 {:>7.1}  p99 {:>7.1}   added p50 {:>7.1}  p99 {:>7.1}", path.name, p50, p99, a50, a99);
+        }
+        let added = |i: usize| (stats[i].0 - stats[0].0, stats[i].1 - stats[0].1);
+        let (i50, i99) = added(1);
+        let best50 = added(2).0.min(added(3).0);
+        let best99 = added(2).1.min(added(3).1);
+        println!("   isthmus added / best peer added: p50 {:.2}x  p99 {:.2}x   (goal <= 1x)\n", i50 / best50, i99 / best99);
+    }
+
+    if wants("connections") {
+        let mut results = vec![Vec::new(); paths.len()];
+        for _ in 0..ROUNDS {
+            for (i, path) in paths.iter().enumerate() {
+                results[i].push(runtime.block_on(connections(path.echo)));
+            }
+        }
+        println!("3. new connections per second (connect, 64-byte echo, close; {CONN_CLIENTS} clients)");
+        let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+        for (path, value) in paths.iter().zip(&medians) {
+            println!("   {:<8} {:>9.0} /s", path.name, value);
+        }
+        println!("   isthmus / best peer = {:.2}x   (goal >= 5x)\n", medians[1] / medians[2].max(medians[3]));
+    }
+
+    if wants("memory") {
+        println!("4. memory per idle tunnelled connection ({IDLE_CONNECTIONS} open)");
+        let procs: [(&str, Vec<&Proc>); 1] = [("isthmus", vec![&east, &west])];
+        for (name, procs) in procs {
+            let before: Vec<u64> = procs.iter().map(|p| p.rss_kib()).collect();
+            let held = runtime.block_on(hold_idle(isthmus.echo, IDLE_CONNECTIONS));
+            std::thread::sleep(Duration::from_millis(500));
+            let after: Vec<u64> = procs.iter().map(|p| p.rss_kib()).collect();
+            for ((p, b), a) in procs.iter().zip(&before).zip(&after) {
+                let per = (a.saturating_sub(*b)) as f64 * 1024.0 / held as f64;
+                println!("   {name:<8} {:<14} RSS {b:>7} KiB -> {a:>7} KiB   {per:>7.0} bytes per connection   (goal <= 8192)", p.name);
+            }
+        }
+        println!("   (peers not measured at 10,000: each of their hops needs two descriptors per connection, past this machine's limit of 20,000)");
+    }
+    drop((stunnel1, stunnel2, nginx1, nginx2, east, west, echo_proc));
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() as f64 - 1.0) * q).round() as usize]
+}
+
+async fn bulk(sink: SocketAddr) -> f64 {
+    let mut tcp = TcpStream::connect(sink).await.unwrap();
+    let chunk = vec![0x5au8; 64 * 1024];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < BULK_BYTES {
+        tcp.write_all(&chunk).await.unwrap();
+        sent += chunk.len() as u64;
+    }
+    tcp.shutdown().await.unwrap();
+    let mut ack = [0u8; 1];
+    tcp.read_exact(&mut ack).await.unwrap();
+    BULK_BYTES as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn ping(echo: SocketAddr) -> Vec<f64> {
+    let mut tcp = TcpStream::connect(echo).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    for _ in 0..200 {
+        tcp.write_all(&msg).await.unwrap();
+        tcp.read_exact(&mut back).await.unwrap();
+    }
+    let mut samples = Vec::with_capacity(PINGS);
+    for _ in 0..PINGS {
+        let start = Instant::now();
+        tcp.write_all(&msg).await.unwrap();
+        tcp.read_exact(&mut back).await.unwrap();
+        samples.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    samples
+}
+
+async fn connections(echo: SocketAddr) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(CONN_SECONDS);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONN_CLIENTS {
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let msg = [1u8; 64];
+            let mut back = [0u8; 64];
+            while Instant::now() < deadline {
+                let Ok(mut tcp) = TcpStream::connect(echo).await else { continue };
+                let _ = tcp.set_nodelay(true);
+                if tcp.write_all(&msg).await.is_ok() && tcp.read_exact(&mut back).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                // Abortive close: keeps this side's ports out of TIME_WAIT.
+                let _ = tcp.set_zero_linger();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Opens `n` connections, each confirmed end to end with a one-byte echo; returns how
+/// many are held open, then keeps them until the measurement is taken by the caller.
+async fn hold_idle(echo: SocketAddr, n: usize) -> usize {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut tcp = TcpStream::connect(echo).await.unwrap();
+        tcp.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        tcp.read_exact(&mut one).await.unwrap();
+        held.push(tcp);
+    }
+    let count = held.len();
+    // Keep them open past the caller's measurement: leak into a static holder.
+    HELD.lock().unwrap().extend(held);
+    count
+}
+
+static HELD: std::sync::Mutex<Vec<TcpStream>> = std::sync::Mutex::new(Vec::new());
