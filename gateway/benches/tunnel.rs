@@ -59,7 +59,8 @@ fn as_gateway(config: &Path) {
     });
 }
 
-/// An echo server and a sink (reads to EOF, answers one byte); exits when stdin closes.
+/// An echo server and a sink (reads the announced number of bytes, answers one byte);
+/// exits when stdin closes. The sink needs no half-close, which not every peer passes on.
 fn as_echo() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -89,13 +90,15 @@ fn as_echo() {
             loop {
                 let (mut tcp, _) = sink.accept().await.unwrap();
                 tokio::spawn(async move {
+                    let Ok(mut left) = tcp.read_u64().await else { return };
                     let mut buf = vec![0u8; 256 * 1024];
-                    while let Ok(n) = tcp.read(&mut buf).await {
-                        if n == 0 {
-                            let _ = tcp.write_all(b"K").await;
-                            return;
+                    while left > 0 {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => left = left.saturating_sub(n as u64),
                         }
                     }
+                    let _ = tcp.write_all(b"K").await;
                 });
             }
         });
@@ -427,12 +430,12 @@ async fn bulk(sink: SocketAddr) -> f64 {
     let mut tcp = TcpStream::connect(sink).await.unwrap();
     let chunk = vec![0x5au8; 64 * 1024];
     let start = Instant::now();
+    tcp.write_u64(BULK_BYTES).await.unwrap();
     let mut sent = 0u64;
     while sent < BULK_BYTES {
         tcp.write_all(&chunk).await.unwrap();
         sent += chunk.len() as u64;
     }
-    tcp.shutdown().await.unwrap();
     let mut ack = [0u8; 1];
     tcp.read_exact(&mut ack).await.unwrap();
     BULK_BYTES as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()

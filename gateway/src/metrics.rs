@@ -132,6 +132,15 @@ pub struct PeerLabels {
     pub peer_cluster: String,
 }
 
+/// Labels of dials to peer gateways.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DialLabels {
+    /// The peer cluster.
+    pub peer_cluster: String,
+    /// `ok` or `failed`.
+    pub result: String,
+}
+
 /// Every metric of a gateway.
 #[derive(Debug)]
 pub struct Metrics {
@@ -149,6 +158,8 @@ pub struct Metrics {
     pub handshake_failures: Family<ReasonLabels, Counter>,
     /// Seconds from opening a stream to the peer's answer.
     pub stream_open_seconds: Family<PeerLabels, Histogram>,
+    /// QUIC connections dialled to peer gateways.
+    pub peer_dials: Family<DialLabels, Counter>,
     registry: Registry,
 }
 
@@ -166,6 +177,7 @@ impl Metrics {
             stream_open_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
             }),
+            peer_dials: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -202,6 +214,11 @@ impl Metrics {
             "stream_open_seconds",
             "Seconds from opening a tunnel stream to the peer's answer",
             metrics.stream_open_seconds.clone(),
+        );
+        registry.register(
+            "peer_dials",
+            "QUIC connections dialled to peer gateways, by result",
+            metrics.peer_dials.clone(),
         );
         Arc::new(Self {
             registry,

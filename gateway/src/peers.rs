@@ -109,7 +109,15 @@ impl PeerPool {
                 wait: retry_at - now,
             });
         }
-        match self.dial(cluster).await {
+        let dialled = self.dial(cluster).await;
+        self.metrics
+            .peer_dials
+            .get_or_create(&crate::metrics::DialLabels {
+                peer_cluster: cluster.to_owned(),
+                result: if dialled.is_ok() { "ok" } else { "failed" }.to_owned(),
+            })
+            .inc();
+        match dialled {
             Ok(connection) => {
                 slot.connection = Some(connection.clone());
                 slot.failures = 0;
