@@ -29,7 +29,10 @@ const CONN_CLIENTS: usize = 16;
 const IDLE_CONNECTIONS: usize = 10_000;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     match args.first().map(String::as_str) {
         Some("--as-gateway") => as_gateway(Path::new(&args[1])),
         Some("--as-echo") => as_echo(),
@@ -43,11 +46,28 @@ fn main() {
 /// A gateway from `dir/config.json`; prints its addresses, exits when stdin closes.
 fn as_gateway(config: &Path) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let runtime = match std::env::var("ISTHMUS_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+    {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()
+            .unwrap(),
+        None => tokio::runtime::Runtime::new().unwrap(),
+    };
     runtime.block_on(async {
-        let config = isthmus_config::load::<isthmus_gateway::config::GatewayConfigFile>(config).unwrap();
+        let config =
+            isthmus_config::load::<isthmus_gateway::config::GatewayConfigFile>(config).unwrap();
         let base = Path::new("/");
-        let identity = isthmus_gateway::identity::GatewayIdentity::load(&config.tls, base, &config.cluster).unwrap();
+        let identity =
+            isthmus_gateway::identity::GatewayIdentity::load(&config.tls, base, &config.cluster)
+                .unwrap();
         let gateway = isthmus_gateway::start(config, identity).await.unwrap();
         let mut line = format!("READY {}", gateway.quic_addr);
         for (import, addr) in &gateway.imports {
@@ -66,7 +86,11 @@ fn as_echo() {
     runtime.block_on(async {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!("READY echo={} sink={}", echo.local_addr().unwrap(), sink.local_addr().unwrap());
+        println!(
+            "READY echo={} sink={}",
+            echo.local_addr().unwrap(),
+            sink.local_addr().unwrap()
+        );
         tokio::spawn(async move {
             loop {
                 let (mut tcp, _) = echo.accept().await.unwrap();
@@ -90,7 +114,9 @@ fn as_echo() {
             loop {
                 let (mut tcp, _) = sink.accept().await.unwrap();
                 tokio::spawn(async move {
-                    let Ok(mut left) = tcp.read_u64().await else { return };
+                    let Ok(mut left) = tcp.read_u64().await else {
+                        return;
+                    };
                     let mut buf = vec![0u8; 256 * 1024];
                     while left > 0 {
                         match tcp.read(&mut buf).await {
@@ -165,9 +191,17 @@ fn spawn_self(name: &str, args: &[&str]) -> (Proc, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("READY"), "{name} did not start: {line:?}");
-    (Proc { child, name: name.into() }, line.trim().to_owned())
+    (
+        Proc {
+            child,
+            name: name.into(),
+        },
+        line.trim().to_owned(),
+    )
 }
 
 fn spawn_peer(name: &str, program: &str, args: &[&str], ports: &[SocketAddr]) -> Proc {
@@ -181,11 +215,17 @@ fn spawn_peer(name: &str, program: &str, args: &[&str], ports: &[SocketAddr]) ->
     let deadline = Instant::now() + Duration::from_secs(10);
     for port in ports {
         while std::net::TcpStream::connect(port).is_err() {
-            assert!(Instant::now() < deadline, "{name} does not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} does not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    Proc { child, name: name.into() }
+    Proc {
+        child,
+        name: name.into(),
+    }
 }
 
 fn field(line: &str, key: &str) -> SocketAddr {
@@ -197,7 +237,10 @@ fn field(line: &str, key: &str) -> SocketAddr {
 }
 
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 struct Files {
@@ -223,11 +266,21 @@ fn pki(files: &Files) {
     let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 30 * day, now).unwrap();
     files.write("root.pem", &root.cert_chain_pem());
     for cluster in ["east", "west"] {
-        let ca = root.new_cluster_intermediate(cluster, KeyAlgorithm::EcdsaP256, 10 * day, now).unwrap();
-        let id = SpiffeId::parse(&format!("spiffe://mesh.example/cluster/{cluster}/gateway/gw")).unwrap();
+        let ca = root
+            .new_cluster_intermediate(cluster, KeyAlgorithm::EcdsaP256, 10 * day, now)
+            .unwrap();
+        let id = SpiffeId::parse(&format!(
+            "spiffe://mesh.example/cluster/{cluster}/gateway/gw"
+        ))
+        .unwrap();
         let leaf = ca
             .issue_leaf(
-                &LeafRequest { id, lifetime: day, dns_names: vec![format!("{cluster}.gateway")], key_algorithm: KeyAlgorithm::EcdsaP256 },
+                &LeafRequest {
+                    id,
+                    lifetime: day,
+                    dns_names: vec![format!("{cluster}.gateway")],
+                    key_algorithm: KeyAlgorithm::EcdsaP256,
+                },
                 now,
             )
             .unwrap();
@@ -246,7 +299,9 @@ struct Path2 {
 
 fn orchestrate(filter: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let files = Files { dir: dir.path().to_path_buf() };
+    let files = Files {
+        dir: dir.path().to_path_buf(),
+    };
     pki(&files);
     let (echo_proc, line) = spawn_self("echo", &["--as-echo"]);
     let (echo, sink) = (field(&line, "echo"), field(&line, "sink"));
@@ -280,7 +335,11 @@ fn orchestrate(filter: Option<&str>) {
                 {"namespace": "bench", "name": "sink", "cluster": "west", "port": 9, "listen": "127.0.0.1:0"}]"#),
     );
     let (east, line) = spawn_self("isthmus east", &["--as-gateway", &east_cfg]);
-    let isthmus = Path2 { name: "isthmus", echo: field(&line, "echo"), sink: field(&line, "sink") };
+    let isthmus = Path2 {
+        name: "isthmus",
+        echo: field(&line, "echo"),
+        sink: field(&line, "sink"),
+    };
 
     // nginx: hop 1 takes plain TCP and originates mutual TLS to hop 2, which forwards.
     let (n1e, n1s, n2e, n2s) = (free_port(), free_port(), free_port(), free_port());
@@ -300,7 +359,9 @@ fn orchestrate(filter: Option<&str>) {
             "server {{ listen {listen}; proxy_pass {to}; proxy_ssl on; proxy_ssl_protocols TLSv1.3;\n\
              proxy_ssl_certificate {chain}; proxy_ssl_certificate_key {key};\n\
              proxy_ssl_trusted_certificate {root}; proxy_ssl_verify on; proxy_ssl_verify_depth 3; proxy_ssl_name west.gateway; }}\n",
-            chain = files.path("east-chain.pem"), key = files.path("east-key.pem"), root = files.path("root.pem"),
+            chain = files.path("east-chain.pem"),
+            key = files.path("east-key.pem"),
+            root = files.path("root.pem"),
         )
     };
     let hop2 = |listen: SocketAddr, to: SocketAddr| {
@@ -308,14 +369,30 @@ fn orchestrate(filter: Option<&str>) {
             "server {{ listen {listen} ssl; proxy_pass {to}; ssl_protocols TLSv1.3;\n\
              ssl_certificate {chain}; ssl_certificate_key {key};\n\
              ssl_client_certificate {root}; ssl_verify_client on; ssl_verify_depth 3; }}\n",
-            chain = files.path("west-chain.pem"), key = files.path("west-key.pem"), root = files.path("root.pem"),
+            chain = files.path("west-chain.pem"),
+            key = files.path("west-key.pem"),
+            root = files.path("root.pem"),
         )
     };
     let n2_conf = nginx_conf("nginx-hop2", hop2(n2e, echo) + &hop2(n2s, sink));
     let n1_conf = nginx_conf("nginx-hop1", hop1(n1e, n2e) + &hop1(n1s, n2s));
-    let nginx2 = spawn_peer("nginx hop2", "nginx", &["-c", &n2_conf, "-p", &files.path("")], &[n2e, n2s]);
-    let nginx1 = spawn_peer("nginx hop1", "nginx", &["-c", &n1_conf, "-p", &files.path("")], &[n1e, n1s]);
-    let nginx = Path2 { name: "nginx", echo: n1e, sink: n1s };
+    let nginx2 = spawn_peer(
+        "nginx hop2",
+        "nginx",
+        &["-c", &n2_conf, "-p", &files.path("")],
+        &[n2e, n2s],
+    );
+    let nginx1 = spawn_peer(
+        "nginx hop1",
+        "nginx",
+        &["-c", &n1_conf, "-p", &files.path("")],
+        &[n1e, n1s],
+    );
+    let nginx = Path2 {
+        name: "nginx",
+        echo: n1e,
+        sink: n1s,
+    };
 
     // stunnel: a client-mode instance and a server-mode instance.
     let (s1e, s1s, s2e, s2s) = (free_port(), free_port(), free_port(), free_port());
@@ -339,11 +416,33 @@ fn orchestrate(filter: Option<&str>) {
     );
     let stunnel2 = spawn_peer("stunnel hop2", "stunnel", &[&st_server], &[s2e, s2s]);
     let stunnel1 = spawn_peer("stunnel hop1", "stunnel", &[&st_client], &[s1e, s1s]);
-    let stunnel = Path2 { name: "stunnel", echo: s1e, sink: s1s };
-    let direct = Path2 { name: "direct", echo, sink };
+    let stunnel = Path2 {
+        name: "stunnel",
+        echo: s1e,
+        sink: s1s,
+    };
+    let direct = Path2 {
+        name: "direct",
+        echo,
+        sink,
+    };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let paths = [&direct, &isthmus, &nginx, &stunnel];
+    // ISTHMUS_BENCH_PROFILE=1: only the Isthmus path, many times, for a profiler to watch.
+    if std::env::var_os("ISTHMUS_BENCH_PROFILE").is_some() {
+        for _ in 0..5 {
+            println!(
+                "isthmus bulk {:.1} MiB/s",
+                runtime.block_on(bulk(isthmus.sink))
+            );
+        }
+        return;
+    }
     let wants = |what: &str| filter.is_none_or(|f| what.contains(f));
     println!("tunnel benchmark: {ROUNDS} interleaved rounds; medians shown\n");
 
@@ -354,13 +453,19 @@ fn orchestrate(filter: Option<&str>) {
                 results[i].push(runtime.block_on(bulk(path.sink)));
             }
         }
-        println!("1. single-stream bulk throughput ({} MiB per run)", BULK_BYTES >> 20);
+        println!(
+            "1. single-stream bulk throughput ({} MiB per run)",
+            BULK_BYTES >> 20
+        );
         let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
         for (path, value) in paths.iter().zip(&medians) {
             println!("   {:<8} {:>9.1} MiB/s", path.name, value);
         }
         let best_peer = medians[2].max(medians[3]);
-        println!("   isthmus / best peer = {:.2}x   (goal >= 1.25x)\n", medians[1] / best_peer);
+        println!(
+            "   isthmus / best peer = {:.2}x   (goal >= 1.25x)\n",
+            medians[1] / best_peer
+        );
     }
 
     if wants("latency") {
@@ -371,16 +476,26 @@ fn orchestrate(filter: Option<&str>) {
             }
         }
         println!("2. 64-byte round trip ({PINGS} per run), microseconds");
-        let stats: Vec<(f64, f64)> = samples.iter_mut().map(|s| (percentile(s, 0.50), percentile(s, 0.99))).collect();
+        let stats: Vec<(f64, f64)> = samples
+            .iter_mut()
+            .map(|s| (percentile(s, 0.50), percentile(s, 0.99)))
+            .collect();
         for (path, (p50, p99)) in paths.iter().zip(&stats) {
             let (a50, a99) = (p50 - stats[0].0, p99 - stats[0].1);
-            println!("   {:<8} p50 {:>7.1}  p99 {:>7.1}   added p50 {:>7.1}  p99 {:>7.1}", path.name, p50, p99, a50, a99);
+            println!(
+                "   {:<8} p50 {:>7.1}  p99 {:>7.1}   added p50 {:>7.1}  p99 {:>7.1}",
+                path.name, p50, p99, a50, a99
+            );
         }
         let added = |i: usize| (stats[i].0 - stats[0].0, stats[i].1 - stats[0].1);
         let (i50, i99) = added(1);
         let best50 = added(2).0.min(added(3).0);
         let best99 = added(2).1.min(added(3).1);
-        println!("   isthmus added / best peer added: p50 {:.2}x  p99 {:.2}x   (goal <= 1x)\n", i50 / best50, i99 / best99);
+        println!(
+            "   isthmus added / best peer added: p50 {:.2}x  p99 {:.2}x   (goal <= 1x)\n",
+            i50 / best50,
+            i99 / best99
+        );
     }
 
     if wants("connections") {
@@ -390,12 +505,17 @@ fn orchestrate(filter: Option<&str>) {
                 results[i].push(runtime.block_on(connections(path.echo)));
             }
         }
-        println!("3. new connections per second (connect, 64-byte echo, close; {CONN_CLIENTS} clients)");
+        println!(
+            "3. new connections per second (connect, 64-byte echo, close; {CONN_CLIENTS} clients)"
+        );
         let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
         for (path, value) in paths.iter().zip(&medians) {
             println!("   {:<8} {:>9.0} /s", path.name, value);
         }
-        println!("   isthmus / best peer = {:.2}x   (goal >= 5x)\n", medians[1] / medians[2].max(medians[3]));
+        println!(
+            "   isthmus / best peer = {:.2}x   (goal >= 5x)\n",
+            medians[1] / medians[2].max(medians[3])
+        );
     }
 
     if wants("memory") {
@@ -408,10 +528,15 @@ fn orchestrate(filter: Option<&str>) {
             let after: Vec<u64> = procs.iter().map(|p| p.rss_kib()).collect();
             for ((p, b), a) in procs.iter().zip(&before).zip(&after) {
                 let per = (a.saturating_sub(*b)) as f64 * 1024.0 / held as f64;
-                println!("   {name:<8} {:<14} RSS {b:>7} KiB -> {a:>7} KiB   {per:>7.0} bytes per connection   (goal <= 8192)", p.name);
+                println!(
+                    "   {name:<8} {:<14} RSS {b:>7} KiB -> {a:>7} KiB   {per:>7.0} bytes per connection   (goal <= 8192)",
+                    p.name
+                );
             }
         }
-        println!("   (peers not measured at 10,000: each of their hops needs two descriptors per connection, past this machine's limit of 20,000)");
+        println!(
+            "   (peers not measured at 10,000: each of their hops needs two descriptors per connection, past this machine's limit of 20,000)"
+        );
     }
     drop((stunnel1, stunnel2, nginx1, nginx2, east, west, echo_proc));
 }
@@ -471,7 +596,9 @@ async fn connections(echo: SocketAddr) -> f64 {
             let msg = [1u8; 64];
             let mut back = [0u8; 64];
             while Instant::now() < deadline {
-                let Ok(mut tcp) = TcpStream::connect(echo).await else { continue };
+                let Ok(mut tcp) = TcpStream::connect(echo).await else {
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 if tcp.write_all(&msg).await.is_ok() && tcp.read_exact(&mut back).await.is_ok() {
                     done.fetch_add(1, Ordering::Relaxed);

@@ -35,7 +35,33 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16_384));
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     transport.datagram_receive_buffer_size(None);
+    // Windows sized for a fast path between gateways; memory is only used when data is
+    // actually in flight.
+    transport.stream_receive_window(quinn::VarInt::from_u32(4 << 20));
+    transport.send_window(32 << 20);
+    // MTU discovery may search up to the largest UDP payload: paths that carry only 1500
+    // bytes stay at the 1452 floor, loopback and jumbo-frame networks move far fewer
+    // packets (and pay far fewer per-packet costs) for the same bytes.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(65_527);
+    transport.mtu_discovery_config(Some(mtu));
     Arc::new(transport)
+}
+
+/// Socket buffer size asked for on the QUIC socket. The kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`; see `docs/benchmarks.md`.
+pub const UDP_BUFFER: usize = 4 << 20;
+
+/// Binds the gateway's UDP socket with large buffers: the default (about 200 KiB) drops
+/// datagrams during bursts, and every drop halves QUIC's congestion window.
+pub fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller cap still works, only less well under load.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// A metrics label for a failed handshake; `None` when the verifier refused a

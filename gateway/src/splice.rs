@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use quinn::{ReadError, RecvStream, SendStream, VarInt};
 use tokio::io::AsyncWriteExt;
@@ -18,8 +18,10 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
-/// Largest chunk read at once in either direction.
+/// Largest chunk read from TCP at once.
 pub const CHUNK: usize = 64 * 1024;
+/// Most received stream chunks written to TCP in one vectored write.
+const BATCH: usize = 32;
 
 /// QUIC application error code sent when the TCP side was reset.
 pub const RESET_CODE: u32 = 1;
@@ -178,12 +180,16 @@ async fn quic_to_tcp(
             return Ending::Failed;
         }
     }
+    // Several received frames go out in one vectored write: one syscall for what may be
+    // dozens of QUIC packets' worth of data.
+    let mut chunks: [Bytes; BATCH] = Default::default();
     loop {
-        match recv.read_chunk(CHUNK, true).await {
-            Ok(Some(chunk)) => {
+        match recv.read_chunks(&mut chunks).await {
+            Ok(Some(n)) => {
                 touch(activity, start);
-                counter.inc_by(chunk.bytes.len() as u64);
-                if wr.write_all(&chunk.bytes).await.is_err() {
+                let bytes: usize = chunks[..n].iter().map(Bytes::len).sum();
+                counter.inc_by(bytes as u64);
+                if write_all_vectored(wr, &mut chunks[..n]).await.is_err() {
                     return Ending::Failed;
                 }
             }
@@ -198,6 +204,30 @@ async fn quic_to_tcp(
             Err(_) => return Ending::Failed,
         }
     }
+}
+
+/// Writes every byte of `chunks`, as few syscalls as the socket allows; empties them.
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, chunks: &mut [Bytes]) -> io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<io::IoSlice<'_>> = chunks[first..]
+            .iter()
+            .map(|c| io::IoSlice::new(c))
+            .collect();
+        let mut written = wr.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while first < chunks.len() && written >= chunks[first].len() {
+            written -= chunks[first].len();
+            chunks[first] = Bytes::new();
+            first += 1;
+        }
+        if written > 0 {
+            bytes::Buf::advance(&mut chunks[first], written);
+        }
+    }
+    Ok(())
 }
 
 async fn idle_watchdog(activity: &AtomicU64, start: Instant, idle: Duration) {

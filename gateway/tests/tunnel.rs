@@ -400,7 +400,9 @@ async fn resetting_server() -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 5];
                 let _ = tcp.read_exact(&mut buf).await;
@@ -418,8 +420,13 @@ async fn a_reset_crosses_the_tunnel_as_a_reset() {
     let mut tcp = TcpStream::connect(pair.import_addr("echo")).await.unwrap();
     tcp.write_all(b"hello").await.unwrap();
     let mut buf = [0u8; 16];
-    let outcome = tokio::time::timeout(BOUND, tcp.read(&mut buf)).await.unwrap();
-    assert_eq!(outcome.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+    let outcome = tokio::time::timeout(BOUND, tcp.read(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,13 +436,21 @@ async fn a_client_reset_reaches_the_service_as_a_reset() {
     let pair = Pair::start(vec![backend]).await;
     let mut client = TcpStream::connect(pair.import_addr("echo")).await.unwrap();
     client.write_all(b"ping").await.unwrap();
-    let (mut service, _) = tokio::time::timeout(BOUND, listener.accept()).await.unwrap().unwrap();
+    let (mut service, _) = tokio::time::timeout(BOUND, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
     let mut buf = [0u8; 4];
     service.read_exact(&mut buf).await.unwrap();
     client.set_zero_linger().unwrap();
     drop(client);
-    let outcome = tokio::time::timeout(BOUND, service.read(&mut buf)).await.unwrap();
-    assert_eq!(outcome.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+    let outcome = tokio::time::timeout(BOUND, service.read(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,18 +460,24 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let mut west_config = config("west");
     west_config.exports = vec![export("demo", "echo", 8080, vec![echo])];
     west_config.peers = vec![peer("east", "127.0.0.1:9".parse().unwrap())];
-    let west = isthmus_gateway::start(west_config, pki.gateway_identity("west")).await.unwrap();
+    let west = isthmus_gateway::start(west_config, pki.gateway_identity("west"))
+        .await
+        .unwrap();
     let mut east_config = config("east");
     east_config.peers = vec![peer("west", west.quic_addr)];
     east_config.imports = vec![import("demo", "echo", "west", 8080)];
     east_config.timeouts.idle = Duration::from_secs(1);
-    let east = isthmus_gateway::start(east_config, pki.gateway_identity("east")).await.unwrap();
+    let east = isthmus_gateway::start(east_config, pki.gateway_identity("east"))
+        .await
+        .unwrap();
     let mut tcp = TcpStream::connect(east.imports[0].1).await.unwrap();
     tcp.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
     tcp.read_exact(&mut one).await.unwrap();
     // Then silence: the gateway closes it (with a reset) once the idle timeout passes.
-    let outcome = tokio::time::timeout(BOUND, tcp.read(&mut one)).await.expect("idle connection kept open");
+    let outcome = tokio::time::timeout(BOUND, tcp.read(&mut one))
+        .await
+        .expect("idle connection kept open");
     assert!(matches!(outcome, Err(_) | Ok(0)), "{outcome:?}");
 }
 
@@ -485,5 +506,8 @@ async fn a_service_that_stops_reading_slows_the_client_down() {
     })
     .await;
     assert!(stalled.is_err(), "the writes never blocked");
-    assert!(written < 64 << 20, "{written} bytes were taken in with nobody reading");
+    assert!(
+        written < 64 << 20,
+        "{written} bytes were taken in with nobody reading"
+    );
 }
