@@ -39,6 +39,7 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
     // actually in flight.
     transport.stream_receive_window(quinn::VarInt::from_u32(4 << 20));
     transport.send_window(32 << 20);
+
     // MTU discovery may search up to the largest UDP payload: paths that carry only 1500
     // bytes stay at the 1452 floor, loopback and jumbo-frame networks move far fewer
     // packets (and pay far fewer per-packet costs) for the same bytes.
