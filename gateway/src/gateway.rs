@@ -55,8 +55,10 @@ pub(crate) struct Shared {
     pub(crate) pool: PeerPool,
     /// Live tunnelled connections; drain waits for them.
     pub(crate) tunnels: TaskTracker,
-    /// Cancelled when the gateway stops accepting.
+    /// Cancelled when the gateway stops accepting (drain begins).
     pub(crate) stop: CancellationToken,
+    /// Cancelled at the drain deadline: live tunnels are cut.
+    pub(crate) cut: CancellationToken,
     request_ids: AtomicU64,
     random: AtomicU64,
 }
@@ -129,12 +131,11 @@ pub async fn start(
         identity.key.clone_key(),
     )
     .map_err(|e| StartError::Tls(e.to_string()))?;
-    let socket =
-        std::net::UdpSocket::bind(config.listen.quic).map_err(|source| StartError::Bind {
-            what: "listen.quic".into(),
-            addr: config.listen.quic,
-            source,
-        })?;
+    let socket = crate::quic::bind_udp(config.listen.quic).map_err(|source| StartError::Bind {
+        what: "listen.quic".into(),
+        addr: config.listen.quic,
+        source,
+    })?;
     let endpoint_config = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
     let endpoint = quinn::Endpoint::new(
         endpoint_config,
@@ -176,6 +177,7 @@ pub async fn start(
         ),
         tunnels: TaskTracker::new(),
         stop: CancellationToken::new(),
+        cut: CancellationToken::new(),
         request_ids: AtomicU64::new(1),
         random: AtomicU64::new(seed),
     });
@@ -258,16 +260,18 @@ impl RunningGateway {
         self.shared.tunnels.len()
     }
 
-    /// Stops accepting, lets live connections finish for up to `deadline`, then closes
-    /// everything.
+    /// Stops accepting, lets live connections finish for up to `deadline`, cuts what is
+    /// left, then closes everything. While draining, peers' new connections and streams
+    /// are refused at once (not left to time out).
     pub async fn drain(self, deadline: Duration) -> DrainReport {
         self.shared.stop.cancel();
-        self.endpoint.set_server_config(None);
         self.shared.tunnels.close();
         let completed = tokio::time::timeout(deadline, self.shared.tunnels.wait())
             .await
             .is_ok();
         let cut = self.shared.tunnels.len();
+        self.shared.cut.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.tunnels.wait()).await;
         self.endpoint.close(0u32.into(), b"gateway shutting down");
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;

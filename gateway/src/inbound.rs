@@ -15,14 +15,14 @@ use crate::metrics::{ConnLabels, Direction, RefusalLabels, Security};
 use crate::splice::{Counters, splice};
 use crate::stream::{ReadFrameError, read_frame};
 
-/// Accepts peer connections until the gateway stops.
+/// Accepts peer connections until the endpoint closes; while draining, refuses them at
+/// once so that peers dial elsewhere instead of waiting for a timeout.
 pub(crate) async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
-    loop {
-        let incoming = tokio::select! {
-            incoming = endpoint.accept() => incoming,
-            () = shared.stop.cancelled() => return,
-        };
-        let Some(incoming) = incoming else { return };
+    while let Some(incoming) = endpoint.accept().await {
+        if shared.stop.is_cancelled() {
+            incoming.refuse();
+            continue;
+        }
         tokio::spawn(connection(incoming, shared.clone()));
     }
 }
@@ -51,14 +51,22 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         return;
     }
     tracing::debug!(%remote, cluster = %peer_cluster, "peer connected");
-    loop {
-        let (send, recv) = tokio::select! {
-            stream = connection.accept_bi() => match stream {
-                Ok(stream) => stream,
-                Err(_) => return,
-            },
-            () = shared.stop.cancelled() => return,
-        };
+    // Runs until the connection closes; streams opened while draining are refused with a
+    // status so that the peer fails fast and its other streams go on.
+    while let Ok((mut send, recv)) = connection.accept_bi().await {
+        if shared.stop.is_cancelled() {
+            let msg = "the gateway is draining";
+            refuse(
+                &mut send,
+                &shared,
+                &peer_cluster,
+                UNKNOWN,
+                Status::Error,
+                msg,
+            )
+            .await;
+            continue;
+        }
         let shared2 = shared.clone();
         let cluster = peer_cluster.clone();
         shared
@@ -81,6 +89,10 @@ fn peer_cluster(connection: &quinn::Connection) -> Option<String> {
     }
 }
 
+/// Refusal label for names that are not exported here: peer input must not create
+/// label values without bound.
+const UNKNOWN: &str = "unknown";
+
 async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared: Arc<Shared>) {
     let read = tokio::time::timeout(
         shared.timeouts.stream_open,
@@ -95,7 +107,7 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
                 &mut send,
                 &shared,
                 &peer,
-                "-",
+                UNKNOWN,
                 Status::UnsupportedVersion,
                 &msg,
             )
@@ -103,15 +115,27 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         }
         Ok(Err(e)) => {
             let msg = format!("bad stream header: {e}");
-            return refuse(&mut send, &shared, &peer, "-", Status::Error, &msg).await;
+            return refuse(&mut send, &shared, &peer, UNKNOWN, Status::Error, &msg).await;
         }
         Err(_) => {
             let msg = "no stream header in time";
-            return refuse(&mut send, &shared, &peer, "-", Status::Error, msg).await;
+            return refuse(&mut send, &shared, &peer, UNKNOWN, Status::Error, msg).await;
         }
     };
+    let catalog = shared.catalog.current();
+    let export = catalog.export(&header.namespace, &header.service, header.port);
     let service = format!("{}.{}", header.service, header.namespace);
+    let label = if export.is_some() {
+        service.as_str()
+    } else {
+        UNKNOWN
+    };
     let id = header.request_id;
+    // Peers can be removed while their connection stays up: check on every stream.
+    if catalog.peer(&peer).is_none() {
+        let msg = format!("cluster {peer} is no longer a peer of this gateway");
+        return refuse(&mut send, &shared, &peer, label, Status::Denied, &msg).await;
+    }
     // The source identity must belong to the cluster whose gateway carries it.
     if header.source.trust_domain() != shared.own_id.trust_domain()
         || header
@@ -126,14 +150,9 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
             "source {} is not an identity of cluster {peer}",
             header.source
         );
-        return refuse(&mut send, &shared, &peer, &service, Status::Denied, &msg).await;
+        return refuse(&mut send, &shared, &peer, label, Status::Denied, &msg).await;
     }
-    let Some(port) =
-        shared
-            .catalog
-            .current()
-            .export(&header.namespace, &header.service, header.port)
-    else {
+    let Some(port) = export else {
         let msg = format!(
             "{}/{} port {} is not exported by cluster {}",
             header.namespace, header.service, header.port, shared.cluster
@@ -142,7 +161,7 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
             &mut send,
             &shared,
             &peer,
-            &service,
+            UNKNOWN,
             Status::UnknownService,
             &msg,
         )
@@ -167,8 +186,15 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
     }
     let mut connected = None;
     let mut last_error = String::new();
+    // All endpoint attempts together stay inside the sender's wait for an answer.
+    let budget = tokio::time::Instant::now() + shared.timeouts.stream_open.mul_f64(0.8);
     for addr in &order {
-        match tokio::time::timeout(shared.timeouts.connect, TcpStream::connect(addr)).await {
+        let until = budget.min(tokio::time::Instant::now() + shared.timeouts.connect);
+        if tokio::time::Instant::now() >= budget {
+            last_error = format!("{addr}: not tried, the time for answering ran out");
+            break;
+        }
+        match tokio::time::timeout_at(until, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => {
                 port.balancer
                     .lock()
@@ -235,7 +261,16 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
             .get_or_create_owned(&byte_labels(&labels, crate::metrics::Flow::Response)),
     };
     tracing::debug!(request = id, %service, endpoint = %addr, source = %header.source, "inbound connection");
-    let summary = splice(tcp, send, recv, &early, shared.timeouts.idle, &counters).await;
+    let summary = splice(
+        tcp,
+        send,
+        recv,
+        &early,
+        shared.timeouts.idle,
+        &counters,
+        &shared.cut,
+    )
+    .await;
     port.balancer
         .lock()
         .unwrap_or_else(|p| p.into_inner())

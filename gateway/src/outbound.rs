@@ -90,12 +90,14 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
     .await;
     let name = match read {
         Ok(Ok(name)) => name,
-        Ok(Err(e)) => return refuse_local(tcp, &shared, "-", "bad_client_hello", &e.to_string()),
+        Ok(Err(e)) => {
+            return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e.to_string());
+        }
         Err(_) => {
             return refuse_local(
                 tcp,
                 &shared,
-                "-",
+                "unknown",
                 "bad_client_hello",
                 "no ClientHello in time",
             );
@@ -103,14 +105,14 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
     };
     let Some((namespace, service)) = clusterset_service(&name) else {
         let msg = format!("{name} is not a <service>.<namespace>.svc.clusterset.local name");
-        return refuse_local(tcp, &shared, &name, "unknown_service", &msg);
+        return refuse_local(tcp, &shared, "unknown", "unknown_service", &msg);
     };
     let Some(import) = imports
         .iter()
         .find(|i| i.namespace == namespace && i.name == service)
     else {
         let msg = format!("{service}.{namespace} is not imported by this gateway");
-        return refuse_local(tcp, &shared, &name, "unknown_service", &msg);
+        return refuse_local(tcp, &shared, "unknown", "unknown_service", &msg);
     };
     client(tcp, import, hello, shared).await;
 }
@@ -191,6 +193,7 @@ async fn client(tcp: TcpStream, import: &ImportEntry, first: Vec<u8>, shared: Ar
         &opened.early,
         shared.timeouts.idle,
         &counters,
+        &shared.cut,
     )
     .await;
     m.connections_active.get_or_create(&labels).dec();

@@ -16,6 +16,8 @@ use crate::quic::{quic_client_config, transport_config};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Longest wait for a peer's handshake; a dial holds its peer's slot meanwhile.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why no connection to a peer could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -133,9 +135,13 @@ impl PeerPool {
         }
     }
 
-    /// Forgets `connection` (it failed a stream), so that the next call dials afresh
-    /// without waiting for a backoff.
-    pub async fn discard(&self, cluster: &str, connection: &quinn::Connection) {
+    /// Forgets `connection` if it has closed (the peer restarted, reset or timed out),
+    /// so that the next call dials afresh without waiting for a backoff. Returns whether
+    /// it was dead. A live connection is kept: one failed stream must not cut the others.
+    pub async fn discard_if_dead(&self, cluster: &str, connection: &quinn::Connection) -> bool {
+        if connection.close_reason().is_none() {
+            return false;
+        }
         let slot = self
             .slots
             .lock()
@@ -149,10 +155,10 @@ impl PeerPool {
                 .as_ref()
                 .is_some_and(|c| c.stable_id() == connection.stable_id())
             {
-                connection.close(0u32.into(), b"stream failed");
                 slot.connection = None;
             }
         }
+        true
     }
 
     async fn dial(&self, cluster: &str) -> Result<quinn::Connection, PeerError> {
@@ -179,9 +185,13 @@ impl PeerPool {
             .endpoint
             .connect_with(config, addr, &format!("{cluster}.gateway.isthmus"))
             .map_err(|e| fail(e.to_string()))?;
-        match connecting.await {
-            Ok(connection) => Ok(connection),
-            Err(err) => {
+        match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
+            Err(_) => {
+                self.metrics.handshake_failed("timeout");
+                Err(fail(format!("no handshake within {DIAL_TIMEOUT:?}")))
+            }
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(err)) => {
                 if let Some(reason) = crate::quic::failure_reason(&err) {
                     self.metrics.handshake_failed(reason);
                 }

@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Largest chunk read from TCP at once.
 pub const CHUNK: usize = 64 * 1024;
@@ -59,9 +60,12 @@ pub struct Counters {
     pub quic_to_tcp: Counter,
 }
 
+/// How long a cleanly finished stream may take to have its last bytes acknowledged.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// Splices `tcp` with the stream (`send`, `recv`) until both directions end, one side
-/// resets, or nothing moves for `idle`. `early` bytes (already read from the stream) are
-/// written to TCP first.
+/// resets, nothing moves for `idle`, or `cut` is cancelled (a drain's deadline). `early`
+/// bytes (already read from the stream) are written to TCP first.
 pub async fn splice(
     tcp: TcpStream,
     mut send: SendStream,
@@ -69,6 +73,7 @@ pub async fn splice(
     early: &[u8],
     idle: Duration,
     counters: &Counters,
+    cut: &CancellationToken,
 ) -> Summary {
     let start = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
@@ -96,6 +101,7 @@ pub async fn splice(
                     idle_timeout = true;
                     break;
                 }
+                () = cut.cancelled() => break,
             }
             if matches!(up_end, Some(Ending::Reset | Ending::Failed))
                 || matches!(down_end, Some(Ending::Reset | Ending::Failed))
@@ -110,12 +116,13 @@ pub async fn splice(
         idle_timeout,
     };
     let clean = summary.tcp_to_quic == Ending::Finished && summary.quic_to_tcp == Ending::Finished;
-    if !clean {
-        let code = if summary.tcp_to_quic == Ending::Reset {
-            RESET_CODE
-        } else {
-            ABORT_CODE
-        };
+    if clean {
+        // Keep the task (and a drain waiting on it) until the peer has the last bytes.
+        let _ = tokio::time::timeout(ACK_WAIT.min(idle), send.stopped()).await;
+    } else {
+        // A reset on either side is passed on as a reset (code 1); anything else aborts.
+        let reset = summary.tcp_to_quic == Ending::Reset || summary.quic_to_tcp == Ending::Reset;
+        let code = if reset { RESET_CODE } else { ABORT_CODE };
         let _ = send.reset(VarInt::from_u32(code));
         let _ = recv.stop(VarInt::from_u32(code));
         // Abort the TCP side with RST rather than FIN, so the peer sees a failure.
@@ -155,14 +162,29 @@ async fn tcp_to_quic(
             Ok(n) => {
                 touch(activity, start);
                 counter.inc_by(n as u64);
-                if send.write_chunk(buf.freeze()).await.is_err() {
+                // quinn keeps a chunk until it is acknowledged; a small read must not pin
+                // a whole 64 KiB allocation for that long.
+                let chunk = if n < CHUNK / 4 {
+                    Bytes::copy_from_slice(&buf)
+                } else {
+                    buf.freeze()
+                };
+                if send.write_chunk(chunk).await.is_err() {
                     return Ending::Failed;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) if is_reset(&e) => return Ending::Reset,
-            Err(_) => return Ending::Failed,
+            Err(e) => return tcp_failure(&e),
         }
+    }
+}
+
+/// A TCP error: the peer's RST is a reset to pass on; anything else aborts.
+fn tcp_failure(err: &io::Error) -> Ending {
+    if is_reset(err) {
+        Ending::Reset
+    } else {
+        Ending::Failed
     }
 }
 
@@ -176,8 +198,8 @@ async fn quic_to_tcp(
 ) -> Ending {
     if !early.is_empty() {
         counter.inc_by(early.len() as u64);
-        if wr.write_all(early).await.is_err() {
-            return Ending::Failed;
+        if let Err(e) = wr.write_all(early).await {
+            return tcp_failure(&e);
         }
     }
     // Several received frames go out in one vectored write: one syscall for what may be
@@ -189,8 +211,8 @@ async fn quic_to_tcp(
                 touch(activity, start);
                 let bytes: usize = chunks[..n].iter().map(Bytes::len).sum();
                 counter.inc_by(bytes as u64);
-                if write_all_vectored(wr, &mut chunks[..n]).await.is_err() {
-                    return Ending::Failed;
+                if let Err(e) = write_all_vectored(wr, &mut chunks[..n]).await {
+                    return tcp_failure(&e);
                 }
             }
             Ok(None) => {

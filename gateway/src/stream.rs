@@ -70,9 +70,11 @@ pub enum OpenError {
     NoAnswer(String),
 }
 
-/// Opens a stream to `cluster`'s gateway, sends `header` and waits up to `timeout` for the
-/// answer. A stale connection (the peer restarted) is dropped and the open retried once on
-/// a fresh one; nothing of the client's has been sent yet, so the retry is safe.
+/// Opens a stream to `cluster`'s gateway, sends `header` and waits for the answer, all
+/// within `timeout`. If the QUIC connection turns out to be dead (the peer restarted or
+/// went away), it is dropped from the pool and the open retried once on a fresh one;
+/// nothing of the client's has been sent yet, so the retry is safe. A stream that fails
+/// on a live connection is reset on its own: the other streams of the connection go on.
 pub async fn open(
     pool: &PeerPool,
     cluster: &str,
@@ -82,24 +84,40 @@ pub async fn open(
     let bytes = header
         .encode()
         .map_err(|e| OpenError::NoAnswer(format!("cannot encode the header: {e}")))?;
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::new();
     for _ in 0..2 {
-        let connection = pool.connection(cluster).await?;
+        let connection = tokio::time::timeout_at(deadline, pool.connection(cluster))
+            .await
+            .map_err(|_| OpenError::NoAnswer(format!("no connection within {timeout:?}")))??;
         let started = Instant::now();
-        let attempt = async {
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        let (mut send, mut recv) =
+            match tokio::time::timeout_at(deadline, connection.open_bi()).await {
+                Ok(Ok(streams)) => streams,
+                Ok(Err(e)) => {
+                    last = e.to_string();
+                    pool.discard_if_dead(cluster, &connection).await;
+                    continue;
+                }
+                Err(_) => {
+                    return Err(OpenError::NoAnswer(format!(
+                        "no stream within {timeout:?} (the peer allows no more)"
+                    )));
+                }
+            };
+        let exchange = tokio::time::timeout_at(deadline, async {
             send.write_all(&bytes).await.map_err(|e| e.to_string())?;
-            let (response, early) = read_frame(
+            read_frame(
                 &mut recv,
                 4 + 3 + crate::header::MAX_MESSAGE,
                 Response::decode,
             )
             .await
-            .map_err(|e| e.to_string())?;
-            Ok::<_, String>((send, recv, response, early))
-        };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok((send, recv, response, early))) => {
+            .map_err(|e| e.to_string())
+        })
+        .await;
+        match exchange {
+            Ok(Ok((response, early))) => {
                 if response.status != crate::header::Status::Ok {
                     return Err(OpenError::Refused(response));
                 }
@@ -113,7 +131,12 @@ pub async fn open(
             Ok(Err(reason)) => last = reason,
             Err(_) => last = format!("no answer within {timeout:?}"),
         }
-        pool.discard(cluster, &connection).await;
+        // Reset, not finish: the peer must not take a half-sent header as a request.
+        let _ = send.reset(quinn::VarInt::from_u32(crate::splice::ABORT_CODE));
+        let _ = recv.stop(quinn::VarInt::from_u32(crate::splice::ABORT_CODE));
+        if !pool.discard_if_dead(cluster, &connection).await {
+            break;
+        }
     }
     Err(OpenError::NoAnswer(last))
 }

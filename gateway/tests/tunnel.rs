@@ -179,7 +179,11 @@ async fn an_unknown_service_closes_the_client_promptly_and_is_counted() {
         metric(
             &west,
             "isthmus_gateway_stream_refusals_total",
-            &["inbound", "status=\"unknown_service\"", "nothing.demo"]
+            &[
+                "inbound",
+                "status=\"unknown_service\"",
+                "destination_service=\"unknown\""
+            ]
         ),
         1.0,
         "{west}"
@@ -392,6 +396,55 @@ async fn drain_cuts_what_is_still_open_at_the_deadline() {
     let report = pair.east.drain(Duration::from_millis(200)).await;
     assert!(!report.completed);
     assert_eq!(report.cut, 1);
+    // The cut connection is reset, not left hanging.
+    let outcome = tokio::time::timeout(BOUND, live.read(&mut one))
+        .await
+        .expect("cut connection hangs");
+    assert!(matches!(outcome, Err(_) | Ok(0)), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_receiver_refuses_new_streams_fast_and_keeps_live_ones() {
+    let (echo, _server) = echo_server().await;
+    let pair = Pair::start(vec![echo]).await;
+    let addr = pair.import_addr("echo");
+    let mut live = TcpStream::connect(addr).await.unwrap();
+    live.write_all(b"live").await.unwrap();
+    let mut four = [0u8; 4];
+    live.read_exact(&mut four).await.unwrap();
+
+    let Pair { east, west, .. } = pair;
+    let drain = tokio::spawn(west.drain(Duration::from_secs(20)));
+    let started = Instant::now();
+    eventually("east's new connections to be refused", || async {
+        matches!(round_trip(addr, b"new").await, Err(_))
+            || matches!(round_trip(addr, b"new").await, Ok(r) if r.is_empty())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    let text = scrape(&east).await;
+    assert!(
+        metric(
+            &text,
+            "isthmus_gateway_stream_refusals_total",
+            &["outbound", "status=\"error\""]
+        ) >= 1.0,
+        "{text}"
+    );
+    // The live tunnel still carries bytes, then ends cleanly.
+    live.write_all(b"more").await.unwrap();
+    live.read_exact(&mut four).await.unwrap();
+    assert_eq!(&four, b"more");
+    live.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    live.read_to_end(&mut rest).await.unwrap();
+    let report = tokio::time::timeout(BOUND, drain).await.unwrap().unwrap();
+    assert!(report.completed, "{report:?}");
+    east.abort().await;
 }
 
 /// A server that accepts, reads what arrives, then resets the connection.
