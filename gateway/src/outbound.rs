@@ -20,25 +20,11 @@ use crate::stream::{OpenError, open};
 /// Accepts clients of one import until the gateway stops.
 pub(crate) async fn serve_import(listener: TcpListener, import: ImportEntry, shared: Arc<Shared>) {
     let import = Arc::new(import);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shared.stop.cancelled() => return,
-        };
-        match accepted {
-            Ok((tcp, _)) => {
-                let (import, shared2) = (import.clone(), shared.clone());
-                shared
-                    .tunnels
-                    .spawn(async move { client(tcp, &import, Vec::new(), shared2).await });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                // Out of file descriptors and the like: do not spin.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    accept_loop(listener, shared, move |tcp, shared| {
+        let import = import.clone();
+        async move { client(tcp, &import, Vec::new(), shared).await }
+    })
+    .await;
 }
 
 /// Accepts TLS clients on the SNI listener until the gateway stops.
@@ -48,6 +34,20 @@ pub(crate) async fn serve_sni(
     shared: Arc<Shared>,
 ) {
     let imports = Arc::new(imports);
+    accept_loop(listener, shared, move |tcp, shared| {
+        let imports = imports.clone();
+        async move { sni_client(tcp, &imports, shared).await }
+    })
+    .await;
+}
+
+/// Accepts on `listener` until the gateway stops, running `handle` for each client as a
+/// tracked tunnel task.
+async fn accept_loop<F, Fut>(listener: TcpListener, shared: Arc<Shared>, handle: F)
+where
+    F: Fn(TcpStream, Arc<Shared>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -55,13 +55,11 @@ pub(crate) async fn serve_sni(
         };
         match accepted {
             Ok((tcp, _)) => {
-                let (imports, shared2) = (imports.clone(), shared.clone());
-                shared
-                    .tunnels
-                    .spawn(async move { sni_client(tcp, &imports, shared2).await });
+                shared.tunnels.spawn(handle(tcp, shared.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: do not spin.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

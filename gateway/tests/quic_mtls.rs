@@ -4,68 +4,28 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::{SpiffeVerifier, provider};
-use isthmus_ca::{
-    Authority, IssuedLeaf, KeyAlgorithm, LeafRequest, SharedBundle, SpiffeId, TrustBundle,
-    TrustDomain,
-};
+use isthmus_ca::{SharedBundle, TrustBundle};
 use isthmus_gateway::quic::{ALPN, quic_client_config, quic_server_config};
 use quinn::crypto::rustls::QuicClientConfig;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use support::Pki;
 
-const DAY: Duration = Duration::from_secs(86_400);
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-struct Pki {
-    bundle: TrustBundle,
-    east: Authority,
-    west: Authority,
-}
-
 fn pki() -> Pki {
-    let now = SystemTime::now();
-    let td = TrustDomain::new("mesh.example").unwrap();
-    let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 365 * DAY, now).unwrap();
-    let east = root
-        .new_cluster_intermediate("east", KeyAlgorithm::EcdsaP256, 30 * DAY, now)
-        .unwrap();
-    let west = root
-        .new_cluster_intermediate("west", KeyAlgorithm::EcdsaP256, 30 * DAY, now)
-        .unwrap();
-    let bundle = TrustBundle::new(td, [root.cert().clone()]).unwrap();
-    Pki { bundle, east, west }
+    Pki::new(&["east", "west"])
 }
 
-fn gateway(
-    ca: &Authority,
-    cluster: &str,
-) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let id = SpiffeId::parse(&format!(
-        "spiffe://mesh.example/cluster/{cluster}/gateway/gw"
-    ))
-    .unwrap();
-    let leaf: IssuedLeaf = ca
-        .issue_leaf(
-            &LeafRequest {
-                id,
-                lifetime: DAY,
-                dns_names: vec![],
-                key_algorithm: KeyAlgorithm::EcdsaP256,
-            },
-            SystemTime::now(),
-        )
-        .unwrap();
-    let mut chain = vec![leaf.cert];
-    chain.extend(leaf.chain);
-    (
-        chain,
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der())),
-    )
+fn gateway(pki: &Pki, cluster: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    pki.leaf(cluster, &format!("cluster/{cluster}/gateway/gw"))
 }
 
 fn verifier(bundle: &TrustBundle, expected: ExpectedIdentity) -> Arc<SpiffeVerifier> {
@@ -79,9 +39,9 @@ fn loopback() -> SocketAddr {
 /// A west gateway endpoint that accepts one connection and echoes one stream; returns
 /// its address and the outcome of the server-side handshake.
 fn spawn_west(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<Result<(), String>>) {
-    let (chain, key) = gateway(&pki.west, "west");
+    let (chain, key) = gateway(pki, "west");
     let config = quic_server_config(
-        verifier(&pki.bundle, ExpectedIdentity::GatewayOf("east".into())),
+        verifier(&pki.bundle(), ExpectedIdentity::GatewayOf("east".into())),
         chain,
         key,
     )
@@ -137,10 +97,10 @@ fn client_endpoint(config: quinn::ClientConfig) -> quinn::Endpoint {
 async fn gateways_of_two_clusters_connect_with_mutual_tls() {
     let pki = pki();
     let (addr, server) = spawn_west(&pki);
-    let (chain, key) = gateway(&pki.east, "east");
+    let (chain, key) = gateway(&pki, "east");
     let client = client_endpoint(
         quic_client_config(
-            verifier(&pki.bundle, ExpectedIdentity::GatewayOf("west".into())),
+            verifier(&pki.bundle(), ExpectedIdentity::GatewayOf("west".into())),
             chain,
             key,
         )
@@ -166,7 +126,7 @@ async fn a_client_without_a_certificate_is_refused() {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(verifier(&pki.bundle, ExpectedIdentity::Any))
+        .with_custom_certificate_verifier(verifier(&pki.bundle(), ExpectedIdentity::Any))
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
@@ -191,9 +151,9 @@ async fn a_client_from_another_root_is_refused() {
     let pki = pki();
     let impostor = self::pki();
     let (addr, server) = spawn_west(&pki);
-    let (chain, key) = gateway(&impostor.east, "east");
+    let (chain, key) = gateway(&impostor, "east");
     let client = client_endpoint(
-        quic_client_config(verifier(&pki.bundle, ExpectedIdentity::Any), chain, key).unwrap(),
+        quic_client_config(verifier(&pki.bundle(), ExpectedIdentity::Any), chain, key).unwrap(),
     );
     let outcome = tokio::time::timeout(TIMEOUT, echo_once(&client, addr))
         .await
@@ -211,11 +171,11 @@ async fn a_client_from_another_root_is_refused() {
 async fn a_gateway_of_the_wrong_cluster_is_refused_by_the_client() {
     let pki = pki();
     let (addr, _server) = spawn_west(&pki);
-    let (chain, key) = gateway(&pki.east, "east");
+    let (chain, key) = gateway(&pki, "east");
     // The client dials west but expects a gateway of east: the server's SVID does not match.
     let client = client_endpoint(
         quic_client_config(
-            verifier(&pki.bundle, ExpectedIdentity::GatewayOf("east".into())),
+            verifier(&pki.bundle(), ExpectedIdentity::GatewayOf("east".into())),
             chain,
             key,
         )

@@ -309,17 +309,12 @@ async fn a_gateway_from_another_root_is_refused() {
 async fn new_connections_succeed_after_the_peer_restarts() {
     let (echo, _server) = echo_server().await;
     let pki = Pki::new(&["east", "west"]);
-    let mut west_config = config("west");
-    west_config.exports = vec![export("demo", "echo", 8080, vec![echo])];
-    west_config.peers = vec![peer("east", "127.0.0.1:9".parse().unwrap())];
+    let mut west_config = west_config(vec![echo]);
     let west = isthmus_gateway::start(west_config.clone(), pki.gateway_identity("west"))
         .await
         .unwrap();
     let west_addr = west.quic_addr;
-    let mut east_config = config("east");
-    east_config.peers = vec![peer("west", west_addr)];
-    east_config.imports = vec![import("demo", "echo", "west", 8080)];
-    let east = isthmus_gateway::start(east_config, pki.gateway_identity("east"))
+    let east = isthmus_gateway::start(east_config(west_addr), pki.gateway_identity("east"))
         .await
         .unwrap();
     let addr = east.imports[0].1;
@@ -509,20 +504,11 @@ async fn a_client_reset_reaches_the_service_as_a_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let (echo, _server) = echo_server().await;
-    let pki = Pki::new(&["east", "west"]);
-    let mut west_config = config("west");
-    west_config.exports = vec![export("demo", "echo", 8080, vec![echo])];
-    west_config.peers = vec![peer("east", "127.0.0.1:9".parse().unwrap())];
-    let west = isthmus_gateway::start(west_config, pki.gateway_identity("west"))
-        .await
-        .unwrap();
-    let mut east_config = config("east");
-    east_config.peers = vec![peer("west", west.quic_addr)];
-    east_config.imports = vec![import("demo", "echo", "west", 8080)];
-    east_config.timeouts.idle = Duration::from_secs(1);
-    let east = isthmus_gateway::start(east_config, pki.gateway_identity("east"))
-        .await
-        .unwrap();
+    let pair = Pair::start_with(vec![echo], |east| {
+        east.timeouts.idle = Duration::from_secs(1)
+    })
+    .await;
+    let east = &pair.east;
     let mut tcp = TcpStream::connect(east.imports[0].1).await.unwrap();
     tcp.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];

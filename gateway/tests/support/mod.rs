@@ -151,22 +151,42 @@ pub struct Pair {
     pub west: RunningGateway,
 }
 
+/// West exports `demo/echo:8080` on `endpoints`; east is its peer (west never dials it,
+/// so its address is a placeholder).
+pub fn west_config(endpoints: Vec<SocketAddr>) -> GatewayConfig {
+    let mut config = config("west");
+    config.exports = vec![export("demo", "echo", 8080, endpoints)];
+    config.peers = vec![peer("east", "127.0.0.1:9".parse().unwrap())];
+    config
+}
+
+/// East imports `demo/echo:8080` (and the unexported `demo/nothing:8080`) from west.
+pub fn east_config(west: SocketAddr) -> GatewayConfig {
+    let mut config = config("east");
+    config.peers = vec![peer("west", west)];
+    config.imports = vec![
+        import("demo", "echo", "west", 8080),
+        import("demo", "nothing", "west", 8080),
+    ];
+    config
+}
+
 impl Pair {
     pub async fn start(endpoints: Vec<SocketAddr>) -> Self {
+        Self::start_with(endpoints, |_| {}).await
+    }
+
+    /// Like [`Pair::start`], with `tweak` applied to east's config.
+    pub async fn start_with(
+        endpoints: Vec<SocketAddr>,
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
         let pki = Pki::new(&["east", "west"]);
-        let mut west_config = config("west");
-        west_config.exports = vec![export("demo", "echo", 8080, endpoints)];
-        // West learns east's address after east starts; a placeholder keeps east a peer.
-        west_config.peers = vec![peer("east", "127.0.0.1:9".parse().unwrap())];
-        let west = isthmus_gateway::start(west_config, pki.gateway_identity("west"))
+        let west = isthmus_gateway::start(west_config(endpoints), pki.gateway_identity("west"))
             .await
             .unwrap();
-        let mut east_config = config("east");
-        east_config.peers = vec![peer("west", west.quic_addr)];
-        east_config.imports = vec![
-            import("demo", "echo", "west", 8080),
-            import("demo", "nothing", "west", 8080),
-        ];
+        let mut east_config = east_config(west.quic_addr);
+        tweak(&mut east_config);
         let east = isthmus_gateway::start(east_config, pki.gateway_identity("east"))
             .await
             .unwrap();
