@@ -87,8 +87,9 @@ impl Proc {
     /// Sends SIGTERM and waits (bounded) for the exit.
     fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
+        // The shell's builtin kill: no dependency on a procps package.
+        Command::new("sh")
+            .args(["-c", &format!("kill -TERM {pid}")])
             .status()
             .expect("kill");
         let deadline = Instant::now() + BOUND;
