@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use isthmus_ca::verify::{ExpectedIdentity, PeerRole, verify_chain};
-use isthmus_ca::{CertFacts, Identity, SpiffeId, TrustBundle};
+use isthmus_ca::verify::{ExpectedIdentity, PeerRole, VerifyError, verify_chain};
+use isthmus_ca::{CertFacts, SpiffeId, TrustBundle};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -38,27 +38,21 @@ pub struct GatewayIdentity {
 }
 
 impl GatewayIdentity {
-    /// Checks that `chain` is a gateway SVID of `cluster` that verifies against `bundle`.
+    /// Checks that `chain` is a gateway SVID of `cluster` that verifies against `bundle`
+    /// at `now`, for use both as a TLS server and as a client.
     pub fn new(
         bundle: TrustBundle,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
         cluster: &str,
         now: SystemTime,
-    ) -> Result<Self, String> {
-        let (leaf, intermediates) = chain
-            .split_first()
-            .ok_or_else(|| "the file holds no certificate".to_owned())?;
+    ) -> Result<Self, VerifyError> {
+        let (leaf, intermediates) = chain.split_first().ok_or(VerifyError::NoCertificate)?;
         let now = isthmus_ca::time::unix_seconds(now);
         let expected = ExpectedIdentity::GatewayOf(cluster.to_owned());
-        let mut peer = None;
-        for role in [PeerRole::Server, PeerRole::Client] {
-            peer = Some(
-                verify_chain(&bundle, leaf, intermediates, now, role, &expected)
-                    .map_err(|e| format!("this gateway's own certificate is not usable: {e}"))?,
-            );
-        }
-        let id = peer.map(|p| p.id).ok_or("no role checked")?;
+        let check = |role| verify_chain(&bundle, leaf, intermediates, now, role, &expected);
+        check(PeerRole::Client)?;
+        let id = check(PeerRole::Server)?.id;
         Ok(Self {
             bundle,
             chain,
@@ -98,16 +92,10 @@ impl GatewayIdentity {
             })?;
         let bundle = TrustBundle::from_pem(own_domain, &read("tls.bundle", &files.bundle)?)
             .map_err(|e| fail("tls.bundle", &files.bundle, e.to_string()))?;
-        let identity = Self::new(bundle, chain, key, cluster, SystemTime::now())
-            .map_err(|reason| fail("tls.cert", &files.cert, reason))?;
-        if !matches!(identity.id.identity(), Ok(Identity::Gateway { .. })) {
-            return Err(fail(
-                "tls.cert",
-                &files.cert,
-                format!("{} is not a gateway identity", identity.id),
-            ));
-        }
-        Ok(identity)
+        Self::new(bundle, chain, key, cluster, SystemTime::now()).map_err(|e| {
+            let reason = format!("this gateway's own certificate is not usable: {e}");
+            fail("tls.cert", &files.cert, reason)
+        })
     }
 
     /// A stateless-reset key derived from the private key, so that a restarted gateway
