@@ -205,6 +205,8 @@ key = "west-gw/key.pem"
 [listen]
 quic = "127.0.0.1:0"
 metrics = "127.0.0.1:0"
+[runtime]
+worker_threads = 1   # west on one thread, east on the default: both modes run
 [[peers]]
 cluster = "east"
 address = "127.0.0.1:9"

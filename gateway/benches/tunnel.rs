@@ -435,7 +435,7 @@ fn orchestrate(filter: Option<&str>) {
     let paths = [&direct, &isthmus, &nginx, &stunnel];
     // ISTHMUS_BENCH_PROFILE=1: only the Isthmus path, many times, for a profiler to watch.
     if std::env::var_os("ISTHMUS_BENCH_PROFILE").is_some() {
-        for _ in 0..5 {
+        for _ in 0..15 {
             println!(
                 "isthmus bulk {:.1} MiB/s",
                 runtime.block_on(bulk(isthmus.sink))

@@ -39,6 +39,19 @@ pub struct GatewayConfigFile {
     /// Outlier detection for exported endpoints.
     #[serde(default)]
     pub outlier_detection: OutlierSection,
+    /// The async runtime.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+/// Runtime settings as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Worker threads (default: one per CPU core). 1 runs everything on one thread,
+    /// which on a machine busy with other processes moves bulk data faster (see
+    /// `docs/benchmarks.md`).
+    pub worker_threads: Option<usize>,
 }
 
 /// Certificate files.
@@ -170,6 +183,8 @@ pub struct GatewayConfig {
     pub timeouts: Timeouts,
     /// Outlier detection.
     pub outlier: OutlierPolicy,
+    /// Worker threads; `None` means one per CPU core.
+    pub worker_threads: Option<usize>,
 }
 
 /// A validated export.
@@ -382,6 +397,12 @@ impl Validate for GatewayConfigFile {
             ),
         };
 
+        if let Some(threads) = self.runtime.worker_threads {
+            if !(1..=1024).contains(&threads) {
+                p.push("runtime.worker_threads", threads, "a number from 1 to 1024");
+            }
+        }
+
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -394,6 +415,7 @@ impl Validate for GatewayConfigFile {
             imports: self.imports,
             timeouts,
             outlier,
+            worker_threads: self.runtime.worker_threads,
         })
     }
 }
@@ -546,6 +568,18 @@ mod tests {
     fn out_of_range_timeouts_name_the_range() {
         let err = parse(&format!("{GOOD}\n[timeouts]\nconnect = \"1h\"\n")).unwrap_err();
         assert!(err.contains("field `timeouts.connect`: value 1h is not accepted; expected a duration from 1ms to 5m"), "{err}");
+    }
+
+    #[test]
+    fn worker_threads_are_checked_and_kept() {
+        assert_eq!(parse(GOOD).unwrap().worker_threads, None);
+        let config = parse(&format!("{GOOD}\n[runtime]\nworker_threads = 1\n")).unwrap();
+        assert_eq!(config.worker_threads, Some(1));
+        let err = parse(&format!("{GOOD}\n[runtime]\nworker_threads = 0\n")).unwrap_err();
+        assert!(
+            err.contains("field `runtime.worker_threads`: value 0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -24,7 +24,17 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
     let config = isthmus_config::load::<GatewayConfigFile>(&path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let identity = GatewayIdentity::load(&config.tls, base, &config.cluster)?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let runtime = match config.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(threads) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
+    }
+    .context("starting the async runtime")?;
     runtime.block_on(async move {
         let drain = config.timeouts.drain;
         let cluster = config.cluster.clone();

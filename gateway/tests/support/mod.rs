@@ -111,6 +111,7 @@ pub fn config(cluster: &str) -> GatewayConfig {
             consecutive_failures: 2,
             ejection: Duration::from_secs(30),
         },
+        worker_threads: None,
     }
 }
 
