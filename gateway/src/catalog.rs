@@ -13,7 +13,15 @@ use crate::config::{Export, PeerEntry};
 #[derive(Debug)]
 pub struct ServicePort {
     /// Endpoint choice and health; locked briefly, never across an await.
-    pub balancer: Mutex<Balancer>,
+    balancer: Mutex<Balancer>,
+}
+
+impl ServicePort {
+    /// The balancer, locked. A poisoned lock still holds a consistent balancer: every
+    /// method on it leaves it whole.
+    pub fn balancer(&self) -> std::sync::MutexGuard<'_, Balancer> {
+        self.balancer.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What is known now.

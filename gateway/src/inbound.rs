@@ -167,11 +167,7 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         )
         .await;
     };
-    let order = port
-        .balancer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .order(Instant::now(), shared.sample());
+    let order = port.balancer().order(Instant::now(), shared.sample());
     if order.is_empty() {
         let msg = format!("every endpoint of {service} is ejected after failures");
         return refuse(
@@ -196,10 +192,7 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         }
         match tokio::time::timeout_at(until, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => {
-                port.balancer
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .connected(*addr);
+                port.balancer().connected(*addr);
                 connected = Some((tcp, *addr));
                 break;
             }
@@ -208,11 +201,7 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
                 last_error = format!("{addr}: no answer within {:?}", shared.timeouts.connect)
             }
         }
-        let ejected = port
-            .balancer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .failed(*addr, Instant::now());
+        let ejected = port.balancer().failed(*addr, Instant::now());
         tracing::warn!(request = id, %service, endpoint = %addr, error = %last_error, ejected, "endpoint connect failed");
     }
     let Some((tcp, addr)) = connected else {
@@ -236,10 +225,7 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         .await
         .is_err()
     {
-        port.balancer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .closed(addr);
+        port.balancer().closed(addr);
         return;
     }
     let labels = ConnLabels {
@@ -271,10 +257,7 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         &shared.cut,
     )
     .await;
-    port.balancer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .closed(addr);
+    port.balancer().closed(addr);
     m.connections_active.get_or_create(&labels).dec();
     m.connections_closed.get_or_create(&labels).inc();
     tracing::debug!(request = id, %service, ?summary, "inbound connection closed");
