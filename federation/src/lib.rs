@@ -1,11 +1,19 @@
 //! The Isthmus federation: what member clusters agree on, replicated with Raft.
 //!
-//! Today this crate holds the versioned wire form of the shared trust bundle
-//! ([`proto`], generated at build time by protox without `protoc`) and its checked
-//! conversion to and from the CA's [`isthmus_ca::TrustBundle`] ([`bundle`]). The
-//! replicated catalog, its storage and the admin API come next.
+//! - [`model`]: the versioned data model (clusters, exports, trust bundle, policies).
+//! - [`command`]: catalog commands and their pure, deterministic application.
+//! - [`validate`]: stateless input checks that name the field.
+//! - [`store`]: the sled-backed Raft log and state machine.
+//! - [`raft`]: openraft's type configuration.
+//! - [`bundle`]: the trust bundle's protobuf form.
 
 pub mod bundle;
+pub mod command;
+pub mod error;
+pub mod model;
+pub mod raft;
+pub mod store;
+pub mod validate;
 
 /// Generated protobuf types of `isthmus.federation.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

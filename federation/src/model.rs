@@ -1,0 +1,261 @@
+//! The federation's data model, version 1: what member clusters agree on. These are the
+//! values the admin API takes and returns (REST as JSON, gRPC as protobuf) and the Raft
+//! log carries. `docs/federation.md` documents every field.
+//!
+//! Every accepted change bumps one global revision; each object remembers the revision
+//! that last changed it (`revision`), which is what compare-and-set compares.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Version of this data model; bumped when a stored or wire form changes incompatibly.
+pub const MODEL_VERSION: u32 = 1;
+
+/// A member cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// DNS-1123 label, unique in the federation.
+    pub name: String,
+    /// Where this cluster's east-west gateways accept QUIC from peers.
+    #[serde(default)]
+    pub gateways: Vec<GatewayEndpoint>,
+    /// PEM of the cluster's intermediate CA certificate, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate_pem: Option<String>,
+    /// Lifecycle state.
+    #[serde(default)]
+    pub state: ClusterState,
+    /// Revision of the last change to this cluster (set by the federation; ignored on
+    /// input).
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// One east-west gateway of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEndpoint {
+    /// DNS-1123 label, unique within the cluster (the `NAME` of its SPIFFE ID
+    /// `spiffe://TD/cluster/C/gateway/NAME`).
+    pub name: String,
+    /// `host:port` of its QUIC listener.
+    pub address: String,
+}
+
+/// Where a cluster is in its life.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterState {
+    /// Registered, not yet serving.
+    Pending,
+    /// A member in good standing.
+    #[default]
+    Active,
+    /// Cut off: peers refuse its gateways.
+    Revoked,
+}
+
+/// A service that one cluster offers to the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceExport {
+    /// The exporting cluster; must exist.
+    pub cluster: String,
+    /// Namespace, a DNS-1123 label.
+    pub namespace: String,
+    /// Service name, a DNS-1123 label.
+    pub name: String,
+    /// At least one port; port numbers and names unique.
+    pub ports: Vec<ExportPort>,
+    /// How many of the service's endpoints are healthy, as last reported.
+    #[serde(default)]
+    pub health: EndpointHealth,
+    /// Revision of the last change to this export (set by the federation; ignored on
+    /// input).
+    #[serde(default)]
+    pub revision: u64,
+}
+
+impl ServiceExport {
+    /// The key that identifies this export.
+    pub fn key(&self) -> ExportKey {
+        ExportKey {
+            cluster: self.cluster.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// One exported port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportPort {
+    /// Port name (DNS-1123 label), used in SRV records.
+    pub name: String,
+    /// 1..=65535.
+    pub port: u16,
+    /// `tcp` (default) or `http`.
+    #[serde(default)]
+    pub protocol: PortProtocol,
+}
+
+/// What a port speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PortProtocol {
+    /// Opaque TCP.
+    #[default]
+    Tcp,
+    /// HTTP/1.1 or HTTP/2.
+    Http,
+}
+
+/// Endpoint health of an export, summarised by its cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointHealth {
+    /// Endpoints passing health checks.
+    pub healthy: u32,
+    /// All endpoints; at least `healthy`.
+    pub total: u32,
+}
+
+/// Identifies an export: one cluster's offer of one service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExportKey {
+    /// Exporting cluster.
+    pub cluster: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ExportKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.namespace, self.name, self.cluster)
+    }
+}
+
+/// The roots every member trusts, as PEM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustBundleDoc {
+    /// The federation's trust domain, for example `mesh.example`.
+    pub trust_domain: String,
+    /// PEM of the roots in force: at least one, several during a rotation.
+    pub roots_pem: String,
+    /// PEM of retired roots (chains to them are refused with their own reason).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub retired_pem: String,
+    /// Revision of the last change (set by the federation; ignored on input).
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// Authorization policies. Their shape is specified by a later issue; the catalog
+/// already replicates, snapshots and watches them as opaque named JSON documents so that
+/// adding them needs no storage change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    /// DNS-1123 label.
+    pub name: String,
+    /// The policy body (JSON text).
+    pub body: String,
+    /// Revision of the last change.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// Everything the federation holds, at one revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogState {
+    /// The last revision applied.
+    pub revision: u64,
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Exports by key.
+    pub exports: BTreeMap<ExportKey, ServiceExport>,
+    /// The trust bundle, once set.
+    pub trust_bundle: Option<TrustBundleDoc>,
+    /// Policies by name.
+    pub policies: BTreeMap<String, PolicyDoc>,
+}
+
+/// One change to one object, as a watch delivers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A cluster was created or changed.
+    ClusterPut {
+        /// Its new value.
+        cluster: Cluster,
+    },
+    /// A cluster was deleted.
+    ClusterDeleted {
+        /// Its name.
+        name: String,
+    },
+    /// An export was created or changed.
+    ExportPut {
+        /// Its new value.
+        export: ServiceExport,
+    },
+    /// An export was deleted.
+    ExportDeleted {
+        /// Exporting cluster.
+        cluster: String,
+        /// Namespace.
+        namespace: String,
+        /// Service name.
+        name: String,
+    },
+    /// The trust bundle was set.
+    TrustBundleSet {
+        /// Its new value.
+        trust_bundle: TrustBundleDoc,
+    },
+    /// A policy was created or changed.
+    PolicyPut {
+        /// Its new value.
+        policy: PolicyDoc,
+    },
+    /// A policy was deleted.
+    PolicyDeleted {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// All events of one revision: a revision is never split across two batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RevisionEvents {
+    /// The revision these events produced.
+    pub revision: u64,
+    /// At least one event.
+    pub events: Vec<Event>,
+}
+
+impl CatalogState {
+    /// Every object as a put event: the state as a watcher that starts from nothing
+    /// sees it.
+    pub fn as_events(&self) -> Vec<Event> {
+        let mut events = Vec::new();
+        if let Some(trust_bundle) = &self.trust_bundle {
+            events.push(Event::TrustBundleSet {
+                trust_bundle: trust_bundle.clone(),
+            });
+        }
+        events.extend(self.clusters.values().map(|c| Event::ClusterPut { cluster: c.clone() }));
+        events.extend(self.exports.values().map(|e| Event::ExportPut { export: e.clone() }));
+        events.extend(self.policies.values().map(|p| Event::PolicyPut { policy: p.clone() }));
+        events
+    }
+}

@@ -1,0 +1,72 @@
+//! The openraft type configuration of the federation: what a log entry carries
+//! ([`Request`]), what applying it returns ([`Response`]) and what a member is
+//! ([`NodeInfo`]).
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Rejection};
+
+/// A federation node's Raft id.
+pub type NodeId = u64;
+
+/// What the cluster records about a member: its name (the `NODE` of its SPIFFE ID
+/// `spiffe://TD/federation/NODE`) and where it listens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NodeInfo {
+    /// The node's name.
+    pub name: String,
+    /// `host:port` of its Raft RPC listener (gRPC, mutual TLS).
+    pub raft_addr: String,
+    /// `host:port` of its admin gRPC listener.
+    pub admin_addr: String,
+    /// `host:port` of its admin REST listener.
+    pub rest_addr: String,
+}
+
+impl std::fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.raft_addr)
+    }
+}
+
+/// A log entry's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The change.
+    pub command: Command,
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.command)
+    }
+}
+
+/// The result of applying one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The command was applied at this revision.
+    Applied {
+        /// The new global revision.
+        revision: u64,
+    },
+    /// The command was refused; nothing changed.
+    Rejected(Rejection),
+    /// A membership or blank entry (no catalog change).
+    Internal,
+}
+
+openraft::declare_raft_types!(
+    /// The federation's Raft types.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// The federation's Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;

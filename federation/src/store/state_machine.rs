@@ -1,0 +1,470 @@
+//! The replicated catalog: applied from the Raft log into sled (objects, metadata and
+//! a bounded history of watch events, written in one atomic batch per apply) and
+//! mirrored in memory for reads. Snapshots are the whole catalog as JSON.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{StoreError, corrupt};
+use crate::command::apply;
+use crate::model::{
+    CatalogState, Cluster, PolicyDoc, RevisionEvents, ServiceExport, TrustBundleDoc,
+};
+use crate::raft::{NodeId, NodeInfo, Response, TypeConfig};
+
+const META: &[u8] = b"meta";
+const SNAPSHOT_META: &[u8] = b"snapshot_meta";
+const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+
+/// What the state machine records besides the objects.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Meta {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, NodeInfo>,
+    /// Events of every revision above this one are kept.
+    history_start: u64,
+}
+
+/// The catalog as a snapshot carries it.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotBody {
+    model_version: u32,
+    revision: u64,
+    clusters: Vec<Cluster>,
+    exports: Vec<ServiceExport>,
+    trust_bundle: Option<TrustBundleDoc>,
+    policies: Vec<PolicyDoc>,
+}
+
+impl SnapshotBody {
+    fn of(state: &CatalogState) -> Self {
+        Self {
+            model_version: crate::model::MODEL_VERSION,
+            revision: state.revision,
+            clusters: state.clusters.values().cloned().collect(),
+            exports: state.exports.values().cloned().collect(),
+            trust_bundle: state.trust_bundle.clone(),
+            policies: state.policies.values().cloned().collect(),
+        }
+    }
+
+    fn into_state(self) -> CatalogState {
+        CatalogState {
+            revision: self.revision,
+            clusters: self.clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            exports: self.exports.into_iter().map(|e| (e.key(), e)).collect(),
+            trust_bundle: self.trust_bundle,
+            policies: self.policies.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        }
+    }
+}
+
+/// The in-memory mirror shared with readers.
+#[derive(Debug)]
+struct Mirror {
+    catalog: CatalogState,
+    meta: Meta,
+}
+
+#[derive(Debug)]
+struct Shared {
+    mirror: RwLock<Mirror>,
+    revision: watch::Sender<u64>,
+    tree: sled::Tree,
+}
+
+/// The replicated catalog of one node (openraft's state machine).
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    db: sled::Db,
+    tree: sled::Tree,
+    snapshots: sled::Tree,
+    history: u64,
+    shared: Arc<Shared>,
+}
+
+/// A read-only handle on the applied catalog, for the service layer and watchers.
+#[derive(Debug, Clone)]
+pub struct CatalogView {
+    shared: Arc<Shared>,
+}
+
+/// Where a watcher resumes.
+#[derive(Debug)]
+pub enum WatchFrom {
+    /// These revisions, in order, follow the one asked for; more may come.
+    Events(Vec<RevisionEvents>),
+    /// The history no longer reaches back that far: start over from this full state.
+    Snapshot(CatalogState),
+}
+
+fn object_key(kind: &str, parts: &[&str]) -> Vec<u8> {
+    // NUL cannot occur in names (DNS-1123), so it separates parts unambiguously.
+    let mut key = format!("obj\0{kind}");
+    for part in parts {
+        key.push('\0');
+        key.push_str(part);
+    }
+    key.into_bytes()
+}
+
+fn event_key(revision: u64) -> Vec<u8> {
+    let mut key = b"ev\0".to_vec();
+    key.extend_from_slice(&revision.to_be_bytes());
+    key
+}
+
+fn sm_write(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn sm_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(&e).into()
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError<NodeId>> {
+    serde_json::to_vec(value).map_err(sm_write)
+}
+
+impl StateMachine {
+    pub(super) fn open(db: &sled::Db, history: u64) -> Result<Self, StoreError> {
+        let tree = db.open_tree("catalog")?;
+        let snapshots = db.open_tree("snapshot")?;
+        let mut catalog = CatalogState::default();
+        let mut meta = Meta::default();
+        for item in tree.scan_prefix(b"obj\0") {
+            let (key, value) = item?;
+            let name = String::from_utf8_lossy(&key).replace('\0', "/");
+            let bad = |e: serde_json::Error| corrupt(&name, e);
+            match key.get(4) {
+                Some(b'c') => {
+                    let c: Cluster = serde_json::from_slice(&value).map_err(bad)?;
+                    catalog.clusters.insert(c.name.clone(), c);
+                }
+                Some(b'e') => {
+                    let e: ServiceExport = serde_json::from_slice(&value).map_err(bad)?;
+                    catalog.exports.insert(e.key(), e);
+                }
+                Some(b'b') => catalog.trust_bundle = Some(serde_json::from_slice(&value).map_err(bad)?),
+                Some(b'p') => {
+                    let p: PolicyDoc = serde_json::from_slice(&value).map_err(bad)?;
+                    catalog.policies.insert(p.name.clone(), p);
+                }
+                _ => return Err(corrupt(name, "unknown object kind")),
+            }
+        }
+        if let Some(bytes) = tree.get(META)? {
+            meta = serde_json::from_slice(&bytes).map_err(|e| corrupt("meta", e))?;
+        }
+        if let Some(bytes) = tree.get(b"revision")? {
+            catalog.revision = serde_json::from_slice(&bytes).map_err(|e| corrupt("revision", e))?;
+        }
+        let (revision, _) = watch::channel(catalog.revision);
+        Ok(Self {
+            db: db.clone(),
+            tree: tree.clone(),
+            snapshots,
+            history: history.max(1),
+            shared: Arc::new(Shared {
+                mirror: RwLock::new(Mirror { catalog, meta }),
+                revision,
+                tree,
+            }),
+        })
+    }
+
+    /// A read handle on this state machine.
+    pub fn view(&self) -> CatalogView {
+        CatalogView {
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn write_objects(batch: &mut sled::Batch, state: &CatalogState) -> Result<(), StorageError<NodeId>> {
+        for c in state.clusters.values() {
+            batch.insert(object_key("c", &[&c.name]), json(c)?);
+        }
+        for e in state.exports.values() {
+            batch.insert(object_key("e", &[&e.cluster, &e.namespace, &e.name]), json(e)?);
+        }
+        if let Some(b) = &state.trust_bundle {
+            batch.insert(object_key("b", &[]), json(b)?);
+        }
+        for p in state.policies.values() {
+            batch.insert(object_key("p", &[&p.name]), json(p)?);
+        }
+        batch.insert(b"revision".as_slice(), json(&state.revision)?);
+        Ok(())
+    }
+
+    fn record_event(batch: &mut sled::Batch, events: &RevisionEvents) -> Result<(), StorageError<NodeId>> {
+        use crate::model::Event;
+        for event in &events.events {
+            match event {
+                Event::ClusterPut { cluster } => {
+                    batch.insert(object_key("c", &[&cluster.name]), json(cluster)?)
+                }
+                Event::ClusterDeleted { name } => batch.remove(object_key("c", &[name])),
+                Event::ExportPut { export } => batch.insert(
+                    object_key("e", &[&export.cluster, &export.namespace, &export.name]),
+                    json(export)?,
+                ),
+                Event::ExportDeleted {
+                    cluster,
+                    namespace,
+                    name,
+                } => batch.remove(object_key("e", &[cluster, namespace, name])),
+                Event::TrustBundleSet { trust_bundle } => {
+                    batch.insert(object_key("b", &[]), json(trust_bundle)?)
+                }
+                Event::PolicyPut { policy } => {
+                    batch.insert(object_key("p", &[&policy.name]), json(policy)?)
+                }
+                Event::PolicyDeleted { name } => batch.remove(object_key("p", &[name])),
+            }
+        }
+        batch.insert(event_key(events.revision), json(events)?);
+        batch.insert(b"revision".as_slice(), json(&events.revision)?);
+        Ok(())
+    }
+}
+
+impl CatalogView {
+    /// Runs `f` on the applied catalog.
+    pub fn read<T>(&self, f: impl FnOnce(&CatalogState) -> T) -> T {
+        f(&self.mirror().catalog)
+    }
+
+    fn mirror(&self) -> RwLockReadGuard<'_, Mirror> {
+        // A panic while holding the lock cannot leave a half-applied mirror: the mirror
+        // is replaced only after the batch is durable in sled, in one assignment.
+        self.shared.mirror.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The revision applied so far.
+    pub fn revision(&self) -> u64 {
+        *self.shared.revision.borrow()
+    }
+
+    /// Index of the last applied log entry.
+    pub fn last_applied_index(&self) -> Option<u64> {
+        self.mirror().meta.last_applied.map(|l| l.index)
+    }
+
+    /// A receiver that changes whenever the revision does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.revision.subscribe()
+    }
+
+    /// What a watcher that has seen everything up to `after` needs next, up to `limit`
+    /// revisions.
+    pub fn since(&self, after: u64, limit: usize) -> Result<WatchFrom, StoreError> {
+        let mirror = self.mirror();
+        if after < mirror.meta.history_start {
+            return Ok(WatchFrom::Snapshot(mirror.catalog.clone()));
+        }
+        let current = mirror.catalog.revision;
+        drop(mirror);
+        let mut out = Vec::new();
+        let range = event_key(after.saturating_add(1))..=event_key(current);
+        for item in self.shared.tree.range(range).take(limit) {
+            let (key, value) = item?;
+            let events: RevisionEvents = serde_json::from_slice(&value)
+                .map_err(|e| corrupt(format!("event {key:?}"), e))?;
+            out.push(events);
+        }
+        // History may have been trimmed between the check and the read.
+        match out.first() {
+            Some(first) if first.revision != after + 1 => {
+                Ok(WatchFrom::Snapshot(self.mirror().catalog.clone()))
+            }
+            None if current > after => Ok(WatchFrom::Snapshot(self.mirror().catalog.clone())),
+            _ => Ok(WatchFrom::Events(out)),
+        }
+    }
+
+    /// The oldest revision a watcher may resume after without a snapshot.
+    pub fn history_start(&self) -> u64 {
+        self.mirror().meta.history_start
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>), StorageError<NodeId>>
+    {
+        let mirror = self.view();
+        let mirror = mirror.mirror();
+        Ok((mirror.meta.last_applied, mirror.meta.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let view = self.view();
+        let (mut catalog, mut meta) = {
+            let mirror = view.mirror();
+            (mirror.catalog.clone(), mirror.meta.clone())
+        };
+        let mut batch = sled::Batch::default();
+        let mut responses = Vec::new();
+        for entry in entries {
+            meta.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::Internal,
+                EntryPayload::Membership(membership) => {
+                    meta.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Response::Internal
+                }
+                EntryPayload::Normal(request) => match apply(&mut catalog, request.command) {
+                    Ok((revision, events)) => {
+                        Self::record_event(&mut batch, &RevisionEvents { revision, events })?;
+                        Response::Applied { revision }
+                    }
+                    Err(rejection) => Response::Rejected(rejection),
+                },
+            };
+            responses.push(response);
+        }
+        let keep_from = catalog.revision.saturating_sub(self.history);
+        for revision in meta.history_start.saturating_add(1)..=keep_from {
+            batch.remove(event_key(revision));
+        }
+        meta.history_start = meta.history_start.max(keep_from);
+        batch.insert(META, json(&meta)?);
+        self.tree.apply_batch(batch).map_err(sm_write)?;
+        let revision = catalog.revision;
+        {
+            let mut mirror = self.shared.mirror.write().unwrap_or_else(|p| p.into_inner());
+            *mirror = Mirror { catalog, meta };
+        }
+        self.shared.revision.send_replace(revision);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = serde_json::from_slice(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let catalog = body.into_state();
+        let new_meta = Meta {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            history_start: catalog.revision,
+        };
+        let mut batch = sled::Batch::default();
+        for key in self.tree.iter().keys() {
+            batch.remove(key.map_err(sm_read)?);
+        }
+        Self::write_objects(&mut batch, &catalog)?;
+        batch.insert(META, json(&new_meta)?);
+        self.tree.apply_batch(batch).map_err(sm_write)?;
+        self.store_snapshot(meta, &data).await?;
+        let revision = catalog.revision;
+        {
+            let mut mirror = self.shared.mirror.write().unwrap_or_else(|p| p.into_inner());
+            *mirror = Mirror {
+                catalog,
+                meta: new_meta,
+            };
+        }
+        self.shared.revision.send_replace(revision);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let Some(meta) = self.snapshots.get(SNAPSHOT_META).map_err(sm_read)? else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta<NodeId, NodeInfo> = serde_json::from_slice(&meta).map_err(sm_read)?;
+        let data = self
+            .snapshots
+            .get(SNAPSHOT_DATA)
+            .map_err(sm_read)?
+            .map(|d| d.to_vec())
+            .unwrap_or_default();
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+impl StateMachine {
+    async fn store_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        data: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
+        let write = |e: &dyn std::fmt::Display| -> StorageError<NodeId> {
+            StorageIOError::write_snapshot(Some(meta.signature()), openraft::AnyError::error(e))
+                .into()
+        };
+        let meta_bytes = serde_json::to_vec(meta).map_err(|e| write(&e))?;
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META, meta_bytes);
+        batch.insert(SNAPSHOT_DATA, data);
+        self.snapshots.apply_batch(batch).map_err(|e| write(&e))?;
+        // Flushes the catalog tree too: once a snapshot is recorded, the log below it
+        // may be purged, so the state it summarises must be on disk.
+        self.db.flush_async().await.map_err(|e| write(&e))?;
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (data, last_applied, membership, revision) = {
+            let view = self.view();
+            let mirror = view.mirror();
+            let data = serde_json::to_vec(&SnapshotBody::of(&mirror.catalog)).map_err(sm_read)?;
+            (
+                data,
+                mirror.meta.last_applied,
+                mirror.meta.membership.clone(),
+                mirror.catalog.revision,
+            )
+        };
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-r{revision}", l.leader_id, l.index),
+            None => format!("none-r{revision}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        self.store_snapshot(&meta, &data).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
