@@ -2,7 +2,11 @@
 //! needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/isthmus/federation/v1/trust.proto"];
+    let protos = [
+        "proto/isthmus/federation/v1/trust.proto",
+        "proto/isthmus/federation/v1/raft.proto",
+        "proto/isthmus/federation/v1/admin.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -21,6 +21,7 @@ pub mod pem;
 pub mod policy;
 pub mod rotation;
 pub mod spiffe;
+mod svid_files;
 pub mod time;
 pub mod verify;
 
@@ -32,3 +33,4 @@ pub use cert::{CaRole, CertFacts, Constraints, Eku, fingerprint};
 pub use error::CaError;
 pub use keys::{KeyAlgorithm, UnknownKeyAlgorithm, key_from_pem};
 pub use spiffe::{Identity, SpiffeId, SpiffeIdError, TrustDomain};
+pub use svid_files::{Svid, SvidFileError, SvidFiles};

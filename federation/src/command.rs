@@ -141,15 +141,15 @@ pub enum Rejection {
         actual: u64,
     },
     /// An export names a cluster that is not a member.
-    #[error("field `cluster`: unknown cluster \"{cluster}\"; create it first (PUT /v1/clusters/{cluster})")]
+    #[error(
+        "field `cluster`: unknown cluster \"{cluster}\"; create it first (PUT /v1/clusters/{cluster})"
+    )]
     UnknownCluster {
         /// The name.
         cluster: String,
     },
     /// A cluster still has exports.
-    #[error(
-        "cluster \"{cluster}\" still exports {count} service(s); delete its exports first"
-    )]
+    #[error("cluster \"{cluster}\" still exports {count} service(s); delete its exports first")]
     ClusterHasExports {
         /// The cluster.
         cluster: String,
@@ -293,7 +293,12 @@ mod tests {
     #[test]
     fn each_accepted_change_bumps_one_revision_and_stamps_the_object() {
         let mut state = CatalogState::default();
-        assert_eq!(apply(&mut state, put_cluster("east", Expect::Any)).unwrap().0, 1);
+        assert_eq!(
+            apply(&mut state, put_cluster("east", Expect::Any))
+                .unwrap()
+                .0,
+            1
+        );
         let put = Command::PutExport {
             export: export("east", "echo"),
             expect: Expect::Absent,

@@ -2,10 +2,12 @@
 //! HTTP status, and its message says what to fix.
 
 use crate::command::Rejection;
-use crate::raft::NodeInfo;
+use serde::{Deserialize, Serialize};
+
+use crate::raft::{NodeId, NodeInfo};
 
 /// Why an admin request failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed; `field` names the part that is wrong.
     #[error("field `{field}`: {message}")]
@@ -25,10 +27,10 @@ pub enum ApiError {
     #[error("{0}")]
     FailedPrecondition(String),
     /// This node is not the leader and could not forward the request.
-    #[error("not the leader; the leader is {}", leader.as_ref().map_or("unknown (an election may be running; retry)".to_owned(), |l| format!("node {} at {} (admin {})", l.name, l.raft_addr, l.admin_addr)))]
+    #[error("not the leader; the leader is {}", leader.as_ref().map_or("unknown (an election may be running; retry)".to_owned(), |(id, l)| format!("node {id} ({}) with admin API at {} and REST at {}", l.name, l.admin_addr, l.rest_addr)))]
     NotLeader {
-        /// The leader, when known.
-        leader: Option<NodeInfo>,
+        /// The leader's id and addresses, when known.
+        leader: Option<(NodeId, NodeInfo)>,
     },
     /// The federation cannot answer now (no quorum, shutting down); retry later.
     #[error("unavailable: {0}")]

@@ -9,10 +9,17 @@
 
 pub mod bundle;
 pub mod command;
+pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod model;
+pub mod network;
+pub mod node;
 pub mod raft;
+pub mod rest;
+pub mod service;
 pub mod store;
+pub mod tls;
 pub mod validate;
 
 /// Generated protobuf types of `isthmus.federation.v1`.

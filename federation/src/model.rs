@@ -253,9 +253,21 @@ impl CatalogState {
                 trust_bundle: trust_bundle.clone(),
             });
         }
-        events.extend(self.clusters.values().map(|c| Event::ClusterPut { cluster: c.clone() }));
-        events.extend(self.exports.values().map(|e| Event::ExportPut { export: e.clone() }));
-        events.extend(self.policies.values().map(|p| Event::PolicyPut { policy: p.clone() }));
+        events.extend(
+            self.clusters
+                .values()
+                .map(|c| Event::ClusterPut { cluster: c.clone() }),
+        );
+        events.extend(
+            self.exports
+                .values()
+                .map(|e| Event::ExportPut { export: e.clone() }),
+        );
+        events.extend(
+            self.policies
+                .values()
+                .map(|p| Event::PolicyPut { policy: p.clone() }),
+        );
         events
     }
 }

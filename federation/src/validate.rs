@@ -37,7 +37,10 @@ pub fn cluster(cluster: &Cluster) -> Result<(), ApiError> {
     if cluster.gateways.len() > MAX_GATEWAYS {
         return Err(ApiError::invalid(
             "gateways",
-            format!("{} gateways; at most {MAX_GATEWAYS}", cluster.gateways.len()),
+            format!(
+                "{} gateways; at most {MAX_GATEWAYS}",
+                cluster.gateways.len()
+            ),
         ));
     }
     let mut seen = HashSet::new();
@@ -62,7 +65,9 @@ fn host_port(field: &str, value: &str) -> Result<(), ApiError> {
     let bad = || {
         ApiError::invalid(
             field,
-            format!("{value:?} is not host:port (for example 10.0.0.5:15443 or gw.east.example:15443)"),
+            format!(
+                "{value:?} is not host:port (for example 10.0.0.5:15443 or gw.east.example:15443)"
+            ),
         )
     };
     if value.parse::<std::net::SocketAddr>().is_ok() {
@@ -73,7 +78,11 @@ fn host_port(field: &str, value: &str) -> Result<(), ApiError> {
     let host_ok = !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|l| dns_label("host", l).is_ok());
-    if port_ok && host_ok { Ok(()) } else { Err(bad()) }
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
 }
 
 fn intermediate(field: &str, pem: &str, cluster: &str) -> Result<(), ApiError> {
@@ -178,7 +187,10 @@ pub fn trust_bundle(
             format!("this federation's trust domain is {expected}, not {domain}"),
         ));
     }
-    for (field, pem) in [("roots_pem", &doc.roots_pem), ("retired_pem", &doc.retired_pem)] {
+    for (field, pem) in [
+        ("roots_pem", &doc.roots_pem),
+        ("retired_pem", &doc.retired_pem),
+    ] {
         if pem.len() > MAX_PEM_BYTES {
             return Err(ApiError::invalid(
                 field,
@@ -198,6 +210,20 @@ pub fn trust_bundle(
         }
     }
     Ok(bundle)
+}
+
+/// Checks a new member's id and addresses.
+pub fn member(node_id: u64, info: &crate::raft::NodeInfo) -> Result<(), ApiError> {
+    if node_id == 0 {
+        return Err(ApiError::invalid(
+            "node_id",
+            "0 is not a node id; use a positive integer",
+        ));
+    }
+    name("member.name", &info.name)?;
+    host_port("member.raft_addr", &info.raft_addr)?;
+    host_port("member.admin_addr", &info.admin_addr)?;
+    host_port("member.rest_addr", &info.rest_addr)
 }
 
 /// Checks a policy document.
@@ -249,7 +275,10 @@ mod tests {
         let cases = [
             (export_with(vec![]), "ports"),
             (export_with(vec![("http", 0)]), "ports[0].port"),
-            (export_with(vec![("http", 80), ("http", 81)]), "ports[1].name"),
+            (
+                export_with(vec![("http", 80), ("http", 81)]),
+                "ports[1].name",
+            ),
             (export_with(vec![("a", 80), ("b", 80)]), "ports[1].port"),
             (export_with(vec![("Bad_Name", 80)]), "ports[0].name"),
         ];

@@ -5,24 +5,14 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use isthmus_ca::verify::{ExpectedIdentity, PeerRole, VerifyError, verify_chain};
-use isthmus_ca::{CertFacts, SpiffeId, TrustBundle};
-use rustls_pki_types::pem::PemObject;
+use isthmus_ca::verify::{ExpectedIdentity, VerifyError};
+use isthmus_ca::{SpiffeId, Svid, SvidFileError, SvidFiles, TrustBundle};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsFiles;
 
 /// Why the gateway's certificate files cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: field `{field}`: {reason}")]
-pub struct IdentityError {
-    /// The file.
-    pub file: String,
-    /// The config field that names it.
-    pub field: &'static str,
-    /// What is wrong.
-    pub reason: String,
-}
+pub type IdentityError = SvidFileError;
 
 /// A gateway's certificate chain, key and trust bundle.
 #[derive(Debug)]
@@ -47,55 +37,24 @@ impl GatewayIdentity {
         cluster: &str,
         now: SystemTime,
     ) -> Result<Self, VerifyError> {
-        let (leaf, intermediates) = chain.split_first().ok_or(VerifyError::NoCertificate)?;
-        let now = isthmus_ca::time::unix_seconds(now);
         let expected = ExpectedIdentity::GatewayOf(cluster.to_owned());
-        let check = |role| verify_chain(&bundle, leaf, intermediates, now, role, &expected);
-        check(PeerRole::Client)?;
-        let id = check(PeerRole::Server)?.id;
-        Ok(Self {
-            bundle,
-            chain,
-            key,
-            id,
-        })
+        Svid::new(bundle, chain, key, &expected, now).map(Self::from)
     }
 
     /// Loads the files named in `files`, relative to `base`, for a gateway of `cluster`.
     pub fn load(files: &TlsFiles, base: &Path, cluster: &str) -> Result<Self, IdentityError> {
-        let path = |p: &Path| base.join(p);
-        let fail = |field: &'static str, p: &Path, reason: String| IdentityError {
-            file: path(p).display().to_string(),
-            field,
-            reason,
+        let (bundle, cert, key) = (
+            base.join(&files.bundle),
+            base.join(&files.cert),
+            base.join(&files.key),
+        );
+        let files = SvidFiles {
+            bundle: (&bundle, "tls.bundle"),
+            cert: (&cert, "tls.cert"),
+            key: (&key, "tls.key"),
         };
-        let read = |field: &'static str, p: &Path| {
-            std::fs::read_to_string(path(p))
-                .map_err(|e| fail(field, p, format!("cannot read: {e}")))
-        };
-        let chain = isthmus_ca::pem::certs_from_pem(&read("tls.cert", &files.cert)?)
-            .map_err(|e| fail("tls.cert", &files.cert, e.to_string()))?;
-        let key = PrivateKeyDer::from_pem_slice(read("tls.key", &files.key)?.as_bytes())
-            .map_err(|e| fail("tls.key", &files.key, format!("not a PEM private key: {e}")))?;
-        let own_domain = chain
-            .first()
-            .and_then(|leaf| CertFacts::parse(leaf).ok())
-            .and_then(|facts| facts.uris.first().cloned())
-            .and_then(|uri| SpiffeId::parse(&uri).ok())
-            .map(|id| id.trust_domain().clone())
-            .ok_or_else(|| {
-                fail(
-                    "tls.cert",
-                    &files.cert,
-                    "the first certificate carries no SPIFFE ID".into(),
-                )
-            })?;
-        let bundle = TrustBundle::from_pem(own_domain, &read("tls.bundle", &files.bundle)?)
-            .map_err(|e| fail("tls.bundle", &files.bundle, e.to_string()))?;
-        Self::new(bundle, chain, key, cluster, SystemTime::now()).map_err(|e| {
-            let reason = format!("this gateway's own certificate is not usable: {e}");
-            fail("tls.cert", &files.cert, reason)
-        })
+        let expected = ExpectedIdentity::GatewayOf(cluster.to_owned());
+        Svid::load(files, &expected).map(Self::from)
     }
 
     /// A stateless-reset key derived from the private key, so that a restarted gateway
@@ -110,5 +69,16 @@ impl GatewayIdentity {
             .concat(),
         );
         ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref())
+    }
+}
+
+impl From<Svid> for GatewayIdentity {
+    fn from(svid: Svid) -> Self {
+        Self {
+            bundle: svid.bundle,
+            chain: svid.chain,
+            key: svid.key,
+            id: svid.id,
+        }
     }
 }

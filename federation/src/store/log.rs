@@ -54,8 +54,13 @@ impl LogStore {
         }
     }
 
-    async fn put_meta_durably<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| corrupt(String::from_utf8_lossy(key), e))?;
+    async fn put_meta_durably<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| corrupt(String::from_utf8_lossy(key), e))?;
         self.meta.insert(key, bytes)?;
         self.db.flush_async().await?;
         Ok(())
@@ -135,7 +140,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED).map_err(read_err)?.flatten())
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>(COMMITTED)
+            .map_err(read_err)?
+            .flatten())
     }
 
     async fn append<I>(

@@ -59,10 +59,18 @@ impl SnapshotBody {
     fn into_state(self) -> CatalogState {
         CatalogState {
             revision: self.revision,
-            clusters: self.clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            clusters: self
+                .clusters
+                .into_iter()
+                .map(|c| (c.name.clone(), c))
+                .collect(),
             exports: self.exports.into_iter().map(|e| (e.key(), e)).collect(),
             trust_bundle: self.trust_bundle,
-            policies: self.policies.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            policies: self
+                .policies
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
         }
     }
 }
@@ -153,7 +161,9 @@ impl StateMachine {
                     let e: ServiceExport = serde_json::from_slice(&value).map_err(bad)?;
                     catalog.exports.insert(e.key(), e);
                 }
-                Some(b'b') => catalog.trust_bundle = Some(serde_json::from_slice(&value).map_err(bad)?),
+                Some(b'b') => {
+                    catalog.trust_bundle = Some(serde_json::from_slice(&value).map_err(bad)?)
+                }
                 Some(b'p') => {
                     let p: PolicyDoc = serde_json::from_slice(&value).map_err(bad)?;
                     catalog.policies.insert(p.name.clone(), p);
@@ -165,7 +175,8 @@ impl StateMachine {
             meta = serde_json::from_slice(&bytes).map_err(|e| corrupt("meta", e))?;
         }
         if let Some(bytes) = tree.get(b"revision")? {
-            catalog.revision = serde_json::from_slice(&bytes).map_err(|e| corrupt("revision", e))?;
+            catalog.revision =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt("revision", e))?;
         }
         let (revision, _) = watch::channel(catalog.revision);
         Ok(Self {
@@ -188,12 +199,18 @@ impl StateMachine {
         }
     }
 
-    fn write_objects(batch: &mut sled::Batch, state: &CatalogState) -> Result<(), StorageError<NodeId>> {
+    fn write_objects(
+        batch: &mut sled::Batch,
+        state: &CatalogState,
+    ) -> Result<(), StorageError<NodeId>> {
         for c in state.clusters.values() {
             batch.insert(object_key("c", &[&c.name]), json(c)?);
         }
         for e in state.exports.values() {
-            batch.insert(object_key("e", &[&e.cluster, &e.namespace, &e.name]), json(e)?);
+            batch.insert(
+                object_key("e", &[&e.cluster, &e.namespace, &e.name]),
+                json(e)?,
+            );
         }
         if let Some(b) = &state.trust_bundle {
             batch.insert(object_key("b", &[]), json(b)?);
@@ -205,7 +222,10 @@ impl StateMachine {
         Ok(())
     }
 
-    fn record_event(batch: &mut sled::Batch, events: &RevisionEvents) -> Result<(), StorageError<NodeId>> {
+    fn record_event(
+        batch: &mut sled::Batch,
+        events: &RevisionEvents,
+    ) -> Result<(), StorageError<NodeId>> {
         use crate::model::Event;
         for event in &events.events {
             match event {
@@ -277,8 +297,8 @@ impl CatalogView {
         let range = event_key(after.saturating_add(1))..=event_key(current);
         for item in self.shared.tree.range(range).take(limit) {
             let (key, value) = item?;
-            let events: RevisionEvents = serde_json::from_slice(&value)
-                .map_err(|e| corrupt(format!("event {key:?}"), e))?;
+            let events: RevisionEvents =
+                serde_json::from_slice(&value).map_err(|e| corrupt(format!("event {key:?}"), e))?;
             out.push(events);
         }
         // History may have been trimmed between the check and the read.
@@ -348,7 +368,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.tree.apply_batch(batch).map_err(sm_write)?;
         let revision = catalog.revision;
         {
-            let mut mirror = self.shared.mirror.write().unwrap_or_else(|p| p.into_inner());
+            let mut mirror = self
+                .shared
+                .mirror
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             *mirror = Mirror { catalog, meta };
         }
         self.shared.revision.send_replace(revision);
@@ -389,7 +413,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store_snapshot(meta, &data).await?;
         let revision = catalog.revision;
         {
-            let mut mirror = self.shared.mirror.write().unwrap_or_else(|p| p.into_inner());
+            let mut mirror = self
+                .shared
+                .mirror
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             *mirror = Mirror {
                 catalog,
                 meta: new_meta,
@@ -399,11 +427,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let Some(meta) = self.snapshots.get(SNAPSHOT_META).map_err(sm_read)? else {
             return Ok(None);
         };
-        let meta: SnapshotMeta<NodeId, NodeInfo> = serde_json::from_slice(&meta).map_err(sm_read)?;
+        let meta: SnapshotMeta<NodeId, NodeInfo> =
+            serde_json::from_slice(&meta).map_err(sm_read)?;
         let data = self
             .snapshots
             .get(SNAPSHOT_DATA)

@@ -1,0 +1,292 @@
+//! The federation node config file (`isthmus config schema federation`): parsed and
+//! validated once into an immutable [`FederationConfig`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use isthmus_ca::SpiffeId;
+use isthmus_ca::spiffe::dns_label;
+use isthmus_config::{FieldProblem, Validate};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::raft::NodeId;
+
+/// A federation node config file as written.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfigFile {
+    /// This node's Raft id: a positive integer, unique in the federation, never reused.
+    pub node_id: u64,
+    /// This node's name, the `NODE` of its SPIFFE ID `spiffe://TD/federation/NODE`.
+    pub name: String,
+    /// Where this node keeps its Raft log, catalog and snapshots (relative to the config
+    /// file's directory).
+    pub data_dir: PathBuf,
+    /// Where to listen.
+    pub listen: FederationListen,
+    /// Addresses other nodes and clients should use, when they differ from `listen`
+    /// (behind NAT, or when listening on 0.0.0.0).
+    #[serde(default)]
+    pub advertise: Option<FederationListen>,
+    /// This node's certificate files (relative to the config file's directory).
+    pub tls: FederationTls,
+    /// Who may use the admin API.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Raft timing and log retention.
+    #[serde(default)]
+    pub raft: RaftSection,
+}
+
+/// Listen addresses.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FederationListen {
+    /// Raft RPC between federation nodes (gRPC, mutual TLS; only federation nodes).
+    pub raft: SocketAddr,
+    /// Admin API, gRPC (mutual TLS).
+    pub admin: SocketAddr,
+    /// Admin API, REST/JSON over HTTPS (mutual TLS), with `/openapi.json`.
+    pub rest: SocketAddr,
+}
+
+/// Certificate files of a federation node.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FederationTls {
+    /// Trust bundle: the roots (PEM).
+    pub bundle: PathBuf,
+    /// This node's certificate (`spiffe://TD/federation/NAME`, issued by the root).
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8 PEM).
+    pub key: PathBuf,
+}
+
+/// Admin API access.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// SPIFFE IDs allowed to call the admin API besides federation nodes, for example
+    /// `spiffe://mesh.example/cluster/ops/ns/admin/sa/alice`. Every call needs a client
+    /// certificate that chains to the trust bundle; everyone else is refused.
+    #[serde(default)]
+    pub clients: Vec<String>,
+}
+
+/// Raft settings as written (milliseconds and counts).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    /// Leader heartbeat interval, ms (default 50).
+    pub heartbeat_ms: Option<u64>,
+    /// Smallest election timeout, ms (default 300). At least 3 heartbeats.
+    pub election_timeout_min_ms: Option<u64>,
+    /// Largest election timeout, ms (default 600).
+    pub election_timeout_max_ms: Option<u64>,
+    /// Build a snapshot after this many log entries (default 5000).
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot for lagging followers (default 1000).
+    pub keep_after_snapshot: Option<u64>,
+    /// Revisions of watch history kept for resuming watchers (default 10000).
+    pub watch_history: Option<u64>,
+}
+
+/// A validated federation node config.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// Raft id.
+    pub node_id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen addresses.
+    pub listen: FederationListen,
+    /// Advertised addresses (defaults to `listen`).
+    pub advertise: Option<FederationListen>,
+    /// Certificate files.
+    pub tls: FederationTls,
+    /// Extra admin client identities.
+    pub admin_clients: Vec<SpiffeId>,
+    /// Raft timing.
+    pub raft: RaftTiming,
+}
+
+/// Raft timing and retention, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout range.
+    pub election_timeout: (Duration, Duration),
+    /// Log entries between snapshots.
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot.
+    pub keep_after_snapshot: u64,
+    /// Watch history, in revisions.
+    pub watch_history: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+            snapshot_every: 5000,
+            keep_after_snapshot: 1000,
+            watch_history: 10_000,
+        }
+    }
+}
+
+impl RaftTiming {
+    /// The openraft config for this timing.
+    pub fn openraft_config(&self, cluster_name: &str) -> Result<openraft::Config, String> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        openraft::Config {
+            cluster_name: cluster_name.to_owned(),
+            heartbeat_interval: millis(self.heartbeat),
+            election_timeout_min: millis(self.election_timeout.0),
+            election_timeout_max: millis(self.election_timeout.1),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            install_snapshot_timeout: 5_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl Validate for FederationConfigFile {
+    type Valid = FederationConfig;
+
+    fn validate(self) -> Result<FederationConfig, Vec<FieldProblem>> {
+        let mut problems = Vec::new();
+        if self.node_id == 0 {
+            problems.push(FieldProblem::new("node_id", 0, "a positive integer"));
+        }
+        if dns_label("name", &self.name).is_err() {
+            problems.push(FieldProblem::new(
+                "name",
+                format!("{:?}", self.name),
+                "a DNS-1123 label: 1-63 of a-z 0-9 -, starting and ending with a letter or digit",
+            ));
+        }
+        let addrs = [
+            ("listen.raft", self.listen.raft),
+            ("listen.admin", self.listen.admin),
+            ("listen.rest", self.listen.rest),
+        ];
+        let mut seen = HashSet::new();
+        for (field, addr) in addrs {
+            if addr.port() != 0 && !seen.insert(addr) {
+                problems.push(FieldProblem::new(
+                    field,
+                    addr,
+                    "an address not used by another listener",
+                ));
+            }
+        }
+        if let Some(advertise) = &self.advertise {
+            for (field, addr) in [
+                ("advertise.raft", advertise.raft),
+                ("advertise.admin", advertise.admin),
+                ("advertise.rest", advertise.rest),
+            ] {
+                if addr.port() == 0 || addr.ip().is_unspecified() {
+                    problems.push(FieldProblem::new(
+                        field,
+                        addr,
+                        "a concrete address and port that others can reach",
+                    ));
+                }
+            }
+        }
+        let mut admin_clients = Vec::new();
+        for (i, client) in self.admin.clients.iter().enumerate() {
+            match SpiffeId::parse(client) {
+                Ok(id) => admin_clients.push(id),
+                Err(e) => problems.push(FieldProblem::new(
+                    format!("admin.clients[{i}]"),
+                    format!("{client:?}"),
+                    format!("a SPIFFE ID such as spiffe://mesh.example/cluster/ops/ns/admin/sa/alice ({e})"),
+                )),
+            }
+        }
+        let defaults = RaftTiming::default();
+        let ms = Duration::from_millis;
+        let r = &self.raft;
+        let timing = RaftTiming {
+            heartbeat: r.heartbeat_ms.map_or(defaults.heartbeat, ms),
+            election_timeout: (
+                r.election_timeout_min_ms
+                    .map_or(defaults.election_timeout.0, ms),
+                r.election_timeout_max_ms
+                    .map_or(defaults.election_timeout.1, ms),
+            ),
+            snapshot_every: r.snapshot_every.unwrap_or(defaults.snapshot_every),
+            keep_after_snapshot: r
+                .keep_after_snapshot
+                .unwrap_or(defaults.keep_after_snapshot),
+            watch_history: r.watch_history.unwrap_or(defaults.watch_history),
+        };
+        if !(10..=10_000).contains(&timing.heartbeat.as_millis()) {
+            problems.push(FieldProblem::new(
+                "raft.heartbeat_ms",
+                timing.heartbeat.as_millis(),
+                "10 to 10000",
+            ));
+        }
+        if timing.election_timeout.0 < timing.heartbeat * 3 {
+            problems.push(FieldProblem::new(
+                "raft.election_timeout_min_ms",
+                timing.election_timeout.0.as_millis(),
+                format!(
+                    "at least 3 heartbeats ({} ms)",
+                    (timing.heartbeat * 3).as_millis()
+                ),
+            ));
+        }
+        if timing.election_timeout.1 <= timing.election_timeout.0 {
+            problems.push(FieldProblem::new(
+                "raft.election_timeout_max_ms",
+                timing.election_timeout.1.as_millis(),
+                format!(
+                    "more than election_timeout_min_ms ({})",
+                    timing.election_timeout.0.as_millis()
+                ),
+            ));
+        }
+        if timing.snapshot_every == 0 {
+            problems.push(FieldProblem::new(
+                "raft.snapshot_every",
+                0,
+                "a positive count",
+            ));
+        }
+        if timing.watch_history == 0 {
+            problems.push(FieldProblem::new(
+                "raft.watch_history",
+                0,
+                "a positive count",
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(FederationConfig {
+            node_id: self.node_id,
+            name: self.name,
+            data_dir: self.data_dir,
+            listen: self.listen,
+            advertise: self.advertise,
+            tls: self.tls,
+            admin_clients,
+            raft: timing,
+        })
+    }
+}

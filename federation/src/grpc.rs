@@ -1,0 +1,533 @@
+//! The admin API over gRPC: converts between protobuf and the model and calls the
+//! service layer. Every decode failure names the field.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::command::{Command, Expect};
+use crate::error::ApiError;
+use crate::model::{
+    Cluster, ClusterState, EndpointHealth, Event, ExportKey, ExportPort, GatewayEndpoint,
+    PolicyDoc, PortProtocol, ServiceExport, TrustBundleDoc,
+};
+use crate::proto;
+use crate::proto::federation_admin_server::FederationAdmin;
+use crate::raft::NodeInfo;
+use crate::service::{Consistency, Federation, StatusReport, WatchMessage};
+use crate::validate;
+
+/// The gRPC face of the admin service.
+#[derive(Debug, Clone)]
+pub struct AdminGrpc {
+    federation: Arc<Federation>,
+}
+
+impl AdminGrpc {
+    /// Serves `federation`.
+    pub fn new(federation: Arc<Federation>) -> Self {
+        Self { federation }
+    }
+}
+
+fn consistency(value: i32) -> Result<Consistency, ApiError> {
+    match proto::Consistency::try_from(value) {
+        Ok(proto::Consistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(proto::Consistency::Stale) => Ok(Consistency::Stale),
+        Err(_) => Err(ApiError::invalid(
+            "consistency",
+            format!("unknown value {value}; use CONSISTENCY_LINEARIZABLE or CONSISTENCY_STALE"),
+        )),
+    }
+}
+
+/// The protobuf form of a status report.
+pub fn status_to_proto(report: StatusReport) -> proto::Status {
+    proto::Status {
+        node_id: report.node_id,
+        name: report.name,
+        state: report.state,
+        leader_id: report.leader_id,
+        term: report.term,
+        last_log_index: report.last_log_index,
+        applied_index: report.applied_index,
+        revision: report.revision,
+        initialized: report.initialized,
+        members: report
+            .members
+            .into_iter()
+            .map(|m| proto::Member {
+                node_id: m.node_id,
+                name: m.info.name,
+                raft_addr: m.info.raft_addr,
+                admin_addr: m.info.admin_addr,
+                rest_addr: m.info.rest_addr,
+                voter: m.voter,
+                lag: m.lag,
+            })
+            .collect(),
+    }
+}
+
+/// The model form of a protobuf cluster.
+pub fn cluster_from_proto(c: proto::Cluster) -> Result<Cluster, ApiError> {
+    let state = match proto::ClusterState::try_from(c.state) {
+        Ok(proto::ClusterState::Active) => ClusterState::Active,
+        Ok(proto::ClusterState::Pending) => ClusterState::Pending,
+        Ok(proto::ClusterState::Revoked) => ClusterState::Revoked,
+        Err(_) => {
+            return Err(ApiError::invalid(
+                "cluster.state",
+                format!("unknown value {}", c.state),
+            ));
+        }
+    };
+    Ok(Cluster {
+        name: c.name,
+        gateways: c
+            .gateways
+            .into_iter()
+            .map(|g| GatewayEndpoint {
+                name: g.name,
+                address: g.address,
+            })
+            .collect(),
+        intermediate_pem: c.intermediate_pem,
+        state,
+        revision: 0,
+    })
+}
+
+/// The protobuf form of a cluster.
+pub fn cluster_to_proto(c: Cluster) -> proto::Cluster {
+    proto::Cluster {
+        name: c.name,
+        gateways: c
+            .gateways
+            .into_iter()
+            .map(|g| proto::GatewayEndpoint {
+                name: g.name,
+                address: g.address,
+            })
+            .collect(),
+        intermediate_pem: c.intermediate_pem,
+        state: match c.state {
+            ClusterState::Active => proto::ClusterState::Active,
+            ClusterState::Pending => proto::ClusterState::Pending,
+            ClusterState::Revoked => proto::ClusterState::Revoked,
+        } as i32,
+        revision: c.revision,
+    }
+}
+
+/// The model form of a protobuf export.
+pub fn export_from_proto(e: proto::ServiceExport) -> Result<ServiceExport, ApiError> {
+    let mut ports = Vec::with_capacity(e.ports.len());
+    for (i, p) in e.ports.into_iter().enumerate() {
+        let port = u16::try_from(p.port).map_err(|_| {
+            ApiError::invalid(
+                format!("export.ports[{i}].port"),
+                format!("{} is not a port; use 1..=65535", p.port),
+            )
+        })?;
+        let protocol = match proto::PortProtocol::try_from(p.protocol) {
+            Ok(proto::PortProtocol::Tcp) => PortProtocol::Tcp,
+            Ok(proto::PortProtocol::Http) => PortProtocol::Http,
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    format!("export.ports[{i}].protocol"),
+                    format!("unknown value {}", p.protocol),
+                ));
+            }
+        };
+        ports.push(ExportPort {
+            name: p.name,
+            port,
+            protocol,
+        });
+    }
+    let health = e
+        .health
+        .map_or(EndpointHealth::default(), |h| EndpointHealth {
+            healthy: h.healthy,
+            total: h.total,
+        });
+    Ok(ServiceExport {
+        cluster: e.cluster,
+        namespace: e.namespace,
+        name: e.name,
+        ports,
+        health,
+        revision: 0,
+    })
+}
+
+/// The protobuf form of an export.
+pub fn export_to_proto(e: ServiceExport) -> proto::ServiceExport {
+    proto::ServiceExport {
+        cluster: e.cluster,
+        namespace: e.namespace,
+        name: e.name,
+        ports: e
+            .ports
+            .into_iter()
+            .map(|p| proto::ExportPort {
+                name: p.name,
+                port: u32::from(p.port),
+                protocol: match p.protocol {
+                    PortProtocol::Tcp => proto::PortProtocol::Tcp,
+                    PortProtocol::Http => proto::PortProtocol::Http,
+                } as i32,
+            })
+            .collect(),
+        health: Some(proto::EndpointHealth {
+            healthy: e.health.healthy,
+            total: e.health.total,
+        }),
+        revision: e.revision,
+    }
+}
+
+/// The model form of a protobuf trust bundle (checked).
+pub fn bundle_from_proto(b: proto::TrustBundle) -> Result<TrustBundleDoc, ApiError> {
+    let bundle = crate::bundle::from_proto(b).map_err(|e| match e {
+        crate::bundle::BundleDecodeError::Certificate { field, source } => {
+            ApiError::invalid(format!("bundle.{field}"), source.to_string())
+        }
+        crate::bundle::BundleDecodeError::NoRoots => {
+            ApiError::invalid("bundle.roots", "a trust bundle needs at least one root")
+        }
+        other => ApiError::invalid("bundle.trust_domain", other.to_string()),
+    })?;
+    let pem =
+        |roots: &[isthmus_ca::Root]| isthmus_ca::pem::certs_to_pem(roots.iter().map(|r| &r.der));
+    Ok(TrustBundleDoc {
+        trust_domain: bundle.trust_domain().to_string(),
+        roots_pem: pem(bundle.roots()),
+        retired_pem: pem(bundle.retired()),
+        revision: 0,
+    })
+}
+
+/// The protobuf form of a stored trust bundle.
+pub fn bundle_to_proto(doc: &TrustBundleDoc) -> Result<proto::TrustBundleRecord, ApiError> {
+    let bundle = validate::trust_bundle(doc, None)
+        .map_err(|e| ApiError::Internal(format!("stored trust bundle: {e}")))?;
+    Ok(proto::TrustBundleRecord {
+        bundle: Some(crate::bundle::to_proto(&bundle)),
+        revision: doc.revision,
+    })
+}
+
+fn event_to_proto(event: Event) -> Result<proto::Event, ApiError> {
+    use proto::event::Kind;
+    let kind = match event {
+        Event::ClusterPut { cluster } => Kind::ClusterPut(cluster_to_proto(cluster)),
+        Event::ClusterDeleted { name } => Kind::ClusterDeleted(name),
+        Event::ExportPut { export } => Kind::ExportPut(export_to_proto(export)),
+        Event::ExportDeleted {
+            cluster,
+            namespace,
+            name,
+        } => Kind::ExportDeleted(proto::ExportKey {
+            cluster,
+            namespace,
+            name,
+        }),
+        Event::TrustBundleSet { trust_bundle } => {
+            Kind::TrustBundleSet(bundle_to_proto(&trust_bundle)?)
+        }
+        Event::PolicyPut { policy } => Kind::PolicyPut(proto::Policy {
+            name: policy.name,
+            body: policy.body,
+            revision: policy.revision,
+        }),
+        Event::PolicyDeleted { name } => Kind::PolicyDeleted(name),
+    };
+    Ok(proto::Event { kind: Some(kind) })
+}
+
+/// The model form of a protobuf event (for clients of the watch).
+pub fn event_from_proto(event: proto::Event) -> Result<Event, ApiError> {
+    use proto::event::Kind;
+    let kind = event
+        .kind
+        .ok_or_else(|| ApiError::invalid("kind", "an event without a kind"))?;
+    Ok(match kind {
+        Kind::ClusterPut(c) => {
+            let revision = c.revision;
+            let mut cluster = cluster_from_proto(c)?;
+            cluster.revision = revision;
+            Event::ClusterPut { cluster }
+        }
+        Kind::ClusterDeleted(name) => Event::ClusterDeleted { name },
+        Kind::ExportPut(e) => {
+            let revision = e.revision;
+            let mut export = export_from_proto(e)?;
+            export.revision = revision;
+            Event::ExportPut { export }
+        }
+        Kind::ExportDeleted(k) => Event::ExportDeleted {
+            cluster: k.cluster,
+            namespace: k.namespace,
+            name: k.name,
+        },
+        Kind::TrustBundleSet(record) => {
+            let bundle = record
+                .bundle
+                .ok_or_else(|| ApiError::invalid("trust_bundle_set.bundle", "missing"))?;
+            let mut trust_bundle = bundle_from_proto(bundle)?;
+            trust_bundle.revision = record.revision;
+            Event::TrustBundleSet { trust_bundle }
+        }
+        Kind::PolicyPut(p) => Event::PolicyPut {
+            policy: PolicyDoc {
+                name: p.name,
+                body: p.body,
+                revision: p.revision,
+            },
+        },
+        Kind::PolicyDeleted(name) => Event::PolicyDeleted { name },
+    })
+}
+
+fn watch_to_proto(message: WatchMessage) -> Result<proto::WatchResponse, ApiError> {
+    let (revision, events, snapshot, done) = match message {
+        WatchMessage::Changes(changes) => (changes.revision, changes.events, false, false),
+        WatchMessage::Snapshot {
+            revision,
+            events,
+            done,
+        } => (revision, events, true, done),
+    };
+    Ok(proto::WatchResponse {
+        revision,
+        events: events
+            .into_iter()
+            .map(event_to_proto)
+            .collect::<Result<_, _>>()?,
+        snapshot,
+        snapshot_done: done,
+    })
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid(field, "required"))
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl FederationAdmin for AdminGrpc {
+    async fn get_status(&self, request: Request<proto::StatusRequest>) -> Reply<proto::Status> {
+        let consistency = consistency(request.into_inner().consistency)?;
+        let report = self.federation.status(consistency).await?;
+        Ok(Response::new(status_to_proto(report)))
+    }
+
+    async fn init(&self, _: Request<proto::InitRequest>) -> Reply<proto::Status> {
+        Ok(Response::new(status_to_proto(
+            self.federation.init().await?,
+        )))
+    }
+
+    async fn add_member(&self, request: Request<proto::AddMemberRequest>) -> Reply<proto::Status> {
+        let request = request.into_inner();
+        let member = required(request.member, "member")?;
+        let info = NodeInfo {
+            name: member.name,
+            raft_addr: member.raft_addr,
+            admin_addr: member.admin_addr,
+            rest_addr: member.rest_addr,
+        };
+        crate::validate::member(request.node_id, &info)?;
+        Ok(Response::new(status_to_proto(
+            self.federation.add_member(request.node_id, info).await?,
+        )))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<proto::RemoveMemberRequest>,
+    ) -> Reply<proto::Status> {
+        let id = request.into_inner().node_id;
+        Ok(Response::new(status_to_proto(
+            self.federation.remove_member(id).await?,
+        )))
+    }
+
+    async fn list_clusters(
+        &self,
+        request: Request<proto::ListRequest>,
+    ) -> Reply<proto::ClusterList> {
+        let consistency = consistency(request.into_inner().consistency)?;
+        let list = self
+            .federation
+            .read(consistency, |s| proto::ClusterList {
+                revision: s.revision,
+                clusters: s.clusters.values().cloned().map(cluster_to_proto).collect(),
+            })
+            .await?;
+        Ok(Response::new(list))
+    }
+
+    async fn get_cluster(
+        &self,
+        request: Request<proto::GetClusterRequest>,
+    ) -> Reply<proto::Cluster> {
+        let request = request.into_inner();
+        validate::name("name", &request.name)?;
+        let found = self
+            .federation
+            .read(consistency(request.consistency)?, |s| {
+                s.clusters.get(&request.name).cloned()
+            })
+            .await?;
+        let cluster = found.ok_or_else(|| {
+            ApiError::NotFound(format!("cluster \"{}\" does not exist", request.name))
+        })?;
+        Ok(Response::new(cluster_to_proto(cluster)))
+    }
+
+    async fn put_cluster(
+        &self,
+        request: Request<proto::PutClusterRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let request = request.into_inner();
+        let cluster = cluster_from_proto(required(request.cluster, "cluster")?)?;
+        validate::cluster(&cluster).map_err(|e| e.within("cluster"))?;
+        let expect = Expect::from_api(request.expect_revision);
+        let revision = self
+            .federation
+            .write(Command::PutCluster { cluster, expect })
+            .await?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    async fn delete_cluster(
+        &self,
+        request: Request<proto::DeleteClusterRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let request = request.into_inner();
+        validate::name("name", &request.name)?;
+        let expect = Expect::from_api(request.expect_revision);
+        let command = Command::DeleteCluster {
+            name: request.name,
+            expect,
+        };
+        let revision = self.federation.write(command).await?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    async fn list_exports(&self, request: Request<proto::ListRequest>) -> Reply<proto::ExportList> {
+        let consistency = consistency(request.into_inner().consistency)?;
+        let list = self
+            .federation
+            .read(consistency, |s| proto::ExportList {
+                revision: s.revision,
+                exports: s.exports.values().cloned().map(export_to_proto).collect(),
+            })
+            .await?;
+        Ok(Response::new(list))
+    }
+
+    async fn get_export(
+        &self,
+        request: Request<proto::GetExportRequest>,
+    ) -> Reply<proto::ServiceExport> {
+        let request = request.into_inner();
+        let key = ExportKey {
+            cluster: request.cluster,
+            namespace: request.namespace,
+            name: request.name,
+        };
+        validate::export_key(&key)?;
+        let found = self
+            .federation
+            .read(consistency(request.consistency)?, |s| {
+                s.exports.get(&key).cloned()
+            })
+            .await?;
+        let export =
+            found.ok_or_else(|| ApiError::NotFound(format!("export {key} does not exist")))?;
+        Ok(Response::new(export_to_proto(export)))
+    }
+
+    async fn put_export(
+        &self,
+        request: Request<proto::PutExportRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let request = request.into_inner();
+        let export = export_from_proto(required(request.export, "export")?)?;
+        validate::export(&export).map_err(|e| e.within("export"))?;
+        let expect = Expect::from_api(request.expect_revision);
+        let revision = self
+            .federation
+            .write(Command::PutExport { export, expect })
+            .await?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    async fn delete_export(
+        &self,
+        request: Request<proto::DeleteExportRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let request = request.into_inner();
+        let key = ExportKey {
+            cluster: request.cluster,
+            namespace: request.namespace,
+            name: request.name,
+        };
+        validate::export_key(&key)?;
+        let expect = Expect::from_api(request.expect_revision);
+        let revision = self
+            .federation
+            .write(Command::DeleteExport { key, expect })
+            .await?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    async fn get_trust_bundle(
+        &self,
+        request: Request<proto::GetTrustBundleRequest>,
+    ) -> Reply<proto::TrustBundleRecord> {
+        let consistency = consistency(request.into_inner().consistency)?;
+        let doc = self
+            .federation
+            .read(consistency, |s| s.trust_bundle.clone())
+            .await?;
+        let doc = doc.ok_or_else(|| ApiError::NotFound("no trust bundle has been set".into()))?;
+        Ok(Response::new(bundle_to_proto(&doc)?))
+    }
+
+    async fn set_trust_bundle(
+        &self,
+        request: Request<proto::SetTrustBundleRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let request = request.into_inner();
+        let trust_bundle = bundle_from_proto(required(request.bundle, "bundle")?)?;
+        validate::trust_bundle(&trust_bundle, Some(self.federation.trust_domain()))
+            .map_err(|e| e.within("bundle"))?;
+        let expect = Expect::from_api(request.expect_revision);
+        let command = Command::SetTrustBundle {
+            trust_bundle,
+            expect,
+        };
+        let revision = self.federation.write(command).await?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchResponse, Status>> + Send>>;
+
+    async fn watch(&self, request: Request<proto::WatchRequest>) -> Reply<Self::WatchStream> {
+        let after = request.into_inner().after_revision;
+        let rx = self.federation.watch(after);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|item| item.and_then(watch_to_proto).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+use tokio_stream::StreamExt as _;

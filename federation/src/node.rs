@@ -1,0 +1,306 @@
+//! Starting and stopping one federation node: its identity, storage, Raft, and the
+//! three mutual-TLS listeners (Raft RPC, admin gRPC, admin REST).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use isthmus_ca::verify::ExpectedIdentity;
+use isthmus_ca::{Identity, Svid, SvidFileError, SvidFiles};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{FederationConfig, FederationListen};
+use crate::grpc::AdminGrpc;
+use crate::network::{LinkFaults, MAX_RAFT_MESSAGE, Network, NetworkFactory, RaftRpc};
+use crate::proto::federation_admin_server::FederationAdminServer;
+use crate::proto::raft_server::RaftServer;
+use crate::raft::{NodeId, NodeInfo, Raft};
+use crate::rest::{MAX_BODY, TlsListener};
+use crate::service::{Federation, ServiceTimeouts};
+use crate::store::{self, StoreError};
+use crate::tls::{NodeTls, TlsError, accept_tls};
+
+/// Knobs for tests and embedding; production uses the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Link faults (test harness).
+    pub faults: LinkFaults,
+    /// Service-layer timeouts.
+    pub timeouts: ServiceTimeouts,
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The certificate files are unusable.
+    #[error(transparent)]
+    Identity(#[from] SvidFileError),
+    /// A listener could not bind.
+    #[error("field `{field}`: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The config field.
+        field: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory is unusable.
+    #[error("field `data_dir`: {0}")]
+    Store(#[from] StoreError),
+    /// The data directory could not be created.
+    #[error("field `data_dir`: cannot create {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Raft refused its config or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running federation node.
+pub struct RunningNode {
+    /// Raft id.
+    pub id: NodeId,
+    /// Name and the addresses others use.
+    pub info: NodeInfo,
+    /// The bound listen addresses.
+    pub listen: FederationListen,
+    /// The service layer.
+    pub federation: Arc<Federation>,
+    raft: Raft,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("id", &self.id)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(
+    field: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_err = |source| StartError::Bind {
+        field,
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, local))
+}
+
+/// Starts node `config`, resolving its relative paths against `base`.
+pub async fn start(
+    config: &FederationConfig,
+    base: &Path,
+    options: NodeOptions,
+) -> Result<RunningNode, StartError> {
+    let (bundle, cert, key) = (
+        base.join(&config.tls.bundle),
+        base.join(&config.tls.cert),
+        base.join(&config.tls.key),
+    );
+    let files = SvidFiles {
+        bundle: (&bundle, "tls.bundle"),
+        cert: (&cert, "tls.cert"),
+        key: (&key, "tls.key"),
+    };
+    let svid = Svid::load(files, &ExpectedIdentity::AnyFederationNode)?;
+    let expected_id = Identity::FederationNode {
+        node: config.name.clone(),
+    }
+    .to_spiffe_id(svid.id.trust_domain());
+    if svid.id != expected_id {
+        return Err(SvidFileError {
+            file: cert.display().to_string(),
+            field: "tls.cert",
+            reason: format!(
+                "the certificate is for {}, but this node's name is {:?} (expected {expected_id})",
+                svid.id, config.name
+            ),
+        }
+        .into());
+    }
+    let trust_domain = svid.id.trust_domain().clone();
+    let tls = NodeTls::new(svid, config.admin_clients.clone());
+
+    let (raft_listener, raft_addr) = bind("listen.raft", config.listen.raft).await?;
+    let (admin_listener, admin_addr) = bind("listen.admin", config.listen.admin).await?;
+    let (rest_listener, rest_addr) = bind("listen.rest", config.listen.rest).await?;
+    let listen = FederationListen {
+        raft: raft_addr,
+        admin: admin_addr,
+        rest: rest_addr,
+    };
+    let advertised = config.advertise.unwrap_or(listen);
+    let info = NodeInfo {
+        name: config.name.clone(),
+        raft_addr: advertised.raft.to_string(),
+        admin_addr: advertised.admin.to_string(),
+        rest_addr: advertised.rest.to_string(),
+    };
+
+    let data_dir = base.join(&config.data_dir);
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        dir: data_dir.display().to_string(),
+        source,
+    })?;
+    let (log, sm) = open_store(&data_dir, config.raft.watch_history).await?;
+    let view = sm.view();
+    let net = Network::new(config.node_id, tls.clone(), options.faults.clone());
+    let raft_config = config
+        .raft
+        .openraft_config(&format!("isthmus-{trust_domain}"))
+        .map_err(StartError::Raft)?;
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        NetworkFactory(net.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let stop = CancellationToken::new();
+    let federation = Arc::new(Federation::new(
+        config.node_id,
+        info.clone(),
+        raft.clone(),
+        view,
+        net,
+        trust_domain,
+        options.timeouts,
+        stop.clone(),
+    ));
+
+    let mut tasks = Vec::new();
+    let incoming = |listener, config| {
+        ReceiverStream::new(accept_tls(listener, config, stop.clone()))
+            .map(|(stream, _)| Ok::<_, std::io::Error>(stream))
+    };
+
+    let raft_service = RaftServer::new(RaftRpc::new(raft.clone(), federation.clone()))
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let raft_incoming = incoming(
+        raft_listener,
+        tls.server_config(ExpectedIdentity::AnyFederationNode, &[b"h2"])?,
+    );
+    let shutdown = stop.clone().cancelled_owned();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(raft_service)
+            .serve_with_incoming_shutdown(raft_incoming, shutdown)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "raft RPC server failed");
+        }
+    }));
+
+    let admin_service = FederationAdminServer::new(AdminGrpc::new(federation.clone()))
+        .max_decoding_message_size(MAX_BODY)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let admin_incoming = incoming(
+        admin_listener,
+        tls.server_config(tls.admin_identities(), &[b"h2"])?,
+    );
+    let shutdown = stop.clone().cancelled_owned();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(admin_service)
+            .serve_with_incoming_shutdown(admin_incoming, shutdown)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin gRPC server failed");
+        }
+    }));
+
+    let rest_listener = TlsListener {
+        incoming: accept_tls(
+            rest_listener,
+            tls.server_config(tls.admin_identities(), &[b"http/1.1"])?,
+            stop.clone(),
+        ),
+        local: rest_addr,
+    };
+    let router = crate::rest::router(federation.clone());
+    let shutdown = stop.clone().cancelled_owned();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(rest_listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "admin REST server failed");
+        }
+    }));
+
+    tracing::info!(node = config.node_id, name = %config.name, raft = %raft_addr, admin = %admin_addr, rest = %rest_addr, "federation node started");
+    Ok(RunningNode {
+        id: config.node_id,
+        info,
+        listen,
+        federation,
+        raft,
+        stop,
+        tasks,
+    })
+}
+
+/// Opens the store, waiting (bounded) for a previous holder of the directory in this
+/// process to let go of sled's lock.
+async fn open_store(
+    dir: &Path,
+    history: u64,
+) -> Result<(store::LogStore, store::StateMachine), StoreError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match store::open(dir, history) {
+            Err(StoreError::Open {
+                source: sled::Error::Io(e),
+                ..
+            }) if e.kind() == std::io::ErrorKind::WouldBlock
+                && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl RunningNode {
+    /// Stops serving, stops Raft and waits for the listeners to close, releasing the
+    /// data directory.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// A token cancelled when the node stops.
+    pub fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}

@@ -1,0 +1,554 @@
+//! The admin service layer that gRPC and REST both call: writes go through Raft on the
+//! leader (a follower forwards them), reads are linearizable by default (a read index
+//! confirmed by a quorum, then served from this node's applied state) or stale on
+//! request, and watches stream the applied history.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use isthmus_ca::TrustDomain;
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::command::Command;
+use crate::error::ApiError;
+use crate::model::{CatalogState, RevisionEvents};
+use crate::network::Network;
+use crate::raft::{NodeId, NodeInfo, Raft, Request, Response};
+use crate::store::{CatalogView, WatchFrom};
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began.
+    #[default]
+    Linearizable,
+    /// Whatever this node has applied.
+    Stale,
+}
+
+/// A request a follower hands to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardRequest {
+    /// Propose a command.
+    Write(Command),
+    /// Confirm leadership with a quorum and return the log index a linearizable read
+    /// must wait for.
+    ReadIndex,
+    /// The leader's view of the federation, with member lags.
+    Status,
+    /// Add a node (learner, catch up, voter).
+    AddMember {
+        /// Its id.
+        id: NodeId,
+        /// Its addresses.
+        info: NodeInfo,
+    },
+    /// Remove a node.
+    RemoveMember {
+        /// Its id.
+        id: NodeId,
+    },
+}
+
+/// The leader's answer to a [`ForwardRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardReply {
+    /// Applied at this revision.
+    Written(u64),
+    /// Wait for this index.
+    ReadIndex(Option<u64>),
+    /// A status report.
+    Status(StatusReport),
+}
+
+/// One member as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MemberStatus {
+    /// Raft id.
+    pub node_id: NodeId,
+    /// Name and addresses.
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    /// A voter (otherwise a learner).
+    pub voter: bool,
+    /// Log entries behind the leader, when known (only the leader knows).
+    pub lag: Option<u64>,
+}
+
+/// A node's view of the federation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StatusReport {
+    /// The reporting node.
+    pub node_id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    /// The leader it knows of.
+    pub leader_id: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Index of its last log entry.
+    pub last_log_index: Option<u64>,
+    /// Index of the last entry applied to its catalog.
+    pub applied_index: Option<u64>,
+    /// Catalog revision it has applied.
+    pub revision: u64,
+    /// Whether the federation has been initialised.
+    pub initialized: bool,
+    /// Members, voters and learners.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One message of a watch stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchMessage {
+    /// The changes of one revision.
+    Changes(RevisionEvents),
+    /// Part of a full state at `revision`: discard what you hold; the parts up to the
+    /// one with `done` together are the whole catalog.
+    Snapshot {
+        /// The state's revision.
+        revision: u64,
+        /// Objects, as put events.
+        events: Vec<crate::model::Event>,
+        /// The last part.
+        done: bool,
+    },
+}
+
+/// Timeouts of the service layer.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceTimeouts {
+    /// A write: proposal to applied.
+    pub write: Duration,
+    /// Confirming leadership for a linearizable read.
+    pub read_index: Duration,
+    /// A learner catching up before it is promoted.
+    pub catch_up: Duration,
+}
+
+impl Default for ServiceTimeouts {
+    fn default() -> Self {
+        Self {
+            write: Duration::from_secs(10),
+            read_index: Duration::from_secs(3),
+            catch_up: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The federation as the admin API sees it.
+pub struct Federation {
+    id: NodeId,
+    info: NodeInfo,
+    raft: Raft,
+    view: CatalogView,
+    net: Arc<Network>,
+    trust_domain: TrustDomain,
+    timeouts: ServiceTimeouts,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+const SNAPSHOT_CHUNK: usize = 256;
+const EVENTS_PER_READ: usize = 256;
+
+impl Federation {
+    /// The service of node `id`; watches end when `stop` is cancelled.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: NodeId,
+        info: NodeInfo,
+        raft: Raft,
+        view: CatalogView,
+        net: Arc<Network>,
+        trust_domain: TrustDomain,
+        timeouts: ServiceTimeouts,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            id,
+            info,
+            raft,
+            view,
+            net,
+            trust_domain,
+            timeouts,
+            stop,
+        }
+    }
+
+    /// This node's Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This node's applied catalog.
+    pub fn view(&self) -> &CatalogView {
+        &self.view
+    }
+
+    /// The federation's trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// Bootstraps a new federation with this node as its only voter.
+    pub async fn init(&self) -> Result<StatusReport, ApiError> {
+        let members = BTreeMap::from([(self.id, self.info.clone())]);
+        match self.raft.initialize(members).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(e)) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "cannot initialise: {e}; a federation is initialised once, on one node — add the others with `member add`"
+                )));
+            }
+            Err(RaftError::Fatal(e)) => return Err(ApiError::Unavailable(e.to_string())),
+        }
+        // Wait until this node leads, so that the next call can write.
+        let _ = self
+            .raft
+            .wait(Some(self.timeouts.write))
+            .state(ServerState::Leader, "init")
+            .await;
+        Ok(self.local_status())
+    }
+
+    /// Applies `command` on the leader; returns the revision it produced.
+    pub async fn write(&self, command: Command) -> Result<u64, ApiError> {
+        match self.on_leader(ForwardRequest::Write(command)).await? {
+            ForwardReply::Written(revision) => Ok(revision),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits until this node may serve a read of `consistency`.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
+        if consistency == Consistency::Stale {
+            return Ok(());
+        }
+        let index = match self.on_leader(ForwardRequest::ReadIndex).await? {
+            ForwardReply::ReadIndex(index) => index,
+            other => return Err(unexpected(&other)),
+        };
+        if let Some(index) = index {
+            self.raft
+                .wait(Some(self.timeouts.read_index))
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("this node is not catching up: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the catalog after a barrier of `consistency`.
+    pub async fn read<T>(
+        &self,
+        consistency: Consistency,
+        f: impl FnOnce(&CatalogState) -> T,
+    ) -> Result<T, ApiError> {
+        self.read_barrier(consistency).await?;
+        Ok(self.view.read(f))
+    }
+
+    /// The federation's status: the leader's (with lags) unless `consistency` is stale
+    /// or no leader answers, then this node's own.
+    pub async fn status(&self, consistency: Consistency) -> Result<StatusReport, ApiError> {
+        if consistency == Consistency::Stale {
+            return Ok(self.local_status());
+        }
+        match self.on_leader(ForwardRequest::Status).await {
+            Ok(ForwardReply::Status(report)) => Ok(report),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds node `id`: learner, catch up, voter.
+    pub async fn add_member(&self, id: NodeId, info: NodeInfo) -> Result<StatusReport, ApiError> {
+        match self
+            .on_leader(ForwardRequest::AddMember { id, info })
+            .await?
+        {
+            ForwardReply::Status(report) => Ok(report),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes node `id`.
+    pub async fn remove_member(&self, id: NodeId) -> Result<StatusReport, ApiError> {
+        match self.on_leader(ForwardRequest::RemoveMember { id }).await? {
+            ForwardReply::Status(report) => Ok(report),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs `request` here if this node leads, else on the leader.
+    async fn on_leader(&self, request: ForwardRequest) -> Result<ForwardReply, ApiError> {
+        match self.execute_local(request.clone()).await {
+            Err(ApiError::NotLeader {
+                leader: Some((leader, info)),
+            }) if leader != self.id => {
+                let ttl = match request {
+                    ForwardRequest::AddMember { .. } => self.timeouts.catch_up,
+                    ForwardRequest::ReadIndex => self.timeouts.read_index,
+                    _ => self.timeouts.write,
+                } + Duration::from_secs(1);
+                self.net.forward(leader, &info, &request, ttl).await
+            }
+            other => other,
+        }
+    }
+
+    /// Runs `request` on this node, which must be the leader (except `Status`). This is
+    /// also what a leader runs for a follower's forwarded request: it never forwards
+    /// again, so a request cannot loop.
+    pub async fn execute_local(&self, request: ForwardRequest) -> Result<ForwardReply, ApiError> {
+        match request {
+            ForwardRequest::Write(command) => {
+                let write = self.raft.client_write(Request { command });
+                let response = tokio::time::timeout(self.timeouts.write, write)
+                    .await
+                    .map_err(|_| no_quorum("the write", self.timeouts.write))?
+                    .map_err(write_error)?;
+                match response.data {
+                    Response::Applied { revision } => Ok(ForwardReply::Written(revision)),
+                    Response::Rejected(rejection) => Err(rejection.into()),
+                    Response::Internal => Err(ApiError::Internal(
+                        "a command applied as an internal entry".into(),
+                    )),
+                }
+            }
+            ForwardRequest::ReadIndex => {
+                let confirm = self.raft.ensure_linearizable();
+                let read_log_id = tokio::time::timeout(self.timeouts.read_index, confirm)
+                    .await
+                    .map_err(|_| no_quorum("confirming leadership", self.timeouts.read_index))?
+                    .map_err(leader_error)?;
+                Ok(ForwardReply::ReadIndex(read_log_id.map(|l| l.index)))
+            }
+            ForwardRequest::Status => {
+                let report = self.local_status();
+                if report.state == "leader" {
+                    Ok(ForwardReply::Status(report))
+                } else {
+                    Err(self.not_leader())
+                }
+            }
+            ForwardRequest::AddMember { id, info } => {
+                if self.local_status().state != "leader" {
+                    return Err(self.not_leader());
+                }
+                let learner = self.raft.add_learner(id, info, true);
+                tokio::time::timeout(self.timeouts.catch_up, learner)
+                    .await
+                    .map_err(|_| ApiError::Unavailable(format!(
+                        "node {id} did not catch up within {:?}; check that it runs and that its raft address is reachable",
+                        self.timeouts.catch_up
+                    )))?
+                    .map_err(write_error)?;
+                let promote = self
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds([id].into()), false);
+                tokio::time::timeout(self.timeouts.write, promote)
+                    .await
+                    .map_err(|_| no_quorum("the membership change", self.timeouts.write))?
+                    .map_err(write_error)?;
+                Ok(ForwardReply::Status(self.local_status()))
+            }
+            ForwardRequest::RemoveMember { id } => {
+                if self.local_status().state != "leader" {
+                    return Err(self.not_leader());
+                }
+                let membership = self.raft.metrics().borrow().membership_config.clone();
+                let voter = membership.membership().voter_ids().any(|v| v == id);
+                let known = membership.membership().nodes().any(|(n, _)| *n == id);
+                if !known {
+                    return Err(ApiError::NotFound(format!("node {id} is not a member")));
+                }
+                let change = if voter {
+                    ChangeMembers::RemoveVoters([id].into())
+                } else {
+                    ChangeMembers::RemoveNodes([id].into())
+                };
+                let remove = self.raft.change_membership(change, false);
+                tokio::time::timeout(self.timeouts.write, remove)
+                    .await
+                    .map_err(|_| no_quorum("the membership change", self.timeouts.write))?
+                    .map_err(write_error)?;
+                Ok(ForwardReply::Status(self.local_status()))
+            }
+        }
+    }
+
+    fn not_leader(&self) -> ApiError {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader.and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|info| (id, info.clone()))
+        });
+        ApiError::NotLeader { leader }
+    }
+
+    /// This node's own view.
+    pub fn local_status(&self) -> StatusReport {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let last = metrics.last_log_index;
+        let members = membership
+            .nodes()
+            .map(|(id, info)| {
+                let lag = metrics.replication.as_ref().and_then(|r| {
+                    let matched = r.get(id)?;
+                    Some(
+                        last.unwrap_or(0)
+                            .saturating_sub(matched.map_or(0, |m| m.index)),
+                    )
+                });
+                MemberStatus {
+                    node_id: *id,
+                    info: info.clone(),
+                    voter: voters.contains(id),
+                    lag: if *id == self.id && metrics.state == ServerState::Leader {
+                        Some(0)
+                    } else {
+                        lag
+                    },
+                }
+            })
+            .collect();
+        StatusReport {
+            node_id: self.id,
+            name: self.info.name.clone(),
+            state: match metrics.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_owned(),
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: last,
+            applied_index: metrics.last_applied.map(|l| l.index),
+            revision: self.view.revision(),
+            initialized: metrics.membership_config.log_id().is_some() || !voters.is_empty(),
+            members,
+        }
+    }
+
+    /// Streams every change after revision `after`: in order, no gaps, no duplicates;
+    /// a full state first when the history no longer reaches back that far. The stream
+    /// ends when the receiver is dropped.
+    pub fn watch(&self, after: u64) -> mpsc::Receiver<Result<WatchMessage, ApiError>> {
+        let (tx, rx) = mpsc::channel(64);
+        let view = self.view.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            let mut changed = view.subscribe();
+            let mut after = after;
+            loop {
+                changed.borrow_and_update();
+                let next = match view.since(after, EVENTS_PER_READ) {
+                    Ok(next) => next,
+                    Err(e) => {
+                        let _ = tx.send(Err(ApiError::Internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                match next {
+                    WatchFrom::Snapshot(state) => {
+                        let events = state.as_events();
+                        let chunks: Vec<_> = events.chunks(SNAPSHOT_CHUNK).collect();
+                        let count = chunks.len().max(1);
+                        for i in 0..count {
+                            let message = WatchMessage::Snapshot {
+                                revision: state.revision,
+                                events: chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
+                                done: i + 1 == count,
+                            };
+                            if tx.send(Ok(message)).await.is_err() {
+                                return;
+                            }
+                        }
+                        after = state.revision;
+                    }
+                    WatchFrom::Events(list) if list.is_empty() => {
+                        tokio::select! {
+                            () = tx.closed() => return,
+                            () = stop.cancelled() => {
+                                let _ = tx.send(Err(ApiError::Unavailable("this node is shutting down; resume the watch on another node".into()))).await;
+                                return;
+                            }
+                            changed = changed.changed() => if changed.is_err() { return },
+                        }
+                    }
+                    WatchFrom::Events(list) => {
+                        for events in list {
+                            after = events.revision;
+                            if tx.send(Ok(WatchMessage::Changes(events))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+fn unexpected(reply: &ForwardReply) -> ApiError {
+    ApiError::Internal(format!("unexpected reply from the leader: {reply:?}"))
+}
+
+fn no_quorum(what: &str, after: Duration) -> ApiError {
+    ApiError::Unavailable(format!(
+        "{what} did not complete within {after:?}: no quorum of federation nodes answered; check `isthmus federation status` and the nodes' logs"
+    ))
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ApiError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => match e {
+            ChangeMembershipError::LearnerNotFound(e) => ApiError::NotFound(e.to_string()),
+            other => ApiError::FailedPrecondition(other.to_string()),
+        },
+        RaftError::Fatal(e) => ApiError::Unavailable(format!("this node stopped: {e}")),
+    }
+}
+
+fn leader_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>) -> ApiError {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => ApiError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node),
+        },
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)) => {
+            ApiError::Unavailable(format!("no quorum confirms this leader: {e}"))
+        }
+        RaftError::Fatal(e) => ApiError::Unavailable(format!("this node stopped: {e}")),
+    }
+}

@@ -1,0 +1,188 @@
+//! Mutual TLS for every federation listener and client, on the CA's SPIFFE verifier:
+//! the Raft port accepts only federation nodes; the admin ports accept federation
+//! nodes and the configured admin identities. tonic and axum get already-handshaken
+//! streams, so the verifier is ours, not webpki's (which rejects URI name constraints).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use isthmus_ca::verify::ExpectedIdentity;
+use isthmus_ca::verify::tls::{SpiffeVerifier, client_config, server_config};
+use isthmus_ca::{CertFacts, SharedBundle, SpiffeId, Svid};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A node's certificate, key and the trust bundle it checks peers against.
+#[derive(Clone)]
+pub struct NodeTls {
+    bundle: SharedBundle,
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+    id: SpiffeId,
+    admin_clients: Vec<SpiffeId>,
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeTls")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A TLS setup problem (a key the provider refuses, for example).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsError(#[from] rustls::Error);
+
+impl NodeTls {
+    /// From a checked federation-node SVID; `admin_clients` may also use the admin API.
+    pub fn new(svid: Svid, admin_clients: Vec<SpiffeId>) -> Self {
+        Self {
+            bundle: SharedBundle::new(svid.bundle),
+            chain: svid.chain,
+            key: Arc::new(svid.key),
+            id: svid.id,
+            admin_clients,
+        }
+    }
+
+    /// This node's SPIFFE ID.
+    pub fn id(&self) -> &SpiffeId {
+        &self.id
+    }
+
+    /// The live trust bundle.
+    pub fn bundle(&self) -> &SharedBundle {
+        &self.bundle
+    }
+
+    /// Identities the admin listeners accept.
+    pub fn admin_identities(&self) -> ExpectedIdentity {
+        let mut options = vec![ExpectedIdentity::AnyFederationNode];
+        options.extend(
+            self.admin_clients
+                .iter()
+                .cloned()
+                .map(ExpectedIdentity::Exact),
+        );
+        ExpectedIdentity::OneOf(options)
+    }
+
+    /// A server config that accepts clients matching `expected`.
+    pub fn server_config(
+        &self,
+        expected: ExpectedIdentity,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let verifier = SpiffeVerifier::new(self.bundle.clone(), expected);
+        let config = server_config(verifier, self.chain.clone(), self.key.clone_key(), alpn)?;
+        Ok(Arc::new(config))
+    }
+
+    /// A client config that presents this node's certificate and accepts servers
+    /// matching `expected`.
+    pub fn client_config(
+        &self,
+        expected: ExpectedIdentity,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let verifier = SpiffeVerifier::new(self.bundle.clone(), expected);
+        let config = client_config(verifier, self.chain.clone(), self.key.clone_key(), &[b"h2"])?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// Accepts TCP connections on `listener`, runs each TLS handshake in its own task
+/// (bounded by a timeout, so a slow client holds up no one), and yields the finished
+/// streams until `stop` is cancelled.
+pub fn accept_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    stop: CancellationToken,
+) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send((tls, remote)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// The SPIFFE ID of a verified peer's leaf certificate.
+pub fn peer_id(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
+    let leaf = certs?.first()?;
+    let facts = CertFacts::parse(leaf).ok()?;
+    SpiffeId::parse(facts.uris.first()?).ok()
+}
+
+/// A lazily connecting gRPC channel to `addr` over mutual TLS with `config`.
+pub fn channel(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Option<Duration>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    if let Some(timeout) = timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    let connector = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+        let config = config.clone();
+        async move {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            // The verifier checks the SPIFFE ID, not this name; it only fills SNI.
+            let name = ServerName::try_from(host).unwrap_or_else(|_| {
+                ServerName::try_from("federation.isthmus").expect("valid name")
+            });
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
