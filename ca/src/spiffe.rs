@@ -333,9 +333,12 @@ mod tests {
         assert_eq!(td.id().path(), "");
     }
 
+    /// An input and a check of the error it must produce.
+    type Case = (&'static str, fn(&SpiffeIdError) -> bool);
+
     #[test]
     fn refuses_bad_syntax_with_a_reason() {
-        let cases: &[(&str, fn(&SpiffeIdError) -> bool)] = &[
+        let cases: &[Case] = &[
             ("https://td/x", |e| matches!(e, SpiffeIdError::WrongScheme)),
             ("SPIFFE://td/x", |e| matches!(e, SpiffeIdError::WrongScheme)),
             ("spiffe://", |e| {

@@ -527,12 +527,15 @@ async fn missing_intermediate_is_refused() {
     );
 }
 
+/// Edits a certificate's parameters before signing.
+type Tamper = Box<dyn FnOnce(&mut CertificateParams)>;
+
 #[tokio::test]
 async fn wrong_key_usage_is_refused() {
     let now = SystemTime::now();
     let pki = Pki::new("mesh.example", now);
     let id = ["spiffe://mesh.example/cluster/east/gateway/gw"];
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut CertificateParams)>)> = vec![
+    let cases: Vec<(&str, Tamper)> = vec![
         (
             "no digitalSignature",
             Box::new(|p| p.key_usages = vec![KeyUsagePurpose::KeyAgreement]),

@@ -412,7 +412,7 @@ async fn a_draining_receiver_refuses_new_streams_fast_and_keeps_live_ones() {
     let drain = tokio::spawn(west.drain(Duration::from_secs(20)));
     let started = Instant::now();
     eventually("east's new connections to be refused", || async {
-        matches!(round_trip(addr, b"new").await, Err(_))
+        round_trip(addr, b"new").await.is_err()
             || matches!(round_trip(addr, b"new").await, Ok(r) if r.is_empty())
     })
     .await;
