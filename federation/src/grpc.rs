@@ -313,6 +313,27 @@ fn watch_to_proto(message: WatchMessage) -> Result<proto::WatchResponse, ApiErro
     })
 }
 
+/// The model form of a protobuf watch message (for clients of the watch).
+pub fn watch_from_proto(message: proto::WatchResponse) -> Result<WatchMessage, ApiError> {
+    let events = message
+        .events
+        .into_iter()
+        .map(event_from_proto)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(if message.snapshot {
+        WatchMessage::Snapshot {
+            revision: message.revision,
+            events,
+            done: message.snapshot_done,
+        }
+    } else {
+        WatchMessage::Changes(crate::model::RevisionEvents {
+            revision: message.revision,
+            events,
+        })
+    })
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
     value.ok_or_else(|| ApiError::invalid(field, "required"))
 }

@@ -26,7 +26,7 @@ async fn three_nodes_elect_replicate_and_forward_writes() {
         .await
         .unwrap()
         .into_inner();
-    let mut checker = WatchChecker::new(0);
+    let mut checker = WatchChecker::new();
 
     let via_leader = h
         .client(leader)
@@ -70,7 +70,7 @@ async fn three_nodes_elect_replicate_and_forward_writes() {
 
     checker.until(&mut watch, via_follower.revision).await;
     assert_eq!(
-        checker.clusters,
+        checker.clusters(),
         BTreeSet::from(["east".to_owned(), "west".to_owned()])
     );
     h.shutdown().await;
@@ -126,7 +126,7 @@ async fn leader_killed_new_leader_takes_writes_and_no_acknowledged_write_is_lost
         .await
         .unwrap()
         .into_inner();
-    let mut checker = WatchChecker::new(0);
+    let mut checker = WatchChecker::new();
 
     let mut acked = BTreeSet::new();
     for i in 0..20 {
@@ -174,7 +174,7 @@ async fn leader_killed_new_leader_takes_writes_and_no_acknowledged_write_is_lost
         .into_inner()
         .revision;
     checker.until(&mut watch, final_revision).await;
-    assert!(acked.is_subset(&checker.clusters));
+    assert!(acked.is_subset(&checker.clusters()));
     h.shutdown().await;
 }
 
@@ -289,9 +289,10 @@ async fn a_new_node_gets_a_snapshot_and_members_can_be_added_and_removed() {
 
     // Node 4 joins: the log it needs is gone, so it must install a snapshot.
     h.add_member(4).await;
+    // Linearizable on node 4: it waits until it has applied everything acknowledged.
     let list = h
         .client(4)
-        .list_clusters(stale())
+        .list_clusters(linearizable())
         .await
         .unwrap()
         .into_inner();
@@ -308,10 +309,10 @@ async fn a_new_node_gets_a_snapshot_and_members_can_be_added_and_removed() {
         .into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert!(first.snapshot, "expected a snapshot first");
-    let mut checker = WatchChecker::new(1);
+    let mut checker = WatchChecker::new();
     checker.feed(first);
     checker.until(&mut watch, 60).await;
-    assert_eq!(checker.clusters.len(), 60);
+    assert_eq!(checker.clusters().len(), 60);
     // A watch from a revision still in the history resumes exactly after it.
     let mut resumed = h
         .client(4)

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Subcommand, ValueEnum};
 use isthmus_ca::policy::CaPolicyFile;
 use isthmus_config::Validate;
+use isthmus_federation::config::FederationConfigFile;
 use isthmus_gateway::config::GatewayConfigFile;
 
 #[derive(Debug, Subcommand)]
@@ -24,13 +25,15 @@ pub(crate) enum ConfigCommand {
     },
 }
 
-/// The config kinds that exist today; the federation's comes with it.
+/// The config kinds.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Kind {
     /// The CA policy: key algorithms, lifetimes, rotation, expiry warnings.
     Ca,
     /// A gateway: cluster, certificates, listeners, peers, exports, imports.
     Gateway,
+    /// A federation node: id, name, data directory, listeners, certificates, Raft timing.
+    Federation,
 }
 
 pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
@@ -39,6 +42,7 @@ pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
             let schema = match kind {
                 Kind::Ca => isthmus_config::schema_of::<CaPolicyFile>(),
                 Kind::Gateway => isthmus_config::schema_of::<GatewayConfigFile>(),
+                Kind::Federation => isthmus_config::schema_of::<FederationConfigFile>(),
             };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
@@ -46,6 +50,7 @@ pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
         ConfigCommand::Check { kind, file } => match kind {
             Kind::Ca => check::<CaPolicyFile>(&file),
             Kind::Gateway => check::<GatewayConfigFile>(&file),
+            Kind::Federation => check::<FederationConfigFile>(&file),
         },
     }
 }

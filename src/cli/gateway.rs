@@ -66,7 +66,7 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     tokio::select! {

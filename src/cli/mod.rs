@@ -2,6 +2,7 @@
 
 mod ca;
 mod config;
+mod federation;
 mod files;
 mod gateway;
 
@@ -28,8 +29,9 @@ enum Command {
     /// Run an east-west gateway.
     #[command(subcommand)]
     Gateway(gateway::GatewayCommand),
-    /// Run and administer the federation service (not implemented yet).
-    Federation(Unimplemented),
+    /// Run and administer the federation service.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// Start a local mesh for development (not implemented yet).
     Dev(Unimplemented),
     /// Check a directory of config and policy files offline (not implemented yet).
@@ -53,7 +55,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(command) => ca::run(command),
         Command::Config(command) => config::run(command),
         Command::Gateway(command) => gateway::run(command),
-        Command::Federation(_) => unimplemented("federation"),
+        Command::Federation(command) => federation::run(command),
         Command::Dev(_) => unimplemented("dev"),
         Command::Vet(_) => unimplemented("vet"),
     }

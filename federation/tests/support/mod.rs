@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustDomain};
 use isthmus_federation::config::{FederationConfig, FederationListen, FederationTls, RaftTiming};
+use isthmus_federation::mirror::CatalogMirror;
 use isthmus_federation::network::LinkFaults;
 use isthmus_federation::node::{NodeOptions, RunningNode, start};
 use isthmus_federation::proto;
@@ -357,86 +358,46 @@ pub fn linearizable() -> proto::ListRequest {
     proto::ListRequest { consistency: 0 }
 }
 
-/// Checks a watch: revisions strictly consecutive after `after` (a snapshot may reset
-/// the position, and must be whole), events present in every change. Returns the
-/// revision reached and the names of clusters seen put.
+/// Checks a watch with the library's [`CatalogMirror`], which refuses gaps, duplicates,
+/// time travel and split snapshots: any such message fails the test.
 pub struct WatchChecker {
-    pub at: u64,
-    pub in_snapshot: bool,
-    pub clusters: std::collections::BTreeSet<String>,
-    pub messages: usize,
+    pub mirror: CatalogMirror,
 }
 
 impl WatchChecker {
-    pub fn new(after: u64) -> Self {
+    pub fn new() -> Self {
         Self {
-            at: after,
-            in_snapshot: false,
-            clusters: Default::default(),
-            messages: 0,
+            mirror: CatalogMirror::new(),
         }
     }
 
     pub fn feed(&mut self, message: proto::WatchResponse) {
-        use proto::event::Kind;
-        self.messages += 1;
-        if message.snapshot {
-            if !self.in_snapshot {
-                assert!(
-                    message.revision >= self.at,
-                    "snapshot at {} travels back from {}",
-                    message.revision,
-                    self.at
-                );
-                self.clusters.clear();
-                self.in_snapshot = true;
-            }
-            assert_eq!(message.revision, self.at.max(message.revision));
-            self.at = message.revision;
-            if message.snapshot_done {
-                self.in_snapshot = false;
-            }
-        } else {
-            assert!(!self.in_snapshot, "changes inside an unfinished snapshot");
-            assert_eq!(
-                message.revision,
-                self.at + 1,
-                "gap or duplicate: got {} after {}",
-                message.revision,
-                self.at
-            );
-            assert!(
-                !message.events.is_empty(),
-                "revision {} without events",
-                message.revision
-            );
-            self.at = message.revision;
-        }
-        for event in message.events {
-            match event.kind.unwrap() {
-                Kind::ClusterPut(c) => {
-                    self.clusters.insert(c.name);
-                }
-                Kind::ClusterDeleted(name) => {
-                    self.clusters.remove(&name);
-                }
-                _ => {}
-            }
+        let message = isthmus_federation::grpc::watch_from_proto(message).unwrap();
+        if let Err(e) = self.mirror.apply(message) {
+            panic!("watch broke its guarantees: {e}");
         }
     }
 
-    /// Reads `stream` until the checker reaches `revision`.
+    pub fn at(&self) -> u64 {
+        self.mirror.revision()
+    }
+
+    pub fn clusters(&self) -> std::collections::BTreeSet<String> {
+        self.mirror.state().clusters.keys().cloned().collect()
+    }
+
+    /// Reads `stream` until the mirror is complete up to `revision`.
     pub async fn until(
         &mut self,
         stream: &mut tonic::Streaming<proto::WatchResponse>,
         revision: u64,
     ) {
-        while self.at < revision || self.in_snapshot {
+        while self.at() < revision {
             let message = tokio::time::timeout(BOUND, stream.message())
                 .await
-                .unwrap_or_else(|_| panic!("watch stalled at {} waiting for {revision}", self.at))
+                .unwrap_or_else(|_| panic!("watch stalled at {} waiting for {revision}", self.at()))
                 .unwrap()
-                .unwrap_or_else(|| panic!("watch ended at {} before {revision}", self.at));
+                .unwrap_or_else(|| panic!("watch ended at {} before {revision}", self.at()));
             self.feed(message);
         }
     }

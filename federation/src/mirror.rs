@@ -1,0 +1,229 @@
+//! A watcher's copy of the catalog, built from a watch stream. It enforces the stream's
+//! guarantees — revisions in order, no gap, no duplicate, a snapshot whole before
+//! changes resume — and refuses a message that breaks them, so a client never applies
+//! a change out of order silently. Gateways keep their last known-good catalog in one.
+
+use crate::model::{CatalogState, Event};
+use crate::service::WatchMessage;
+
+/// Why a watch message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MirrorError {
+    /// A change did not follow the last revision by exactly one.
+    #[error("watch out of order: revision {got} after {at} (a gap or a duplicate)")]
+    OutOfOrder {
+        /// The mirror's revision.
+        at: u64,
+        /// The message's.
+        got: u64,
+    },
+    /// A snapshot older than what the mirror holds.
+    #[error("watch travelled back in time: snapshot at {got} after {at}")]
+    BackInTime {
+        /// The mirror's revision.
+        at: u64,
+        /// The snapshot's.
+        got: u64,
+    },
+    /// A change arrived before the snapshot in progress was complete, or a snapshot
+    /// part changed revision midway.
+    #[error("watch broke a snapshot at revision {revision} apart")]
+    SplitSnapshot {
+        /// The snapshot's revision.
+        revision: u64,
+    },
+    /// A change carried no events.
+    #[error("revision {0} carried no events")]
+    Empty(u64),
+}
+
+/// The catalog as a watcher sees it.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogMirror {
+    state: CatalogState,
+    pending: Option<CatalogState>,
+    messages: u64,
+}
+
+impl CatalogMirror {
+    /// An empty mirror (revision 0).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The revision the mirror is complete up to: resume a watch after it.
+    pub fn revision(&self) -> u64 {
+        self.state.revision
+    }
+
+    /// The mirrored catalog (complete up to [`Self::revision`]).
+    pub fn state(&self) -> &CatalogState {
+        &self.state
+    }
+
+    /// Messages applied so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Applies one message, or refuses it and changes nothing.
+    pub fn apply(&mut self, message: WatchMessage) -> Result<(), MirrorError> {
+        match message {
+            WatchMessage::Changes(changes) => {
+                if self.pending.is_some() {
+                    return Err(MirrorError::SplitSnapshot {
+                        revision: self.pending.as_ref().map_or(0, |p| p.revision),
+                    });
+                }
+                if changes.revision != self.state.revision + 1 {
+                    return Err(MirrorError::OutOfOrder {
+                        at: self.state.revision,
+                        got: changes.revision,
+                    });
+                }
+                if changes.events.is_empty() {
+                    return Err(MirrorError::Empty(changes.revision));
+                }
+                for event in changes.events {
+                    put(&mut self.state, event);
+                }
+                self.state.revision = changes.revision;
+            }
+            WatchMessage::Snapshot {
+                revision,
+                events,
+                done,
+            } => {
+                if revision < self.state.revision {
+                    return Err(MirrorError::BackInTime {
+                        at: self.state.revision,
+                        got: revision,
+                    });
+                }
+                let pending = self.pending.get_or_insert_with(|| CatalogState {
+                    revision,
+                    ..CatalogState::default()
+                });
+                if pending.revision != revision {
+                    return Err(MirrorError::SplitSnapshot {
+                        revision: pending.revision,
+                    });
+                }
+                for event in events {
+                    put(pending, event);
+                }
+                if done {
+                    self.state = self.pending.take().unwrap_or_default();
+                }
+            }
+        }
+        self.messages += 1;
+        Ok(())
+    }
+}
+
+fn put(state: &mut CatalogState, event: Event) {
+    match event {
+        Event::ClusterPut { cluster } => {
+            state.clusters.insert(cluster.name.clone(), cluster);
+        }
+        Event::ClusterDeleted { name } => {
+            state.clusters.remove(&name);
+        }
+        Event::ExportPut { export } => {
+            state.exports.insert(export.key(), export);
+        }
+        Event::ExportDeleted {
+            cluster,
+            namespace,
+            name,
+        } => {
+            state.exports.remove(&crate::model::ExportKey {
+                cluster,
+                namespace,
+                name,
+            });
+        }
+        Event::TrustBundleSet { trust_bundle } => state.trust_bundle = Some(trust_bundle),
+        Event::PolicyPut { policy } => {
+            state.policies.insert(policy.name.clone(), policy);
+        }
+        Event::PolicyDeleted { name } => {
+            state.policies.remove(&name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Cluster, ClusterState, RevisionEvents};
+
+    fn put_cluster(revision: u64, name: &str) -> WatchMessage {
+        WatchMessage::Changes(RevisionEvents {
+            revision,
+            events: vec![Event::ClusterPut {
+                cluster: Cluster {
+                    name: name.into(),
+                    gateways: vec![],
+                    intermediate_pem: None,
+                    state: ClusterState::Active,
+                    revision,
+                },
+            }],
+        })
+    }
+
+    #[test]
+    fn gaps_duplicates_and_time_travel_are_refused() {
+        let mut mirror = CatalogMirror::new();
+        mirror.apply(put_cluster(1, "a")).unwrap();
+        assert_eq!(
+            mirror.apply(put_cluster(1, "a")),
+            Err(MirrorError::OutOfOrder { at: 1, got: 1 })
+        );
+        assert_eq!(
+            mirror.apply(put_cluster(3, "c")),
+            Err(MirrorError::OutOfOrder { at: 1, got: 3 })
+        );
+        let old = WatchMessage::Snapshot {
+            revision: 0,
+            events: vec![],
+            done: true,
+        };
+        assert_eq!(
+            mirror.apply(old),
+            Err(MirrorError::BackInTime { at: 1, got: 0 })
+        );
+        assert_eq!(mirror.revision(), 1);
+        assert_eq!(mirror.state().clusters.len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_replaces_the_state_only_when_whole() {
+        let mut mirror = CatalogMirror::new();
+        mirror.apply(put_cluster(1, "gone")).unwrap();
+        let part = |done, name: &str| WatchMessage::Snapshot {
+            revision: 9,
+            events: vec![
+                Event::ClusterDeleted { name: "x".into() },
+                match put_cluster(9, name) {
+                    WatchMessage::Changes(c) => c.events[0].clone(),
+                    WatchMessage::Snapshot { .. } => unreachable!(),
+                },
+            ],
+            done,
+        };
+        mirror.apply(part(false, "a")).unwrap();
+        assert_eq!(mirror.revision(), 1, "incomplete snapshot applied early");
+        assert!(matches!(
+            mirror.apply(put_cluster(10, "b")),
+            Err(MirrorError::SplitSnapshot { .. })
+        ));
+        mirror.apply(part(true, "b")).unwrap();
+        assert_eq!(mirror.revision(), 9);
+        let names: Vec<_> = mirror.state().clusters.keys().cloned().collect();
+        assert_eq!(names, ["a", "b"]);
+        mirror.apply(put_cluster(10, "c")).unwrap();
+    }
+}

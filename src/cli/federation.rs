@@ -1,0 +1,313 @@
+//! `isthmus federation`: run a node (`serve`), bootstrap (`init`), change membership
+//! (`member add|remove|list`) and report (`status`). The admin commands are gRPC
+//! clients of a node's admin API over mutual TLS.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use isthmus_ca::verify::ExpectedIdentity;
+use isthmus_ca::verify::tls::{SpiffeVerifier, client_config};
+use isthmus_ca::{SharedBundle, Svid, SvidFiles};
+use isthmus_federation::config::{FederationConfig, FederationConfigFile};
+use isthmus_federation::node::{NodeOptions, start};
+use isthmus_federation::proto;
+use isthmus_federation::proto::federation_admin_client::FederationAdminClient;
+use tonic::transport::Channel;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FederationCommand {
+    /// Run a federation node from a config file; see `isthmus config schema federation`.
+    Serve {
+        /// The node's config file (.toml or .json).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Bootstrap a new federation with the node at `--server` as its only voter.
+    Init(#[command(flatten)] Connect),
+    /// Change or list the federation's members.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Leader, term, members, applied index and each member's lag.
+    Status {
+        #[command(flatten)]
+        connect: Connect,
+        /// Report this node's own view instead of the leader's.
+        #[arg(long)]
+        stale: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MemberCommand {
+    /// Add a node: it joins as a learner, catches up, then becomes a voter.
+    Add {
+        #[command(flatten)]
+        connect: Connect,
+        /// The new node's Raft id (its config's `node_id`).
+        #[arg(long)]
+        id: u64,
+        /// Its name (its config's `name`).
+        #[arg(long)]
+        name: String,
+        /// host:port of its Raft listener.
+        #[arg(long)]
+        raft_addr: String,
+        /// host:port of its admin gRPC listener.
+        #[arg(long)]
+        admin_addr: String,
+        /// host:port of its admin REST listener.
+        #[arg(long)]
+        rest_addr: String,
+    },
+    /// Remove a node from the federation.
+    Remove {
+        #[command(flatten)]
+        connect: Connect,
+        /// Its Raft id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// List the members with their lag.
+    List {
+        #[command(flatten)]
+        connect: Connect,
+    },
+}
+
+/// How an admin command reaches a node.
+#[derive(Debug, Args)]
+pub(crate) struct Connect {
+    /// A node's config file: use its admin address and its own certificate.
+    #[arg(long, conflicts_with_all = ["server", "cert", "key", "bundle"])]
+    config: Option<PathBuf>,
+    /// host:port of a node's admin gRPC listener.
+    #[arg(long, env = "ISTHMUS_FEDERATION", required_unless_present = "config")]
+    server: Option<String>,
+    /// Trust bundle (PEM roots).
+    #[arg(long, env = "ISTHMUS_BUNDLE", required_unless_present = "config")]
+    bundle: Option<PathBuf>,
+    /// Client certificate (an admin identity or a federation node).
+    #[arg(long, env = "ISTHMUS_CERT", required_unless_present = "config")]
+    cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, env = "ISTHMUS_KEY", required_unless_present = "config")]
+    key: Option<PathBuf>,
+}
+
+impl Connect {
+    fn client(&self) -> anyhow::Result<FederationAdminClient<Channel>> {
+        let (server, bundle, cert, key) = match &self.config {
+            Some(path) => {
+                let config = isthmus_config::load::<FederationConfigFile>(path)?;
+                let base = path.parent().unwrap_or(Path::new("."));
+                let admin = config.advertise.map_or(config.listen.admin, |a| a.admin);
+                (
+                    admin.to_string(),
+                    base.join(&config.tls.bundle),
+                    base.join(&config.tls.cert),
+                    base.join(&config.tls.key),
+                )
+            }
+            None => (
+                self.server.clone().context("--server is required")?,
+                self.bundle.clone().context("--bundle is required")?,
+                self.cert.clone().context("--cert is required")?,
+                self.key.clone().context("--key is required")?,
+            ),
+        };
+        let files = SvidFiles {
+            bundle: (&bundle, "--bundle"),
+            cert: (&cert, "--cert"),
+            key: (&key, "--key"),
+        };
+        let svid = Svid::load(files, &ExpectedIdentity::Any)?;
+        let verifier = SpiffeVerifier::new(
+            SharedBundle::new(svid.bundle),
+            ExpectedIdentity::AnyFederationNode,
+        );
+        let tls = client_config(verifier, svid.chain, svid.key, &[b"h2"])?;
+        let channel = isthmus_federation::tls::channel(
+            &server,
+            std::sync::Arc::new(tls),
+            Some(Duration::from_secs(90)),
+        )
+        .with_context(|| format!("--server {server}"))?;
+        Ok(FederationAdminClient::new(channel))
+    }
+}
+
+pub(crate) fn run(command: FederationCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            FederationCommand::Serve { config } => serve(&config).await,
+            FederationCommand::Init(connect) => {
+                let status = connect
+                    .client()?
+                    .init(proto::InitRequest {})
+                    .await
+                    .map_err(status_error)?;
+                print_status(&status.into_inner());
+                Ok(ExitCode::SUCCESS)
+            }
+            FederationCommand::Status {
+                connect,
+                stale,
+                json,
+            } => {
+                let consistency = if stale {
+                    proto::Consistency::Stale
+                } else {
+                    proto::Consistency::Linearizable
+                };
+                let request = proto::StatusRequest {
+                    consistency: consistency as i32,
+                };
+                let status = connect
+                    .client()?
+                    .get_status(request)
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+                } else {
+                    print_status(&status);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            FederationCommand::Member(member) => run_member(member).await,
+        }
+    })
+}
+
+async fn run_member(command: MemberCommand) -> anyhow::Result<ExitCode> {
+    let status = match command {
+        MemberCommand::Add {
+            connect,
+            id,
+            name,
+            raft_addr,
+            admin_addr,
+            rest_addr,
+        } => {
+            let request = proto::AddMemberRequest {
+                node_id: id,
+                member: Some(proto::Member {
+                    node_id: id,
+                    name,
+                    raft_addr,
+                    admin_addr,
+                    rest_addr,
+                    voter: true,
+                    lag: None,
+                }),
+            };
+            connect
+                .client()?
+                .add_member(request)
+                .await
+                .map_err(status_error)?
+        }
+        MemberCommand::Remove { connect, id } => connect
+            .client()?
+            .remove_member(proto::RemoveMemberRequest { node_id: id })
+            .await
+            .map_err(status_error)?,
+        MemberCommand::List { connect } => connect
+            .client()?
+            .get_status(proto::StatusRequest { consistency: 0 })
+            .await
+            .map_err(status_error)?,
+    };
+    print_members(&status.into_inner());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    let config: FederationConfig = isthmus_config::load::<FederationConfigFile>(path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let node = start(&config, base, NodeOptions::default())
+        .await
+        .with_context(|| path.display().to_string())?;
+    println!("  node     {} ({})", node.id, node.info.name);
+    println!("  raft     {}", node.listen.raft);
+    println!("  admin    {}", node.listen.admin);
+    println!("  rest     https://{}/v1/status", node.listen.rest);
+    println!("isthmus federation node {} ready", node.info.name);
+    super::gateway::shutdown_signal().await?;
+    eprintln!("stopping");
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(status: &proto::Status) {
+    println!(
+        "node      {} ({}), {}",
+        status.node_id, status.name, status.state
+    );
+    println!(
+        "leader    {}",
+        status
+            .leader_id
+            .map_or("unknown".to_owned(), |l| l.to_string())
+    );
+    println!("term      {}", status.term);
+    println!(
+        "applied   {} (last log {}), revision {}",
+        status
+            .applied_index
+            .map_or("-".to_owned(), |i| i.to_string()),
+        status
+            .last_log_index
+            .map_or("-".to_owned(), |i| i.to_string()),
+        status.revision
+    );
+    print_members(status);
+}
+
+fn print_members(status: &proto::Status) {
+    println!(
+        "{:<6} {:<16} {:<8} {:<6} {:<22} {:<22}",
+        "ID", "NAME", "ROLE", "LAG", "RAFT", "ADMIN"
+    );
+    for m in &status.members {
+        println!(
+            "{:<6} {:<16} {:<8} {:<6} {:<22} {:<22}",
+            m.node_id,
+            m.name,
+            if m.voter { "voter" } else { "learner" },
+            m.lag.map_or("?".to_owned(), |l| l.to_string()),
+            m.raft_addr,
+            m.admin_addr
+        );
+    }
+}
+
+fn status_json(status: &proto::Status) -> serde_json::Value {
+    serde_json::json!({
+        "node_id": status.node_id,
+        "name": status.name,
+        "state": status.state,
+        "leader_id": status.leader_id,
+        "term": status.term,
+        "last_log_index": status.last_log_index,
+        "applied_index": status.applied_index,
+        "revision": status.revision,
+        "initialized": status.initialized,
+        "members": status.members.iter().map(|m| serde_json::json!({
+            "node_id": m.node_id, "name": m.name, "voter": m.voter, "lag": m.lag,
+            "raft_addr": m.raft_addr, "admin_addr": m.admin_addr, "rest_addr": m.rest_addr,
+        })).collect::<Vec<_>>(),
+    })
+}
