@@ -80,7 +80,8 @@ pub struct AdminSection {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RaftSection {
-    /// Leader heartbeat interval, ms (default 50).
+    /// Leader heartbeat interval, ms (default 100). openraft also bounds each
+    /// replication call by it, so it must cover a follower's disk flush.
     pub heartbeat_ms: Option<u64>,
     /// Smallest election timeout, ms (default 300). At least 3 heartbeats.
     pub election_timeout_min_ms: Option<u64>,
@@ -133,7 +134,7 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_millis(50),
+            heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
@@ -154,6 +155,8 @@ impl RaftTiming {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_after_snapshot,
             install_snapshot_timeout: 5_000,
+            // Small batches keep each replication call well inside its time bound.
+            max_payload_entries: 64,
             ..Default::default()
         }
         .validate()

@@ -35,6 +35,10 @@ pub enum ApiError {
     /// The federation cannot answer now (no quorum, shutting down); retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request was handed to Raft but did not finish in time: it may or may not
+    /// take effect. Read before retrying.
+    #[error("outcome unknown: {0}")]
+    Timeout(String),
     /// The caller presented no acceptable identity.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
@@ -74,6 +78,7 @@ impl ApiError {
             Self::AlreadyExists(_) => tonic::Code::AlreadyExists,
             Self::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Self::NotLeader { .. } | Self::Unavailable(_) => tonic::Code::Unavailable,
+            Self::Timeout(_) => tonic::Code::DeadlineExceeded,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Self::Internal(_) => tonic::Code::Internal,
@@ -87,6 +92,7 @@ impl ApiError {
             Self::NotFound(_) => 404,
             Self::AlreadyExists(_) | Self::FailedPrecondition(_) => 409,
             Self::NotLeader { .. } | Self::Unavailable(_) => 503,
+            Self::Timeout(_) => 504,
             Self::Unauthenticated(_) => 401,
             Self::PermissionDenied(_) => 403,
             Self::Internal(_) => 500,
@@ -102,6 +108,7 @@ impl ApiError {
             Self::FailedPrecondition(_) => "failed_precondition",
             Self::NotLeader { .. } => "not_leader",
             Self::Unavailable(_) => "unavailable",
+            Self::Timeout(_) => "timeout",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission_denied",
             Self::Internal(_) => "internal",

@@ -529,8 +529,20 @@ impl FederationAdmin for AdminGrpc {
     ) -> Reply<proto::WriteResponse> {
         let request = request.into_inner();
         let trust_bundle = bundle_from_proto(required(request.bundle, "bundle")?)?;
-        validate::trust_bundle(&trust_bundle, Some(self.federation.trust_domain()))
-            .map_err(|e| e.within("bundle"))?;
+        validate::trust_bundle(&trust_bundle, Some(self.federation.trust_domain())).map_err(
+            |e| {
+                // The model's PEM fields are `roots` and `retired_roots` in the protobuf.
+                match e {
+                    ApiError::InvalidArgument { field, message } => {
+                        let field = field
+                            .replace("roots_pem", "roots")
+                            .replace("retired_pem", "retired_roots");
+                        ApiError::invalid(format!("bundle.{field}"), message)
+                    }
+                    other => other,
+                }
+            },
+        )?;
         let expect = Expect::from_api(request.expect_revision);
         let command = Command::SetTrustBundle {
             trust_bundle,

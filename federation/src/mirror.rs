@@ -25,8 +25,7 @@ pub enum MirrorError {
         /// The snapshot's.
         got: u64,
     },
-    /// A change arrived before the snapshot in progress was complete, or a snapshot
-    /// part changed revision midway.
+    /// A change arrived before the snapshot in progress was complete.
     #[error("watch broke a snapshot at revision {revision} apart")]
     SplitSnapshot {
         /// The snapshot's revision.
@@ -100,15 +99,19 @@ impl CatalogMirror {
                         got: revision,
                     });
                 }
+                // A snapshot at another revision than the unfinished one replaces it: the
+                // stream that carried the first was cut, and a resumed watch starts over.
+                if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.revision != revision)
+                {
+                    self.pending = None;
+                }
                 let pending = self.pending.get_or_insert_with(|| CatalogState {
                     revision,
                     ..CatalogState::default()
                 });
-                if pending.revision != revision {
-                    return Err(MirrorError::SplitSnapshot {
-                        revision: pending.revision,
-                    });
-                }
                 for event in events {
                     put(pending, event);
                 }

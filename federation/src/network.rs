@@ -330,6 +330,57 @@ impl RaftRpc {
     }
 }
 
+/// Largest snapshot accepted from a leader.
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest forwarded admin request.
+const MAX_FORWARD_BYTES: usize = 2 * crate::rest::MAX_BODY;
+
+impl RaftRpc {
+    /// The federation-node name of the caller, from its verified certificate.
+    fn caller(request: &tonic::Request<RaftPayload>) -> Result<String, tonic::Status> {
+        let certs = request.peer_certs();
+        let id = crate::tls::peer_id(certs.as_deref().map(Vec::as_slice))
+            .ok_or_else(|| tonic::Status::unauthenticated("no verified client certificate"))?;
+        match id.identity() {
+            Ok(Identity::FederationNode { node }) => Ok(node),
+            _ => Err(tonic::Status::permission_denied(format!(
+                "{id} is not a federation node"
+            ))),
+        }
+    }
+
+    /// Refuses callers that are not members. A node with no membership yet (being added
+    /// as a learner) accepts any federation node: its first leader introduces itself.
+    /// When `claimed` names the node the message speaks for (leader or candidate), the
+    /// caller must be that node.
+    fn authorize(&self, caller: &str, claimed: Option<NodeId>) -> Result<(), tonic::Status> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let mut nodes = membership.membership().nodes().peekable();
+        if nodes.peek().is_none() {
+            return Ok(());
+        }
+        let mut member = false;
+        for (id, info) in nodes {
+            if info.name == caller {
+                member = true;
+            }
+            if Some(*id) == claimed && info.name != caller {
+                return Err(tonic::Status::permission_denied(format!(
+                    "{caller} speaks for node {id}, which is {}",
+                    info.name
+                )));
+            }
+        }
+        if member {
+            Ok(())
+        } else {
+            Err(tonic::Status::permission_denied(format!(
+                "{caller} is not a member of this federation"
+            )))
+        }
+    }
+}
+
 fn decode<T: DeserializeOwned>(request: tonic::Request<RaftPayload>) -> Result<T, tonic::Status> {
     serde_json::from_slice(&request.into_inner().json)
         .map_err(|e| tonic::Status::invalid_argument(format!("undecodable Raft payload: {e}")))
@@ -346,7 +397,10 @@ impl crate::proto::raft_server::Raft for RaftRpc {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let caller = Self::caller(&request)?;
+        self.authorize(&caller, None)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
+        self.authorize(&caller, rpc.vote.leader_id().voted_for())?;
         encode(&self.raft.append_entries(rpc).await)
     }
 
@@ -354,7 +408,10 @@ impl crate::proto::raft_server::Raft for RaftRpc {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let caller = Self::caller(&request)?;
+        self.authorize(&caller, None)?;
         let rpc: VoteRequest<NodeId> = decode(request)?;
+        self.authorize(&caller, rpc.vote.leader_id().voted_for())?;
         encode(&self.raft.vote(rpc).await)
     }
 
@@ -362,7 +419,16 @@ impl crate::proto::raft_server::Raft for RaftRpc {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let caller = Self::caller(&request)?;
+        self.authorize(&caller, None)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
+        self.authorize(&caller, rpc.vote.leader_id().voted_for())?;
+        let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+        if end > MAX_SNAPSHOT_BYTES {
+            return Err(tonic::Status::invalid_argument(format!(
+                "snapshot chunk ends at byte {end}, beyond the {MAX_SNAPSHOT_BYTES}-byte limit"
+            )));
+        }
         encode(&self.raft.install_snapshot(rpc).await)
     }
 
@@ -370,7 +436,14 @@ impl crate::proto::raft_server::Raft for RaftRpc {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        let caller = Self::caller(&request)?;
+        self.authorize(&caller, None)?;
+        if request.get_ref().json.len() > MAX_FORWARD_BYTES {
+            return Err(tonic::Status::invalid_argument(format!(
+                "forwarded request larger than {MAX_FORWARD_BYTES} bytes"
+            )));
+        }
         let forwarded: ForwardRequest = decode(request)?;
-        encode(&self.federation.execute_local(forwarded).await)
+        encode(&self.federation.execute_forwarded(forwarded).await)
     }
 }

@@ -31,16 +31,13 @@ pub const MAX_BODY: usize = 1024 * 1024;
 type Shared = State<Arc<Federation>>;
 
 /// Query parameters every read accepts.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct ReadQuery {
-    #[serde(default)]
     consistency: Consistency,
 }
 
 /// Query parameters every write accepts.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct WriteQuery {
     expect_revision: Option<u64>,
 }
@@ -99,17 +96,75 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        ApiError::invalid(field, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name.to_owned(),
+            (parent, Some(name)) => format!("{parent}.{name}"),
+            (".", None) => "body".to_owned(),
+            (path, None) => path.to_owned(),
+        };
+        ApiError::invalid(field, message)
     })
 }
 
-fn query<T: DeserializeOwned + Default>(RawQuery(raw): RawQuery) -> Result<T, ApiError> {
-    match raw {
-        None => Ok(T::default()),
-        Some(raw) => serde_urlencoded::from_str(&raw)
-            .map_err(|e| ApiError::invalid("query", format!("{e} (in {raw:?})"))),
+fn read_query(RawQuery(raw): RawQuery) -> Result<ReadQuery, ApiError> {
+    let mut query = ReadQuery::default();
+    for (key, value) in pairs(raw)? {
+        match key.as_str() {
+            "consistency" => {
+                query.consistency = match value.as_str() {
+                    "linearizable" => Consistency::Linearizable,
+                    "stale" => Consistency::Stale,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "consistency",
+                            format!("{value:?}: use linearizable or stale"),
+                        ));
+                    }
+                }
+            }
+            _ => return Err(unknown_parameter(&key, "consistency")),
+        }
     }
+    Ok(query)
+}
+
+fn write_query(RawQuery(raw): RawQuery) -> Result<WriteQuery, ApiError> {
+    let mut query = WriteQuery::default();
+    for (key, value) in pairs(raw)? {
+        match key.as_str() {
+            "expect_revision" => {
+                let revision = value.parse().map_err(|_| {
+                    ApiError::invalid(
+                        "expect_revision",
+                        format!("{value:?} is not a revision (a non-negative integer)"),
+                    )
+                })?;
+                query.expect_revision = Some(revision);
+            }
+            _ => return Err(unknown_parameter(&key, "expect_revision")),
+        }
+    }
+    Ok(query)
+}
+
+fn pairs(raw: Option<String>) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    serde_urlencoded::from_str(&raw)
+        .map_err(|e| ApiError::invalid("query", format!("{e} (in {raw:?})")))
+}
+
+fn unknown_parameter(key: &str, known: &str) -> ApiError {
+    ApiError::invalid(
+        key,
+        format!("unknown query parameter; this endpoint takes {known}"),
+    )
 }
 
 /// The REST router over `federation`.
@@ -141,7 +196,7 @@ pub fn router(federation: Arc<Federation>) -> Router {
 }
 
 async fn status(State(f): Shared, q: RawQuery) -> Answer<StatusReport> {
-    let q: ReadQuery = query(q)?;
+    let q = read_query(q)?;
     Ok(axum::Json(f.status(q.consistency).await?))
 }
 
@@ -150,7 +205,7 @@ async fn init(State(f): Shared) -> Answer<StatusReport> {
 }
 
 async fn list_members(State(f): Shared, q: RawQuery) -> Answer<Vec<MemberStatus>> {
-    let q: ReadQuery = query(q)?;
+    let q = read_query(q)?;
     Ok(axum::Json(f.status(q.consistency).await?.members))
 }
 
@@ -168,7 +223,7 @@ async fn remove_member(State(f): Shared, Path(id): Path<String>) -> Answer<Statu
 }
 
 async fn list_clusters(State(f): Shared, q: RawQuery) -> Answer<Listed<Cluster>> {
-    let q: ReadQuery = query(q)?;
+    let q = read_query(q)?;
     let listed = f
         .read(q.consistency, |s| Listed {
             revision: s.revision,
@@ -179,7 +234,7 @@ async fn list_clusters(State(f): Shared, q: RawQuery) -> Answer<Listed<Cluster>>
 }
 
 async fn get_cluster(State(f): Shared, Path(name): Path<String>, q: RawQuery) -> Answer<Cluster> {
-    let q: ReadQuery = query(q)?;
+    let q = read_query(q)?;
     validate::name("name", &name)?;
     let found = f
         .read(q.consistency, |s| s.clusters.get(&name).cloned())
@@ -195,7 +250,7 @@ async fn put_cluster(
     q: RawQuery,
     bytes: Bytes,
 ) -> Answer<Written> {
-    let q: WriteQuery = query(q)?;
+    let q = write_query(q)?;
     let cluster: Cluster = body(&bytes)?;
     if cluster.name != name {
         return Err(ApiError::invalid(
@@ -215,7 +270,7 @@ async fn delete_cluster(
     Path(name): Path<String>,
     q: RawQuery,
 ) -> Answer<Written> {
-    let q: WriteQuery = query(q)?;
+    let q = write_query(q)?;
     validate::name("name", &name)?;
     let expect = Expect::from_api(q.expect_revision);
     let revision = f.write(Command::DeleteCluster { name, expect }).await?;
@@ -223,7 +278,7 @@ async fn delete_cluster(
 }
 
 async fn list_exports(State(f): Shared, q: RawQuery) -> Answer<Listed<ServiceExport>> {
-    let q: ReadQuery = query(q)?;
+    let q = read_query(q)?;
     let listed = f
         .read(q.consistency, |s| Listed {
             revision: s.revision,
@@ -248,7 +303,7 @@ async fn get_export(
     Path(path): Path<(String, String, String)>,
     q: RawQuery,
 ) -> Answer<ServiceExport> {
-    let q: ReadQuery = query(q)?;
+    let q = read_query(q)?;
     let key = export_key(path)?;
     let found = f
         .read(q.consistency, |s| s.exports.get(&key).cloned())
@@ -264,7 +319,7 @@ async fn put_export(
     q: RawQuery,
     bytes: Bytes,
 ) -> Answer<Written> {
-    let q: WriteQuery = query(q)?;
+    let q = write_query(q)?;
     let key = export_key(path)?;
     let export: ServiceExport = body(&bytes)?;
     for (field, got, want) in [
@@ -291,7 +346,7 @@ async fn delete_export(
     Path(path): Path<(String, String, String)>,
     q: RawQuery,
 ) -> Answer<Written> {
-    let q: WriteQuery = query(q)?;
+    let q = write_query(q)?;
     let key = export_key(path)?;
     let expect = Expect::from_api(q.expect_revision);
     let revision = f.write(Command::DeleteExport { key, expect }).await?;
@@ -299,7 +354,7 @@ async fn delete_export(
 }
 
 async fn get_bundle(State(f): Shared, q: RawQuery) -> Answer<TrustBundleDoc> {
-    let q: ReadQuery = query(q)?;
+    let q = read_query(q)?;
     let found = f.read(q.consistency, |s| s.trust_bundle.clone()).await?;
     found
         .map(axum::Json)
@@ -307,7 +362,7 @@ async fn get_bundle(State(f): Shared, q: RawQuery) -> Answer<TrustBundleDoc> {
 }
 
 async fn put_bundle(State(f): Shared, q: RawQuery, bytes: Bytes) -> Answer<Written> {
-    let q: WriteQuery = query(q)?;
+    let q = write_query(q)?;
     let trust_bundle: TrustBundleDoc = body(&bytes)?;
     validate::trust_bundle(&trust_bundle, Some(f.trust_domain()))?;
     let expect = Expect::from_api(q.expect_revision);

@@ -155,6 +155,23 @@ pub struct Federation {
     trust_domain: TrustDomain,
     timeouts: ServiceTimeouts,
     stop: CancellationToken,
+    reads: Arc<ReadBatch>,
+}
+
+/// Linearizable reads arriving while a leadership confirmation is in flight wait for
+/// the next one, so that many concurrent reads cost one quorum round, not one each. A
+/// read is only answered by a confirmation that began after it arrived.
+#[derive(Debug, Default)]
+struct ReadBatch {
+    state: std::sync::Mutex<ReadBatchState>,
+}
+
+type ReadIndexReply = Result<Option<u64>, ApiError>;
+
+#[derive(Debug, Default)]
+struct ReadBatchState {
+    running: bool,
+    waiting: Vec<tokio::sync::oneshot::Sender<ReadIndexReply>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -190,6 +207,7 @@ impl Federation {
             trust_domain,
             timeouts,
             stop,
+            reads: Arc::default(),
         }
     }
 
@@ -231,6 +249,7 @@ impl Federation {
 
     /// Applies `command` on the leader; returns the revision it produced.
     pub async fn write(&self, command: Command) -> Result<u64, ApiError> {
+        crate::validate::command(&command, &self.trust_domain)?;
         match self.on_leader(ForwardRequest::Write(command)).await? {
             ForwardReply::Written(revision) => Ok(revision),
             other => Err(unexpected(&other)),
@@ -266,8 +285,8 @@ impl Federation {
         Ok(self.view.read(f))
     }
 
-    /// The federation's status: the leader's (with lags) unless `consistency` is stale
-    /// or no leader answers, then this node's own.
+    /// The federation's status: the leader's (with lags), or with `Stale` this node's
+    /// own view (which answers even when there is no leader).
     pub async fn status(&self, consistency: Consistency) -> Result<StatusReport, ApiError> {
         if consistency == Consistency::Stale {
             return Ok(self.local_status());
@@ -305,7 +324,9 @@ impl Federation {
                 leader: Some((leader, info)),
             }) if leader != self.id => {
                 let ttl = match request {
-                    ForwardRequest::AddMember { .. } => self.timeouts.catch_up,
+                    ForwardRequest::AddMember { .. } => {
+                        self.timeouts.catch_up + self.timeouts.write
+                    }
                     ForwardRequest::ReadIndex => self.timeouts.read_index,
                     _ => self.timeouts.write,
                 } + Duration::from_secs(1);
@@ -313,6 +334,21 @@ impl Federation {
             }
             other => other,
         }
+    }
+
+    /// Runs a request another node forwarded, checked as if it had arrived here.
+    pub async fn execute_forwarded(
+        &self,
+        request: ForwardRequest,
+    ) -> Result<ForwardReply, ApiError> {
+        match &request {
+            ForwardRequest::Write(command) => {
+                crate::validate::command(command, &self.trust_domain)?
+            }
+            ForwardRequest::AddMember { id, info } => crate::validate::member(*id, info)?,
+            _ => {}
+        }
+        self.execute_local(request).await
     }
 
     /// Runs `request` on this node, which must be the leader (except `Status`). This is
@@ -324,7 +360,12 @@ impl Federation {
                 let write = self.raft.client_write(Request { command });
                 let response = tokio::time::timeout(self.timeouts.write, write)
                     .await
-                    .map_err(|_| no_quorum("the write", self.timeouts.write))?
+                    .map_err(|_| {
+                        ApiError::Timeout(format!(
+                            "the write was not applied within {:?} (is a quorum of federation nodes up?); it may still take effect: read before retrying",
+                            self.timeouts.write
+                        ))
+                    })?
                     .map_err(write_error)?;
                 match response.data {
                     Response::Applied { revision } => Ok(ForwardReply::Written(revision)),
@@ -334,14 +375,7 @@ impl Federation {
                     )),
                 }
             }
-            ForwardRequest::ReadIndex => {
-                let confirm = self.raft.ensure_linearizable();
-                let read_log_id = tokio::time::timeout(self.timeouts.read_index, confirm)
-                    .await
-                    .map_err(|_| no_quorum("confirming leadership", self.timeouts.read_index))?
-                    .map_err(leader_error)?;
-                Ok(ForwardReply::ReadIndex(read_log_id.map(|l| l.index)))
-            }
+            ForwardRequest::ReadIndex => self.read_index().await.map(ForwardReply::ReadIndex),
             ForwardRequest::Status => {
                 let report = self.local_status();
                 if report.state == "leader" {
@@ -354,21 +388,25 @@ impl Federation {
                 if self.local_status().state != "leader" {
                     return Err(self.not_leader());
                 }
-                let learner = self.raft.add_learner(id, info, true);
-                tokio::time::timeout(self.timeouts.catch_up, learner)
-                    .await
-                    .map_err(|_| ApiError::Unavailable(format!(
-                        "node {id} did not catch up within {:?}; check that it runs and that its raft address is reachable",
-                        self.timeouts.catch_up
-                    )))?
-                    .map_err(write_error)?;
-                let promote = self
-                    .raft
-                    .change_membership(ChangeMembers::AddVoterIds([id].into()), false);
-                tokio::time::timeout(self.timeouts.write, promote)
-                    .await
-                    .map_err(|_| no_quorum("the membership change", self.timeouts.write))?
-                    .map_err(write_error)?;
+                self.check_new_member(id, &info)?;
+                let raft = self.raft.clone();
+                let (catch_up, write) = (self.timeouts.catch_up, self.timeouts.write);
+                // In its own task: a caller that gives up must not cancel a membership
+                // change halfway (openraft changes membership in two steps).
+                let change = tokio::spawn(async move {
+                    match tokio::time::timeout(catch_up, raft.add_learner(id, info, true)).await {
+                        Err(_) => {
+                            return Err(ApiError::Timeout(format!(
+                                "node {id} did not catch up within {catch_up:?} and stays a learner; check that it runs and that its raft address is reachable, then add it again or remove it"
+                            )));
+                        }
+                        Ok(result) => result.map_err(write_error)?,
+                    };
+                    raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                        .await
+                        .map_err(write_error)
+                });
+                self.await_membership(change, catch_up + write).await?;
                 Ok(ForwardReply::Status(self.local_status()))
             }
             ForwardRequest::RemoveMember { id } => {
@@ -386,14 +424,92 @@ impl Federation {
                 } else {
                     ChangeMembers::RemoveNodes([id].into())
                 };
-                let remove = self.raft.change_membership(change, false);
-                tokio::time::timeout(self.timeouts.write, remove)
-                    .await
-                    .map_err(|_| no_quorum("the membership change", self.timeouts.write))?
-                    .map_err(write_error)?;
+                let raft = self.raft.clone();
+                let change = tokio::spawn(async move {
+                    raft.change_membership(change, false)
+                        .await
+                        .map_err(write_error)
+                });
+                self.await_membership(change, self.timeouts.write).await?;
                 Ok(ForwardReply::Status(self.local_status()))
             }
         }
+    }
+
+    /// Refuses an `add` that would silently keep different addresses for a known id
+    /// (openraft keeps the first record of an id) or reuse another node's name.
+    fn check_new_member(&self, id: NodeId, info: &NodeInfo) -> Result<(), ApiError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        for (known, known_info) in membership.membership().nodes() {
+            if *known == id && known_info != info {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {id} is already a member as {} (raft {}, admin {}); remove it first to change its name or addresses",
+                    known_info.name, known_info.raft_addr, known_info.admin_addr
+                )));
+            }
+            if *known != id && known_info.name == info.name {
+                return Err(ApiError::invalid(
+                    "member.name",
+                    format!("{:?} is already the name of node {known}", info.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn await_membership(
+        &self,
+        change: tokio::task::JoinHandle<Result<impl Sized, ApiError>>,
+        bound: Duration,
+    ) -> Result<(), ApiError> {
+        match tokio::time::timeout(bound, change).await {
+            Err(_) => Err(ApiError::Timeout(format!(
+                "the membership change did not finish within {bound:?}; it continues in the background: check `isthmus federation status`"
+            ))),
+            Ok(Err(e)) => Err(ApiError::Internal(format!(
+                "membership change task failed: {e}"
+            ))),
+            Ok(Ok(result)) => result.map(|_| ()),
+        }
+    }
+
+    /// Confirms leadership with a quorum, sharing the round with concurrent readers.
+    async fn read_index(&self) -> Result<Option<u64>, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut state = self.reads.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.waiting.push(tx);
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start {
+            let (raft, batch, bound) = (
+                self.raft.clone(),
+                self.reads.clone(),
+                self.timeouts.read_index,
+            );
+            tokio::spawn(async move {
+                loop {
+                    let waiting = {
+                        let mut state = batch.state.lock().unwrap_or_else(|p| p.into_inner());
+                        if state.waiting.is_empty() {
+                            state.running = false;
+                            return;
+                        }
+                        std::mem::take(&mut state.waiting)
+                    };
+                    let reply = match tokio::time::timeout(bound, raft.ensure_linearizable()).await
+                    {
+                        Err(_) => Err(no_quorum("confirming leadership", bound)),
+                        Ok(result) => result.map(|l| l.map(|l| l.index)).map_err(leader_error),
+                    };
+                    for tx in waiting {
+                        let _ = tx.send(reply.clone());
+                    }
+                }
+            });
+        }
+        rx.await
+            .map_err(|_| ApiError::Unavailable("the read confirmation was dropped".into()))?
     }
 
     fn not_leader(&self) -> ApiError {
@@ -487,7 +603,7 @@ impl Federation {
                                 events: chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
                                 done: i + 1 == count,
                             };
-                            if tx.send(Ok(message)).await.is_err() {
+                            if !send(&tx, &stop, Ok(message)).await {
                                 return;
                             }
                         }
@@ -506,7 +622,7 @@ impl Federation {
                     WatchFrom::Events(list) => {
                         for events in list {
                             after = events.revision;
-                            if tx.send(Ok(WatchMessage::Changes(events))).await.is_err() {
+                            if !send(&tx, &stop, Ok(WatchMessage::Changes(events))).await {
                                 return;
                             }
                         }
@@ -515,6 +631,18 @@ impl Federation {
             }
         });
         rx
+    }
+}
+
+/// Sends unless the receiver is gone or the node stops first.
+async fn send(
+    tx: &mpsc::Sender<Result<WatchMessage, ApiError>>,
+    stop: &CancellationToken,
+    message: Result<WatchMessage, ApiError>,
+) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        sent = tx.send(message) => sent.is_ok(),
     }
 }
 

@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress per listener; more wait in the kernel's accept queue, so
+/// idle unauthenticated sockets cannot use up the process's descriptors.
+const MAX_HANDSHAKES: usize = 256;
 
 /// A node's certificate, key and the trust bundle it checks peers against.
 #[derive(Clone)]
@@ -110,8 +113,16 @@ pub fn accept_tls(
 ) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            let slot = tokio::select! {
+                () = stop.cancelled() => return,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             let accepted = tokio::select! {
                 () = stop.cancelled() => return,
                 accepted = listener.accept() => accepted,
@@ -129,7 +140,9 @@ pub fn accept_tls(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(slot);
+                match handshake {
                     Ok(Ok(tls)) => {
                         let _ = tx.send((tls, remote)).await;
                     }

@@ -212,6 +212,22 @@ pub fn trust_bundle(
     Ok(bundle)
 }
 
+/// Checks any command before it is proposed, whichever API or node it came through.
+pub fn command(command: &crate::command::Command, domain: &TrustDomain) -> Result<(), ApiError> {
+    use crate::command::Command;
+    match command {
+        Command::PutCluster { cluster: c, .. } => cluster(c),
+        Command::DeleteCluster { name: n, .. } => name("name", n),
+        Command::PutExport { export: e, .. } => export(e),
+        Command::DeleteExport { key, .. } => export_key(key),
+        Command::SetTrustBundle {
+            trust_bundle: b, ..
+        } => trust_bundle(b, Some(domain)).map(|_| ()),
+        Command::PutPolicy { policy: p, .. } => policy(p),
+        Command::DeletePolicy { name: n, .. } => name("name", n),
+    }
+}
+
 /// Checks a new member's id and addresses.
 pub fn member(node_id: u64, info: &crate::raft::NodeInfo) -> Result<(), ApiError> {
     if node_id == 0 {

@@ -293,7 +293,12 @@ async fn rest_serves_the_same_api_to_curl_and_names_bad_fields() {
             "cluster",
         ),
         ("/v1/clusters/Bad_Name", r#"{"name":"Bad_Name"}"#, "name"),
-        ("/v1/clusters/east?expect_revision=soon", east, "query"),
+        (
+            "/v1/clusters/east?expect_revision=soon",
+            east,
+            "expect_revision",
+        ),
+        ("/v1/clusters/east?colour=red", east, "colour"),
     ];
     for (path, body, field) in bad {
         let (code, answer) = run("PUT", path.into(), Some(body.into())).await.unwrap();
@@ -379,5 +384,25 @@ async fn a_client_without_an_admin_identity_is_refused() {
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("CertificateUnknown"), "{err:?}");
+    // A federation-node identity that is not a member may not speak Raft either.
+    let tls = h.node_client_tls("intruder");
+    let mut intruder = isthmus_federation::proto::raft_client::RaftClient::new(
+        isthmus_federation::tls::channel(&raft_addr, tls, None).unwrap(),
+    );
+    let err = intruder
+        .vote(proto::RaftPayload {
+            json: b"{}".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not a member"), "{err:?}");
+    let err = intruder
+        .forward(proto::RaftPayload {
+            json: b"{}".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     h.shutdown().await;
 }

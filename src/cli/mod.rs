@@ -29,6 +29,9 @@ enum Command {
     /// Run an east-west gateway.
     #[command(subcommand)]
     Gateway(gateway::GatewayCommand),
+    /// Benchmarks against a peer measured in the same run (not tests).
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
     /// Run and administer the federation service.
     #[command(subcommand)]
     Federation(federation::FederationCommand),
@@ -56,6 +59,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(command) => config::run(command),
         Command::Gateway(command) => gateway::run(command),
         Command::Federation(command) => federation::run(command),
+        Command::Bench(command) => crate::bench::run(command),
         Command::Dev(_) => unimplemented("dev"),
         Command::Vet(_) => unimplemented("vet"),
     }

@@ -1,8 +1,12 @@
 //! The Raft log, vote and committed index in sled. Entries are keyed by their index in
-//! big-endian so that sled's order is log order.
+//! big-endian so that sled's order is log order. Appends are acknowledged by group
+//! commit ([`Flusher`]): never before a flush that began after them has finished.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -22,6 +26,70 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    flusher: Arc<Flusher>,
+}
+
+/// Group commit: appends go to sled at once and their acknowledgements wait here; one
+/// flush then covers every append that came before it. openraft issues one append per
+/// client write, so without this every write would pay for its own fsync.
+struct Flusher {
+    db: sled::Db,
+    /// Appends written to sled but not yet known to be on disk, oldest first.
+    pending: Mutex<Vec<LogFlushed<TypeConfig>>>,
+    /// One flush at a time, so acknowledgements stay in order.
+    flushing: tokio::sync::Mutex<()>,
+    wake: Arc<Notify>,
+    started: std::sync::Once,
+}
+
+impl std::fmt::Debug for Flusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flusher").finish_non_exhaustive()
+    }
+}
+
+impl Flusher {
+    /// Flushes, then acknowledges every append that was pending when it began.
+    async fn flush_now(&self) -> Result<(), sled::Error> {
+        let _one_at_a_time = self.flushing.lock().await;
+        let waiting = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let result = self.db.flush_async().await.map(|_| ());
+        for callback in waiting {
+            let outcome = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            callback.log_io_completed(outcome);
+        }
+        result
+    }
+
+    /// Starts the background flusher on first use (inside the runtime). It holds only a
+    /// weak reference, so dropping the store ends it and releases the database.
+    fn start(self: &Arc<Self>) {
+        self.started.call_once(|| {
+            let weak = Arc::downgrade(self);
+            let wake = self.wake.clone();
+            tokio::spawn(async move {
+                loop {
+                    wake.notified().await;
+                    let Some(flusher) = weak.upgrade() else {
+                        return;
+                    };
+                    if let Err(e) = flusher.flush_now().await {
+                        tracing::error!(error = %e, "flushing the Raft log failed");
+                    }
+                }
+            });
+        });
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Wakes the background task so that it sees the store is gone and exits.
+        self.wake.notify_one();
+    }
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -42,6 +110,13 @@ impl LogStore {
             db: db.clone(),
             log: db.open_tree("raft_log")?,
             meta: db.open_tree("raft_meta")?,
+            flusher: Arc::new(Flusher {
+                db: db.clone(),
+                pending: Mutex::new(Vec::new()),
+                flushing: tokio::sync::Mutex::new(()),
+                wake: Arc::new(Notify::new()),
+                started: std::sync::Once::new(),
+            }),
         })
     }
 
@@ -161,20 +236,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&index_key(entry.log_id.index), bytes);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
-        // Acknowledge only what is on disk.
-        let flushed = self.db.flush_async().await;
-        let result = flushed.map(|_| ()).map_err(std::io::Error::other);
-        callback.log_io_completed(result);
+        // Acknowledged only once a flush that began after this write has finished.
+        self.flusher
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(callback);
+        self.flusher.start();
+        self.flusher.wake.notify_one();
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Settle every pending append first, so no acknowledgement covers a removed entry.
+        self.flusher.flush_now().await.map_err(write_err)?;
         let mut batch = sled::Batch::default();
         for key in self.log.range(index_key(log_id.index)..).keys() {
             batch.remove(key.map_err(write_err)?);
         }
         self.log.apply_batch(batch).map_err(write_err)?;
-        self.db.flush_async().await.map_err(write_err)?;
+        self.flusher.flush_now().await.map_err(write_err)?;
         Ok(())
     }
 

@@ -21,8 +21,9 @@ use crate::model::{
 use crate::raft::{NodeId, NodeInfo, Response, TypeConfig};
 
 const META: &[u8] = b"meta";
-const SNAPSHOT_META: &[u8] = b"snapshot_meta";
-const SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// The current snapshot: its metadata and data under one key, so that a reader never
+/// pairs one snapshot's metadata with another's data.
+const SNAPSHOT: &[u8] = b"snapshot";
 
 /// What the state machine records besides the objects.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -97,6 +98,8 @@ pub struct StateMachine {
     snapshots: sled::Tree,
     history: u64,
     shared: Arc<Shared>,
+    /// Serialises storing and reading the snapshot record.
+    snapshot_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A read-only handle on the applied catalog, for the service layer and watchers.
@@ -184,6 +187,7 @@ impl StateMachine {
             tree: tree.clone(),
             snapshots,
             history: history.max(1),
+            snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
             shared: Arc::new(Shared {
                 mirror: RwLock::new(Mirror { catalog, meta }),
                 revision,
@@ -334,11 +338,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let view = self.view();
-        let (mut catalog, mut meta) = {
-            let mirror = view.mirror();
-            (mirror.catalog.clone(), mirror.meta.clone())
-        };
+        // Applied in place under the write lock (readers wait microseconds): cloning the
+        // catalog per batch would make every write cost as much as the whole catalog.
+        let mut mirror = self
+            .shared
+            .mirror
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let Mirror { catalog, meta } = &mut *mirror;
         let mut batch = sled::Batch::default();
         let mut responses = Vec::new();
         for entry in entries {
@@ -349,7 +356,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     meta.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response::Internal
                 }
-                EntryPayload::Normal(request) => match apply(&mut catalog, request.command) {
+                EntryPayload::Normal(request) => match apply(catalog, request.command) {
                     Ok((revision, events)) => {
                         Self::record_event(&mut batch, &RevisionEvents { revision, events })?;
                         Response::Applied { revision }
@@ -364,17 +371,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.remove(event_key(revision));
         }
         meta.history_start = meta.history_start.max(keep_from);
-        batch.insert(META, json(&meta)?);
+        batch.insert(META, json(&*meta)?);
+        // A failed write here is fatal for this node (openraft stops it), so the mirror
+        // being ahead of sled cannot be observed by a later apply.
         self.tree.apply_batch(batch).map_err(sm_write)?;
         let revision = catalog.revision;
-        {
-            let mut mirror = self
-                .shared
-                .mirror
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            *mirror = Mirror { catalog, meta };
-        }
+        drop(mirror);
         self.shared.revision.send_replace(revision);
         Ok(responses)
     }
@@ -397,6 +399,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let body: SnapshotBody = serde_json::from_slice(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        if body.model_version != crate::model::MODEL_VERSION {
+            let message = format!(
+                "snapshot has data model {}, this node reads {}: upgrade this node first",
+                body.model_version,
+                crate::model::MODEL_VERSION
+            );
+            let error = openraft::AnyError::error(message);
+            return Err(StorageIOError::read_snapshot(Some(meta.signature()), error).into());
+        }
         let catalog = body.into_state();
         let new_meta = Meta {
             last_applied: meta.last_log_id,
@@ -410,7 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Self::write_objects(&mut batch, &catalog)?;
         batch.insert(META, json(&new_meta)?);
         self.tree.apply_batch(batch).map_err(sm_write)?;
-        self.store_snapshot(meta, &data).await?;
+        self.store_snapshot(meta, &data, true).await?;
         let revision = catalog.revision;
         {
             let mut mirror = self
@@ -430,17 +441,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let Some(meta) = self.snapshots.get(SNAPSHOT_META).map_err(sm_read)? else {
+        let _record = self.snapshot_lock.lock().await;
+        let Some(record) = self.snapshots.get(SNAPSHOT).map_err(sm_read)? else {
             return Ok(None);
         };
-        let meta: SnapshotMeta<NodeId, NodeInfo> =
-            serde_json::from_slice(&meta).map_err(sm_read)?;
-        let data = self
-            .snapshots
-            .get(SNAPSHOT_DATA)
-            .map_err(sm_read)?
-            .map(|d| d.to_vec())
-            .unwrap_or_default();
+        let (meta, data) = decode_snapshot(&record)
+            .map_err(|e| StorageIOError::read_snapshot(None, openraft::AnyError::error(e)))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -448,21 +454,58 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// `[meta length: u64 BE][meta JSON][data]`.
+fn encode_snapshot(
+    meta: &SnapshotMeta<NodeId, NodeInfo>,
+    data: &[u8],
+) -> Result<Vec<u8>, serde_json::Error> {
+    let meta = serde_json::to_vec(meta)?;
+    let mut record = Vec::with_capacity(8 + meta.len() + data.len());
+    record.extend_from_slice(&(meta.len() as u64).to_be_bytes());
+    record.extend_from_slice(&meta);
+    record.extend_from_slice(data);
+    Ok(record)
+}
+
+fn decode_snapshot(record: &[u8]) -> Result<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>), String> {
+    let (len, rest) = record
+        .split_at_checked(8)
+        .ok_or("snapshot record shorter than its header")?;
+    let len = u64::from_be_bytes(len.try_into().map_err(|_| "bad header")?);
+    let len = usize::try_from(len).map_err(|_| "bad header")?;
+    let (meta, data) = rest
+        .split_at_checked(len)
+        .ok_or("snapshot record truncated")?;
+    let meta = serde_json::from_slice(meta).map_err(|e| format!("snapshot metadata: {e}"))?;
+    Ok((meta, data.to_vec()))
+}
+
 impl StateMachine {
+    /// Records a snapshot durably. A built snapshot (`installed` false) never replaces
+    /// a newer one: a slow build may finish after a newer snapshot was installed, and the
+    /// log below that one may already be purged.
     async fn store_snapshot(
         &self,
         meta: &SnapshotMeta<NodeId, NodeInfo>,
         data: &[u8],
+        installed: bool,
     ) -> Result<(), StorageError<NodeId>> {
         let write = |e: &dyn std::fmt::Display| -> StorageError<NodeId> {
             StorageIOError::write_snapshot(Some(meta.signature()), openraft::AnyError::error(e))
                 .into()
         };
-        let meta_bytes = serde_json::to_vec(meta).map_err(|e| write(&e))?;
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, meta_bytes);
-        batch.insert(SNAPSHOT_DATA, data);
-        self.snapshots.apply_batch(batch).map_err(|e| write(&e))?;
+        let _record = self.snapshot_lock.lock().await;
+        if !installed
+            && let Some(current) = self.snapshots.get(SNAPSHOT).map_err(|e| write(&e))?
+            && let Ok((current, _)) = decode_snapshot(&current)
+            && current.last_log_id >= meta.last_log_id
+        {
+            return Ok(());
+        }
+        let record = encode_snapshot(meta, data).map_err(|e| write(&e))?;
+        self.snapshots
+            .insert(SNAPSHOT, record)
+            .map_err(|e| write(&e))?;
         // Flushes the catalog tree too: once a snapshot is recorded, the log below it
         // may be purged, so the state it summarises must be on disk.
         self.db.flush_async().await.map_err(|e| write(&e))?;
@@ -492,7 +535,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        self.store_snapshot(&meta, &data).await?;
+        self.store_snapshot(&meta, &data, false).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

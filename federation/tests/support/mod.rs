@@ -236,6 +236,12 @@ impl Harness {
         self.client(leader).add_member(request).await.unwrap();
     }
 
+    /// Client TLS for a federation-node identity `name` (member or not).
+    pub fn node_client_tls(&self, name: &str) -> Arc<rustls::ClientConfig> {
+        let files = self.pki.node_files(name);
+        client_tls(&files.bundle, &files.cert, &files.key)
+    }
+
     pub fn node(&self, id: NodeId) -> &RunningNode {
         &self.nodes[&id]
     }

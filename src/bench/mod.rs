@@ -1,0 +1,57 @@
+//! `isthmus bench`: benchmarks that compare Isthmus with a peer measured in the same
+//! run on the same machine, and print ratios (the machine is shared and noisy, so the
+//! absolute numbers drift; the ratios much less). Not tests: nothing here passes or
+//! fails. `docs/benchmarks.md` records the method and results.
+
+mod etcd;
+mod federation;
+mod load;
+mod systems;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// A 3-node federation against a 3-node etcd (Debian's etcd-server), both with
+    /// fsync on: writes and linearizable reads per second with latency at N concurrent
+    /// clients, and leader failover time.
+    Federation(FederationArgs),
+}
+
+/// Options of `isthmus bench federation`.
+#[derive(Debug, Args)]
+pub(crate) struct FederationArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) clients: usize,
+    /// Connections the clients share, per system.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) connections: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) seconds: u64,
+    /// Interleaved rounds (the report shows medians).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
+    /// Leader kills per system.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) failovers: usize,
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    pub(crate) etcd: String,
+}
+
+impl FederationArgs {
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
+}
+
+pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Federation(args) => federation::run(&args),
+    }
+}
