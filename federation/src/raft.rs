@@ -31,29 +31,27 @@ impl std::fmt::Display for NodeInfo {
     }
 }
 
-/// A log entry's payload.
+/// A log entry's payload: the commands of concurrent writers, batched by the leader
+/// so that one entry (one disk flush, one replication round) carries many. Each command
+/// is applied in order and gets its own revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
-    /// The change.
-    pub command: Command,
+    /// The changes, in order.
+    pub commands: Vec<Command>,
 }
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.command)
+        write!(f, "{} command(s)", self.commands.len())
     }
 }
 
 /// The result of applying one log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// The command was applied at this revision.
-    Applied {
-        /// The new global revision.
-        revision: u64,
-    },
-    /// The command was refused; nothing changed.
-    Rejected(Rejection),
+    /// Per command of the entry: the revision it produced, or why it was refused (a
+    /// refused command changes nothing).
+    Applied(Vec<Result<u64, Rejection>>),
     /// A membership or blank entry (no catalog change).
     Internal,
 }

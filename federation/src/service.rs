@@ -156,6 +156,70 @@ pub struct Federation {
     timeouts: ServiceTimeouts,
     stop: CancellationToken,
     reads: Arc<ReadBatch>,
+    writes: mpsc::Sender<(Command, WriteReply)>,
+}
+
+type WriteReply = tokio::sync::oneshot::Sender<Result<u64, ApiError>>;
+
+/// Most commands in one log entry.
+const MAX_BATCH: usize = 256;
+/// Entries proposed but not yet applied, at most: while they are in flight, new writes
+/// gather into the next entry.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Proposes writers' commands in batches: each proposal takes every command waiting
+/// when it starts. openraft flushes one entry at a time, so batching is what lets
+/// concurrent writers share a flush and a replication round.
+async fn propose_batches(
+    raft: Raft,
+    mut queue: mpsc::Receiver<(Command, WriteReply)>,
+    stop: CancellationToken,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let first = tokio::select! {
+            () = stop.cancelled() => return,
+            first = queue.recv() => match first {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let count = commands.len();
+            let results: Vec<Result<u64, ApiError>> =
+                match raft.client_write(Request { commands }).await {
+                    Ok(response) => match response.data {
+                        Response::Applied(results) if results.len() == count => results
+                            .into_iter()
+                            .map(|r| r.map_err(ApiError::from))
+                            .collect(),
+                        other => {
+                            let e = ApiError::Internal(format!(
+                                "a batch of {count} applied as {other:?}"
+                            ));
+                            vec![Err(e); count]
+                        }
+                    },
+                    Err(e) => vec![Err(write_error(e)); count],
+                };
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// Linearizable reads arriving while a leadership confirmation is in flight wait for
@@ -198,6 +262,8 @@ impl Federation {
         timeouts: ServiceTimeouts,
         stop: CancellationToken,
     ) -> Self {
+        let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(propose_batches(raft.clone(), queue, stop.clone()));
         Self {
             id,
             info,
@@ -206,8 +272,9 @@ impl Federation {
             net,
             trust_domain,
             timeouts,
-            stop,
+            stop: stop.clone(),
             reads: Arc::default(),
+            writes,
         }
     }
 
@@ -357,23 +424,20 @@ impl Federation {
     pub async fn execute_local(&self, request: ForwardRequest) -> Result<ForwardReply, ApiError> {
         match request {
             ForwardRequest::Write(command) => {
-                let write = self.raft.client_write(Request { command });
-                let response = tokio::time::timeout(self.timeouts.write, write)
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.writes
+                    .send((command, tx))
                     .await
-                    .map_err(|_| {
-                        ApiError::Timeout(format!(
-                            "the write was not applied within {:?} (is a quorum of federation nodes up?); it may still take effect: read before retrying",
-                            self.timeouts.write
-                        ))
-                    })?
-                    .map_err(write_error)?;
-                match response.data {
-                    Response::Applied { revision } => Ok(ForwardReply::Written(revision)),
-                    Response::Rejected(rejection) => Err(rejection.into()),
-                    Response::Internal => Err(ApiError::Internal(
-                        "a command applied as an internal entry".into(),
-                    )),
-                }
+                    .map_err(|_| ApiError::Unavailable("this node is shutting down".into()))?;
+                let written = tokio::time::timeout(self.timeouts.write, rx).await.map_err(|_| {
+                    ApiError::Timeout(format!(
+                        "the write was not applied within {:?} (is a quorum of federation nodes up?); it may still take effect: read before retrying",
+                        self.timeouts.write
+                    ))
+                })?;
+                let revision = written
+                    .map_err(|_| ApiError::Unavailable("this node is shutting down".into()))??;
+                Ok(ForwardReply::Written(revision))
             }
             ForwardRequest::ReadIndex => self.read_index().await.map(ForwardReply::ReadIndex),
             ForwardRequest::Status => {

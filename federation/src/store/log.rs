@@ -53,7 +53,11 @@ impl Flusher {
     async fn flush_now(&self) -> Result<(), sled::Error> {
         let _one_at_a_time = self.flushing.lock().await;
         let waiting = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let result = self.db.flush_async().await.map(|_| ());
+        let db = self.db.clone();
+        let result = match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(flushed) => flushed.map(|_| ()),
+            Err(e) => Err(sled::Error::Io(std::io::Error::other(e.to_string()))),
+        };
         for callback in waiting {
             let outcome = match &result {
                 Ok(()) => Ok(()),

@@ -356,13 +356,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     meta.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response::Internal
                 }
-                EntryPayload::Normal(request) => match apply(catalog, request.command) {
-                    Ok((revision, events)) => {
-                        Self::record_event(&mut batch, &RevisionEvents { revision, events })?;
-                        Response::Applied { revision }
+                EntryPayload::Normal(request) => {
+                    let mut results = Vec::with_capacity(request.commands.len());
+                    for command in request.commands {
+                        results.push(match apply(catalog, command) {
+                            Ok((revision, events)) => {
+                                Self::record_event(
+                                    &mut batch,
+                                    &RevisionEvents { revision, events },
+                                )?;
+                                Ok(revision)
+                            }
+                            Err(rejection) => Err(rejection),
+                        });
                     }
-                    Err(rejection) => Response::Rejected(rejection),
-                },
+                    Response::Applied(results)
+                }
             };
             responses.push(response);
         }
