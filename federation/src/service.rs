@@ -164,8 +164,10 @@ type WriteReply = tokio::sync::oneshot::Sender<Result<u64, ApiError>>;
 /// Most commands in one log entry.
 const MAX_BATCH: usize = 256;
 /// Entries proposed but not yet applied, at most: while they are in flight, new writes
-/// gather into the next entry.
-const MAX_IN_FLIGHT: usize = 4;
+/// gather into the next entry. openraft 0.9 appends (and flushes) one entry at a time,
+/// so more entries in flight only make them smaller; measured with 64 writers, 1 and 2
+/// perform alike and 16 loses a third of the throughput.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// Proposes writers' commands in batches: each proposal takes every command waiting
 /// when it starts. openraft flushes one entry at a time, so batching is what lets

@@ -272,7 +272,7 @@ async fn a_new_node_gets_a_snapshot_and_members_can_be_added_and_removed() {
         snapshot_every: 20,
         keep_after_snapshot: 2,
         watch_history: 10,
-        ..RaftTiming::default()
+        ..relaxed()
     };
     let mut h = Harness::with_timing(3, timing).await;
     let leader = h.leader().await;

@@ -126,6 +126,16 @@ impl Pki {
     }
 }
 
+/// Raft timing for tests: slower than the default so that a busy CI machine (tests run
+/// in parallel on 2 cores) does not start spurious elections. Tests never measure time.
+pub fn relaxed() -> RaftTiming {
+    RaftTiming {
+        heartbeat: Duration::from_millis(100),
+        election_timeout: (Duration::from_millis(500), Duration::from_millis(800)),
+        ..RaftTiming::default()
+    }
+}
+
 /// N federation nodes in this process.
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -140,7 +150,7 @@ pub struct Harness {
 impl Harness {
     /// `n` nodes, node 1 initialised, the others added as members.
     pub async fn new(n: u64) -> Self {
-        Self::with_timing(n, RaftTiming::default()).await
+        Self::with_timing(n, relaxed()).await
     }
 
     pub async fn with_timing(n: u64, timing: RaftTiming) -> Self {
