@@ -80,15 +80,15 @@ pub struct AdminSection {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RaftSection {
-    /// Leader heartbeat interval, ms (default 60). openraft also bounds each
+    /// Leader heartbeat interval, ms (default 50). openraft also bounds each
     /// replication call by it, so it must cover a follower's disk flush.
     pub heartbeat_ms: Option<u64>,
-    /// Smallest election timeout, ms (default 250). At least 3 heartbeats. A follower
+    /// Smallest election timeout, ms (default 200). At least 3 heartbeats. A follower
     /// starts an election after the leader lease (`election_timeout_max_ms`) plus a
     /// random election timeout without hearing from the leader, so failover takes
     /// about `max + [min, max)` plus one vote round.
     pub election_timeout_min_ms: Option<u64>,
-    /// Largest election timeout, ms (default 350).
+    /// Largest election timeout, ms (default 300).
     pub election_timeout_max_ms: Option<u64>,
     /// Build a snapshot after this many log entries (default 5000).
     pub snapshot_every: Option<u64>,
@@ -137,8 +137,8 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_millis(60),
-            election_timeout: (Duration::from_millis(250), Duration::from_millis(350)),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(200), Duration::from_millis(300)),
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
             watch_history: 10_000,

@@ -334,7 +334,11 @@ impl Federation {
             ForwardReply::ReadIndex(index) => index,
             other => return Err(unexpected(&other)),
         };
-        if let Some(index) = index {
+        // On the leader the read index is applied already; skip the metrics wait then.
+        let applied = self.view.last_applied_index();
+        if let Some(index) = index
+            && applied < Some(index)
+        {
             self.raft
                 .wait(Some(self.timeouts.read_index))
                 .applied_index_at_least(Some(index), "linearizable read")

@@ -85,9 +85,17 @@ fn acknowledged_appends_survive_sigkill() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let recovered: Vec<u64> = runtime.block_on(async {
             let (mut log, _sm) = store::open(dir.path(), 100).unwrap();
-            log.try_get_log_entries(0..).await.unwrap().iter().map(|e| e.log_id.index).collect()
+            log.try_get_log_entries(0..)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect()
         });
-        assert!(acked >= kill_after, "round {round}: the child died early at {acked}");
+        assert!(
+            acked >= kill_after,
+            "round {round}: the child died early at {acked}"
+        );
         assert!(
             recovered.len() as u64 >= acked,
             "round {round}: acknowledged {acked} entries, recovered {}",
