@@ -431,11 +431,11 @@ fn report(
     );
     let row = |label: &str, ours: f64, theirs: f64, goal: &str| {
         let ratio = if theirs > 0.0 {
-            ours / theirs
+            format!("{:.2}x", ours / theirs)
         } else {
-            f64::NAN
+            "-".to_owned()
         };
-        println!("{label:<28} {ours:>12.1} {theirs:>12.1} {ratio:>7.2}x   {goal}");
+        println!("{label:<28} {ours:>12.1} {theirs:>12.1} {ratio:>8}   {goal}");
     };
     for (workload, name) in [("write", "writes"), ("read", "linearizable reads")] {
         row(
