@@ -21,7 +21,7 @@ use crate::proto::federation_admin_server::FederationAdminServer;
 use crate::proto::raft_server::RaftServer;
 use crate::raft::{NodeId, NodeInfo, Raft};
 use crate::rest::{MAX_BODY, TlsListener};
-use crate::service::{Federation, ServiceTimeouts};
+use crate::service::{Federation, FederationParts, ServiceTimeouts};
 use crate::store::{self, StoreError};
 use crate::tls::{NodeTls, TlsError, accept_tls};
 
@@ -180,16 +180,16 @@ pub async fn start(
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
     let stop = CancellationToken::new();
-    let federation = Arc::new(Federation::new(
-        config.node_id,
-        info.clone(),
-        raft.clone(),
+    let federation = Arc::new(Federation::new(FederationParts {
+        id: config.node_id,
+        info: info.clone(),
+        raft: raft.clone(),
         view,
         net,
         trust_domain,
-        options.timeouts,
-        stop.clone(),
-    ));
+        timeouts: options.timeouts,
+        stop: stop.clone(),
+    }));
 
     let mut tasks = Vec::new();
     let incoming = |listener, config| {

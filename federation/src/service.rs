@@ -145,6 +145,27 @@ impl Default for ServiceTimeouts {
     }
 }
 
+/// What a [`Federation`] is built from.
+#[allow(missing_debug_implementations)] // openraft's `Raft` is not `Debug`
+pub struct FederationParts {
+    /// This node's Raft id.
+    pub id: NodeId,
+    /// Its name and addresses.
+    pub info: NodeInfo,
+    /// Its Raft handle.
+    pub raft: Raft,
+    /// Its applied catalog.
+    pub view: CatalogView,
+    /// Its network, for forwarding to the leader.
+    pub net: Arc<Network>,
+    /// The federation's trust domain.
+    pub trust_domain: TrustDomain,
+    /// Service-layer timeouts.
+    pub timeouts: ServiceTimeouts,
+    /// Cancelled when the node stops.
+    pub stop: CancellationToken,
+}
+
 /// The federation as the admin API sees it.
 pub struct Federation {
     id: NodeId,
@@ -252,18 +273,18 @@ const SNAPSHOT_CHUNK: usize = 256;
 const EVENTS_PER_READ: usize = 256;
 
 impl Federation {
-    /// The service of node `id`; watches end when `stop` is cancelled.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: NodeId,
-        info: NodeInfo,
-        raft: Raft,
-        view: CatalogView,
-        net: Arc<Network>,
-        trust_domain: TrustDomain,
-        timeouts: ServiceTimeouts,
-        stop: CancellationToken,
-    ) -> Self {
+    /// The service of one node; its watches end when `parts.stop` is cancelled.
+    pub fn new(parts: FederationParts) -> Self {
+        let FederationParts {
+            id,
+            info,
+            raft,
+            view,
+            net,
+            trust_domain,
+            timeouts,
+            stop,
+        } = parts;
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(propose_batches(raft.clone(), queue, stop.clone()));
         Self {

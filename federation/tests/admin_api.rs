@@ -348,34 +348,11 @@ fn assert_refused_handshake(err: &tonic::Status) {
 async fn a_client_without_an_admin_identity_is_refused() {
     let h = Harness::new(1).await;
     // A workload of the same trust domain that is not on the admin list.
-    let (cert, key) = {
-        let leaf = h
-            .pki
-            .ops
-            .issue_leaf(
-                &isthmus_ca::LeafRequest {
-                    id: isthmus_ca::SpiffeId::parse(
-                        "spiffe://mesh.example/cluster/ops/ns/web/sa/frontend",
-                    )
-                    .unwrap(),
-                    lifetime: DAY,
-                    dns_names: vec![],
-                    key_algorithm: isthmus_ca::KeyAlgorithm::EcdsaP256,
-                },
-                std::time::SystemTime::now(),
-            )
-            .unwrap();
-        let dir = h.dir.path();
-        let cert = dir.join("stranger.cert.pem");
-        let key = dir.join("stranger.key.pem");
-        std::fs::write(
-            &cert,
-            isthmus_ca::pem::certs_to_pem(std::iter::once(&leaf.cert).chain(&leaf.chain)),
-        )
-        .unwrap();
-        std::fs::write(&key, leaf.key.serialize_pem()).unwrap();
-        (cert, key)
-    };
+    let (cert, key) = h.pki.write_leaf(
+        &h.pki.ops,
+        "stranger",
+        "spiffe://mesh.example/cluster/ops/ns/web/sa/frontend",
+    );
     let tls = client_tls(&h.dir.path().join("bundle.pem"), &cert, &key);
     let addr = h.node(1).listen.admin.to_string();
     let mut stranger =

@@ -81,7 +81,7 @@ impl Pki {
     }
 
     /// Writes `<name>.cert.pem` and `<name>.key.pem` for `id`, issued by `ca`.
-    fn write_leaf(&self, ca: &Authority, name: &str, id: &str) -> (PathBuf, PathBuf) {
+    pub fn write_leaf(&self, ca: &Authority, name: &str, id: &str) -> (PathBuf, PathBuf) {
         let request = LeafRequest {
             id: SpiffeId::parse(id).unwrap(),
             lifetime: DAY,
