@@ -269,7 +269,9 @@ impl std::fmt::Debug for Federation {
     }
 }
 
-const SNAPSHOT_CHUNK: usize = 256;
+/// Rough encoded size at which a watch snapshot starts a new message (clients' default
+/// limit is 4 MiB per message).
+const SNAPSHOT_PART_BYTES: usize = 1024 * 1024;
 const EVENTS_PER_READ: usize = 256;
 
 impl Federation {
@@ -685,13 +687,12 @@ impl Federation {
                 };
                 match next {
                     WatchFrom::Snapshot(state) => {
-                        let events = state.as_events();
-                        let chunks: Vec<_> = events.chunks(SNAPSHOT_CHUNK).collect();
-                        let count = chunks.len().max(1);
-                        for i in 0..count {
+                        let parts = snapshot_parts(state.as_events());
+                        let count = parts.len();
+                        for (i, events) in parts.into_iter().enumerate() {
                             let message = WatchMessage::Snapshot {
                                 revision: state.revision,
-                                events: chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
+                                events,
                                 done: i + 1 == count,
                             };
                             if !send(&tx, &stop, Ok(message)).await {
@@ -723,6 +724,27 @@ impl Federation {
         });
         rx
     }
+}
+
+/// Splits a full state into watch messages of about [`SNAPSHOT_PART_BYTES`] each
+/// (at least one message, possibly empty).
+fn snapshot_parts(events: Vec<crate::model::Event>) -> Vec<Vec<crate::model::Event>> {
+    let mut parts = vec![Vec::new()];
+    let mut size = 0;
+    for event in events {
+        // JSON length tracks the protobuf size closely enough: both are dominated by
+        // names and PEM text.
+        let bytes = serde_json::to_vec(&event).map_or(0, |b| b.len());
+        if size + bytes > SNAPSHOT_PART_BYTES && parts.last().is_some_and(|p| !p.is_empty()) {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        if let Some(last) = parts.last_mut() {
+            last.push(event);
+        }
+    }
+    parts
 }
 
 /// Sends unless the receiver is gone or the node stops first.
@@ -769,5 +791,39 @@ fn leader_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>) -> A
             ApiError::Unavailable(format!("no quorum confirms this leader: {e}"))
         }
         RaftError::Fatal(e) => ApiError::Unavailable(format!("this node stopped: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Cluster, ClusterState, Event};
+
+    fn big_cluster(i: usize) -> Event {
+        Event::ClusterPut {
+            cluster: Cluster {
+                name: format!("c{i}"),
+                gateways: vec![],
+                intermediate_pem: Some("x".repeat(60 * 1024)),
+                state: ClusterState::Active,
+                revision: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn snapshot_parts_stay_near_the_size_bound_and_keep_everything_in_order() {
+        assert_eq!(snapshot_parts(vec![]), vec![Vec::<Event>::new()]);
+        let events: Vec<_> = (0..50).map(big_cluster).collect();
+        let parts = snapshot_parts(events.clone());
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        for part in &parts {
+            let bytes: usize = part
+                .iter()
+                .map(|e| serde_json::to_vec(e).unwrap().len())
+                .sum();
+            assert!(bytes <= SNAPSHOT_PART_BYTES, "{bytes}");
+        }
+        assert_eq!(parts.concat(), events);
     }
 }

@@ -138,7 +138,7 @@ impl Connect {
             Some(Duration::from_secs(90)),
         )
         .with_context(|| format!("--server {server}"))?;
-        Ok(FederationAdminClient::new(channel))
+        Ok(FederationAdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
     }
 }
 
