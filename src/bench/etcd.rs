@@ -25,8 +25,16 @@ struct Member {
     data: PathBuf,
 }
 
+/// Certificates for etcd members (`etcd-N.cert.pem`/`.key.pem`, `bundle.pem` in `dir`)
+/// and the client config the benchmark uses against them.
+pub(crate) struct EtcdTls {
+    pub(crate) dir: PathBuf,
+    pub(crate) client: std::sync::Arc<rustls::ClientConfig>,
+}
+
 /// Three etcd processes.
 pub(crate) struct Etcd {
+    tls: Option<EtcdTls>,
     binary: String,
     members: Vec<Member>,
     initial_cluster: String,
@@ -77,28 +85,37 @@ impl Ops for EtcdClients {
     }
 }
 
+/// The peer URL others dial: with TLS, `localhost` (the name the certificates carry)
+/// instead of the loopback address etcd listens on.
+fn advertised_peer(listen: &str) -> String {
+    listen.replace("https://127.0.0.1", "https://localhost")
+}
+
 impl Etcd {
     /// Starts three members in `dir` and waits until they serve.
     pub(crate) async fn start(
         binary: &str,
         dir: &Path,
         connections: usize,
+        tls: Option<EtcdTls>,
     ) -> anyhow::Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut members = Vec::new();
         for i in 1..=3 {
             members.push(Member {
                 name: format!("etcd-{i}"),
-                client: format!("http://{}", free_port()?),
-                peer: format!("http://{}", free_port()?),
+                client: format!("{scheme}://{}", free_port()?),
+                peer: format!("{scheme}://{}", free_port()?),
                 data: dir.join(format!("etcd-{i}")),
             });
         }
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}={}", m.name, m.peer))
+            .map(|m| format!("{}={}", m.name, advertised_peer(&m.peer)))
             .collect::<Vec<_>>()
             .join(",");
         let mut etcd = Self {
+            tls,
             binary: binary.to_owned(),
             members,
             initial_cluster,
@@ -111,7 +128,14 @@ impl Etcd {
         for m in &etcd.members {
             let mut channels = Vec::new();
             for _ in 0..connections {
-                channels.push(Channel::from_shared(m.client.clone())?.connect_lazy());
+                let channel = match &etcd.tls {
+                    Some(tls) => {
+                        let addr = m.client.trim_start_matches("https://");
+                        isthmus_federation::tls::channel(addr, tls.client.clone(), None)?
+                    }
+                    None => Channel::from_shared(m.client.clone())?.connect_lazy(),
+                };
+                channels.push(channel);
             }
             etcd.channels.push(channels);
         }
@@ -137,7 +161,7 @@ impl Etcd {
                 "--listen-peer-urls",
                 &m.peer,
                 "--initial-advertise-peer-urls",
-                &m.peer,
+                &advertised_peer(&m.peer),
             ])
             .args(["--initial-cluster", &self.initial_cluster])
             .args([
@@ -147,6 +171,25 @@ impl Etcd {
                 "isthmus-bench",
             ])
             .args(["--log-level", "error"]);
+        if let Some(tls) = &self.tls {
+            let file = |name: String| tls.dir.join(name);
+            let (cert, key) = (
+                file(format!("etcd-{}.cert.pem", i + 1)),
+                file(format!("etcd-{}.key.pem", i + 1)),
+            );
+            let ca = file("bundle.pem".into());
+            for (flag, path) in [
+                ("--cert-file", &cert),
+                ("--key-file", &key),
+                ("--trusted-ca-file", &ca),
+                ("--peer-cert-file", &cert),
+                ("--peer-key-file", &key),
+                ("--peer-trusted-ca-file", &ca),
+            ] {
+                command.arg(flag).arg(path);
+            }
+            command.args(["--client-cert-auth", "--peer-client-cert-auth"]);
+        }
         self.procs[i] = Some(Proc::spawn(&mut command).with_context(|| {
             format!(
                 "{} not found or not startable: install Debian's etcd-server",

@@ -100,7 +100,11 @@ fn write_leaf(root: &Authority, dir: &Path, name: &str, id: &SpiffeId) -> anyhow
 }
 
 impl Federation {
-    async fn start(exe: &Path, dir: &Path, connections: usize) -> anyhow::Result<Self> {
+    async fn start(
+        exe: &Path,
+        dir: &Path,
+        connections: usize,
+    ) -> anyhow::Result<(Self, Arc<rustls::ClientConfig>)> {
         let td = TrustDomain::new("bench.example")?;
         let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 7 * DAY, SystemTime::now())?;
         std::fs::write(
@@ -109,6 +113,11 @@ impl Federation {
         )?;
         let client_id = SpiffeId::parse("spiffe://bench.example/federation/bench-client")?;
         write_leaf(&root, dir, "client", &client_id)?;
+        // Certificates for etcd too, for the like-for-like run (`--etcd-tls`).
+        for i in 1..=3 {
+            let id = SpiffeId::parse(&format!("spiffe://bench.example/federation/etcd-{i}"))?;
+            write_leaf(&root, dir, &format!("etcd-{i}"), &id)?;
+        }
         let mut nodes = Vec::new();
         for i in 1..=3 {
             let name = format!("node-{i}");
@@ -164,6 +173,7 @@ impl Federation {
             procs: vec![None, None, None],
             channels,
         };
+        let federation_tls = tls;
         for i in 0..3 {
             federation.spawn(i)?;
             federation.wait_serving(i).await?;
@@ -187,7 +197,7 @@ impl Federation {
             };
             first.add_member(request).await.context("member add")?;
         }
-        Ok(federation)
+        Ok((federation, federation_tls))
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
@@ -347,9 +357,13 @@ pub(super) fn run(args: &FederationArgs) -> anyhow::Result<ExitCode> {
             dir.path().display()
         );
         std::fs::create_dir_all(dir.path().join("isthmus"))?;
-        let mut ours =
-            Federation::start(&exe, &dir.path().join("isthmus"), args.connections).await?;
-        let mut etcd = Etcd::start(&args.etcd, dir.path(), args.connections).await?;
+        let pki = dir.path().join("isthmus");
+        let (mut ours, tls) = Federation::start(&exe, &pki, args.connections).await?;
+        let etcd_tls = args.etcd_tls.then(|| super::etcd::EtcdTls {
+            dir: pki.clone(),
+            client: tls,
+        });
+        let mut etcd = Etcd::start(&args.etcd, dir.path(), args.connections, etcd_tls).await?;
         for client in 0..args.clients {
             let key = format!("r-{client}");
             ours.clients(ours.leader().await?)
@@ -422,8 +436,16 @@ fn report(
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "\nisthmus bench federation: {} clients over {} connections, {} s x {} rounds (medians), fsync on, loopback",
-        args.clients, args.connections, args.seconds, args.rounds
+        "\nisthmus bench federation: {} clients over {} connections, {} s x {} rounds (medians), fsync on, loopback; etcd {}",
+        args.clients,
+        args.connections,
+        args.seconds,
+        args.rounds,
+        if args.etcd_tls {
+            "with mutual TLS on client and peer links"
+        } else {
+            "without TLS"
+        }
     );
     println!(
         "{:<28} {:>12} {:>12} {:>8}   goal",

@@ -39,6 +39,10 @@ pub(crate) struct FederationArgs {
     /// Leader kills per system.
     #[arg(long, default_value_t = 3)]
     pub(crate) failovers: usize,
+    /// Run etcd with mutual TLS on client and peer links, certificates from the same
+    /// root as the federation's (the like-for-like comparison).
+    #[arg(long)]
+    pub(crate) etcd_tls: bool,
     /// The etcd binary.
     #[arg(long, default_value = "etcd")]
     pub(crate) etcd: String,
