@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The federation cannot answer now (no quorum, shutting down); retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request is larger than the API accepts.
+    #[error("request too large: {0}")]
+    TooLarge(String),
     /// The request was handed to Raft but did not finish in time: it may or may not
     /// take effect. Read before retrying.
     #[error("outcome unknown: {0}")]
@@ -79,6 +82,7 @@ impl ApiError {
             Self::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Self::NotLeader { .. } | Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::Timeout(_) => tonic::Code::DeadlineExceeded,
+            Self::TooLarge(_) => tonic::Code::ResourceExhausted,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Self::Internal(_) => tonic::Code::Internal,
@@ -93,6 +97,7 @@ impl ApiError {
             Self::AlreadyExists(_) | Self::FailedPrecondition(_) => 409,
             Self::NotLeader { .. } | Self::Unavailable(_) => 503,
             Self::Timeout(_) => 504,
+            Self::TooLarge(_) => 413,
             Self::Unauthenticated(_) => 401,
             Self::PermissionDenied(_) => 403,
             Self::Internal(_) => 500,
@@ -109,6 +114,7 @@ impl ApiError {
             Self::NotLeader { .. } => "not_leader",
             Self::Unavailable(_) => "unavailable",
             Self::Timeout(_) => "timeout",
+            Self::TooLarge(_) => "too_large",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission_denied",
             Self::Internal(_) => "internal",

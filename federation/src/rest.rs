@@ -92,7 +92,19 @@ impl IntoResponse for Failure {
 
 type Answer<T> = Result<axum::Json<T>, Failure>;
 
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+/// A request body as read, or why it could not be (too large, cut off).
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+fn body<T: DeserializeOwned>(bytes: &Body) -> Result<T, ApiError> {
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(ApiError::TooLarge(format!(
+                "the body is over the {MAX_BODY}-byte limit"
+            )));
+        }
+        Err(rejection) => return Err(ApiError::invalid("body", rejection.body_text())),
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -209,7 +221,7 @@ async fn list_members(State(f): Shared, q: RawQuery) -> Answer<Vec<MemberStatus>
     Ok(axum::Json(f.status(q.consistency).await?.members))
 }
 
-async fn add_member(State(f): Shared, bytes: Bytes) -> Answer<StatusReport> {
+async fn add_member(State(f): Shared, bytes: Body) -> Answer<StatusReport> {
     let add: AddMember = body(&bytes)?;
     validate::member(add.node_id, &add.info)?;
     Ok(axum::Json(f.add_member(add.node_id, add.info).await?))
@@ -248,7 +260,7 @@ async fn put_cluster(
     State(f): Shared,
     Path(name): Path<String>,
     q: RawQuery,
-    bytes: Bytes,
+    bytes: Body,
 ) -> Answer<Written> {
     let q = write_query(q)?;
     let cluster: Cluster = body(&bytes)?;
@@ -317,7 +329,7 @@ async fn put_export(
     State(f): Shared,
     Path(path): Path<(String, String, String)>,
     q: RawQuery,
-    bytes: Bytes,
+    bytes: Body,
 ) -> Answer<Written> {
     let q = write_query(q)?;
     let key = export_key(path)?;
@@ -361,7 +373,7 @@ async fn get_bundle(State(f): Shared, q: RawQuery) -> Answer<TrustBundleDoc> {
         .ok_or_else(|| ApiError::NotFound("no trust bundle has been set".into()).into())
 }
 
-async fn put_bundle(State(f): Shared, q: RawQuery, bytes: Bytes) -> Answer<Written> {
+async fn put_bundle(State(f): Shared, q: RawQuery, bytes: Body) -> Answer<Written> {
     let q = write_query(q)?;
     let trust_bundle: TrustBundleDoc = body(&bytes)?;
     validate::trust_bundle(&trust_bundle, Some(f.trust_domain()))?;

@@ -313,10 +313,11 @@ async fn rest_serves_the_same_api_to_curl_and_names_bad_fields() {
         r#"{{"name":"big","intermediate_pem":"{}"}}"#,
         "x".repeat(2 * 1024 * 1024)
     );
-    let (code, _) = run("PUT", "/v1/clusters/big".into(), Some(big))
+    let (code, too_large) = run("PUT", "/v1/clusters/big".into(), Some(big))
         .await
         .unwrap();
     assert_eq!(code, 413);
+    assert_eq!(too_large["error"]["kind"], "too_large", "{too_large}");
     let (code, _) = run("GET", "/v1/nothing".into(), None).await.unwrap();
     assert_eq!(code, 404);
     assert_eq!(
