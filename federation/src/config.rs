@@ -51,6 +51,10 @@ pub struct FederationListen {
     pub admin: SocketAddr,
     /// Admin API, REST/JSON over HTTPS (mutual TLS), with `/openapi.json`.
     pub rest: SocketAddr,
+    /// Prometheus metrics, plain HTTP (`/metrics`); off when absent. Ignored under
+    /// `advertise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Certificate files of a federation node.
@@ -188,7 +192,8 @@ impl Validate for FederationConfigFile {
             ("listen.rest", self.listen.rest),
         ];
         let mut seen = HashSet::new();
-        for (field, addr) in addrs {
+        let metrics = self.listen.metrics.map(|addr| ("listen.metrics", addr));
+        for (field, addr) in addrs.into_iter().chain(metrics) {
             if addr.port() != 0 && !seen.insert(addr) {
                 problems.push(FieldProblem::new(
                     field,

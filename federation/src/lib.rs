@@ -12,6 +12,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod mirror;
 pub mod model;
 pub mod network;

@@ -145,10 +145,15 @@ pub async fn start(
     let (raft_listener, raft_addr) = bind("listen.raft", config.listen.raft).await?;
     let (admin_listener, admin_addr) = bind("listen.admin", config.listen.admin).await?;
     let (rest_listener, rest_addr) = bind("listen.rest", config.listen.rest).await?;
+    let metrics_listener = match config.listen.metrics {
+        Some(addr) => Some(bind("listen.metrics", addr).await?),
+        None => None,
+    };
     let listen = FederationListen {
         raft: raft_addr,
         admin: admin_addr,
         rest: rest_addr,
+        metrics: metrics_listener.as_ref().map(|(_, addr)| *addr),
     };
     let advertised = config.advertise.unwrap_or(listen);
     let info = NodeInfo {
@@ -241,6 +246,20 @@ pub async fn start(
         ),
         local: rest_addr,
     };
+    if let Some((listener, _)) = metrics_listener {
+        let serve = crate::metrics::serve(
+            federation.metrics().clone(),
+            raft.clone(),
+            federation.view().clone(),
+            listener,
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        }));
+    }
     let router = crate::rest::router(federation.clone());
     let shutdown = stop.clone().cancelled_owned();
     tasks.push(tokio::spawn(async move {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::Command;
 use crate::error::ApiError;
+use crate::metrics::{ConsistencyLabels, FederationMetrics, ResultLabels};
 use crate::model::{CatalogState, RevisionEvents};
 use crate::network::Network;
 use crate::raft::{NodeId, NodeInfo, Raft, Request, Response};
@@ -178,6 +179,7 @@ pub struct Federation {
     stop: CancellationToken,
     reads: Arc<ReadBatch>,
     writes: mpsc::Sender<(Command, WriteReply)>,
+    metrics: Arc<FederationMetrics>,
 }
 
 type WriteReply = tokio::sync::oneshot::Sender<Result<u64, ApiError>>;
@@ -300,7 +302,13 @@ impl Federation {
             stop: stop.clone(),
             reads: Arc::default(),
             writes,
+            metrics: FederationMetrics::new(),
         }
+    }
+
+    /// This node's metrics.
+    pub fn metrics(&self) -> &Arc<FederationMetrics> {
+        &self.metrics
     }
 
     /// This node's Raft handle.
@@ -341,6 +349,24 @@ impl Federation {
 
     /// Applies `command` on the leader; returns the revision it produced.
     pub async fn write(&self, command: Command) -> Result<u64, ApiError> {
+        let result = self.write_unmetered(command).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(
+                ApiError::NotFound(_)
+                | ApiError::AlreadyExists(_)
+                | ApiError::FailedPrecondition(_),
+            ) => "rejected",
+            Err(_) => "error",
+        };
+        self.metrics
+            .writes
+            .get_or_create(&ResultLabels { result: outcome })
+            .inc();
+        result
+    }
+
+    async fn write_unmetered(&self, command: Command) -> Result<u64, ApiError> {
         crate::validate::command(&command, &self.trust_domain)?;
         match self.on_leader(ForwardRequest::Write(command)).await? {
             ForwardReply::Written(revision) => Ok(revision),
@@ -377,6 +403,14 @@ impl Federation {
         consistency: Consistency,
         f: impl FnOnce(&CatalogState) -> T,
     ) -> Result<T, ApiError> {
+        let consistency_label = match consistency {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Stale => "stale",
+        };
+        let labels = ConsistencyLabels {
+            consistency: consistency_label,
+        };
+        self.metrics.reads.get_or_create(&labels).inc();
         self.read_barrier(consistency).await?;
         Ok(self.view.read(f))
     }
@@ -673,7 +707,9 @@ impl Federation {
         let (tx, rx) = mpsc::channel(64);
         let view = self.view.clone();
         let stop = self.stop.clone();
+        let open = WatchGauge::open(self.metrics.clone());
         tokio::spawn(async move {
+            let _open = open;
             let mut changed = view.subscribe();
             let mut after = after;
             loop {
@@ -745,6 +781,22 @@ fn snapshot_parts(events: Vec<crate::model::Event>) -> Vec<Vec<crate::model::Eve
         }
     }
     parts
+}
+
+/// Counts an open watch stream for as long as it lives.
+struct WatchGauge(Arc<FederationMetrics>);
+
+impl WatchGauge {
+    fn open(metrics: Arc<FederationMetrics>) -> Self {
+        metrics.watches.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for WatchGauge {
+    fn drop(&mut self) {
+        self.0.watches.dec();
+    }
 }
 
 /// Sends unless the receiver is gone or the node stops first.

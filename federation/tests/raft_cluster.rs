@@ -69,6 +69,40 @@ async fn three_nodes_elect_replicate_and_forward_writes() {
     assert!(status.members.iter().all(|m| m.voter && m.lag.is_some()));
 
     checker.until(&mut watch, via_follower.revision).await;
+    let leader_metrics = scrape(h.node(leader).listen.metrics.unwrap()).await;
+    assert_eq!(
+        metric(&leader_metrics, "isthmus_federation_raft_is_leader"),
+        Some(1.0),
+        "{leader_metrics}"
+    );
+    assert_eq!(
+        metric(&leader_metrics, "isthmus_federation_raft_voters"),
+        Some(3.0)
+    );
+    assert!(
+        metric(
+            &leader_metrics,
+            "isthmus_federation_writes_total{result=\"ok\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    let follower_metrics = scrape(h.node(follower).listen.metrics.unwrap()).await;
+    assert_eq!(
+        metric(
+            &follower_metrics,
+            "isthmus_federation_raft_state{state=\"follower\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&follower_metrics, "isthmus_federation_watch_streams"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&follower_metrics, "isthmus_federation_catalog_revision"),
+        Some(via_follower.revision as f64)
+    );
     assert_eq!(
         checker.clusters(),
         BTreeSet::from(["east".to_owned(), "west".to_owned()])

@@ -244,6 +244,9 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     println!("  raft     {}", node.listen.raft);
     println!("  admin    {}", node.listen.admin);
     println!("  rest     https://{}/v1/status", node.listen.rest);
+    if let Some(addr) = node.listen.metrics {
+        println!("  metrics  http://{addr}/metrics");
+    }
     println!("isthmus federation node {} ready", node.info.name);
     super::gateway::shutdown_signal().await?;
     eprintln!("stopping");

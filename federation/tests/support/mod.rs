@@ -190,6 +190,7 @@ impl Harness {
                 raft: loopback,
                 admin: loopback,
                 rest: loopback,
+                metrics: Some(loopback),
             },
             advertise: None,
             tls: self.pki.node_files(&name),
@@ -304,6 +305,25 @@ impl Harness {
             self.stop(id).await;
         }
     }
+}
+
+/// The text of `http://addr/metrics`.
+pub async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// The value of the sample whose line starts with `series` (name and labels).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// A mutual-TLS client config presenting `cert`, accepting any federation node.
