@@ -3,10 +3,13 @@
 //! SPIFFE certificates.
 //!
 //! Pure cores: [`header`] (stream header codec), [`sni`] (ClientHello server name),
-//! [`balancer`] (endpoint choice and outlier detection), [`config`] (validation).
+//! [`balancer`] (endpoint choice and outlier detection), [`config`] (validation),
+//! [`names`] (which DNS names a gateway answers) and [`addresses`] (an address per
+//! imported service); the last two wait for the DNS server and the federation catalog.
 //! IO around them: [`gateway`] wires the [`quic`] endpoint, [`peers`] pool, inbound and
 //! outbound sides, [`splice`] and [`metrics`].
 
+pub mod addresses;
 pub mod balancer;
 pub mod catalog;
 pub mod config;
@@ -15,6 +18,7 @@ pub mod header;
 pub mod identity;
 mod inbound;
 pub mod metrics;
+pub mod names;
 mod outbound;
 pub mod peers;
 pub mod quic;
