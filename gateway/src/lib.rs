@@ -5,7 +5,8 @@
 //! Pure cores: [`header`] (stream header codec), [`sni`] (ClientHello server name),
 //! [`balancer`] (endpoint choice and outlier detection), [`config`] (validation),
 //! [`names`] (which DNS names a gateway answers) and [`addresses`] (an address per
-//! imported service); the last two wait for the DNS server and the federation catalog.
+//! imported service). [`dns`] serves `clusterset.local` from a live table; wiring it to
+//! the gateway config and the federation catalog is still to come.
 //! IO around them: [`gateway`] wires the [`quic`] endpoint, [`peers`] pool, inbound and
 //! outbound sides, [`splice`] and [`metrics`].
 
@@ -13,6 +14,7 @@ pub mod addresses;
 pub mod balancer;
 pub mod catalog;
 pub mod config;
+pub mod dns;
 pub mod gateway;
 pub mod header;
 pub mod identity;

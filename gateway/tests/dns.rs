@@ -1,0 +1,105 @@
+//! The gateway's DNS server answering `dig` (Debian's dnsutils) over UDP and TCP on
+//! loopback: A and SRV records for known services, NXDOMAIN for unknown names in
+//! `clusterset.local`, REFUSED outside it, and changes to the table visible at once.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use isthmus_gateway::dns::{DnsServer, DnsTable, ServiceRecord};
+use tokio::net::{TcpListener, UdpSocket};
+
+/// UDP and TCP on the same loopback port (retrying if TCP's is taken).
+async fn sockets() -> (UdpSocket, TcpListener, u16) {
+    for _ in 0..20 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)).await {
+            return (udp, tcp, port);
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP");
+}
+
+async fn dig(port: u16, args: &[&str]) -> String {
+    let mut command = Command::new("dig");
+    command
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=3", "+tries=2"])
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || {
+        command
+            .output()
+            .expect("dig is installed (.ci/run installs dnsutils)")
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "dig failed: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_gets_service_addresses_and_ports_and_sees_changes_live() {
+    let table = DnsTable::new();
+    let record = ServiceRecord {
+        address: Ipv4Addr::new(127, 77, 0, 1),
+        ports: vec![("http".into(), 8080), ("metrics".into(), 9090)],
+    };
+    table.put("demo", "echo", record);
+    let (udp, tcp, port) = sockets().await;
+    let server = DnsServer::start(table.clone(), udp, tcp);
+
+    let name = "echo.demo.svc.clusterset.local";
+    assert_eq!(dig(port, &["+short", name, "A"]).await.trim(), "127.77.0.1");
+    assert_eq!(
+        dig(port, &["+short", "+tcp", name, "A"]).await.trim(),
+        "127.77.0.1"
+    );
+    let full = dig(port, &[name, "A"]).await;
+    assert!(
+        full.contains("flags: qr aa"),
+        "authoritative answer expected: {full}"
+    );
+    let srv = dig(
+        port,
+        &[
+            "+short",
+            "_metrics._tcp.echo.demo.svc.clusterset.local",
+            "SRV",
+        ],
+    )
+    .await;
+    assert_eq!(srv.trim(), "0 100 9090 echo.demo.svc.clusterset.local.");
+    let aaaa = dig(port, &[name, "AAAA"]).await;
+    assert!(
+        aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0"),
+        "{aaaa}"
+    );
+
+    for unknown in [
+        "nope.demo.svc.clusterset.local",
+        "_grpc._tcp.echo.demo.svc.clusterset.local",
+        "demo.svc.clusterset.local",
+    ] {
+        let out = dig(port, &[unknown, "A"]).await;
+        assert!(out.contains("status: NXDOMAIN"), "{unknown}: {out}");
+    }
+    let outside = dig(port, &["example.com", "A"]).await;
+    assert!(outside.contains("status: REFUSED"), "{outside}");
+
+    // A service that leaves is gone from the next answer; a new one appears.
+    table.remove("demo", "echo");
+    assert!(dig(port, &[name, "A"]).await.contains("status: NXDOMAIN"));
+    let record = ServiceRecord {
+        address: Ipv4Addr::new(127, 77, 0, 2),
+        ports: vec![("http".into(), 80)],
+    };
+    table.put("shop", "reviews", record);
+    assert_eq!(
+        dig(port, &["+short", "reviews.shop.svc.clusterset.local", "A"])
+            .await
+            .trim(),
+        "127.77.0.2"
+    );
+    server.stop().await;
+}
