@@ -449,6 +449,26 @@ impl Federation {
 
     /// Runs `request` here if this node leads, else on the leader.
     async fn on_leader(&self, request: ForwardRequest) -> Result<ForwardReply, ApiError> {
+        match self.on_known_leader(request.clone()).await {
+            Err(ApiError::NotLeader { leader: None }) => {
+                // An election is running or this node has just joined: wait (bounded)
+                // until it knows a leader, then try once more.
+                let bound = self.timeouts.read_index;
+                let known = self
+                    .raft
+                    .wait(Some(bound))
+                    .metrics(|m| m.current_leader.is_some(), "a known leader")
+                    .await;
+                match known {
+                    Ok(_) => self.on_known_leader(request).await,
+                    Err(_) => Err(ApiError::NotLeader { leader: None }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn on_known_leader(&self, request: ForwardRequest) -> Result<ForwardReply, ApiError> {
         match self.execute_local(request.clone()).await {
             Err(ApiError::NotLeader {
                 leader: Some((leader, info)),

@@ -324,13 +324,13 @@ async fn a_new_node_gets_a_snapshot_and_members_can_be_added_and_removed() {
 
     // Node 4 joins: the log it needs is gone, so it must install a snapshot.
     h.add_member(4).await;
-    // Linearizable on node 4: it waits until it has applied everything acknowledged.
-    let list = h
-        .client(4)
-        .list_clusters(linearizable())
-        .await
-        .unwrap()
-        .into_inner();
+    // Linearizable on node 4: once it knows the leader, it waits until it has applied
+    // everything acknowledged (retried: a busy machine may still be electing).
+    let list = eventually("a linearizable read on node 4", BOUND, || async {
+        h.client(4).list_clusters(linearizable()).await.ok()
+    })
+    .await
+    .into_inner();
     assert_eq!(list.clusters.len(), 60);
     let snapshot = h.node(4).federation.raft().metrics().borrow().snapshot;
     assert!(snapshot.is_some(), "node 4 caught up without a snapshot");
