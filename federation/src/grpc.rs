@@ -418,12 +418,13 @@ impl FederationAdmin for AdminGrpc {
     ) -> Reply<proto::WriteResponse> {
         let request = request.into_inner();
         let cluster = cluster_from_proto(required(request.cluster, "cluster")?)?;
-        validate::cluster(&cluster).map_err(|e| e.within("cluster"))?;
         let expect = Expect::from_api(request.expect_revision);
+        // `write` validates every command; here its field paths get the message's prefix.
         let revision = self
             .federation
             .write(Command::PutCluster { cluster, expect })
-            .await?;
+            .await
+            .map_err(|e| e.within("cluster"))?;
         Ok(Response::new(proto::WriteResponse { revision }))
     }
 
@@ -432,7 +433,6 @@ impl FederationAdmin for AdminGrpc {
         request: Request<proto::DeleteClusterRequest>,
     ) -> Reply<proto::WriteResponse> {
         let request = request.into_inner();
-        validate::name("name", &request.name)?;
         let expect = Expect::from_api(request.expect_revision);
         let command = Command::DeleteCluster {
             name: request.name,
@@ -482,12 +482,12 @@ impl FederationAdmin for AdminGrpc {
     ) -> Reply<proto::WriteResponse> {
         let request = request.into_inner();
         let export = export_from_proto(required(request.export, "export")?)?;
-        validate::export(&export).map_err(|e| e.within("export"))?;
         let expect = Expect::from_api(request.expect_revision);
         let revision = self
             .federation
             .write(Command::PutExport { export, expect })
-            .await?;
+            .await
+            .map_err(|e| e.within("export"))?;
         Ok(Response::new(proto::WriteResponse { revision }))
     }
 
@@ -501,7 +501,6 @@ impl FederationAdmin for AdminGrpc {
             namespace: request.namespace,
             name: request.name,
         };
-        validate::export_key(&key)?;
         let expect = Expect::from_api(request.expect_revision);
         let revision = self
             .federation
@@ -529,26 +528,23 @@ impl FederationAdmin for AdminGrpc {
     ) -> Reply<proto::WriteResponse> {
         let request = request.into_inner();
         let trust_bundle = bundle_from_proto(required(request.bundle, "bundle")?)?;
-        validate::trust_bundle(&trust_bundle, Some(self.federation.trust_domain())).map_err(
-            |e| {
-                // The model's PEM fields are `roots` and `retired_roots` in the protobuf.
-                match e {
-                    ApiError::InvalidArgument { field, message } => {
-                        let field = field
-                            .replace("roots_pem", "roots")
-                            .replace("retired_pem", "retired_roots");
-                        ApiError::invalid(format!("bundle.{field}"), message)
-                    }
-                    other => other,
-                }
-            },
-        )?;
         let expect = Expect::from_api(request.expect_revision);
         let command = Command::SetTrustBundle {
             trust_bundle,
             expect,
         };
-        let revision = self.federation.write(command).await?;
+        let revision = self.federation.write(command).await.map_err(|e| {
+            // The model's PEM fields are `roots` and `retired_roots` in the protobuf.
+            match e {
+                ApiError::InvalidArgument { field, message } => {
+                    let field = field
+                        .replace("roots_pem", "roots")
+                        .replace("retired_pem", "retired_roots");
+                    ApiError::invalid(format!("bundle.{field}"), message)
+                }
+                other => other,
+            }
+        })?;
         Ok(Response::new(proto::WriteResponse { revision }))
     }
 

@@ -271,7 +271,7 @@ async fn put_cluster(
         )
         .into());
     }
-    validate::cluster(&cluster)?;
+    // `write` validates every command, naming the field.
     let expect = Expect::from_api(q.expect_revision);
     let revision = f.write(Command::PutCluster { cluster, expect }).await?;
     Ok(axum::Json(Written { revision }))
@@ -283,7 +283,6 @@ async fn delete_cluster(
     q: RawQuery,
 ) -> Answer<Written> {
     let q = write_query(q)?;
-    validate::name("name", &name)?;
     let expect = Expect::from_api(q.expect_revision);
     let revision = f.write(Command::DeleteCluster { name, expect }).await?;
     Ok(axum::Json(Written { revision }))
@@ -347,7 +346,6 @@ async fn put_export(
             .into());
         }
     }
-    validate::export(&export)?;
     let expect = Expect::from_api(q.expect_revision);
     let revision = f.write(Command::PutExport { export, expect }).await?;
     Ok(axum::Json(Written { revision }))
@@ -376,7 +374,6 @@ async fn get_bundle(State(f): Shared, q: RawQuery) -> Answer<TrustBundleDoc> {
 async fn put_bundle(State(f): Shared, q: RawQuery, bytes: Body) -> Answer<Written> {
     let q = write_query(q)?;
     let trust_bundle: TrustBundleDoc = body(&bytes)?;
-    validate::trust_bundle(&trust_bundle, Some(f.trust_domain()))?;
     let expect = Expect::from_api(q.expect_revision);
     let revision = f
         .write(Command::SetTrustBundle {
