@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/isthmus/federation/v1/trust.proto",
         "proto/isthmus/federation/v1/raft.proto",
         "proto/isthmus/federation/v1/admin.proto",
+        "proto/isthmus/federation/v1/enroll.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -153,6 +153,29 @@ impl TrustBundle {
     pub fn retired(&self) -> &[Root] {
         &self.retired
     }
+
+    /// The trusted root whose key signed `cert` (a cluster intermediate), checked by
+    /// signature, not only by name.
+    pub fn signer_of(&self, cert: &CertificateDer<'_>) -> Result<&Root, CaError> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, parsed) = X509Certificate::from_der(cert)
+            .map_err(|e| CaError::BadCertificate(format!("not an X.509 certificate: {e}")))?;
+        for root in &self.roots {
+            let Ok((_, issuer)) = X509Certificate::from_der(&root.der) else {
+                continue;
+            };
+            if parsed.issuer() == issuer.subject()
+                && parsed.verify_signature(Some(issuer.public_key())).is_ok()
+            {
+                return Ok(root);
+            }
+        }
+        Err(CaError::BadCertificate(format!(
+            "{} is not signed by any root of the trust bundle of {}",
+            parsed.subject(),
+            self.trust_domain
+        )))
+    }
 }
 
 /// A trust bundle that can be replaced while verifiers hold it (for live bundle updates

@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    CatalogState, Cluster, Event, ExportKey, PolicyDoc, ServiceExport, TrustBundleDoc,
+    CatalogState, Cluster, ClusterState, Event, ExportKey, GatewayEndpoint, JoinGrant, PolicyDoc,
+    ServiceExport, TrustBundleDoc,
 };
 
 /// What the writer expects of the object's current revision (compare-and-set).
@@ -107,6 +108,45 @@ pub enum Command {
         /// Compare-and-set.
         expect: Expect,
     },
+    /// Create a pending cluster with a join token, or give a still-pending one a new
+    /// token (the old one stops working).
+    CreateCluster {
+        /// The cluster name.
+        name: String,
+        /// Its locality, if known.
+        locality: Option<String>,
+        /// The token's id, secret hash and expiry.
+        join: JoinGrant,
+    },
+    /// Spend a join token: the pending cluster becomes active with its first gateway and
+    /// its intermediate.
+    Enroll {
+        /// The cluster named by the token.
+        name: String,
+        /// The token's id.
+        token_id: String,
+        /// SHA-256 (hex) of the secret presented.
+        secret_sha256: String,
+        /// The proposer's clock, Unix seconds (carried so that every node decides alike).
+        now: u64,
+        /// The enrolling gateway.
+        gateway: GatewayEndpoint,
+        /// The cluster's intermediate certificate (PEM), checked by the proposer.
+        intermediate_pem: String,
+    },
+    /// Add or update one gateway endpoint of an active cluster.
+    SetGateway {
+        /// The cluster.
+        cluster: String,
+        /// The endpoint; replaces the one with the same name.
+        gateway: GatewayEndpoint,
+    },
+    /// Cut a cluster off: it becomes revoked, its join token is void, and gateways
+    /// refuse its gateways.
+    RevokeCluster {
+        /// The cluster.
+        name: String,
+    },
 }
 
 /// Why a command was not applied. Every variant says what to do about it.
@@ -146,6 +186,20 @@ pub enum Rejection {
     )]
     UnknownCluster {
         /// The name.
+        cluster: String,
+    },
+    /// A join token was refused.
+    #[error("join token refused: {reason}")]
+    JoinRefused {
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The cluster is revoked.
+    #[error(
+        "cluster \"{cluster}\" is revoked; a revoked cluster cannot rejoin or change (delete it and create it anew)"
+    )]
+    Revoked {
+        /// The cluster.
         cluster: String,
     },
     /// A cluster still has exports.
@@ -248,6 +302,123 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             state.policies.remove(&name);
             vec![Event::PolicyDeleted { name }]
         }
+        Command::CreateCluster {
+            name,
+            locality,
+            join,
+        } => {
+            let cluster = match state.clusters.get(&name) {
+                None => Cluster {
+                    name: name.clone(),
+                    gateways: Vec::new(),
+                    intermediate_pem: None,
+                    state: ClusterState::Pending,
+                    locality,
+                    join: Some(join),
+                    revision,
+                },
+                Some(c) if c.state == ClusterState::Pending => Cluster {
+                    join: Some(join),
+                    locality: locality.or_else(|| c.locality.clone()),
+                    revision,
+                    ..c.clone()
+                },
+                Some(c) if c.state == ClusterState::Revoked => {
+                    return Err(Rejection::Revoked { cluster: name });
+                }
+                Some(c) => {
+                    return Err(Rejection::AlreadyExists {
+                        what: format!("active cluster \"{name}\""),
+                        revision: c.revision,
+                    });
+                }
+            };
+            state.clusters.insert(name, cluster.clone());
+            vec![Event::ClusterPut { cluster }]
+        }
+        Command::Enroll {
+            name,
+            token_id,
+            secret_sha256,
+            now,
+            gateway,
+            intermediate_pem,
+        } => {
+            let refused = |reason: &str| Rejection::JoinRefused {
+                reason: reason.to_owned(),
+            };
+            let Some(current) = state.clusters.get(&name) else {
+                return Err(refused(
+                    "its cluster does not exist (deleted?); create a new token",
+                ));
+            };
+            match current.state {
+                ClusterState::Revoked => return Err(Rejection::Revoked { cluster: name }),
+                ClusterState::Active => {
+                    return Err(refused(
+                        "it was already used: the cluster has joined; create a new cluster or reuse the enrolled gateway's data directory",
+                    ));
+                }
+                ClusterState::Pending => {}
+            }
+            let Some(grant) = &current.join else {
+                return Err(refused("the cluster has no outstanding token"));
+            };
+            if grant.token_id != token_id {
+                return Err(refused(
+                    "it was replaced by a newer token for the same cluster",
+                ));
+            }
+            if grant.secret_sha256 != secret_sha256 {
+                return Err(refused("its secret is wrong"));
+            }
+            if now > grant.expires_at {
+                return Err(refused(
+                    "it has expired; run `isthmus federation cluster create` again for a new one",
+                ));
+            }
+            let cluster = Cluster {
+                gateways: vec![gateway],
+                intermediate_pem: Some(intermediate_pem),
+                state: ClusterState::Active,
+                join: None,
+                revision,
+                ..current.clone()
+            };
+            state.clusters.insert(name, cluster.clone());
+            vec![Event::ClusterPut { cluster }]
+        }
+        Command::SetGateway { cluster, gateway } => {
+            let Some(current) = state.clusters.get(&cluster) else {
+                return Err(Rejection::UnknownCluster { cluster });
+            };
+            if current.state == ClusterState::Revoked {
+                return Err(Rejection::Revoked { cluster });
+            }
+            let mut updated = current.clone();
+            match updated.gateways.iter_mut().find(|g| g.name == gateway.name) {
+                Some(existing) => *existing = gateway,
+                None => updated.gateways.push(gateway),
+            }
+            updated.revision = revision;
+            state.clusters.insert(cluster, updated.clone());
+            vec![Event::ClusterPut { cluster: updated }]
+        }
+        Command::RevokeCluster { name } => {
+            let Some(current) = state.clusters.get(&name) else {
+                return Err(Rejection::NotFound {
+                    what: format!("cluster \"{name}\""),
+                });
+            };
+            let cluster = Cluster {
+                state: ClusterState::Revoked,
+                join: None,
+                revision,
+                ..current.clone()
+            };
+            state.clusters.insert(name, cluster.clone());
+            vec![Event::ClusterPut { cluster }]
+        }
     };
     state.revision = revision;
     Ok((revision, events))
@@ -263,6 +434,8 @@ mod tests {
             name: name.into(),
             gateways: vec![],
             intermediate_pem: None,
+            locality: None,
+            join: None,
             state: ClusterState::Active,
             revision: 0,
         }
@@ -391,5 +564,101 @@ mod tests {
             apply(&mut state, put_cluster("east", Expect::Revision(read))),
             Err(Rejection::RevisionMismatch { .. })
         ));
+    }
+
+    fn grant(id: &str, expires_at: u64) -> JoinGrant {
+        JoinGrant {
+            token_id: id.into(),
+            secret_sha256: "aa".into(),
+            expires_at,
+        }
+    }
+
+    fn enroll(id: &str, secret: &str, now: u64) -> Command {
+        Command::Enroll {
+            name: "west".into(),
+            token_id: id.into(),
+            secret_sha256: secret.into(),
+            now,
+            gateway: GatewayEndpoint {
+                name: "ew".into(),
+                address: "127.0.0.1:1".into(),
+            },
+            intermediate_pem: "pem".into(),
+        }
+    }
+
+    fn create(id: &str, expires_at: u64) -> Command {
+        Command::CreateCluster {
+            name: "west".into(),
+            locality: None,
+            join: grant(id, expires_at),
+        }
+    }
+
+    fn refusal(state: &mut CatalogState, command: Command) -> String {
+        let before = state.clone();
+        let err = apply(state, command).unwrap_err().to_string();
+        assert_eq!(*state, before, "a refusal changes nothing");
+        err
+    }
+
+    #[test]
+    fn a_join_token_is_spent_once_and_only_before_it_expires() {
+        let mut state = CatalogState::default();
+        apply(&mut state, create("t1", 100)).unwrap();
+        assert_eq!(state.clusters["west"].state, ClusterState::Pending);
+        assert!(refusal(&mut state, enroll("t1", "bb", 50)).contains("secret is wrong"));
+        assert!(refusal(&mut state, enroll("t0", "aa", 50)).contains("replaced"));
+        assert!(refusal(&mut state, enroll("t1", "aa", 101)).contains("expired"));
+        // A new token replaces the old one.
+        apply(&mut state, create("t2", 200)).unwrap();
+        assert!(refusal(&mut state, enroll("t1", "aa", 150)).contains("replaced"));
+        apply(&mut state, enroll("t2", "aa", 150)).unwrap();
+        let west = &state.clusters["west"];
+        assert_eq!(west.state, ClusterState::Active);
+        assert_eq!(west.join, None);
+        assert_eq!(west.intermediate_pem.as_deref(), Some("pem"));
+        assert!(refusal(&mut state, enroll("t2", "aa", 150)).contains("already used"));
+        assert!(refusal(&mut state, create("t3", 300)).contains("already exists"));
+    }
+
+    #[test]
+    fn a_revoked_cluster_stays_revoked() {
+        let mut state = CatalogState::default();
+        apply(&mut state, create("t1", 100)).unwrap();
+        apply(&mut state, enroll("t1", "aa", 1)).unwrap();
+        let gateway = GatewayEndpoint {
+            name: "ew2".into(),
+            address: "127.0.0.1:2".into(),
+        };
+        apply(
+            &mut state,
+            Command::SetGateway {
+                cluster: "west".into(),
+                gateway: gateway.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(state.clusters["west"].gateways.len(), 2);
+        apply(
+            &mut state,
+            Command::RevokeCluster {
+                name: "west".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(state.clusters["west"].state, ClusterState::Revoked);
+        assert!(refusal(&mut state, create("t4", 100)).contains("revoked"));
+        assert!(refusal(&mut state, enroll("t1", "aa", 1)).contains("revoked"));
+        let set = Command::SetGateway {
+            cluster: "west".into(),
+            gateway,
+        };
+        assert!(refusal(&mut state, set).contains("revoked"));
+        let missing = Command::RevokeCluster {
+            name: "nope".into(),
+        };
+        assert!(refusal(&mut state, missing).contains("does not exist"));
     }
 }

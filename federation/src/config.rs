@@ -39,6 +39,26 @@ pub struct FederationConfigFile {
     /// Raft timing and log retention.
     #[serde(default)]
     pub raft: RaftSection,
+    /// Enrollment of new clusters' gateways (join tokens).
+    #[serde(default)]
+    pub enrollment: EnrollmentSection,
+}
+
+/// Enrollment settings as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentSection {
+    /// The root CA certificate (PEM). With `root_key`, this node signs the intermediate
+    /// CSR that an enrolling gateway sends. Without them, gateways must bring an
+    /// intermediate already signed by the root holder (`isthmus ca sign-csr`).
+    pub root_cert: Option<PathBuf>,
+    /// The root CA's private key (PKCS#8 PEM); keep it readable by this node only.
+    pub root_key: Option<PathBuf>,
+    /// Lifetime of intermediates signed here (default 365d).
+    pub intermediate_lifetime: Option<isthmus_config::HumanDuration>,
+    /// Lifetime of join tokens when `cluster create` does not say (default 15m; at most
+    /// 24h).
+    pub token_lifetime: Option<isthmus_config::HumanDuration>,
 }
 
 /// Listen addresses.
@@ -55,6 +75,10 @@ pub struct FederationListen {
     /// `advertise`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
+    /// Enrollment of gateways with join tokens, gRPC over TLS with no client
+    /// certificate (it serves nothing else); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll: Option<SocketAddr>,
 }
 
 /// Certificate files of a federation node.
@@ -121,7 +145,23 @@ pub struct FederationConfig {
     pub admin_clients: Vec<SpiffeId>,
     /// Raft timing.
     pub raft: RaftTiming,
+    /// Enrollment.
+    pub enrollment: Enrollment,
 }
+
+/// Enrollment settings, validated.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    /// Root certificate and key files, when this node signs intermediates.
+    pub root: Option<(PathBuf, PathBuf)>,
+    /// Lifetime of intermediates signed here.
+    pub intermediate_lifetime: Duration,
+    /// Default lifetime of join tokens.
+    pub token_lifetime: Duration,
+}
+
+/// The longest a join token may live.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Raft timing and retention, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +233,8 @@ impl Validate for FederationConfigFile {
         ];
         let mut seen = HashSet::new();
         let metrics = self.listen.metrics.map(|addr| ("listen.metrics", addr));
-        for (field, addr) in addrs.into_iter().chain(metrics) {
+        let enroll = self.listen.enroll.map(|addr| ("listen.enroll", addr));
+        for (field, addr) in addrs.into_iter().chain(metrics).chain(enroll) {
             if addr.port() != 0 && !seen.insert(addr) {
                 problems.push(FieldProblem::new(
                     field,
@@ -286,10 +327,56 @@ impl Validate for FederationConfigFile {
                 "a positive count",
             ));
         }
+        let e = &self.enrollment;
+        let root = match (&e.root_cert, &e.root_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                problems.push(FieldProblem::new(
+                    "enrollment.root_key",
+                    "missing",
+                    "the root's key file, since enrollment.root_cert is set (or remove both)",
+                ));
+                None
+            }
+            (None, Some(_)) => {
+                problems.push(FieldProblem::new(
+                    "enrollment.root_cert",
+                    "missing",
+                    "the root's certificate file, since enrollment.root_key is set (or remove both)",
+                ));
+                None
+            }
+        };
+        let token_lifetime = e
+            .token_lifetime
+            .map_or(Duration::from_secs(15 * 60), |d| d.0);
+        if token_lifetime.is_zero() || token_lifetime > MAX_TOKEN_LIFETIME {
+            problems.push(FieldProblem::new(
+                "enrollment.token_lifetime",
+                format!("{token_lifetime:?}"),
+                "above zero and at most 24h",
+            ));
+        }
+        let intermediate_lifetime = e
+            .intermediate_lifetime
+            .map_or(Duration::from_secs(365 * 24 * 3600), |d| d.0);
+        if intermediate_lifetime < Duration::from_secs(3600) {
+            problems.push(FieldProblem::new(
+                "enrollment.intermediate_lifetime",
+                format!("{intermediate_lifetime:?}"),
+                "at least 1h (leaves are issued from it)",
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(FederationConfig {
+            enrollment: Enrollment {
+                root,
+                intermediate_lifetime,
+                token_lifetime,
+            },
             node_id: self.node_id,
             name: self.name,
             data_dir: self.data_dir,

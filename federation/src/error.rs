@@ -27,10 +27,10 @@ pub enum ApiError {
     #[error("{0}")]
     FailedPrecondition(String),
     /// This node is not the leader and could not forward the request.
-    #[error("not the leader; the leader is {}", leader.as_ref().map_or("unknown (an election may be running; retry)".to_owned(), |(id, l)| format!("node {id} ({}) with admin API at {} and REST at {}", l.name, l.admin_addr, l.rest_addr)))]
+    #[error("not the leader; the leader is {}", leader.as_deref().map_or("unknown (an election may be running; retry)".to_owned(), |(id, l)| format!("node {id} ({}) with admin API at {} and REST at {}", l.name, l.admin_addr, l.rest_addr)))]
     NotLeader {
-        /// The leader's id and addresses, when known.
-        leader: Option<(NodeId, NodeInfo)>,
+        /// The leader's id and addresses, when known (boxed: errors stay small).
+        leader: Option<Box<(NodeId, NodeInfo)>>,
     },
     /// The federation cannot answer now (no quorum, shutting down); retry later.
     #[error("unavailable: {0}")]
@@ -128,9 +128,10 @@ impl From<Rejection> for ApiError {
         match rejection {
             Rejection::NotFound { .. } => Self::NotFound(message),
             Rejection::AlreadyExists { .. } => Self::AlreadyExists(message),
-            Rejection::RevisionMismatch { .. } | Rejection::ClusterHasExports { .. } => {
-                Self::FailedPrecondition(message)
-            }
+            Rejection::RevisionMismatch { .. }
+            | Rejection::ClusterHasExports { .. }
+            | Rejection::Revoked { .. } => Self::FailedPrecondition(message),
+            Rejection::JoinRefused { .. } => Self::PermissionDenied(message),
             Rejection::UnknownCluster { cluster } => Self::invalid(
                 "cluster",
                 format!("unknown cluster \"{cluster}\"; create the cluster first"),

@@ -8,6 +8,7 @@ use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::command::{Command, Expect};
+use crate::enroll::Enroller;
 use crate::error::ApiError;
 use crate::model::{
     Cluster, ClusterState, EndpointHealth, Event, ExportKey, ExportPort, GatewayEndpoint,
@@ -23,12 +24,73 @@ use crate::validate;
 #[derive(Debug, Clone)]
 pub struct AdminGrpc {
     federation: Arc<Federation>,
+    enroller: Arc<Enroller>,
+}
+
+/// Who is calling, from the verified client certificate. The TLS layer admits only
+/// federation nodes, the configured admin identities and gateways; gateways may read,
+/// watch, and change only their own cluster's exports and gateway endpoints (the full
+/// role model is the access-control issue's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    Admin,
+    Gateway { cluster: String },
+}
+
+/// What a call does, for the gateway role's check.
+enum Action<'a> {
+    Read,
+    Admin,
+    OwnCluster(&'a str),
 }
 
 impl AdminGrpc {
-    /// Serves `federation`.
-    pub fn new(federation: Arc<Federation>) -> Self {
-        Self { federation }
+    /// Serves `federation`; `enroller` mints join tokens.
+    pub fn new(federation: Arc<Federation>, enroller: Arc<Enroller>) -> Self {
+        Self {
+            federation,
+            enroller,
+        }
+    }
+
+    fn caller<T>(request: &Request<T>) -> Result<Caller, ApiError> {
+        let certs = request.peer_certs();
+        let id = crate::tls::peer_id(certs.as_deref().map(Vec::as_slice))
+            .ok_or_else(|| ApiError::Unauthenticated("no verified client certificate".into()))?;
+        match id.identity() {
+            Ok(isthmus_ca::Identity::Gateway { cluster, .. }) => Ok(Caller::Gateway { cluster }),
+            Ok(_) => Ok(Caller::Admin),
+            Err(e) => Err(ApiError::Unauthenticated(format!("{id}: {e}"))),
+        }
+    }
+
+    /// Refuses the call unless the caller may make it. A gateway of a revoked or
+    /// unknown cluster may do nothing.
+    async fn authorize<T>(&self, request: &Request<T>, action: Action<'_>) -> Result<(), ApiError> {
+        let Caller::Gateway { cluster } = Self::caller(request)? else {
+            return Ok(());
+        };
+        let state = self
+            .federation
+            .read(Consistency::Stale, |s| {
+                s.clusters.get(&cluster).map(|c| c.state)
+            })
+            .await?;
+        if state != Some(ClusterState::Active) {
+            return Err(ApiError::PermissionDenied(format!(
+                "cluster \"{cluster}\" is not an active member (state {state:?}); its gateways are refused"
+            )));
+        }
+        match action {
+            Action::Read => Ok(()),
+            Action::OwnCluster(target) if target == cluster => Ok(()),
+            Action::OwnCluster(target) => Err(ApiError::PermissionDenied(format!(
+                "a gateway of cluster \"{cluster}\" may change only its own cluster's objects, not \"{target}\"'s"
+            ))),
+            Action::Admin => Err(ApiError::PermissionDenied(format!(
+                "a gateway of cluster \"{cluster}\" may read, watch and publish its own exports; this call needs an admin identity"
+            ))),
+        }
     }
 }
 
@@ -64,6 +126,7 @@ pub fn status_to_proto(report: StatusReport) -> proto::Status {
                 raft_addr: m.info.raft_addr,
                 admin_addr: m.info.admin_addr,
                 rest_addr: m.info.rest_addr,
+                enroll_addr: m.info.enroll_addr,
                 voter: m.voter,
                 lag: m.lag,
             })
@@ -96,6 +159,8 @@ pub fn cluster_from_proto(c: proto::Cluster) -> Result<Cluster, ApiError> {
             .collect(),
         intermediate_pem: c.intermediate_pem,
         state,
+        locality: c.locality,
+        join: None,
         revision: 0,
     })
 }
@@ -119,6 +184,7 @@ pub fn cluster_to_proto(c: Cluster) -> proto::Cluster {
             ClusterState::Revoked => proto::ClusterState::Revoked,
         } as i32,
         revision: c.revision,
+        locality: c.locality,
     }
 }
 
@@ -343,18 +409,21 @@ type Reply<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl FederationAdmin for AdminGrpc {
     async fn get_status(&self, request: Request<proto::StatusRequest>) -> Reply<proto::Status> {
+        self.authorize(&request, Action::Read).await?;
         let consistency = consistency(request.into_inner().consistency)?;
         let report = self.federation.status(consistency).await?;
         Ok(Response::new(status_to_proto(report)))
     }
 
-    async fn init(&self, _: Request<proto::InitRequest>) -> Reply<proto::Status> {
+    async fn init(&self, request: Request<proto::InitRequest>) -> Reply<proto::Status> {
+        self.authorize(&request, Action::Admin).await?;
         Ok(Response::new(status_to_proto(
             self.federation.init().await?,
         )))
     }
 
     async fn add_member(&self, request: Request<proto::AddMemberRequest>) -> Reply<proto::Status> {
+        self.authorize(&request, Action::Admin).await?;
         let request = request.into_inner();
         let member = required(request.member, "member")?;
         let info = NodeInfo {
@@ -362,6 +431,7 @@ impl FederationAdmin for AdminGrpc {
             raft_addr: member.raft_addr,
             admin_addr: member.admin_addr,
             rest_addr: member.rest_addr,
+            enroll_addr: member.enroll_addr,
         };
         crate::validate::member(request.node_id, &info)?;
         Ok(Response::new(status_to_proto(
@@ -373,6 +443,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::RemoveMemberRequest>,
     ) -> Reply<proto::Status> {
+        self.authorize(&request, Action::Admin).await?;
         let id = request.into_inner().node_id;
         Ok(Response::new(status_to_proto(
             self.federation.remove_member(id).await?,
@@ -383,6 +454,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Reply<proto::ClusterList> {
+        self.authorize(&request, Action::Read).await?;
         let consistency = consistency(request.into_inner().consistency)?;
         let list = self
             .federation
@@ -398,6 +470,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::GetClusterRequest>,
     ) -> Reply<proto::Cluster> {
+        self.authorize(&request, Action::Read).await?;
         let request = request.into_inner();
         validate::name("name", &request.name)?;
         let found = self
@@ -416,6 +489,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::PutClusterRequest>,
     ) -> Reply<proto::WriteResponse> {
+        self.authorize(&request, Action::Admin).await?;
         let request = request.into_inner();
         let cluster = cluster_from_proto(required(request.cluster, "cluster")?)?;
         let expect = Expect::from_api(request.expect_revision);
@@ -432,6 +506,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::DeleteClusterRequest>,
     ) -> Reply<proto::WriteResponse> {
+        self.authorize(&request, Action::Admin).await?;
         let request = request.into_inner();
         let expect = Expect::from_api(request.expect_revision);
         let command = Command::DeleteCluster {
@@ -443,6 +518,7 @@ impl FederationAdmin for AdminGrpc {
     }
 
     async fn list_exports(&self, request: Request<proto::ListRequest>) -> Reply<proto::ExportList> {
+        self.authorize(&request, Action::Read).await?;
         let consistency = consistency(request.into_inner().consistency)?;
         let list = self
             .federation
@@ -458,6 +534,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::GetExportRequest>,
     ) -> Reply<proto::ServiceExport> {
+        self.authorize(&request, Action::Read).await?;
         let request = request.into_inner();
         let key = ExportKey {
             cluster: request.cluster,
@@ -480,6 +557,14 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::PutExportRequest>,
     ) -> Reply<proto::WriteResponse> {
+        let cluster = request
+            .get_ref()
+            .export
+            .as_ref()
+            .map(|e| e.cluster.clone())
+            .unwrap_or_default();
+        self.authorize(&request, Action::OwnCluster(&cluster))
+            .await?;
         let request = request.into_inner();
         let export = export_from_proto(required(request.export, "export")?)?;
         let expect = Expect::from_api(request.expect_revision);
@@ -495,6 +580,9 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::DeleteExportRequest>,
     ) -> Reply<proto::WriteResponse> {
+        let cluster = request.get_ref().cluster.clone();
+        self.authorize(&request, Action::OwnCluster(&cluster))
+            .await?;
         let request = request.into_inner();
         let key = ExportKey {
             cluster: request.cluster,
@@ -513,6 +601,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::GetTrustBundleRequest>,
     ) -> Reply<proto::TrustBundleRecord> {
+        self.authorize(&request, Action::Read).await?;
         let consistency = consistency(request.into_inner().consistency)?;
         let doc = self
             .federation
@@ -526,6 +615,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::SetTrustBundleRequest>,
     ) -> Reply<proto::WriteResponse> {
+        self.authorize(&request, Action::Admin).await?;
         let request = request.into_inner();
         let trust_bundle = bundle_from_proto(required(request.bundle, "bundle")?)?;
         let expect = Expect::from_api(request.expect_revision);
@@ -548,9 +638,67 @@ impl FederationAdmin for AdminGrpc {
         Ok(Response::new(proto::WriteResponse { revision }))
     }
 
+    async fn create_cluster(
+        &self,
+        request: Request<proto::CreateClusterRequest>,
+    ) -> Reply<proto::JoinTokenReply> {
+        self.authorize(&request, Action::Admin).await?;
+        let request = request.into_inner();
+        let minted = self
+            .enroller
+            .create_cluster(
+                &request.name,
+                request.locality,
+                request.ttl_seconds.map(std::time::Duration::from_secs),
+                std::time::SystemTime::now(),
+            )
+            .await?;
+        Ok(Response::new(proto::JoinTokenReply {
+            token: minted.token,
+            expires_at: minted.expires_at,
+            revision: minted.revision,
+        }))
+    }
+
+    async fn revoke_cluster(
+        &self,
+        request: Request<proto::RevokeClusterRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        self.authorize(&request, Action::Admin).await?;
+        let name = request.into_inner().name;
+        let revision = self
+            .federation
+            .write(Command::RevokeCluster { name })
+            .await?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    async fn register_gateway(
+        &self,
+        request: Request<proto::RegisterGatewayRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let cluster = request.get_ref().cluster.clone();
+        self.authorize(&request, Action::OwnCluster(&cluster))
+            .await?;
+        let request = request.into_inner();
+        let gateway = required(request.gateway, "gateway")?;
+        let revision = self
+            .federation
+            .write(Command::SetGateway {
+                cluster: request.cluster,
+                gateway: GatewayEndpoint {
+                    name: gateway.name,
+                    address: gateway.address,
+                },
+            })
+            .await?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
     type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchResponse, Status>> + Send>>;
 
     async fn watch(&self, request: Request<proto::WatchRequest>) -> Reply<Self::WatchStream> {
+        self.authorize(&request, Action::Read).await?;
         let after = request.into_inner().after_revision;
         let rx = self.federation.watch(after);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)

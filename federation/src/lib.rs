@@ -10,8 +10,11 @@
 pub mod bundle;
 pub mod command;
 pub mod config;
+pub mod enroll;
+pub mod enroll_client;
 pub mod error;
 pub mod grpc;
+pub mod join;
 pub mod metrics;
 pub mod mirror;
 pub mod model;

@@ -170,6 +170,8 @@ mod tests {
                     name: name.into(),
                     gateways: vec![],
                     intermediate_pem: None,
+                    locality: None,
+                    join: None,
                     state: ClusterState::Active,
                     revision,
                 },

@@ -28,10 +28,30 @@ pub struct Cluster {
     /// Lifecycle state.
     #[serde(default)]
     pub state: ClusterState,
+    /// Where the cluster runs, `region` or `region/zone`; gateways prefer exporters in
+    /// their own region, then any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    /// The outstanding join token of a pending cluster (set by `cluster create`, spent by
+    /// enrollment; only a hash of its secret is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinGrant>,
     /// Revision of the last change to this cluster (set by the federation; ignored on
     /// input).
     #[serde(default)]
     pub revision: u64,
+}
+
+/// A one-time permission to enroll a gateway of a pending cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinGrant {
+    /// Names the token (random, 16 hex digits), so that a stale token is told apart.
+    pub token_id: String,
+    /// SHA-256 of the token's secret, hex. The secret itself is never stored.
+    pub secret_sha256: String,
+    /// Unix seconds after which the token is refused.
+    pub expires_at: u64,
 }
 
 /// One east-west gateway of a cluster.

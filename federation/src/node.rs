@@ -15,8 +15,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FederationConfig, FederationListen};
+use crate::enroll::{Enroller, EnrollmentGrpc};
 use crate::grpc::AdminGrpc;
 use crate::network::{LinkFaults, MAX_RAFT_MESSAGE, Network, NetworkFactory, RaftRpc};
+use crate::proto::enrollment_server::EnrollmentServer;
 use crate::proto::federation_admin_server::FederationAdminServer;
 use crate::proto::raft_server::RaftServer;
 use crate::raft::{NodeId, NodeInfo, Raft};
@@ -67,6 +69,14 @@ pub enum StartError {
     /// Raft refused its config or failed to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The root given for signing intermediates is unusable.
+    #[error("field `enrollment.{field}`: {reason}")]
+    EnrollmentRoot {
+        /// `root_cert` or `root_key`.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A running federation node.
@@ -140,7 +150,6 @@ pub async fn start(
         .into());
     }
     let trust_domain = svid.id.trust_domain().clone();
-    let tls = NodeTls::new(svid, config.admin_clients.clone());
 
     let (raft_listener, raft_addr) = bind("listen.raft", config.listen.raft).await?;
     let (admin_listener, admin_addr) = bind("listen.admin", config.listen.admin).await?;
@@ -149,11 +158,16 @@ pub async fn start(
         Some(addr) => Some(bind("listen.metrics", addr).await?),
         None => None,
     };
+    let enroll_listener = match config.listen.enroll {
+        Some(addr) => Some(bind("listen.enroll", addr).await?),
+        None => None,
+    };
     let listen = FederationListen {
         raft: raft_addr,
         admin: admin_addr,
         rest: rest_addr,
         metrics: metrics_listener.as_ref().map(|(_, addr)| *addr),
+        enroll: enroll_listener.as_ref().map(|(_, addr)| *addr),
     };
     let advertised = config.advertise.unwrap_or(listen);
     let info = NodeInfo {
@@ -161,8 +175,36 @@ pub async fn start(
         raft_addr: advertised.raft.to_string(),
         admin_addr: advertised.admin.to_string(),
         rest_addr: advertised.rest.to_string(),
+        enroll_addr: advertised.enroll.or(listen.enroll).map(|a| a.to_string()),
+    };
+    let root = match &config.enrollment.root {
+        Some((cert, key)) => {
+            let read = |field: &'static str, path: &Path| {
+                let path = base.join(path);
+                std::fs::read_to_string(&path).map_err(|e| StartError::EnrollmentRoot {
+                    field,
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })
+            };
+            let (cert_pem, key_pem) = (read("root_cert", cert)?, read("root_key", key)?);
+            let authority =
+                isthmus_ca::Authority::from_pem(&cert_pem, &key_pem, Some(svid.id.trust_domain()))
+                    .map_err(|e| StartError::EnrollmentRoot {
+                        field: "root_cert",
+                        reason: e.to_string(),
+                    })?;
+            if *authority.kind() != isthmus_ca::AuthorityKind::Root {
+                return Err(StartError::EnrollmentRoot {
+                    field: "root_cert",
+                    reason: "not a root CA; intermediates are signed by the root".into(),
+                });
+            }
+            Some(authority)
+        }
+        None => None,
     };
 
+    let tls = NodeTls::new(svid, config.admin_clients.clone());
     let data_dir = base.join(&config.data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
         dir: data_dir.display().to_string(),
@@ -220,12 +262,34 @@ pub async fn start(
         }
     }));
 
-    let admin_service = FederationAdminServer::new(AdminGrpc::new(federation.clone()))
+    let enroller = Arc::new(Enroller::new(
+        federation.clone(),
+        tls.clone(),
+        root,
+        config.enrollment.intermediate_lifetime,
+        config.enrollment.token_lifetime,
+    ));
+    if let Some((listener, _)) = enroll_listener {
+        let service = EnrollmentServer::new(EnrollmentGrpc(enroller.clone()))
+            .max_decoding_message_size(64 * 1024);
+        let incoming = incoming(listener, tls.server_config_without_client_auth(&[b"h2"])?);
+        let shutdown = stop.clone().cancelled_owned();
+        tasks.push(tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "enrollment server failed");
+            }
+        }));
+    }
+    let admin_service = FederationAdminServer::new(AdminGrpc::new(federation.clone(), enroller))
         .max_decoding_message_size(MAX_BODY)
         .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let admin_incoming = incoming(
         admin_listener,
-        tls.server_config(tls.admin_identities(), &[b"h2"])?,
+        tls.server_config(tls.admin_grpc_identities(), &[b"h2"])?,
     );
     let shutdown = stop.clone().cancelled_owned();
     tasks.push(tokio::spawn(async move {

@@ -23,6 +23,9 @@ pub struct NodeInfo {
     pub admin_addr: String,
     /// `host:port` of its admin REST listener.
     pub rest_addr: String,
+    /// `host:port` of its enrollment listener, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll_addr: Option<String>,
 }
 
 impl std::fmt::Display for NodeInfo {

@@ -80,8 +80,9 @@ impl IntoResponse for Failure {
         match &self.0 {
             ApiError::InvalidArgument { field, .. } => error["field"] = json!(field),
             ApiError::NotLeader {
-                leader: Some((id, info)),
+                leader: Some(leader),
             } => {
+                let (id, info) = &**leader;
                 error["leader"] = json!({ "node_id": id, "admin_addr": info.admin_addr, "rest_addr": info.rest_addr })
             }
             _ => {}

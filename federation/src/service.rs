@@ -471,8 +471,9 @@ impl Federation {
     async fn on_known_leader(&self, request: ForwardRequest) -> Result<ForwardReply, ApiError> {
         match self.execute_local(request.clone()).await {
             Err(ApiError::NotLeader {
-                leader: Some((leader, info)),
-            }) if leader != self.id => {
+                leader: Some(known),
+            }) if known.0 != self.id => {
+                let (leader, info) = *known;
                 let ttl = match request {
                     ForwardRequest::AddMember { .. } => {
                         self.timeouts.catch_up + self.timeouts.write
@@ -666,7 +667,7 @@ impl Federation {
                 .membership_config
                 .membership()
                 .get_node(&id)
-                .map(|info| (id, info.clone()))
+                .map(|info| Box::new((id, info.clone())))
         });
         ApiError::NotLeader { leader }
     }
@@ -844,7 +845,7 @@ fn no_quorum(what: &str, after: Duration) -> ApiError {
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ApiError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ApiError::NotLeader {
-            leader: f.leader_id.zip(f.leader_node),
+            leader: f.leader_id.zip(f.leader_node).map(Box::new),
         },
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => match e {
             ChangeMembershipError::LearnerNotFound(e) => ApiError::NotFound(e.to_string()),
@@ -857,7 +858,7 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ApiE
 fn leader_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>) -> ApiError {
     match e {
         RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => ApiError::NotLeader {
-            leader: f.leader_id.zip(f.leader_node),
+            leader: f.leader_id.zip(f.leader_node).map(Box::new),
         },
         RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)) => {
             ApiError::Unavailable(format!("no quorum confirms this leader: {e}"))
@@ -877,6 +878,8 @@ mod tests {
                 name: format!("c{i}"),
                 gateways: vec![],
                 intermediate_pem: Some("x".repeat(60 * 1024)),
+                locality: None,
+                join: None,
                 state: ClusterState::Active,
                 revision: 1,
             },

@@ -68,6 +68,32 @@ impl NodeTls {
         &self.bundle
     }
 
+    /// This node's certificate chain, leaf first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// Identities the admin gRPC listener accepts: the admin identities and any gateway
+    /// (whose calls are then limited to its own cluster, see `grpc.rs`).
+    pub fn admin_grpc_identities(&self) -> ExpectedIdentity {
+        ExpectedIdentity::OneOf(vec![self.admin_identities(), ExpectedIdentity::AnyGateway])
+    }
+
+    /// A server config that asks for no client certificate, for the enrollment
+    /// listener (enrolling gateways have none yet; the join token authenticates them).
+    pub fn server_config_without_client_auth(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(isthmus_ca::verify::tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_no_client_auth()
+                .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
     /// Identities the admin listeners accept.
     pub fn admin_identities(&self) -> ExpectedIdentity {
         let mut options = vec![ExpectedIdentity::AnyFederationNode];

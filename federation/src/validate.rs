@@ -45,14 +45,22 @@ pub fn cluster(cluster: &Cluster) -> Result<(), ApiError> {
     }
     let mut seen = HashSet::new();
     for (i, gateway) in cluster.gateways.iter().enumerate() {
-        name(&format!("gateways[{i}].name"), &gateway.name)?;
+        gateway_endpoint(&format!("gateways[{i}]"), gateway)?;
         if !seen.insert(&gateway.name) {
             return Err(ApiError::invalid(
                 format!("gateways[{i}].name"),
                 format!("gateway {:?} is listed twice", gateway.name),
             ));
         }
-        host_port(&format!("gateways[{i}].address"), &gateway.address)?;
+    }
+    if let Some(l) = &cluster.locality {
+        locality("locality", l)?;
+    }
+    if cluster.join.is_some() {
+        return Err(ApiError::invalid(
+            "join",
+            "join tokens are made by `isthmus federation cluster create`, not written; remove this field",
+        ));
     }
     if let Some(pem) = &cluster.intermediate_pem {
         intermediate("intermediate_pem", pem, &cluster.name)?;
@@ -225,7 +233,53 @@ pub fn command(command: &crate::command::Command, domain: &TrustDomain) -> Resul
         } => trust_bundle(b, Some(domain)).map(|_| ()),
         Command::PutPolicy { policy: p, .. } => policy(p),
         Command::DeletePolicy { name: n, .. } => name("name", n),
+        Command::CreateCluster {
+            name: n,
+            locality: l,
+            ..
+        } => {
+            name("name", n)?;
+            l.as_deref().map_or(Ok(()), |l| locality("locality", l))
+        }
+        Command::Enroll {
+            name: n,
+            gateway,
+            intermediate_pem,
+            ..
+        } => {
+            name("cluster", n)?;
+            gateway_endpoint("gateway", gateway)?;
+            intermediate("intermediate_pem", intermediate_pem, n)
+        }
+        Command::SetGateway {
+            cluster: c,
+            gateway,
+        } => {
+            name("cluster", c)?;
+            gateway_endpoint("gateway", gateway)
+        }
+        Command::RevokeCluster { name: n } => name("name", n),
     }
+}
+
+/// Checks one gateway endpoint.
+fn gateway_endpoint(field: &str, gateway: &crate::model::GatewayEndpoint) -> Result<(), ApiError> {
+    name(&format!("{field}.name"), &gateway.name)?;
+    host_port(&format!("{field}.address"), &gateway.address)
+}
+
+/// Checks a locality: `region` or `region/zone`, each a DNS-1123 label.
+pub fn locality(field: &str, value: &str) -> Result<(), ApiError> {
+    let parts: Vec<&str> = value.split('/').collect();
+    if parts.len() > 2 || parts.iter().any(|p| name(field, p).is_err()) {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{value:?} is not `region` or `region/zone` (lowercase DNS labels, for example eu-west/a)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a new member's id and addresses.
@@ -239,7 +293,11 @@ pub fn member(node_id: u64, info: &crate::raft::NodeInfo) -> Result<(), ApiError
     name("member.name", &info.name)?;
     host_port("member.raft_addr", &info.raft_addr)?;
     host_port("member.admin_addr", &info.admin_addr)?;
-    host_port("member.rest_addr", &info.rest_addr)
+    host_port("member.rest_addr", &info.rest_addr)?;
+    match &info.enroll_addr {
+        Some(addr) => host_port("member.enroll_addr", addr),
+        None => Ok(()),
+    }
 }
 
 /// Checks a policy document.
@@ -325,6 +383,8 @@ mod tests {
                 address: "127.0.0.1:15443".into(),
             }],
             intermediate_pem: None,
+            locality: None,
+            join: None,
             state: ClusterState::Active,
             revision: 0,
         };

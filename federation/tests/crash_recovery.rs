@@ -23,6 +23,8 @@ fn entry(index: u64) -> Entry<TypeConfig> {
         name: format!("c{index}"),
         gateways: vec![],
         intermediate_pem: None,
+        locality: None,
+        join: None,
         state: ClusterState::Active,
         revision: 0,
     };

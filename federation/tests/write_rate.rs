@@ -32,6 +32,8 @@ async fn service_layer_write_rate() {
                     name: format!("c-{client}-{i}"),
                     gateways: vec![],
                     intermediate_pem: None,
+                    locality: None,
+                    join: None,
                     state: ClusterState::Active,
                     revision: 0,
                 };

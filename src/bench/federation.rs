@@ -188,6 +188,7 @@ impl Federation {
                 raft_addr: node.raft.clone(),
                 admin_addr: node.admin.clone(),
                 rest_addr: node.rest.clone(),
+                enroll_addr: None,
                 voter: true,
                 lag: None,
             };

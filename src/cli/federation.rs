@@ -30,6 +30,9 @@ pub(crate) enum FederationCommand {
     /// Change or list the federation's members.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Register, list and revoke member clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Leader, term, members, applied index and each member's lag.
     Status {
         #[command(flatten)]
@@ -40,6 +43,37 @@ pub(crate) enum FederationCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Register a cluster and print a one-time join token for its first gateway
+    /// (`[federation] join_token_file` in the gateway's config).
+    Create {
+        #[command(flatten)]
+        connect: Connect,
+        /// The cluster's name (a DNS-1123 label).
+        name: String,
+        /// Where it runs: `region` or `region/zone`.
+        #[arg(long)]
+        locality: Option<String>,
+        /// How long the token works, for example 10m [default: the node's
+        /// enrollment.token_lifetime, 15m].
+        #[arg(long)]
+        ttl: Option<isthmus_config::HumanDuration>,
+    },
+    /// Cut a cluster off: every gateway refuses its gateways once it sees the change.
+    Revoke {
+        #[command(flatten)]
+        connect: Connect,
+        /// The cluster.
+        name: String,
+    },
+    /// List clusters with their state, locality and gateways.
+    List {
+        #[command(flatten)]
+        connect: Connect,
     },
 }
 
@@ -64,6 +98,9 @@ pub(crate) enum MemberCommand {
         /// host:port of its admin REST listener.
         #[arg(long)]
         rest_addr: String,
+        /// host:port of its enrollment listener, if it has one (`listen.enroll`).
+        #[arg(long)]
+        enroll_addr: Option<String>,
     },
     /// Remove a node from the federation.
     Remove {
@@ -183,6 +220,7 @@ pub(crate) fn run(command: FederationCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             FederationCommand::Member(member) => run_member(member).await,
+            FederationCommand::Cluster(cluster) => run_cluster(cluster).await,
         }
     })
 }
@@ -196,6 +234,7 @@ async fn run_member(command: MemberCommand) -> anyhow::Result<ExitCode> {
             raft_addr,
             admin_addr,
             rest_addr,
+            enroll_addr,
         } => {
             let request = proto::AddMemberRequest {
                 node_id: id,
@@ -205,6 +244,7 @@ async fn run_member(command: MemberCommand) -> anyhow::Result<ExitCode> {
                     raft_addr,
                     admin_addr,
                     rest_addr,
+                    enroll_addr,
                     voter: true,
                     lag: None,
                 }),
@@ -228,6 +268,85 @@ async fn run_member(command: MemberCommand) -> anyhow::Result<ExitCode> {
     };
     print_members(&status.into_inner());
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ClusterCommand::Create {
+            connect,
+            name,
+            locality,
+            ttl,
+        } => {
+            let reply = connect
+                .client()?
+                .create_cluster(proto::CreateClusterRequest {
+                    name: name.clone(),
+                    locality,
+                    ttl_seconds: ttl.map(|t| t.0.as_secs().max(1)),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let expires = time::OffsetDateTime::from_unix_timestamp(
+                i64::try_from(reply.expires_at).unwrap_or(i64::MAX),
+            )
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| reply.expires_at.to_string());
+            eprintln!(
+                "cluster {name} registered (pending); this token works once, until {expires}:"
+            );
+            println!("{}", reply.token);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::Revoke { connect, name } => {
+            let reply = connect
+                .client()?
+                .revoke_cluster(proto::RevokeClusterRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!(
+                "cluster {name} revoked at revision {}; gateways refuse it as soon as they see that revision",
+                reply.revision
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::List { connect } => {
+            let list = connect
+                .client()?
+                .list_clusters(proto::ListRequest { consistency: 0 })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{:<20} {:<8} {:<14} GATEWAYS", "NAME", "STATE", "LOCALITY");
+            for c in &list.clusters {
+                let state = match proto::ClusterState::try_from(c.state) {
+                    Ok(proto::ClusterState::Active) => "active",
+                    Ok(proto::ClusterState::Pending) => "pending",
+                    Ok(proto::ClusterState::Revoked) => "revoked",
+                    Err(_) => "?",
+                };
+                let gateways: Vec<String> = c
+                    .gateways
+                    .iter()
+                    .map(|g| format!("{}={}", g.name, g.address))
+                    .collect();
+                println!(
+                    "{:<20} {:<8} {:<14} {}",
+                    c.name,
+                    state,
+                    c.locality.as_deref().unwrap_or("-"),
+                    gateways.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {

@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustDomain};
-use isthmus_federation::config::{FederationConfig, FederationListen, FederationTls, RaftTiming};
+use isthmus_federation::config::{
+    Enrollment, FederationConfig, FederationListen, FederationTls, RaftTiming,
+};
 use isthmus_federation::mirror::CatalogMirror;
 use isthmus_federation::network::LinkFaults;
 use isthmus_federation::node::{NodeOptions, RunningNode, start};
@@ -72,6 +74,7 @@ impl Pki {
             isthmus_ca::pem::certs_to_pem([root.cert()]),
         )
         .unwrap();
+        std::fs::write(dir.join("root.key.pem"), root.key_pem()).unwrap();
         Self {
             td,
             root,
@@ -191,11 +194,20 @@ impl Harness {
                 admin: loopback,
                 rest: loopback,
                 metrics: Some(loopback),
+                enroll: Some(loopback),
             },
             advertise: None,
             tls: self.pki.node_files(&name),
             admin_clients: vec![SpiffeId::parse(ADMIN_ID).unwrap()],
             raft: self.timing,
+            enrollment: Enrollment {
+                root: Some((
+                    self.dir.path().join("bundle.pem"),
+                    self.dir.path().join("root.key.pem"),
+                )),
+                intermediate_lifetime: Duration::from_secs(30 * 24 * 3600),
+                token_lifetime: Duration::from_secs(600),
+            },
         };
         self.configs.insert(id, config.clone());
         config
@@ -240,6 +252,7 @@ impl Harness {
                 raft_addr: info.raft_addr,
                 admin_addr: info.admin_addr,
                 rest_addr: info.rest_addr,
+                enroll_addr: info.enroll_addr,
                 voter: true,
                 lag: None,
             }),
@@ -356,6 +369,7 @@ pub fn cluster(name: &str) -> proto::Cluster {
         intermediate_pem: None,
         state: 0,
         revision: 0,
+        locality: None,
     }
 }
 
