@@ -114,8 +114,13 @@ impl Enroller {
                 "no federation node has an enrollment listener; set listen.enroll in the node configs (and --enroll-addr on `member add`)".into(),
             ));
         }
-        let token = JoinToken::generate(name, &self.pinned_root()?, enroll)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let token = JoinToken::generate(
+            name,
+            self.federation.trust_domain().as_str(),
+            &self.pinned_root()?,
+            enroll,
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
         let expires_at = unix(now) + ttl.as_secs();
         let revision = self
             .federation

@@ -18,6 +18,8 @@ pub const PREFIX: &str = "isthmus-join-v1.";
 pub struct JoinToken {
     /// The cluster this token enrolls.
     pub cluster: String,
+    /// The federation's trust domain (the cluster's CSR names it).
+    pub trust_domain: String,
     /// The token's id (16 hex digits).
     pub id: String,
     /// The secret (64 hex digits).
@@ -39,11 +41,13 @@ impl JoinToken {
     /// A new token for `cluster` with fresh random id and secret.
     pub fn generate(
         cluster: &str,
+        trust_domain: &str,
         root_sha256: &str,
         enroll: Vec<String>,
     ) -> Result<Self, TokenError> {
         Ok(Self {
             cluster: cluster.to_owned(),
+            trust_domain: trust_domain.to_owned(),
             id: random_hex(8)?,
             secret: random_hex(32)?,
             root_sha256: root_sha256.to_owned(),
@@ -106,8 +110,13 @@ mod tests {
     use super::*;
 
     fn token() -> JoinToken {
-        JoinToken::generate("west", &"ab".repeat(32), vec!["127.0.0.1:7400".into()])
-            .expect("random")
+        JoinToken::generate(
+            "west",
+            "mesh.example",
+            &"ab".repeat(32),
+            vec!["127.0.0.1:7400".into()],
+        )
+        .expect("random")
     }
 
     #[test]

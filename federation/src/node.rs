@@ -89,6 +89,8 @@ pub struct RunningNode {
     pub listen: FederationListen,
     /// The service layer.
     pub federation: Arc<Federation>,
+    /// Mints join tokens.
+    pub enroller: Arc<Enroller>,
     raft: Raft,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -284,9 +286,10 @@ pub async fn start(
             }
         }));
     }
-    let admin_service = FederationAdminServer::new(AdminGrpc::new(federation.clone(), enroller))
-        .max_decoding_message_size(MAX_BODY)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let admin_service =
+        FederationAdminServer::new(AdminGrpc::new(federation.clone(), enroller.clone()))
+            .max_decoding_message_size(MAX_BODY)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let admin_incoming = incoming(
         admin_listener,
         tls.server_config(tls.admin_grpc_identities(), &[b"h2"])?,
@@ -341,6 +344,7 @@ pub async fn start(
         info,
         listen,
         federation,
+        enroller,
         raft,
         stop,
         tasks,

@@ -65,9 +65,12 @@ fn as_gateway(config: &Path) {
         let config =
             isthmus_config::load::<isthmus_gateway::config::GatewayConfigFile>(config).unwrap();
         let base = Path::new("/");
-        let identity =
-            isthmus_gateway::identity::GatewayIdentity::load(&config.tls, base, &config.cluster)
-                .unwrap();
+        let identity = isthmus_gateway::identity::GatewayIdentity::load(
+            config.tls.as_ref().expect("the bench writes [tls]"),
+            base,
+            &config.cluster,
+        )
+        .unwrap();
         let gateway = isthmus_gateway::start(config, identity).await.unwrap();
         let mut line = format!("READY {}", gateway.quic_addr);
         for (import, addr) in &gateway.imports {

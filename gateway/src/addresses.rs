@@ -59,6 +59,14 @@ impl std::fmt::Display for Ipv4Range {
 }
 
 impl Ipv4Range {
+    /// `127.77.0.0/16`, the default range for imported services.
+    pub fn loopback_default() -> Self {
+        Self {
+            base: u32::from(Ipv4Addr::new(127, 77, 0, 0)),
+            prefix: 16,
+        }
+    }
+
     /// Usable addresses: all but the range's first (network) and last (broadcast).
     fn usable(&self) -> (u32, u32) {
         let size = 1u64 << (32 - self.prefix);

@@ -53,6 +53,14 @@ impl Catalog {
         catalog
     }
 
+    /// The same exports (their balancers and counters kept) with `peers` instead.
+    pub fn with_peers(&self, peers: impl IntoIterator<Item = (String, SocketAddr)>) -> Self {
+        Self {
+            exports: self.exports.clone(),
+            peers: peers.into_iter().collect(),
+        }
+    }
+
     /// The exported service port `namespace/name:port`, if exported.
     pub fn export(&self, namespace: &str, name: &str, port: u16) -> Option<Arc<ServicePort>> {
         self.exports

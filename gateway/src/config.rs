@@ -20,8 +20,10 @@ use crate::balancer::{OutlierPolicy, Policy};
 pub struct GatewayConfigFile {
     /// This gateway's cluster (a DNS-1123 label).
     pub cluster: String,
-    /// Certificates and keys (paths relative to the config file's directory).
-    pub tls: TlsFiles,
+    /// Certificates and keys (paths relative to the config file's directory). Leave out
+    /// when `[federation]` enrolls the gateway and issues its certificates.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
     /// Where to listen.
     pub listen: ListenSection,
     /// Gateways of other clusters.
@@ -42,6 +44,47 @@ pub struct GatewayConfigFile {
     /// The async runtime.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// Membership of a federation: enrollment, certificates, catalog sync.
+    #[serde(default)]
+    pub federation: Option<FederationSection>,
+    /// The DNS server for `<svc>.<ns>.svc.clusterset.local`.
+    #[serde(default)]
+    pub dns: Option<DnsSection>,
+}
+
+/// Federation membership as written.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// Where the gateway keeps its enrollment (intermediate, key, bundle) and its last
+    /// known-good catalog (relative to the config file's directory).
+    pub state_dir: PathBuf,
+    /// File holding the join token from `isthmus federation cluster create`; read only
+    /// when `state_dir` holds no enrollment yet.
+    pub join_token_file: Option<PathBuf>,
+    /// An intermediate already signed by the root holder (PEM), with `intermediate_key`;
+    /// without them the gateway sends a CSR for the federation to sign.
+    pub intermediate_cert: Option<PathBuf>,
+    /// The key of `intermediate_cert` (PKCS#8 PEM).
+    pub intermediate_key: Option<PathBuf>,
+    /// This gateway's name in its cluster (default `ew`).
+    pub gateway_name: Option<String>,
+    /// The QUIC address peers dial (default: the bound `listen.quic`).
+    pub advertise: Option<SocketAddr>,
+    /// Lifetime of this gateway's certificates (default 24h; at least 10s). Renewed at
+    /// about half-life, with jitter.
+    pub leaf_lifetime: Option<HumanDuration>,
+    /// Addresses for imported services, one each (default 127.77.0.0/16).
+    pub import_range: Option<String>,
+}
+
+/// DNS as written.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// UDP and TCP address of the DNS server. It answers `clusterset.local` only and
+    /// refuses other names (REFUSED), so that resolvers fall through to the next server.
+    pub listen: SocketAddr,
 }
 
 /// Runtime settings as written.
@@ -169,8 +212,9 @@ pub struct OutlierSection {
 pub struct GatewayConfig {
     /// This gateway's cluster.
     pub cluster: String,
-    /// Certificate files as written (relative to the config file).
-    pub tls: TlsFiles,
+    /// Certificate files as written (relative to the config file); `None` when the
+    /// federation issues them.
+    pub tls: Option<TlsFiles>,
     /// Listen addresses.
     pub listen: ListenSection,
     /// Peer gateways.
@@ -185,6 +229,29 @@ pub struct GatewayConfig {
     pub outlier: OutlierPolicy,
     /// Worker threads; `None` means one per CPU core.
     pub worker_threads: Option<usize>,
+    /// Federation membership.
+    pub federation: Option<FederationSettings>,
+    /// The DNS server.
+    pub dns: Option<DnsSection>,
+}
+
+/// Validated federation membership.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FederationSettings {
+    /// State directory (relative to the config file).
+    pub state_dir: PathBuf,
+    /// Join token file.
+    pub join_token_file: Option<PathBuf>,
+    /// A root-signed intermediate and its key, when brought.
+    pub intermediate: Option<(PathBuf, PathBuf)>,
+    /// Gateway name.
+    pub gateway_name: String,
+    /// Advertised QUIC address.
+    pub advertise: Option<SocketAddr>,
+    /// Leaf lifetime.
+    pub leaf_lifetime: Duration,
+    /// Import address range.
+    pub import_range: crate::addresses::Ipv4Range,
 }
 
 /// A validated export.
@@ -403,10 +470,93 @@ impl Validate for GatewayConfigFile {
             }
         }
 
+        let federation = self.federation.as_ref().map(|f| {
+            let gateway_name = f.gateway_name.clone().unwrap_or_else(|| "ew".to_owned());
+            p.label("federation.gateway_name", &gateway_name);
+            let intermediate = match (&f.intermediate_cert, &f.intermediate_key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                (None, None) => None,
+                (Some(_), None) => {
+                    p.push(
+                        "federation.intermediate_key",
+                        "missing",
+                        "the key of federation.intermediate_cert",
+                    );
+                    None
+                }
+                (None, Some(_)) => {
+                    p.push(
+                        "federation.intermediate_cert",
+                        "missing",
+                        "the certificate of federation.intermediate_key",
+                    );
+                    None
+                }
+            };
+            let range_text = f
+                .import_range
+                .clone()
+                .unwrap_or_else(|| "127.77.0.0/16".to_owned());
+            let import_range = match range_text.parse::<crate::addresses::Ipv4Range>() {
+                Ok(r) => r,
+                Err(e) => {
+                    p.push("federation.import_range", &range_text, e.to_string());
+                    crate::addresses::Ipv4Range::loopback_default()
+                }
+            };
+            if f.advertise
+                .is_some_and(|a| a.port() == 0 || a.ip().is_unspecified())
+            {
+                p.push(
+                    "federation.advertise",
+                    f.advertise.map_or(String::new(), |a| a.to_string()),
+                    "a concrete address and port that peers can reach",
+                );
+            }
+            FederationSettings {
+                state_dir: f.state_dir.clone(),
+                join_token_file: f.join_token_file.clone(),
+                intermediate,
+                gateway_name,
+                advertise: f.advertise,
+                leaf_lifetime: p.duration(
+                    "federation.leaf_lifetime",
+                    f.leaf_lifetime,
+                    secs(86_400),
+                    secs(10),
+                    secs(365 * 86_400),
+                ),
+                import_range,
+            }
+        });
+        match (&self.tls, &federation) {
+            (None, None) => p.push(
+                "tls",
+                "missing",
+                "certificate files, or a [federation] section that enrolls the gateway",
+            ),
+            (Some(_), Some(_)) => p.push(
+                "tls",
+                "set with [federation]",
+                "either [tls] files or [federation] (which issues the certificates), not both",
+            ),
+            _ => {}
+        }
+        if let Some(dns) = &self.dns {
+            if listens.contains(&dns.listen) && dns.listen.port() != 0 {
+                p.push(
+                    "dns.listen",
+                    dns.listen,
+                    "an address no other TCP listener uses",
+                );
+            }
+        }
         if !p.0.is_empty() {
             return Err(p.0);
         }
         Ok(GatewayConfig {
+            federation,
+            dns: self.dns,
             cluster: self.cluster,
             tls: self.tls,
             listen: self.listen,

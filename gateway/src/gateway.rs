@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::config::{GatewayConfig, ImportEntry, Timeouts};
 use crate::identity::GatewayIdentity;
+use crate::live_cert::LiveCert;
 use crate::metrics::Metrics;
 use crate::peers::PeerPool;
 use crate::quic::quic_server_config;
@@ -59,11 +60,31 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     /// Cancelled at the drain deadline: live tunnels are cut.
     pub(crate) cut: CancellationToken,
+    /// Peer connections accepted and open, by stable id, so that a cluster that stops
+    /// being a peer (revoked) is cut at once.
+    pub(crate) inbound:
+        std::sync::Mutex<std::collections::HashMap<usize, (String, quinn::Connection)>>,
     request_ids: AtomicU64,
     random: AtomicU64,
 }
 
 impl Shared {
+    /// Closes every connection with `cluster`'s gateways, both ways.
+    pub(crate) async fn cut_cluster(&self, cluster: &str, reason: &str) {
+        let cut: Vec<quinn::Connection> = self
+            .inbound
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(c, _)| c == cluster)
+            .map(|(_, conn)| conn.clone())
+            .collect();
+        for conn in cut {
+            conn.close(2u32.into(), reason.as_bytes());
+        }
+        self.pool.close(cluster, reason).await;
+    }
+
     pub(crate) fn next_request_id(&self) -> u64 {
         self.request_ids.fetch_add(1, Ordering::Relaxed)
     }
@@ -112,31 +133,61 @@ pub struct DrainReport {
     pub cut: usize,
 }
 
+/// What a gateway presents and trusts, both replaceable while it runs.
+#[derive(Debug, Clone)]
+pub struct GatewayTls {
+    /// The roots peers must chain to.
+    pub bundle: SharedBundle,
+    /// This gateway's certificate.
+    pub cert: Arc<LiveCert>,
+    /// Its SPIFFE ID (stable across renewals).
+    pub id: isthmus_ca::SpiffeId,
+    /// The stateless-reset key.
+    pub reset_key: Arc<ring::hmac::Key>,
+}
+
+impl GatewayTls {
+    /// From a fixed identity (certificate files).
+    pub fn from_identity(identity: &GatewayIdentity) -> Result<Self, StartError> {
+        Ok(Self {
+            bundle: SharedBundle::new(identity.bundle.clone()),
+            cert: LiveCert::new(identity.chain.clone(), &identity.key)
+                .map_err(|e| StartError::Tls(e.to_string()))?,
+            id: identity.id.clone(),
+            reset_key: Arc::new(identity.reset_key()),
+        })
+    }
+}
+
 /// Starts a gateway. Binding happens here, so a port-0 address is resolved in the result.
 pub async fn start(
     config: GatewayConfig,
     identity: GatewayIdentity,
 ) -> Result<RunningGateway, StartError> {
+    start_with(config, GatewayTls::from_identity(&identity)?).await
+}
+
+/// Starts a gateway with live TLS material.
+pub async fn start_with(
+    config: GatewayConfig,
+    tls: GatewayTls,
+) -> Result<RunningGateway, StartError> {
     let metrics = Metrics::new();
-    let bundle = SharedBundle::new(identity.bundle.clone());
+    let bundle = tls.bundle.clone();
     let observer_metrics = metrics.clone();
     let server_verifier = SpiffeVerifier::with_observer(
         bundle.clone(),
         ExpectedIdentity::AnyGateway,
         Arc::new(move |e| observer_metrics.handshake_failed(e.reason())),
     );
-    let server_config = quic_server_config(
-        server_verifier,
-        identity.chain.clone(),
-        identity.key.clone_key(),
-    )
-    .map_err(|e| StartError::Tls(e.to_string()))?;
+    let server_config = quic_server_config(server_verifier, tls.cert.clone())
+        .map_err(|e| StartError::Tls(e.to_string()))?;
     let socket = crate::quic::bind_udp(config.listen.quic).map_err(|source| StartError::Bind {
         what: "listen.quic".into(),
         addr: config.listen.quic,
         source,
     })?;
-    let endpoint_config = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
+    let endpoint_config = quinn::EndpointConfig::new(tls.reset_key.clone());
     let endpoint = quinn::Endpoint::new(
         endpoint_config,
         Some(server_config),
@@ -156,14 +207,14 @@ pub async fn start(
 
     let catalog = SharedCatalog::new(Catalog::new(&config.exports, &config.peers, config.outlier));
     let seed = {
-        let digest = ring::digest::digest(&ring::digest::SHA256, identity.id.as_str().as_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, tls.id.as_str().as_bytes());
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&digest.as_ref()[..8]);
         u64::from_le_bytes(bytes) | 1
     };
     let shared = Arc::new(Shared {
         cluster: config.cluster.clone(),
-        own_id: identity.id.clone(),
+        own_id: tls.id.clone(),
         catalog: catalog.clone(),
         metrics: metrics.clone(),
         timeouts: config.timeouts,
@@ -171,13 +222,13 @@ pub async fn start(
             endpoint.clone(),
             catalog,
             bundle,
-            identity.chain.clone(),
-            identity.key.clone_key(),
+            tls.cert.clone(),
             metrics.clone(),
         ),
         tunnels: TaskTracker::new(),
         stop: CancellationToken::new(),
         cut: CancellationToken::new(),
+        inbound: std::sync::Mutex::new(std::collections::HashMap::new()),
         request_ids: AtomicU64::new(1),
         random: AtomicU64::new(seed),
     });
@@ -232,7 +283,7 @@ pub async fn start(
         None => None,
     };
     tasks.spawn(crate::inbound::serve(endpoint.clone(), shared.clone()));
-    tracing::info!(cluster = %config.cluster, id = %identity.id, quic = %quic_addr, "gateway started");
+    tracing::info!(cluster = %config.cluster, id = %tls.id, quic = %quic_addr, "gateway started");
     Ok(RunningGateway {
         shared,
         endpoint,
@@ -253,6 +304,15 @@ impl RunningGateway {
     /// The runtime catalog, replaceable while running.
     pub fn catalog(&self) -> SharedCatalog {
         self.shared.catalog.clone()
+    }
+
+    /// This gateway's SPIFFE ID.
+    pub fn id(&self) -> &isthmus_ca::SpiffeId {
+        &self.shared.own_id
+    }
+
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Tunnelled connections open now.

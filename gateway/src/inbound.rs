@@ -51,6 +51,17 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         return;
     }
     tracing::debug!(%remote, cluster = %peer_cluster, "peer connected");
+    let stable = connection.stable_id();
+    shared
+        .inbound
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(stable, (peer_cluster.clone(), connection.clone()));
+    // The cluster may have stopped being a peer between the check above and the
+    // registration: check again so that a revocation cannot slip through.
+    if shared.catalog.current().peer(&peer_cluster).is_none() {
+        connection.close(1u32.into(), b"cluster is not a peer");
+    }
     // Runs until the connection closes; streams opened while draining are refused with a
     // status so that the peer fails fast and its other streams go on.
     while let Ok((mut send, recv)) = connection.accept_bi().await {
@@ -73,6 +84,11 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             .tunnels
             .spawn(async move { stream(send, recv, cluster, shared2).await });
     }
+    shared
+        .inbound
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&stable);
 }
 
 /// The peer's cluster, from its verified certificate.

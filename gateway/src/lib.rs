@@ -19,6 +19,8 @@ pub mod gateway;
 pub mod header;
 pub mod identity;
 mod inbound;
+pub mod live_cert;
+pub mod membership;
 pub mod metrics;
 pub mod names;
 mod outbound;
@@ -28,4 +30,4 @@ pub mod sni;
 pub mod splice;
 pub mod stream;
 
-pub use gateway::{DrainReport, RunningGateway, StartError, start};
+pub use gateway::{DrainReport, GatewayTls, RunningGateway, StartError, start, start_with};

@@ -160,6 +160,19 @@ pub struct Metrics {
     pub stream_open_seconds: Family<PeerLabels, Histogram>,
     /// QUIC connections dialled to peer gateways.
     pub peer_dials: Family<DialLabels, Counter>,
+    /// Seconds since the federation last confirmed the catalog (0 before any contact is
+    /// impossible to tell apart from fresh, so it counts from the gateway's start).
+    pub catalog_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The catalog revision applied.
+    pub catalog_revision: Gauge,
+    /// 1 while the catalog watch is open.
+    pub federation_connected: Gauge,
+    /// Services imported from other clusters now.
+    pub imported_services: Gauge,
+    /// Leaf certificates renewed.
+    pub certificate_renewals: Counter,
+    /// Trust bundle replacements applied from the federation.
+    pub bundle_updates: Counter,
     registry: Registry,
 }
 
@@ -178,8 +191,44 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
             }),
             peer_dials: Family::default(),
+            catalog_age_seconds: Gauge::default(),
+            catalog_revision: Gauge::default(),
+            federation_connected: Gauge::default(),
+            imported_services: Gauge::default(),
+            certificate_renewals: Counter::default(),
+            bundle_updates: Counter::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "catalog_age_seconds",
+            "Seconds since the federation last confirmed this gateway's catalog",
+            metrics.catalog_age_seconds.clone(),
+        );
+        registry.register(
+            "catalog_revision",
+            "Federation catalog revision applied",
+            metrics.catalog_revision.clone(),
+        );
+        registry.register(
+            "federation_connected",
+            "1 while the catalog watch to the federation is open",
+            metrics.federation_connected.clone(),
+        );
+        registry.register(
+            "imported_services",
+            "Services imported from other clusters",
+            metrics.imported_services.clone(),
+        );
+        registry.register(
+            "certificate_renewals",
+            "Leaf certificates renewed",
+            metrics.certificate_renewals.clone(),
+        );
+        registry.register(
+            "trust_bundle_updates",
+            "Trust bundle replacements applied from the federation",
+            metrics.bundle_updates.clone(),
+        );
         registry.register(
             "connections_opened",
             "Tunnelled TCP connections opened",

@@ -17,14 +17,66 @@ use crate::sni::{MAX_CLIENT_HELLO, clusterset_service, server_name};
 use crate::splice::{Counters, splice};
 use crate::stream::{OpenError, open};
 
+/// Where one client connection goes: a service port, and the clusters to try in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    pub(crate) clusters: Vec<String>,
+}
+
+impl Target {
+    fn of(import: &ImportEntry) -> Self {
+        Self {
+            namespace: import.namespace.clone(),
+            name: import.name.clone(),
+            port: import.port,
+            clusters: vec![import.cluster.clone()],
+        }
+    }
+}
+
 /// Accepts clients of one import until the gateway stops.
 pub(crate) async fn serve_import(listener: TcpListener, import: ImportEntry, shared: Arc<Shared>) {
-    let import = Arc::new(import);
+    let target = Arc::new(Target::of(&import));
     accept_loop(listener, shared, move |tcp, shared| {
-        let import = import.clone();
-        async move { client(tcp, &import, Vec::new(), shared).await }
+        let target = target.clone();
+        async move { client(tcp, &target, Vec::new(), shared).await }
     })
     .await;
+}
+
+/// Accepts clients of a catalog import until `stop`; `route` picks each connection's
+/// clusters when it arrives (exporters come and go).
+pub(crate) async fn serve_catalog_import<R>(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+    route: R,
+) where
+    R: Fn(&Shared) -> Option<Target> + Send + Sync + 'static,
+{
+    let route = Arc::new(route);
+    let accepting = accept_loop(listener, shared, move |tcp, shared| {
+        let route = route.clone();
+        async move {
+            match route(&shared) {
+                Some(target) => client(tcp, &target, Vec::new(), shared).await,
+                None => refuse_local(
+                    tcp,
+                    &shared,
+                    "unknown",
+                    "unknown_service",
+                    "the service is no longer imported",
+                ),
+            }
+        }
+    });
+    tokio::select! {
+        () = accepting => {}
+        () = stop.cancelled() => {}
+    }
 }
 
 /// Accepts TLS clients on the SNI listener until the gateway stops.
@@ -112,30 +164,47 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
         let msg = format!("{service}.{namespace} is not imported by this gateway");
         return refuse_local(tcp, &shared, "unknown", "unknown_service", &msg);
     };
-    client(tcp, import, hello, shared).await;
+    client(tcp, &Target::of(import), hello, shared).await;
 }
 
-/// One local client of `import`: open a stream, then splice. `first` holds bytes already
+/// Opens a stream to the first of `target.clusters` that accepts: a cluster whose
+/// gateway is unreachable or has no healthy endpoint is skipped for the next; a policy
+/// refusal ends the search.
+async fn open_any(
+    shared: &Shared,
+    target: &Target,
+    header: &StreamHeader,
+) -> Result<(crate::stream::Opened, String), OpenError> {
+    let mut last = None;
+    for cluster in &target.clusters {
+        match open(&shared.pool, cluster, header, shared.timeouts.stream_open).await {
+            Ok(opened) => return Ok((opened, cluster.clone())),
+            Err(OpenError::Refused(r)) if r.status == crate::header::Status::Denied => {
+                return Err(OpenError::Refused(r));
+            }
+            Err(err) => {
+                tracing::info!(request = header.request_id, %cluster, error = %err, "exporting cluster failed; trying the next");
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| OpenError::NoAnswer("no cluster exports this service".into())))
+}
+
+/// One local client of `target`: open a stream, then splice. `first` holds bytes already
 /// read from the client (the ClientHello on the SNI listener).
-async fn client(tcp: TcpStream, import: &ImportEntry, first: Vec<u8>, shared: Arc<Shared>) {
+async fn client(tcp: TcpStream, target: &Target, first: Vec<u8>, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
-    let service = format!("{}.{}", import.name, import.namespace);
+    let service = format!("{}.{}", target.name, target.namespace);
     let header = StreamHeader {
         request_id: shared.next_request_id(),
-        namespace: import.namespace.clone(),
-        service: import.name.clone(),
-        port: import.port,
+        namespace: target.namespace.clone(),
+        service: target.name.clone(),
+        port: target.port,
         source: shared.own_id.clone(),
     };
     let id = header.request_id;
-    let mut opened = match open(
-        &shared.pool,
-        &import.cluster,
-        &header,
-        shared.timeouts.stream_open,
-    )
-    .await
-    {
+    let (mut opened, cluster) = match open_any(&shared, target, &header).await {
         Ok(opened) => opened,
         Err(err) => {
             let status = match &err {
@@ -151,7 +220,7 @@ async fn client(tcp: TcpStream, import: &ImportEntry, first: Vec<u8>, shared: Ar
                     destination_service: service.clone(),
                 })
                 .inc();
-            tracing::warn!(request = id, %service, cluster = %import.cluster, error = %err, "outbound connection refused");
+            tracing::warn!(request = id, %service, clusters = ?target.clusters, error = %err, "outbound connection refused");
             reset(tcp);
             return;
         }
@@ -159,7 +228,7 @@ async fn client(tcp: TcpStream, import: &ImportEntry, first: Vec<u8>, shared: Ar
     let m = &shared.metrics;
     m.stream_open_seconds
         .get_or_create(&PeerLabels {
-            peer_cluster: import.cluster.clone(),
+            peer_cluster: cluster,
         })
         .observe(opened.latency.as_secs_f64());
     if !first.is_empty() && opened.send.write_all(&first).await.is_err() {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use isthmus_ca::SharedBundle;
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::SpiffeVerifier;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::catalog::SharedCatalog;
+use crate::live_cert::LiveCert;
 use crate::metrics::Metrics;
 use crate::quic::{quic_client_config, transport_config};
 
@@ -57,8 +57,7 @@ pub struct PeerPool {
     endpoint: quinn::Endpoint,
     catalog: SharedCatalog,
     bundle: SharedBundle,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    cert: Arc<LiveCert>,
     metrics: Arc<Metrics>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
 }
@@ -70,21 +69,19 @@ impl std::fmt::Debug for PeerPool {
 }
 
 impl PeerPool {
-    /// A pool that dials from `endpoint`, presenting `chain`.
+    /// A pool that dials from `endpoint`, presenting `cert`.
     pub fn new(
         endpoint: quinn::Endpoint,
         catalog: SharedCatalog,
         bundle: SharedBundle,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
+        cert: Arc<LiveCert>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             endpoint,
             catalog,
             bundle,
-            chain,
-            key,
+            cert,
             metrics,
             slots: Mutex::new(HashMap::new()),
         }
@@ -135,6 +132,37 @@ impl PeerPool {
         }
     }
 
+    /// Whether `cluster`'s gateway failed its last dial and is waiting out a backoff.
+    pub fn is_down(&self, cluster: &str) -> bool {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cluster)
+            .cloned();
+        // A slot being dialled right now is not known to be down.
+        slot.and_then(|s| {
+            s.try_lock()
+                .ok()
+                .map(|s| s.retry_at.is_some_and(|t| t > Instant::now()))
+        })
+        .unwrap_or(false)
+    }
+
+    /// Closes the connection to `cluster`, if any (it stopped being a peer).
+    pub async fn close(&self, cluster: &str, reason: &str) {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cluster);
+        if let Some(slot) = slot {
+            if let Some(connection) = slot.lock().await.connection.take() {
+                connection.close(2u32.into(), reason.as_bytes());
+            }
+        }
+    }
+
     /// Forgets `connection` if it has closed (the peer restarted, reset or timed out),
     /// so that the next call dials afresh without waiting for a backoff. Returns whether
     /// it was dead. A live connection is kept: one failed stream must not cut the others.
@@ -178,8 +206,8 @@ impl PeerPool {
             ExpectedIdentity::GatewayOf(cluster.to_owned()),
             Arc::new(move |e| metrics.handshake_failed(e.reason())),
         );
-        let mut config = quic_client_config(verifier, self.chain.clone(), self.key.clone_key())
-            .map_err(|e| fail(e.to_string()))?;
+        let mut config =
+            quic_client_config(verifier, self.cert.clone()).map_err(|e| fail(e.to_string()))?;
         config.transport_config(transport_config());
         let connecting = self
             .endpoint

@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
-use isthmus_ca::verify::tls::{SpiffeVerifier, client_config, server_config};
+use isthmus_ca::verify::tls::{SpiffeVerifier, provider};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::live_cert::LiveCert;
 
 /// The ALPN protocol of the Isthmus gateway tunnel, version 1.
 pub const ALPN: &[u8] = b"isthmus/1";
@@ -81,27 +82,40 @@ pub fn failure_reason(err: &quinn::ConnectionError) -> Option<&'static str> {
     }
 }
 
-/// The server side of a gateway's QUIC endpoint: presents `chain`, requires a client
-/// SVID accepted by `verifier`.
+/// The server side of a gateway's QUIC endpoint: presents the current certificate of
+/// `cert`, requires a client SVID accepted by `verifier`.
 pub fn quic_server_config(
     verifier: Arc<SpiffeVerifier>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    cert: Arc<LiveCert>,
 ) -> Result<quinn::ServerConfig, QuicConfigError> {
-    let tls = server_config(verifier, chain, key, &[ALPN])?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    // No resumption: a resumed handshake skips the verifier, so a peer whose root was
+    // retired or whose leaf expired could come back on an old ticket.
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport_config());
     Ok(config)
 }
 
-/// The client side: presents `chain`, accepts a server SVID accepted by `verifier`.
+/// The client side: presents the current certificate of `cert`, accepts a server SVID
+/// accepted by `verifier`.
 pub fn quic_client_config(
     verifier: Arc<SpiffeVerifier>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    cert: Arc<LiveCert>,
 ) -> Result<quinn::ClientConfig, QuicConfigError> {
-    let tls = client_config(verifier, chain, key, &[ALPN])?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(cert);
+    tls.resumption = rustls::client::Resumption::disabled();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls)?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::{SpiffeVerifier, provider};
 use isthmus_ca::{SharedBundle, TrustBundle};
+use isthmus_gateway::live_cert::LiveCert;
 use isthmus_gateway::quic::{ALPN, quic_client_config, quic_server_config};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -42,8 +43,7 @@ fn spawn_west(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<Result<(), Stri
     let (chain, key) = gateway(pki, "west");
     let config = quic_server_config(
         verifier(&pki.bundle(), ExpectedIdentity::GatewayOf("east".into())),
-        chain,
-        key,
+        LiveCert::new(chain, &key).unwrap(),
     )
     .unwrap();
     let endpoint = quinn::Endpoint::server(config, loopback()).unwrap();
@@ -101,8 +101,7 @@ async fn gateways_of_two_clusters_connect_with_mutual_tls() {
     let client = client_endpoint(
         quic_client_config(
             verifier(&pki.bundle(), ExpectedIdentity::GatewayOf("west".into())),
-            chain,
-            key,
+            LiveCert::new(chain, &key).unwrap(),
         )
         .unwrap(),
     );
@@ -153,7 +152,11 @@ async fn a_client_from_another_root_is_refused() {
     let (addr, server) = spawn_west(&pki);
     let (chain, key) = gateway(&impostor, "east");
     let client = client_endpoint(
-        quic_client_config(verifier(&pki.bundle(), ExpectedIdentity::Any), chain, key).unwrap(),
+        quic_client_config(
+            verifier(&pki.bundle(), ExpectedIdentity::Any),
+            LiveCert::new(chain, &key).unwrap(),
+        )
+        .unwrap(),
     );
     let outcome = tokio::time::timeout(TIMEOUT, echo_once(&client, addr))
         .await
@@ -176,8 +179,7 @@ async fn a_gateway_of_the_wrong_cluster_is_refused_by_the_client() {
     let client = client_endpoint(
         quic_client_config(
             verifier(&pki.bundle(), ExpectedIdentity::GatewayOf("east".into())),
-            chain,
-            key,
+            LiveCert::new(chain, &key).unwrap(),
         )
         .unwrap(),
     );

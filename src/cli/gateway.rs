@@ -22,8 +22,7 @@ pub(crate) enum GatewayCommand {
 pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
     let GatewayCommand::Run { config: path } = command;
     let config = isthmus_config::load::<GatewayConfigFile>(&path)?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let identity = GatewayIdentity::load(&config.tls, base, &config.cluster)?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
     let runtime = match config.worker_threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -38,8 +37,26 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let drain = config.timeouts.drain;
         let cluster = config.cluster.clone();
-        let id = identity.id.clone();
-        let gateway = isthmus_gateway::start(config, identity).await?;
+        let running = match &config.tls {
+            Some(tls) => {
+                let identity = GatewayIdentity::load(tls, &base, &config.cluster)?;
+                Running::Alone(isthmus_gateway::start(config, identity).await?)
+            }
+            None => Running::Member(
+                isthmus_gateway::membership::start(config, &base)
+                    .await
+                    .with_context(|| path.display().to_string())?,
+            ),
+        };
+        let gateway = match &running {
+            Running::Alone(g) => g,
+            Running::Member(m) => {
+                if let Some(addr) = m.dns_addr {
+                    println!("  dns      {addr} (udp and tcp)");
+                }
+                &m.gateway
+            }
+        };
         println!("  quic     {}", gateway.quic_addr);
         if let Some(addr) = gateway.metrics_addr {
             println!("  metrics  http://{addr}/metrics");
@@ -53,10 +70,13 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
                 import.namespace, import.name, import.port, import.cluster
             );
         }
-        println!("isthmus gateway {cluster} ({id}) ready");
+        println!("isthmus gateway {cluster} ({}) ready", gateway.id());
         shutdown_signal().await?;
         eprintln!("draining (up to {drain:?})");
-        let report = gateway.drain(drain).await;
+        let report = match running {
+            Running::Alone(g) => g.drain(drain).await,
+            Running::Member(m) => m.drain(drain).await,
+        };
         if report.completed {
             eprintln!("drained: every connection finished");
         } else {
@@ -64,6 +84,11 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+enum Running {
+    Alone(isthmus_gateway::RunningGateway),
+    Member(isthmus_gateway::membership::Member),
 }
 
 pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {

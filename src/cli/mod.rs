@@ -2,6 +2,7 @@
 
 mod ca;
 mod config;
+mod dev;
 mod federation;
 mod files;
 mod gateway;
@@ -35,8 +36,9 @@ enum Command {
     /// Run and administer the federation service.
     #[command(subcommand)]
     Federation(federation::FederationCommand),
-    /// Start a local mesh for development (not implemented yet).
-    Dev(Unimplemented),
+    /// Start a local mesh: a 3-node federation, clusters east and west with gateways,
+    /// and a sample service exported by west; Ctrl-C stops it.
+    Dev(dev::DevArgs),
     /// Check a directory of config and policy files offline (not implemented yet).
     Vet(Unimplemented),
 }
@@ -60,7 +62,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway(command) => gateway::run(command),
         Command::Federation(command) => federation::run(command),
         Command::Bench(command) => crate::bench::run(command),
-        Command::Dev(_) => unimplemented("dev"),
+        Command::Dev(args) => dev::run(args),
         Command::Vet(_) => unimplemented("vet"),
     }
 }

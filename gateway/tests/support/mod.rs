@@ -9,7 +9,7 @@ use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustBundle, Tr
 use isthmus_gateway::RunningGateway;
 use isthmus_gateway::balancer::{OutlierPolicy, Policy};
 use isthmus_gateway::config::{
-    Export, ExportPort, GatewayConfig, ImportEntry, ListenSection, PeerEntry, Timeouts, TlsFiles,
+    Export, ExportPort, GatewayConfig, ImportEntry, ListenSection, PeerEntry, Timeouts,
 };
 use isthmus_gateway::identity::GatewayIdentity;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -88,11 +88,7 @@ impl Pki {
 pub fn config(cluster: &str) -> GatewayConfig {
     GatewayConfig {
         cluster: cluster.into(),
-        tls: TlsFiles {
-            bundle: "unused".into(),
-            cert: "unused".into(),
-            key: "unused".into(),
-        },
+        tls: None,
         listen: ListenSection {
             quic: loopback(),
             metrics: Some(loopback()),
@@ -112,6 +108,8 @@ pub fn config(cluster: &str) -> GatewayConfig {
             ejection: Duration::from_secs(30),
         },
         worker_threads: None,
+        federation: None,
+        dns: None,
     }
 }
 

@@ -1,0 +1,199 @@
+//! A gateway as a member of a federation: enrolled with a join token, its leaves issued
+//! from its cluster's intermediate and renewed live, its imports and DNS names following
+//! the federation catalog.
+//!
+//! Pure parts: [`view`] (what the catalog means for this gateway) and [`choose`] (which
+//! exporting cluster a connection goes to). IO: [`identity`] (enrollment, leaves),
+//! `sync` (the watch), `imports` (listeners and DNS records).
+
+pub mod choose;
+pub mod identity;
+mod imports;
+mod sync;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use isthmus_ca::SharedBundle;
+use isthmus_federation::mirror::CatalogMirror;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::dns::{DnsServer, DnsTable};
+use crate::gateway::{GatewayTls, RunningGateway, StartError};
+use crate::live_cert::LiveCert;
+use identity::MembershipError;
+
+/// Why a member gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    /// Enrollment or certificates.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    /// The gateway itself.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The config has no `[federation]` section.
+    #[error("the config has no [federation] section")]
+    NotAMember,
+}
+
+/// A running member gateway.
+pub struct Member {
+    /// The gateway.
+    pub gateway: RunningGateway,
+    /// The bound DNS address, when `[dns]` is set.
+    pub dns_addr: Option<SocketAddr>,
+    /// The catalog revision applied, updated on every watch message.
+    pub revision: tokio::sync::watch::Receiver<u64>,
+    dns: Option<DnsServer>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("gateway", &self.gateway)
+            .field("dns_addr", &self.dns_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Enrolls (or loads the enrollment), starts the gateway, its DNS server, the catalog
+/// watch and leaf renewal. `base` resolves the config's relative paths.
+pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberError> {
+    let settings = config.federation.clone().ok_or(MemberError::NotAMember)?;
+    let advertise = settings.advertise.unwrap_or(config.listen.quic);
+    let enrolled = identity::load_or_enroll(&settings, base, &config.cluster, advertise).await?;
+    let id = identity::gateway_id(
+        &enrolled.trust_domain,
+        &config.cluster,
+        &settings.gateway_name,
+    )?;
+    let (chain, key) = identity::issue(
+        &enrolled.intermediate,
+        &id,
+        settings.leaf_lifetime,
+        SystemTime::now(),
+    )?;
+    let cert = LiveCert::new(chain, &key).map_err(|e| StartError::Tls(e.to_string()))?;
+    // The reset key must outlive leaf renewals: derive it from the intermediate's key.
+    let reset_key = {
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!(
+                "isthmus stateless reset v1 {}",
+                enrolled.intermediate.key_pem()
+            )
+            .as_bytes(),
+        );
+        Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            digest.as_ref(),
+        ))
+    };
+    let bundle = SharedBundle::new(enrolled.bundle.clone());
+    let tls = GatewayTls {
+        bundle: bundle.clone(),
+        cert: cert.clone(),
+        id: id.clone(),
+        reset_key,
+    };
+    let exports = config.exports.clone();
+    let cluster = config.cluster.clone();
+    let dns_config = config.dns.clone();
+    let gateway = crate::gateway::start_with(config, tls).await?;
+    let advertise = settings.advertise.unwrap_or(gateway.quic_addr).to_string();
+
+    let table = DnsTable::new();
+    let (dns, dns_addr) = match &dns_config {
+        Some(d) => {
+            let udp = tokio::net::UdpSocket::bind(d.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "dns.listen (udp)".into(),
+                    addr: d.listen,
+                    source,
+                })?;
+            let local = udp.local_addr().map_err(|source| StartError::Bind {
+                what: "dns.listen".into(),
+                addr: d.listen,
+                source,
+            })?;
+            // TCP on the same port as UDP, so that one address serves both.
+            let tcp = tokio::net::TcpListener::bind(local)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "dns.listen (tcp)".into(),
+                    addr: local,
+                    source,
+                })?;
+            let server = DnsServer::start(table.clone(), udp, tcp);
+            (Some(server), Some(local))
+        }
+        None => (None, None),
+    };
+
+    let shared = gateway.shared();
+    let stop = CancellationToken::new();
+    let issuer: identity::SharedIssuer =
+        Arc::new(std::sync::RwLock::new(Arc::new(enrolled.intermediate)));
+    let (view_tx, revision) = tokio::sync::watch::channel(0);
+    let sync = sync::Sync {
+        shared: shared.clone(),
+        cluster,
+        gateway_name: settings.gateway_name.clone(),
+        advertise,
+        exports,
+        admin_addrs: enrolled.admin_addrs.clone(),
+        trust_domain: enrolled.trust_domain.clone(),
+        bundle,
+        cert: cert.clone(),
+        issuer: issuer.clone(),
+        id: id.clone(),
+        leaf_lifetime: settings.leaf_lifetime,
+        imports: imports::ImportRuntime::new(shared.clone(), settings.import_range, table),
+        mirror: CatalogMirror::new(),
+        applied: None,
+        last_contact: Instant::now(),
+        view_tx,
+    };
+    let mut tasks = vec![tokio::spawn(sync.run(stop.clone()))];
+    let metrics = shared.metrics.clone();
+    tasks.push(tokio::spawn(identity::renew(
+        issuer,
+        cert,
+        id,
+        settings.leaf_lifetime,
+        Arc::new(move || {
+            metrics.certificate_renewals.inc();
+        }),
+        stop.clone(),
+    )));
+    Ok(Member {
+        gateway,
+        dns_addr,
+        revision,
+        dns,
+        stop,
+        tasks,
+    })
+}
+
+impl Member {
+    /// Stops the watch, renewal and DNS, then drains the gateway.
+    pub async fn drain(self, deadline: Duration) -> crate::gateway::DrainReport {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        if let Some(dns) = self.dns {
+            dns.stop().await;
+        }
+        self.gateway.drain(deadline).await
+    }
+}

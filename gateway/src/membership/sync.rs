@@ -1,0 +1,361 @@
+//! The catalog watch: publish this cluster's exports and gateway address, then follow the
+//! federation's changes into the running gateway. While the federation is unreachable
+//! the gateway keeps its last known-good catalog, reports its age, and resumes the watch
+//! from the last revision it applied when a federation node answers again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use isthmus_ca::verify::ExpectedIdentity;
+use isthmus_ca::verify::tls::{SpiffeVerifier, provider};
+use isthmus_ca::{SharedBundle, TrustBundle, TrustDomain};
+use isthmus_federation::mirror::CatalogMirror;
+use isthmus_federation::model::ExportKey;
+use isthmus_federation::proto;
+use isthmus_federation::proto::federation_admin_client::FederationAdminClient;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Export;
+use crate::gateway::Shared;
+use crate::live_cert::LiveCert;
+use crate::membership::identity::{SharedIssuer, issue};
+use crate::membership::imports::ImportRuntime;
+use crate::membership::view::{GatewayView, derive};
+
+/// How often an open watch is confirmed with a cheap status call.
+const CONFIRM_EVERY: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What the watch needs.
+pub(crate) struct Sync {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) cluster: String,
+    pub(crate) gateway_name: String,
+    pub(crate) advertise: String,
+    pub(crate) exports: Vec<Export>,
+    pub(crate) admin_addrs: Vec<String>,
+    pub(crate) trust_domain: TrustDomain,
+    pub(crate) bundle: SharedBundle,
+    pub(crate) cert: Arc<LiveCert>,
+    pub(crate) issuer: SharedIssuer,
+    pub(crate) id: isthmus_ca::SpiffeId,
+    pub(crate) leaf_lifetime: Duration,
+    pub(crate) imports: ImportRuntime,
+    pub(crate) mirror: CatalogMirror,
+    pub(crate) applied: Option<GatewayView>,
+    pub(crate) last_contact: Instant,
+    pub(crate) view_tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Sync {
+    /// Runs until `stop`.
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut next = 0usize;
+        let mut age = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let addr = self.admin_addrs[next % self.admin_addrs.len()].clone();
+            next += 1;
+            let outcome = self.session(&addr, &stop).await;
+            self.shared.metrics.federation_connected.set(0);
+            match outcome {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(federation = %addr, error = %e, revision = self.mirror.revision(), "catalog watch lost; serving the last known catalog");
+                }
+            }
+            let wait = tokio::time::sleep(backoff);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = &mut wait => break,
+                    _ = age.tick() => self.report_age(),
+                }
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn report_age(&self) {
+        self.shared
+            .metrics
+            .catalog_age_seconds
+            .set(self.last_contact.elapsed().as_secs_f64());
+    }
+
+    fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        let verifier =
+            SpiffeVerifier::new(self.bundle.clone(), ExpectedIdentity::AnyFederationNode);
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(self.cert.clone());
+        config.resumption = rustls::client::Resumption::disabled();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// One connection to one federation node: publish, then follow. Returns `Ok` only
+    /// when stopped.
+    async fn session(&mut self, addr: &str, stop: &CancellationToken) -> Result<(), String> {
+        let channel = isthmus_federation::tls::channel(addr, self.client_config()?, None)
+            .map_err(|e| e.to_string())?;
+        let mut client =
+            FederationAdminClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
+        let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
+        let call = Duration::from_secs(10);
+        tokio::time::timeout(
+            call,
+            client.register_gateway(proto::RegisterGatewayRequest {
+                cluster: self.cluster.clone(),
+                gateway: Some(proto::GatewayEndpoint {
+                    name: self.gateway_name.clone(),
+                    address: self.advertise.clone(),
+                }),
+            }),
+        )
+        .await
+        .map_err(|_| "no answer to RegisterGateway".to_owned())?
+        .map_err(status)?;
+        for export in &self.exports {
+            let healthy = export
+                .ports
+                .iter()
+                .map(|p| p.endpoints.len())
+                .max()
+                .unwrap_or(0);
+            let healthy = u32::try_from(healthy).unwrap_or(u32::MAX);
+            let request = proto::PutExportRequest {
+                export: Some(proto::ServiceExport {
+                    cluster: self.cluster.clone(),
+                    namespace: export.namespace.clone(),
+                    name: export.name.clone(),
+                    ports: export
+                        .ports
+                        .iter()
+                        .map(|p| proto::ExportPort {
+                            name: format!("tcp-{}", p.port),
+                            port: u32::from(p.port),
+                            protocol: proto::PortProtocol::Tcp as i32,
+                        })
+                        .collect(),
+                    health: Some(proto::EndpointHealth {
+                        healthy,
+                        total: healthy,
+                    }),
+                    revision: 0,
+                }),
+                expect_revision: None,
+            };
+            tokio::time::timeout(call, client.put_export(request))
+                .await
+                .map_err(|_| "no answer to PutExport".to_owned())?
+                .map_err(status)?;
+        }
+        let mut stream = client
+            .watch(proto::WatchRequest {
+                after_revision: self.mirror.revision(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        self.contact();
+        self.shared.metrics.federation_connected.set(1);
+        tracing::info!(federation = %addr, after = self.mirror.revision(), "catalog watch open");
+        let mut pruned = false;
+        let mut confirm = tokio::time::interval(CONFIRM_EVERY);
+        let mut pinger = FederationAdminClient::new(channel);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                message = stream.message() => {
+                    let message = message.map_err(status)?.ok_or("the federation ended the watch")?;
+                    let message = isthmus_federation::grpc::watch_from_proto(message).map_err(|e| e.to_string())?;
+                    if let Err(e) = self.mirror.apply(message) {
+                        // Start over from a full state rather than apply out of order.
+                        self.mirror = CatalogMirror::new();
+                        return Err(format!("{e}; re-reading the catalog"));
+                    }
+                    self.contact();
+                    self.apply().await;
+                    if !pruned && self.mirror.revision() > 0 {
+                        pruned = true;
+                        self.prune(&mut client).await.map_err(status)?;
+                    }
+                }
+                _ = confirm.tick() => {
+                    self.report_age();
+                    let ping = pinger.get_status(proto::StatusRequest { consistency: proto::Consistency::Stale as i32 });
+                    match tokio::time::timeout(call, ping).await {
+                        Ok(Ok(_)) => self.contact(),
+                        Ok(Err(s)) => return Err(status(s)),
+                        Err(_) => return Err("the federation stopped answering".into()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn contact(&mut self) {
+        self.last_contact = Instant::now();
+        self.report_age();
+    }
+
+    /// Deletes exports of this cluster that the config no longer lists (left by an
+    /// earlier run), so that peers stop routing to them.
+    async fn prune(
+        &self,
+        client: &mut FederationAdminClient<tonic::transport::Channel>,
+    ) -> Result<(), tonic::Status> {
+        let stale: Vec<ExportKey> = self
+            .mirror
+            .state()
+            .exports
+            .keys()
+            .filter(|k| k.cluster == self.cluster)
+            .filter(|k| {
+                !self
+                    .exports
+                    .iter()
+                    .any(|e| e.namespace == k.namespace && e.name == k.name)
+            })
+            .cloned()
+            .collect();
+        for key in stale {
+            tracing::info!(%key, "withdrawing an export the config no longer lists");
+            client
+                .delete_export(proto::DeleteExportRequest {
+                    cluster: key.cluster,
+                    namespace: key.namespace,
+                    name: key.name,
+                    expect_revision: None,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Puts the mirrored catalog in force.
+    async fn apply(&mut self) {
+        let view = derive(self.mirror.state(), &self.cluster);
+        let m = self.shared.metrics.clone();
+        m.catalog_revision
+            .set(i64::try_from(self.mirror.revision()).unwrap_or(i64::MAX));
+        if self.applied.as_ref() == Some(&view) {
+            let _ = self.view_tx.send(self.mirror.revision());
+            return;
+        }
+        if let Some(doc) = &view.bundle {
+            if self
+                .applied
+                .as_ref()
+                .and_then(|v| v.bundle.as_ref())
+                .map(|b| &b.roots_pem)
+                != Some(&doc.roots_pem)
+                || self
+                    .applied
+                    .as_ref()
+                    .and_then(|v| v.bundle.as_ref())
+                    .map(|b| &b.retired_pem)
+                    != Some(&doc.retired_pem)
+            {
+                match bundle_of(doc, &self.trust_domain) {
+                    Ok(bundle) => {
+                        self.bundle.replace(bundle);
+                        m.bundle_updates.inc();
+                        tracing::info!(revision = doc.revision, "trust bundle updated");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the federation's trust bundle is unusable; keeping the current one")
+                    }
+                }
+            }
+        }
+        if let Some(pem) = &view.own_intermediate {
+            if self
+                .applied
+                .as_ref()
+                .and_then(|v| v.own_intermediate.as_ref())
+                != Some(pem)
+            {
+                self.adopt_intermediate(pem);
+            }
+        }
+        let current = self.shared.catalog.current();
+        let before: Vec<String> = self
+            .applied
+            .as_ref()
+            .map(|v| v.peers.keys().cloned().collect())
+            .unwrap_or_default();
+        self.shared
+            .catalog
+            .replace(current.with_peers(view.peers.iter().map(|(c, a)| (c.clone(), *a))));
+        for gone in before.iter().filter(|c| !view.peers.contains_key(*c)) {
+            tracing::warn!(cluster = %gone, "cluster is no longer a peer (revoked or removed); cutting its connections");
+            self.shared
+                .cut_cluster(gone, "cluster is no longer a peer")
+                .await;
+        }
+        self.imports.apply(&view).await;
+        m.imported_services
+            .set(i64::try_from(view.imports.len()).unwrap_or(i64::MAX));
+        self.applied = Some(view);
+        let _ = self.view_tx.send(self.mirror.revision());
+    }
+
+    /// The catalog carries a new certificate for this cluster's intermediate (re-signed
+    /// during a root rotation): when it is for our key, issue leaves under it from now on.
+    fn adopt_intermediate(&mut self, pem: &str) {
+        let current = self
+            .issuer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if current.cert_chain_pem().trim() == pem.trim() {
+            return;
+        }
+        let adopted =
+            isthmus_ca::Authority::from_pem(pem, &current.key_pem(), Some(&self.trust_domain));
+        match adopted {
+            Ok(authority) => {
+                let authority = Arc::new(authority);
+                match issue(
+                    &authority,
+                    &self.id,
+                    self.leaf_lifetime,
+                    std::time::SystemTime::now(),
+                ) {
+                    Ok((chain, key)) => {
+                        if let Err(e) = self.cert.replace(chain, &key) {
+                            tracing::error!(error = %e, "cannot present the leaf from the new intermediate");
+                            return;
+                        }
+                        *self.issuer.write().unwrap_or_else(|p| p.into_inner()) = authority;
+                        self.shared.metrics.certificate_renewals.inc();
+                        tracing::info!("adopted the re-signed cluster intermediate; leaf reissued");
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot issue from the new intermediate"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the catalog's intermediate for this cluster is not for this gateway's key; ignoring it")
+            }
+        }
+    }
+}
+
+fn bundle_of(
+    doc: &isthmus_federation::model::TrustBundleDoc,
+    td: &TrustDomain,
+) -> Result<TrustBundle, isthmus_ca::CaError> {
+    let mut bundle = TrustBundle::from_pem(td.clone(), &doc.roots_pem)?;
+    if !doc.retired_pem.is_empty() {
+        for der in isthmus_ca::pem::certs_from_pem(&doc.retired_pem)? {
+            bundle.add_retired(der)?;
+        }
+    }
+    Ok(bundle)
+}
