@@ -156,6 +156,11 @@ impl Proc {
         }
     }
 
+    /// The stdout lines read so far.
+    pub(crate) fn seen_lines(&self) -> &[String] {
+        &self.seen
+    }
+
     /// The address on the line starting with `prefix`, after the marker was seen.
     pub(crate) fn addr(&self, prefix: &str) -> SocketAddr {
         let line = self

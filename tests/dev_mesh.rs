@@ -1,0 +1,158 @@
+//! The whole mesh through the binary: `isthmus dev` starts a federation and two
+//! clusters; `dig` resolves west's echo service through east's DNS and `curl` reaches it
+//! through east's gateway. Leaves live 20 s, so they renew while traffic runs; then west
+//! is revoked with the CLI and east drops it.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{BOUND, Proc};
+
+fn dig(dns: std::net::SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{}", dns.ip()))
+        .args(["-p", &dns.port().to_string(), "+tries=1", "+time=2"])
+        .args(args)
+        .output()
+        .expect("dig (dnsutils) is installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn curl(url: &str) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", url])
+        .output()
+        .expect("curl is installed");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn metric(url: &str, name: &str) -> f64 {
+    curl(url)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} at {url}"))
+}
+
+#[test]
+fn dev_mesh_resolves_connects_renews_and_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mesh");
+    let mut dev = Proc::spawn(
+        env!("CARGO_BIN_EXE_isthmus"),
+        &[
+            "dev",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--leaf-lifetime",
+            "20s",
+        ],
+    );
+    dev.wait_for("mesh ready");
+    let dns = dev.addr("east dns");
+    let lines = dev.seen_lines();
+    let east_metrics = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("east "))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+        .unwrap()
+        .to_owned();
+    let admin = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("node-1"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap()
+        .to_owned();
+
+    // A, SRV, and a name outside the zone.
+    let a = dig(dns, &["+short", "echo.demo.svc.clusterset.local"]);
+    let address = a.trim();
+    assert!(address.starts_with("127.77."), "{a}");
+    let srv = dig(
+        dns,
+        &[
+            "+short",
+            "SRV",
+            "_tcp-8080._tcp.echo.demo.svc.clusterset.local",
+        ],
+    );
+    assert!(
+        srv.contains(" 8080 echo.demo.svc.clusterset.local."),
+        "{srv}"
+    );
+    let other = dig(dns, &["example.com"]);
+    assert!(other.contains("status: REFUSED"), "{other}");
+    let unknown = dig(dns, &["nope.demo.svc.clusterset.local"]);
+    assert!(unknown.contains("status: NXDOMAIN"), "{unknown}");
+
+    // Traffic across at least two leaf renewals (20 s leaves renew every ~10 s): no
+    // request may fail.
+    let url = format!("http://{address}:8080/renewals");
+    let started = Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(24) {
+        let body = curl(&url).unwrap_or_else(|e| panic!("request {requests} failed: {e}"));
+        assert!(body.contains("hello from west"), "{body}");
+        requests += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let renewals = metric(&east_metrics, "isthmus_gateway_certificate_renewals_total");
+    assert!(
+        renewals >= 2.0,
+        "{renewals} renewals in 24 s of 20 s leaves"
+    );
+    assert!(metric(&east_metrics, "isthmus_gateway_federation_connected") == 1.0);
+    assert!(metric(&east_metrics, "isthmus_gateway_catalog_age_seconds") < 5.0);
+
+    // Revocation through the CLI: east removes west's service and its name.
+    let files = |f: &str| data.join(f).to_string_lossy().into_owned();
+    let revoke = Command::new(env!("CARGO_BIN_EXE_isthmus"))
+        .args([
+            "federation",
+            "cluster",
+            "revoke",
+            "west",
+            "--server",
+            &admin,
+        ])
+        .args([
+            "--bundle",
+            &files("bundle.pem"),
+            "--cert",
+            &files("admin.pem"),
+            "--key",
+            &files("admin.key"),
+        ])
+        .output()
+        .unwrap();
+    assert!(revoke.status.success(), "{revoke:?}");
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let answer = dig(dns, &["echo.demo.svc.clusterset.local"]);
+        if answer.contains("status: NXDOMAIN") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "east still resolves revoked west: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        curl(&url).is_err(),
+        "the revoked cluster's service is still reachable"
+    );
+
+    let status = dev.terminate();
+    assert!(status.success(), "{status:?}");
+}
