@@ -265,6 +265,33 @@ impl Authority {
         self.sign_intermediate(cluster, &csr.public_key, validity, now)
     }
 
+    /// Signs a new certificate for an existing cluster intermediate's key (read from its
+    /// current certificate), for a root rotation: the cluster keeps its key, and its
+    /// gateways adopt the new certificate when the federation publishes it.
+    pub fn resign_cluster_intermediate(
+        &self,
+        current: &CertificateDer<'_>,
+        cluster: &str,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<CertificateDer<'static>, CaError> {
+        let facts = CertFacts::parse(current).map_err(CaError::BadCertificate)?;
+        if facts.ca_role() != CaRole::Cluster(cluster.to_owned()) {
+            return Err(CaError::BadCertificate(format!(
+                "{} is not the intermediate of cluster {cluster:?}",
+                facts.subject
+            )));
+        }
+        let (_, parsed) = X509Certificate::from_der(current)
+            .map_err(|e| CaError::BadCertificate(format!("not an X.509 certificate: {e}")))?;
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(parsed.tbs_certificate.subject_pki.raw)
+            .map_err(|source| CaError::Crypto {
+                action: "reading the intermediate's public key",
+                source,
+            })?;
+        self.sign_intermediate(cluster, &spki, validity, now)
+    }
+
     fn sign_intermediate(
         &self,
         cluster: &str,

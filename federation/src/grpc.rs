@@ -682,6 +682,22 @@ impl FederationAdmin for AdminGrpc {
             .await?;
         let request = request.into_inner();
         let gateway = required(request.gateway, "gateway")?;
+        // A gateway registers each time it connects; an unchanged endpoint is not a change
+        // (and must not bump the cluster's revision under an admin's compare-and-set).
+        let unchanged = self
+            .federation
+            .read(Consistency::Linearizable, |s| {
+                s.clusters.get(&request.cluster).and_then(|c| {
+                    c.gateways
+                        .iter()
+                        .any(|g| g.name == gateway.name && g.address == gateway.address)
+                        .then_some(s.revision)
+                })
+            })
+            .await?;
+        if let Some(revision) = unchanged {
+            return Ok(Response::new(proto::WriteResponse { revision }));
+        }
         let revision = self
             .federation
             .write(Command::SetGateway {

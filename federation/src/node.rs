@@ -114,7 +114,21 @@ async fn bind(
         addr,
         source,
     };
-    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    // A node restarted on its old addresses may find its previous sockets still closing
+    // (connections draining in this process): wait for them, within a bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && addr.port() != 0
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.map_err(bind_err)?,
+        }
+    };
     let local = listener.local_addr().map_err(bind_err)?;
     Ok((listener, local))
 }
@@ -230,6 +244,7 @@ pub async fn start(
     .map_err(|e| StartError::Raft(e.to_string()))?;
     let stop = CancellationToken::new();
     let federation = Arc::new(Federation::new(FederationParts {
+        own_chain: tls.chain().to_vec(),
         id: config.node_id,
         info: info.clone(),
         raft: raft.clone(),
@@ -240,7 +255,11 @@ pub async fn start(
         stop: stop.clone(),
     }));
 
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(follow_bundle(
+        federation.view().clone(),
+        tls.bundle().clone(),
+        stop.clone(),
+    ))];
     let incoming = |listener, config| {
         ReceiverStream::new(accept_tls(listener, config, stop.clone()))
             .map(|(stream, _)| Ok::<_, std::io::Error>(stream))
@@ -351,19 +370,57 @@ pub async fn start(
     })
 }
 
+/// Keeps this node's trust bundle equal to the catalog's, once the catalog has one, so
+/// that a root rotation reaches the nodes' own listeners and clients too.
+async fn follow_bundle(
+    view: crate::store::CatalogView,
+    bundle: isthmus_ca::SharedBundle,
+    stop: CancellationToken,
+) {
+    let mut changes = view.subscribe();
+    let mut applied: Option<(String, String)> = None;
+    loop {
+        if let Some(doc) = view.read(|s| s.trust_bundle.clone()) {
+            let key = (doc.roots_pem.clone(), doc.retired_pem.clone());
+            if applied.as_ref() != Some(&key) {
+                match crate::validate::trust_bundle(&doc, None) {
+                    Ok(new) => {
+                        bundle.replace(new);
+                        tracing::info!(
+                            revision = doc.revision,
+                            "trust bundle updated from the catalog"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the catalog's trust bundle is unusable; keeping the current one")
+                    }
+                }
+                applied = Some(key);
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Opens the store, waiting (bounded) for a previous holder of the directory in this
 /// process to let go of sled's lock.
 async fn open_store(
     dir: &Path,
     history: u64,
 ) -> Result<(store::LogStore, store::StateMachine), StoreError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match store::open(dir, history) {
+            // sled reports a held lock as `Other` with this text; its background flusher
+            // lets go of a closed database within its flush interval.
             Err(StoreError::Open {
                 source: sled::Error::Io(e),
                 ..
-            }) if e.kind() == std::io::ErrorKind::WouldBlock
+            }) if (e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock"))
                 && tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -165,12 +165,15 @@ pub struct FederationParts {
     pub timeouts: ServiceTimeouts,
     /// Cancelled when the node stops.
     pub stop: CancellationToken,
+    /// This node's certificate chain: a new trust bundle must still trust it.
+    pub own_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// The federation as the admin API sees it.
 pub struct Federation {
     id: NodeId,
     info: NodeInfo,
+    own_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     raft: Raft,
     view: CatalogView,
     net: Arc<Network>,
@@ -288,12 +291,14 @@ impl Federation {
             trust_domain,
             timeouts,
             stop,
+            own_chain,
         } = parts;
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(propose_batches(raft.clone(), queue, stop.clone()));
         Self {
             id,
             info,
+            own_chain,
             raft,
             view,
             net,
@@ -368,6 +373,19 @@ impl Federation {
 
     async fn write_unmetered(&self, command: Command) -> Result<u64, ApiError> {
         crate::validate::command(&command, &self.trust_domain)?;
+        if let Command::SetTrustBundle { trust_bundle, .. } = &command {
+            // A bundle that no longer trusts the federation's own certificates would cut
+            // the nodes off from each other and from every gateway at once.
+            let bundle = crate::validate::trust_bundle(trust_bundle, Some(&self.trust_domain))?;
+            if let Some(top) = self.own_chain.last() {
+                if bundle.signer_of(top).is_err() {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "the new bundle does not trust the certificate of federation node {}; issue the nodes' certificates from a root of the new bundle (and restart them) before removing their root",
+                        self.info.name
+                    )));
+                }
+            }
+        }
         match self.on_leader(ForwardRequest::Write(command)).await? {
             ForwardReply::Written(revision) => Ok(revision),
             other => Err(unexpected(&other)),

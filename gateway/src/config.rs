@@ -82,9 +82,12 @@ pub struct FederationSection {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSection {
-    /// UDP and TCP address of the DNS server. It answers `clusterset.local` only and
-    /// refuses other names (REFUSED), so that resolvers fall through to the next server.
+    /// UDP and TCP address of the DNS server. It answers `clusterset.local` itself.
     pub listen: SocketAddr,
+    /// Where names outside `clusterset.local` go: an upstream resolver's address
+    /// (forwarded over UDP, 2 s timeout, SERVFAIL when it does not answer). Absent: they
+    /// are refused (REFUSED), so that a stub resolver falls through to its next server.
+    pub forward: Option<SocketAddr>,
 }
 
 /// Runtime settings as written.

@@ -1,15 +1,18 @@
 //! The gateway's DNS server (hickory-server) for `clusterset.local`: A records for
 //! `<service>.<namespace>.svc.clusterset.local` (the address of the service's local
 //! listener), SRV records for its ports, NXDOMAIN for every other name in the zone, and
-//! REFUSED for names outside it. The answers come from a [`DnsTable`] that changes
-//! while the server runs; the decision is [`answer`], a pure function.
+//! REFUSED for names outside it — or, when configured, forwards those to an upstream
+//! resolver over UDP and relays its answer. The answers come from a [`DnsTable`] that
+//! changes while the server runs; the decision is [`answer`], a pure function.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_proto::op::{
+    Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
+};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::Server;
@@ -125,16 +128,61 @@ pub fn answer(table: &DnsTable, name: &Name, kind: RecordType) -> Answer {
     }
 }
 
+/// How long an upstream resolver has to answer a forwarded question.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks `upstream` the question `query` over UDP and returns its answer section and code.
+pub async fn forward(upstream: SocketAddr, query: Query) -> Result<Answer, String> {
+    use ring::rand::SecureRandom;
+    let mut id = [0u8; 2];
+    ring::rand::SystemRandom::new()
+        .fill(&mut id)
+        .map_err(|_| "no randomness for the query id".to_owned())?;
+    let id = u16::from_le_bytes(id);
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(query.clone());
+    let bytes = message.to_vec().map_err(|e| e.to_string())?;
+    let local: SocketAddr = match upstream {
+        SocketAddr::V4(a) if a.ip().is_loopback() => SocketAddr::from(([127, 0, 0, 1], 0)),
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let socket = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
+    socket.connect(upstream).await.map_err(|e| e.to_string())?;
+    socket.send(&bytes).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+    loop {
+        let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+            .await
+            .map_err(|_| format!("{upstream} did not answer within {FORWARD_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        let Ok(reply) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        // Only the answer to our question counts (a spoofed or late datagram does not).
+        if reply.metadata.id != id || reply.queries.first() != Some(&query) {
+            continue;
+        }
+        return Ok(Answer {
+            code: reply.metadata.response_code,
+            records: reply.answers,
+        });
+    }
+}
+
 /// hickory's request handler over a [`DnsTable`].
 #[derive(Debug, Clone)]
 pub struct DnsHandler {
     table: Arc<DnsTable>,
+    upstream: Option<SocketAddr>,
 }
 
 impl DnsHandler {
-    /// Answers from `table`.
-    pub fn new(table: Arc<DnsTable>) -> Self {
-        Self { table }
+    /// Answers from `table`; names outside the zone go to `upstream` when set.
+    pub fn new(table: Arc<DnsTable>, upstream: Option<SocketAddr>) -> Self {
+        Self { table, upstream }
     }
 }
 
@@ -149,7 +197,25 @@ impl RequestHandler for DnsHandler {
         metadata.authoritative = true;
         metadata.recursion_available = false;
         let answer = match request.queries.queries() {
-            [query] => answer(&self.table, &query.name().into(), query.query_type()),
+            [query] => {
+                let local = answer(&self.table, &query.name().into(), query.query_type());
+                match self.upstream {
+                    Some(upstream) if local.code == ResponseCode::Refused => {
+                        metadata.authoritative = false;
+                        metadata.recursion_available = true;
+                        forward(upstream, query.original().clone())
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::warn!(%upstream, error = %e, "forwarding a DNS question failed");
+                                Answer {
+                                    code: ResponseCode::ServFail,
+                                    records: Vec::new(),
+                                }
+                            })
+                    }
+                    _ => local,
+                }
+            }
             // Several questions in one message: nobody sends that; refuse it.
             _ => Answer {
                 code: ResponseCode::FormErr,
@@ -184,9 +250,15 @@ impl std::fmt::Debug for DnsServer {
 }
 
 impl DnsServer {
-    /// Serves `table` on `udp` and `tcp` (bound by the caller, usually the same address).
-    pub fn start(table: Arc<DnsTable>, udp: UdpSocket, tcp: TcpListener) -> Self {
-        let mut server = Server::new(DnsHandler::new(table));
+    /// Serves `table` on `udp` and `tcp` (bound by the caller, usually the same address),
+    /// forwarding names outside the zone to `upstream` when set.
+    pub fn start(
+        table: Arc<DnsTable>,
+        udp: UdpSocket,
+        tcp: TcpListener,
+        upstream: Option<SocketAddr>,
+    ) -> Self {
+        let mut server = Server::new(DnsHandler::new(table, upstream));
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64);
         Self { server }

@@ -55,7 +55,7 @@ pub(crate) async fn serve_catalog_import<R>(
     stop: tokio_util::sync::CancellationToken,
     route: R,
 ) where
-    R: Fn(&Shared) -> Option<Target> + Send + Sync + 'static,
+    R: Fn(&Arc<Shared>) -> Option<Target> + Send + Sync + 'static,
 {
     let route = Arc::new(route);
     let accepting = accept_loop(listener, shared, move |tcp, shared| {
@@ -176,13 +176,20 @@ async fn open_any(
     header: &StreamHeader,
 ) -> Result<(crate::stream::Opened, String), OpenError> {
     let mut last = None;
-    for cluster in &target.clusters {
-        match open(&shared.pool, cluster, header, shared.timeouts.stream_open).await {
+    for (i, cluster) in target.clusters.iter().enumerate() {
+        // Split the budget among the clusters left, so that one unreachable gateway
+        // cannot use up the whole of it before the others are tried.
+        let left = u32::try_from(target.clusters.len() - i).unwrap_or(u32::MAX);
+        let budget = shared.timeouts.stream_open / left;
+        match open(&shared.pool, cluster, header, budget).await {
             Ok(opened) => return Ok((opened, cluster.clone())),
             Err(OpenError::Refused(r)) if r.status == crate::header::Status::Denied => {
                 return Err(OpenError::Refused(r));
             }
             Err(err) => {
+                if matches!(err, OpenError::NoAnswer(_)) {
+                    shared.pool.mark_failed(cluster).await;
+                }
                 tracing::info!(request = header.request_id, %cluster, error = %err, "exporting cluster failed; trying the next");
                 last = Some(err);
             }

@@ -45,6 +45,18 @@ pub enum PeerError {
     },
 }
 
+/// A peer gateway's standing, for choosing among exporting clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerHealth {
+    /// Connected, or not yet tried, or being dialled.
+    Up,
+    /// Its last dial failed; `probe_due` once its backoff has passed.
+    Down {
+        /// Whether a new dial may be tried now.
+        probe_due: bool,
+    },
+}
+
 #[derive(Default)]
 struct Slot {
     connection: Option<quinn::Connection>,
@@ -60,6 +72,9 @@ pub struct PeerPool {
     cert: Arc<LiveCert>,
     metrics: Arc<Metrics>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Peers whose last dial failed, with when the next dial may be tried. Kept apart
+    /// from the slots so that it can be read while a dial holds a slot.
+    down: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for PeerPool {
@@ -84,6 +99,7 @@ impl PeerPool {
             cert,
             metrics,
             slots: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
         }
     }
 
@@ -121,32 +137,99 @@ impl PeerPool {
                 slot.connection = Some(connection.clone());
                 slot.failures = 0;
                 slot.retry_at = None;
+                self.down_map().remove(cluster);
                 Ok(connection)
             }
             Err(err) => {
                 slot.failures += 1;
                 let factor = 1u32 << (slot.failures - 1).min(16);
-                slot.retry_at = Some(Instant::now() + (BACKOFF_START * factor).min(BACKOFF_MAX));
+                let retry_at = Instant::now() + (BACKOFF_START * factor).min(BACKOFF_MAX);
+                slot.retry_at = Some(retry_at);
+                self.down_map().insert(cluster.to_owned(), retry_at);
                 Err(err)
             }
         }
     }
 
-    /// Whether `cluster`'s gateway failed its last dial and is waiting out a backoff.
-    pub fn is_down(&self, cluster: &str) -> bool {
-        let slot = self
+    fn down_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What is known of `cluster`'s gateway now: down from a failed dial until a dial
+    /// succeeds, even while a new dial is in progress.
+    pub fn health(&self, cluster: &str) -> PeerHealth {
+        match self.down_map().get(cluster) {
+            None => PeerHealth::Up,
+            Some(next) => PeerHealth::Down {
+                probe_due: *next <= Instant::now(),
+            },
+        }
+    }
+
+    /// Claims the next probe of a down peer: true for one caller once its backoff has
+    /// passed (the next claim waits for this probe's dial to time out).
+    pub fn claim_probe(&self, cluster: &str) -> bool {
+        let mut down = self.down_map();
+        match down.get_mut(cluster) {
+            Some(next) if *next <= Instant::now() => {
+                *next = Instant::now() + DIAL_TIMEOUT;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records that reaching `cluster`'s gateway failed (a dial that its caller gave up
+    /// on, for example), so that it counts as down until a dial succeeds.
+    pub async fn mark_failed(&self, cluster: &str) {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(cluster.to_owned()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if slot
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.close_reason().is_none())
+        {
+            return;
+        }
+        slot.connection = None;
+        slot.failures += 1;
+        let factor = 1u32 << (slot.failures - 1).min(16);
+        let retry_at = Instant::now() + (BACKOFF_START * factor).min(BACKOFF_MAX);
+        slot.retry_at = Some(retry_at);
+        self.down_map().insert(cluster.to_owned(), retry_at);
+    }
+
+    /// Stops using connections whose peer no longer verifies against `bundle`: new
+    /// streams dial afresh, and the old connection lives until its streams finish.
+    /// Returns how many were retired.
+    pub async fn retire_untrusted(&self, bundle: &isthmus_ca::TrustBundle) -> usize {
+        let slots: Vec<(String, Arc<tokio::sync::Mutex<Slot>>)> = self
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(cluster)
-            .cloned();
-        // A slot being dialled right now is not known to be down.
-        slot.and_then(|s| {
-            s.try_lock()
-                .ok()
-                .map(|s| s.retry_at.is_some_and(|t| t > Instant::now()))
-        })
-        .unwrap_or(false)
+            .iter()
+            .map(|(c, s)| (c.clone(), s.clone()))
+            .collect();
+        let mut retired = 0;
+        for (cluster, slot) in slots {
+            let mut slot = slot.lock().await;
+            let stale = slot.connection.as_ref().is_some_and(|c| {
+                !crate::recheck::still_trusted(
+                    c,
+                    bundle,
+                    &cluster,
+                    isthmus_ca::verify::PeerRole::Server,
+                )
+            });
+            if stale {
+                slot.connection = None;
+                retired += 1;
+            }
+        }
+        retired
     }
 
     /// Closes the connection to `cluster`, if any (it stopped being a peer).

@@ -47,7 +47,7 @@ async fn dig_gets_service_addresses_and_ports_and_sees_changes_live() {
     };
     table.put("demo", "echo", record);
     let (udp, tcp, port) = sockets().await;
-    let server = DnsServer::start(table.clone(), udp, tcp);
+    let server = DnsServer::start(table.clone(), udp, tcp, None);
 
     let name = "echo.demo.svc.clusterset.local";
     assert_eq!(dig(port, &["+short", name, "A"]).await.trim(), "127.77.0.1");
@@ -101,5 +101,82 @@ async fn dig_gets_service_addresses_and_ports_and_sees_changes_live() {
             .trim(),
         "127.77.0.2"
     );
+    server.stop().await;
+}
+
+/// A dnsmasq child serving one name, killed when dropped.
+struct Dnsmasq(std::process::Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_outside_the_zone_are_forwarded_when_configured() {
+    // dnsmasq (Debian's dnsmasq-base) as the upstream resolver, on its own loopback port.
+    let (probe, _, upstream_port) = sockets().await;
+    drop(probe);
+    let dnsmasq = Dnsmasq(
+        Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                &format!("--port={upstream_port}"),
+                "--address=/upstream.example/127.1.2.3",
+                "--pid-file=",
+                "--user=",
+            ])
+            .spawn()
+            .expect("dnsmasq is installed (.ci/run installs dnsmasq-base)"),
+    );
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], upstream_port));
+    let table = DnsTable::new();
+    table.put(
+        "demo",
+        "echo",
+        ServiceRecord {
+            address: Ipv4Addr::new(127, 77, 0, 9),
+            ports: vec![],
+        },
+    );
+    let (udp, tcp, port) = sockets().await;
+    let server = DnsServer::start(table, udp, tcp, Some(upstream));
+    // dnsmasq may still be starting: ask until it answers (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let forwarded = dig(port, &["upstream.example", "A"]).await;
+        if forwarded.contains("127.1.2.3") {
+            assert!(forwarded.contains("status: NOERROR"), "{forwarded}");
+            assert!(
+                !forwarded.contains(" aa"),
+                "a forwarded answer is not authoritative: {forwarded}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never forwarded: {forwarded}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The zone is still answered here, never forwarded.
+    assert_eq!(
+        dig(port, &["+short", "echo.demo.svc.clusterset.local"])
+            .await
+            .trim(),
+        "127.77.0.9"
+    );
+    let unknown = dig(port, &["nope.demo.svc.clusterset.local"]).await;
+    assert!(unknown.contains("status: NXDOMAIN"), "{unknown}");
+    // An upstream that is gone: SERVFAIL, not a hang.
+    drop(dnsmasq);
+    let failed = dig(port, &["gone.example", "A"]).await;
+    assert!(failed.contains("status: SERVFAIL"), "{failed}");
     server.stop().await;
 }

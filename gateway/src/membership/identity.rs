@@ -85,6 +85,11 @@ fn read(field: &'static str, path: &Path) -> Result<String, MembershipError> {
     })
 }
 
+/// Replaces `name` in the state directory `dir` (atomically).
+pub fn save(dir: &Path, name: &str, text: &str, private: bool) -> Result<(), MembershipError> {
+    write(&dir.join(name), text, private)
+}
+
 fn write(path: &Path, text: &str, private: bool) -> Result<(), MembershipError> {
     let fail = |e: std::io::Error| MembershipError::File {
         field: "federation.state_dir",

@@ -16,6 +16,7 @@ use crate::gateway::Shared;
 use crate::membership::choose;
 use crate::membership::view::{GatewayView, Imported};
 use crate::outbound::{Target, serve_catalog_import};
+use crate::peers::PeerHealth;
 
 type Key = (String, String);
 
@@ -115,7 +116,7 @@ impl ImportRuntime {
                     listener,
                     self.shared.clone(),
                     stop,
-                    move |shared: &Shared| route(&routes, &key2, port, shared),
+                    move |shared: &Arc<Shared>| route(&routes, &key2, port, shared),
                 ));
                 tracing::info!(%addr, namespace = %key.0, service = %key.1, "import listening");
             }
@@ -132,13 +133,27 @@ impl ImportRuntime {
 }
 
 /// The clusters one new connection to `key:port` tries, in order.
-fn route(routes: &RwLock<Routes>, key: &Key, port: u16, shared: &Shared) -> Option<Target> {
+fn route(routes: &RwLock<Routes>, key: &Key, port: u16, shared: &Arc<Shared>) -> Option<Target> {
     let routes = routes.read().unwrap_or_else(|p| p.into_inner());
     let imported = routes.imports.get(key)?;
     let clusters = choose::order(
         &imported.exporters,
         routes.locality.as_deref(),
-        |c| shared.pool.is_down(c),
+        |c| match shared.pool.health(c) {
+            PeerHealth::Up => false,
+            PeerHealth::Down { probe_due } => {
+                if probe_due && shared.pool.claim_probe(c) {
+                    // Find out in the background whether it is back, so that no client
+                    // waits on a gateway that is probably still down.
+                    let shared = shared.clone();
+                    let cluster = c.to_owned();
+                    tokio::spawn(async move {
+                        let _ = shared.pool.connection(&cluster).await;
+                    });
+                }
+                true
+            }
+        },
         shared.sample(),
     );
     Some(Target {

@@ -132,7 +132,7 @@ pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberE
                     addr: local,
                     source,
                 })?;
-            let server = DnsServer::start(table.clone(), udp, tcp);
+            let server = DnsServer::start(table.clone(), udp, tcp, d.forward);
             (Some(server), Some(local))
         }
         None => (None, None),
@@ -161,6 +161,7 @@ pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberE
         applied: None,
         last_contact: Instant::now(),
         view_tx,
+        state_dir: enrolled.state_dir.clone(),
     };
     let mut tasks = vec![tokio::spawn(sync.run(stop.clone()))];
     let metrics = shared.metrics.clone();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::{SpiffeVerifier, provider};
-use isthmus_ca::{SharedBundle, TrustBundle, TrustDomain};
+use isthmus_ca::{SharedBundle, TrustDomain};
 use isthmus_federation::mirror::CatalogMirror;
 use isthmus_federation::model::ExportKey;
 use isthmus_federation::proto;
@@ -45,6 +45,7 @@ pub(crate) struct Sync {
     pub(crate) applied: Option<GatewayView>,
     pub(crate) last_contact: Instant,
     pub(crate) view_tx: tokio::sync::watch::Sender<u64>,
+    pub(crate) state_dir: std::path::PathBuf,
 }
 
 impl Sync {
@@ -262,11 +263,21 @@ impl Sync {
                     .map(|b| &b.retired_pem)
                     != Some(&doc.retired_pem)
             {
-                match bundle_of(doc, &self.trust_domain) {
+                match isthmus_federation::validate::trust_bundle(doc, Some(&self.trust_domain)) {
                     Ok(bundle) => {
-                        self.bundle.replace(bundle);
+                        self.bundle.replace(bundle.clone());
                         m.bundle_updates.inc();
                         tracing::info!(revision = doc.revision, "trust bundle updated");
+                        crate::recheck::recheck(&self.shared, &bundle).await;
+                        // The next start verifies the federation with this bundle.
+                        if let Err(e) = crate::membership::identity::save(
+                            &self.state_dir,
+                            "bundle.pem",
+                            &bundle.to_pem(),
+                            false,
+                        ) {
+                            tracing::error!(error = %e, "cannot save the trust bundle");
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the federation's trust bundle is unusable; keeping the current one")
@@ -333,6 +344,14 @@ impl Sync {
                             tracing::error!(error = %e, "cannot present the leaf from the new intermediate");
                             return;
                         }
+                        if let Err(e) = crate::membership::identity::save(
+                            &self.state_dir,
+                            "intermediate.pem",
+                            pem,
+                            false,
+                        ) {
+                            tracing::error!(error = %e, "cannot save the re-signed intermediate");
+                        }
                         *self.issuer.write().unwrap_or_else(|p| p.into_inner()) = authority;
                         self.shared.metrics.certificate_renewals.inc();
                         tracing::info!("adopted the re-signed cluster intermediate; leaf reissued");
@@ -345,17 +364,4 @@ impl Sync {
             }
         }
     }
-}
-
-fn bundle_of(
-    doc: &isthmus_federation::model::TrustBundleDoc,
-    td: &TrustDomain,
-) -> Result<TrustBundle, isthmus_ca::CaError> {
-    let mut bundle = TrustBundle::from_pem(td.clone(), &doc.roots_pem)?;
-    if !doc.retired_pem.is_empty() {
-        for der in isthmus_ca::pem::certs_from_pem(&doc.retired_pem)? {
-            bundle.add_retired(der)?;
-        }
-    }
-    Ok(bundle)
 }

@@ -1,0 +1,520 @@
+//! The mesh in one process (`DevMesh`: a 3-node federation, clusters enrolled with join
+//! tokens, member gateways), driven through outages; `dig` and `curl` are the outside
+//! clients. Waits are bounded polls; nothing sleeps to let time pass.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use isthmus_federation::command::{Command as FedCommand, Expect};
+use isthmus_federation::model::{EndpointHealth, ExportPort, PortProtocol, ServiceExport};
+use isthmus_gateway::dev_mesh::{ClusterSpec, DevMesh, ExportSpec, echo_server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+async fn dig(dns: SocketAddr, name: &str) -> String {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("dig")
+            .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
+            .args(["+tries=1", "+time=2", "+short", &name])
+            .output()
+            .expect("dig (dnsutils) is installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+    .await
+    .unwrap()
+}
+
+async fn curl(url: &str) -> Result<String, String> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "8", &url])
+            .output()
+            .expect("curl is installed");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn until<F: FnMut() -> bool>(what: &str, mut done: F) {
+    let deadline = Instant::now() + BOUND;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {BOUND:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn spec(
+    name: &str,
+    locality: &str,
+    range: &str,
+    dns: bool,
+    exports: Vec<ExportSpec>,
+) -> ClusterSpec {
+    ClusterSpec {
+        name: name.into(),
+        locality: locality.into(),
+        import_range: range.into(),
+        dns,
+        exports,
+    }
+}
+
+fn echo(endpoint: SocketAddr, name: &str) -> ExportSpec {
+    ExportSpec {
+        namespace: "demo".into(),
+        name: name.into(),
+        port: 8080,
+        endpoint,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_outage_keeps_known_services_and_the_watch_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let west_echo = echo_server("west").await.unwrap();
+    mesh.add_cluster(&spec(
+        "west",
+        "us-west",
+        "127.78.0.0/16",
+        false,
+        vec![echo(west_echo, "echo")],
+    ))
+    .await
+    .unwrap();
+    mesh.add_cluster(&spec("east", "us-east", "127.77.0.0/16", true, vec![]))
+        .await
+        .unwrap();
+    let metrics = mesh.members["east"].gateway.metrics();
+    until("east imports echo", || metrics.imported_services.get() == 1).await;
+    let dns = mesh.members["east"].dns_addr.unwrap();
+    let address = dig(dns, "echo.demo.svc.clusterset.local").await;
+    let url = format!("http://{address}:8080/");
+    assert!(curl(&url).await.unwrap().contains("hello from west"));
+
+    // A connection opened before the outage, used during it.
+    let mut held = tokio::net::TcpStream::connect(format!("{address}:8080"))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        mesh.stop_node(i).await;
+    }
+    until("east notices the outage", || {
+        metrics.federation_connected.get() == 0
+    })
+    .await;
+    held.write_all(b"GET /held HTTP/1.1\r\nhost: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    held.read_to_string(&mut reply).await.unwrap();
+    assert!(
+        reply.contains("hello from west") && reply.contains("/held"),
+        "{reply}"
+    );
+    // New connections, and names, keep working from the last known catalog.
+    for _ in 0..5 {
+        assert!(curl(&url).await.unwrap().contains("hello from west"));
+    }
+    assert_eq!(dig(dns, "echo.demo.svc.clusterset.local").await, address);
+    until("the catalog age grows past 2 s", || {
+        metrics.catalog_age_seconds.get() >= 2.0
+    })
+    .await;
+
+    // The federation returns: the watch resumes and a change made now reaches east.
+    for i in 0..3 {
+        mesh.start_node(i).await.unwrap();
+    }
+    until("east reconnects", || {
+        metrics.federation_connected.get() == 1
+    })
+    .await;
+    let before = metrics.catalog_revision.get();
+    let added = ServiceExport {
+        cluster: "west".into(),
+        namespace: "demo".into(),
+        name: "later".into(),
+        ports: vec![ExportPort {
+            name: "http".into(),
+            port: 8080,
+            protocol: PortProtocol::Http,
+        }],
+        health: EndpointHealth {
+            healthy: 1,
+            total: 1,
+        },
+        revision: 0,
+    };
+    let deadline = Instant::now() + BOUND;
+    loop {
+        // The first write after the restart may meet an election in progress.
+        let node = mesh.any_node().unwrap();
+        let put = FedCommand::PutExport {
+            export: added.clone(),
+            expect: Expect::Any,
+        };
+        match node.federation.write(put).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no write after the restart: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    until("east imports the export made after the outage", || {
+        metrics.imported_services.get() == 2
+    })
+    .await;
+    assert!(metrics.catalog_revision.get() > before);
+    assert!(metrics.catalog_age_seconds.get() < 2.0);
+    assert!(!dig(dns, "later.demo.svc.clusterset.local").await.is_empty());
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_fail_over_to_the_other_exporting_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let (west_echo, south_echo) = (
+        echo_server("west").await.unwrap(),
+        echo_server("south").await.unwrap(),
+    );
+    // West shares east's region, so it is preferred while healthy.
+    mesh.add_cluster(&spec(
+        "west",
+        "us-east/b",
+        "127.88.0.0/16",
+        false,
+        vec![echo(west_echo, "echo")],
+    ))
+    .await
+    .unwrap();
+    mesh.add_cluster(&spec(
+        "south",
+        "sa-east",
+        "127.89.0.0/16",
+        false,
+        vec![echo(south_echo, "echo")],
+    ))
+    .await
+    .unwrap();
+    mesh.add_cluster(&spec("east", "us-east/a", "127.87.0.0/16", true, vec![]))
+        .await
+        .unwrap();
+    let dns = mesh.members["east"].dns_addr.unwrap();
+    let deadline = Instant::now() + BOUND;
+    let url = loop {
+        let address = dig(dns, "echo.demo.svc.clusterset.local").await;
+        // Both exporters known: wait until east has seen both clusters' exports.
+        if !address.is_empty()
+            && mesh.members["east"]
+                .gateway
+                .catalog()
+                .current()
+                .peer("south")
+                .is_some()
+        {
+            break format!("http://{address}:8080/");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "east never imported echo from both"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for _ in 0..5 {
+        let body = curl(&url).await.unwrap();
+        assert!(
+            body.contains("hello from west"),
+            "the nearer region first: {body}"
+        );
+    }
+
+    mesh.stop_member("west").await;
+    // Every new connection succeeds, through south; the first may wait for west's dial
+    // to fail (half of timeouts.stream_open), the next go straight to south.
+    let mut waits = Vec::new();
+    for i in 0..10 {
+        let started = Instant::now();
+        let body = curl(&url)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} after west went down failed: {e}"));
+        assert!(body.contains("hello from south"), "{body}");
+        waits.push(started.elapsed());
+    }
+    eprintln!("connection times after west went down: {waits:?}");
+    mesh.shutdown().await;
+}
+
+/// Opens a QUIC connection to `addr` as a gateway of `cluster` with a leaf issued by
+/// `intermediate`, sends a stream header and waits for any answer: `Ok` when the peer
+/// gateway accepted the connection and answered.
+async fn probe(
+    addr: SocketAddr,
+    intermediate: &isthmus_ca::Authority,
+    cluster: &str,
+    server_bundle: isthmus_ca::TrustBundle,
+) -> Result<(), String> {
+    use isthmus_ca::verify::ExpectedIdentity;
+    use isthmus_ca::verify::tls::SpiffeVerifier;
+    let id = format!(
+        "spiffe://{}/cluster/{cluster}/gateway/probe",
+        isthmus_gateway::dev_mesh::TRUST_DOMAIN
+    );
+    let (chain_pem, key_pem) =
+        isthmus_gateway::dev_mesh::leaf_pem(intermediate, &id, Duration::from_secs(600)).unwrap();
+    let chain = isthmus_ca::pem::certs_from_pem(&chain_pem).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
+        isthmus_ca::key_from_pem(&key_pem)
+            .unwrap()
+            .serialize_der()
+            .into(),
+    );
+    let cert = isthmus_gateway::live_cert::LiveCert::new(chain, &key).unwrap();
+    let verifier = SpiffeVerifier::new(
+        isthmus_ca::SharedBundle::new(server_bundle),
+        ExpectedIdentity::AnyGateway,
+    );
+    let config = isthmus_gateway::quic::quic_client_config(verifier, cert).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let exchange = async {
+        let connection = endpoint
+            .connect(addr, "gateway")
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        let header = isthmus_gateway::header::StreamHeader {
+            request_id: 1,
+            namespace: "demo".into(),
+            service: "nothing".into(),
+            port: 1,
+            source: isthmus_ca::SpiffeId::parse(&id).unwrap(),
+        };
+        send.write_all(&header.encode().unwrap())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        recv.read_exact(&mut byte)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| Err("no answer".into()));
+    endpoint.close(0u32.into(), b"done");
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
+    use isthmus_ca::{Authority, KeyAlgorithm, TrustBundle};
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let west_echo = echo_server("west").await.unwrap();
+    mesh.add_cluster(&spec(
+        "west",
+        "us-west",
+        "127.98.0.0/16",
+        false,
+        vec![echo(west_echo, "echo")],
+    ))
+    .await
+    .unwrap();
+    mesh.add_cluster(&spec("east", "us-east", "127.97.0.0/16", true, vec![]))
+        .await
+        .unwrap();
+    let (east, west) = (
+        mesh.members["east"].gateway.metrics(),
+        mesh.members["west"].gateway.metrics(),
+    );
+    until("east imports echo", || east.imported_services.get() == 1).await;
+    let dns = mesh.members["east"].dns_addr.unwrap();
+    let url = format!(
+        "http://{}:8080/",
+        dig(dns, "echo.demo.svc.clusterset.local").await
+    );
+    let west_quic = mesh.members["west"].gateway.quic_addr;
+
+    // Traffic for the whole rotation: every request must succeed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (url, stop) = (url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match curl(&url).await {
+                    Ok(body) if body.contains("hello from west") => ok += 1,
+                    Ok(body) => failed.push(body),
+                    Err(e) => failed.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+
+    let td = mesh.trust_domain.clone();
+    let a = mesh.root.cert_chain_pem();
+    let root_b = Authority::new_root(
+        &td,
+        KeyAlgorithm::EcdsaP256,
+        Duration::from_secs(86_400 * 365),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let b = root_b.cert_chain_pem();
+    let set_bundle = |roots: String, retired: String| FedCommand::SetTrustBundle {
+        trust_bundle: isthmus_federation::model::TrustBundleDoc {
+            trust_domain: td.to_string(),
+            roots_pem: roots,
+            retired_pem: retired,
+            revision: 0,
+        },
+        expect: Expect::Any,
+    };
+    let updates = |m: &isthmus_gateway::metrics::Metrics| m.bundle_updates.get();
+
+    // Stage 1: trust A and B everywhere.
+    mesh.any_node()
+        .unwrap()
+        .federation
+        .write(set_bundle(format!("{a}{b}"), String::new()))
+        .await
+        .unwrap();
+    until("both gateways trust A+B", || {
+        updates(&east) >= 2 && updates(&west) >= 2
+    })
+    .await;
+
+    // The federation nodes move to certificates from B, one at a time.
+    mesh.write_bundle_file(&format!("{a}{b}")).unwrap();
+    for i in 0..3 {
+        mesh.reissue_node(i, &root_b).unwrap();
+        mesh.stop_node(i).await;
+        mesh.start_node(i).await.unwrap();
+        let target = mesh.any_node().unwrap().federation.view().revision();
+        let node = mesh.node(i).unwrap();
+        until("the restarted node catches up", || {
+            node.federation.view().revision() >= target
+                && node
+                    .federation
+                    .raft()
+                    .metrics()
+                    .borrow()
+                    .current_leader
+                    .is_some()
+        })
+        .await;
+    }
+
+    // Stage 2: issue from B — the clusters' intermediates, re-signed for their own keys.
+    for cluster in ["west", "east"] {
+        let current = mesh
+            .any_node()
+            .unwrap()
+            .federation
+            .view()
+            .read(|s| s.clusters[cluster].clone());
+        let der =
+            isthmus_ca::pem::certs_from_pem(current.intermediate_pem.as_deref().unwrap()).unwrap();
+        let resigned = root_b
+            .resign_cluster_intermediate(
+                &der[0],
+                cluster,
+                Duration::from_secs(86_400 * 30),
+                std::time::SystemTime::now(),
+            )
+            .unwrap();
+        let updated = isthmus_federation::model::Cluster {
+            intermediate_pem: Some(isthmus_ca::pem::certs_to_pem([&resigned])),
+            ..current.clone()
+        };
+        mesh.any_node()
+            .unwrap()
+            .federation
+            .write(FedCommand::PutCluster {
+                cluster: updated,
+                expect: Expect::Revision(current.revision),
+            })
+            .await
+            .unwrap();
+    }
+    until("both gateways issue from B", || {
+        east.certificate_renewals.get() >= 1 && west.certificate_renewals.get() >= 1
+    })
+    .await;
+
+    // Stage 3: remove A.
+    mesh.any_node()
+        .unwrap()
+        .federation
+        .write(set_bundle(b.clone(), a.clone()))
+        .await
+        .unwrap();
+    until("both gateways trust only B", || {
+        updates(&east) >= 3 && updates(&west) >= 3
+    })
+    .await;
+    mesh.write_bundle_file(&b).unwrap();
+    // Let the peers' old connections pass their grace period while traffic goes on.
+    tokio::time::sleep(isthmus_gateway::recheck::GRACE + Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rotation: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+    assert!(ok > 20, "only {ok} requests ran");
+    eprintln!("{ok} requests during the rotation, none failed");
+    assert!(curl(&url).await.unwrap().contains("hello from west"));
+
+    // A certificate chained to the removed root is refused; one from B is accepted.
+    let b_only = TrustBundle::from_pem(td.clone(), &b).unwrap();
+    let old = mesh
+        .root
+        .new_cluster_intermediate(
+            "east",
+            KeyAlgorithm::EcdsaP256,
+            Duration::from_secs(86_400),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let new = root_b
+        .new_cluster_intermediate(
+            "east",
+            KeyAlgorithm::EcdsaP256,
+            Duration::from_secs(86_400),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let refused = probe(west_quic, &old, "east", b_only.clone()).await;
+    assert!(
+        refused.is_err(),
+        "a leaf from the removed root was accepted"
+    );
+    probe(west_quic, &new, "east", b_only).await.unwrap();
+    mesh.shutdown().await;
+}
