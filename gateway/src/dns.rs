@@ -5,13 +5,13 @@
 //! resolver over UDP and relays its answer. The answers come from a [`DnsTable`] that
 //! changes while the server runs; the decision is [`answer`], a pure function.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{
-    Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -34,10 +34,13 @@ pub struct ServiceRecord {
     pub ports: Vec<(String, u16)>,
 }
 
+/// Services by namespace, then name: looked up by `&str` without allocating.
+type Services = HashMap<String, HashMap<String, Arc<ServiceRecord>>>;
+
 /// The names the server answers, by (namespace, service); replaced live.
 #[derive(Debug, Default)]
 pub struct DnsTable {
-    services: RwLock<BTreeMap<(String, String), ServiceRecord>>,
+    services: RwLock<Services>,
 }
 
 impl DnsTable {
@@ -49,25 +52,61 @@ impl DnsTable {
     /// Adds or replaces a service.
     pub fn put(&self, namespace: &str, service: &str, record: ServiceRecord) {
         self.write()
-            .insert((namespace.to_owned(), service.to_owned()), record);
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(service.to_owned(), Arc::new(record));
     }
 
     /// Removes a service; its names answer NXDOMAIN from now on.
     pub fn remove(&self, namespace: &str, service: &str) {
-        self.write()
-            .remove(&(namespace.to_owned(), service.to_owned()));
+        let mut services = self.write();
+        if let Some(names) = services.get_mut(namespace) {
+            names.remove(service);
+            if names.is_empty() {
+                services.remove(namespace);
+            }
+        }
     }
 
-    fn get(&self, namespace: &str, service: &str) -> Option<ServiceRecord> {
+    fn get(&self, namespace: &str, service: &str) -> Option<Arc<ServiceRecord>> {
         let services = self.services.read().unwrap_or_else(|p| p.into_inner());
-        services
-            .get(&(namespace.to_owned(), service.to_owned()))
-            .cloned()
+        services.get(namespace)?.get(service).cloned()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<(String, String), ServiceRecord>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Services> {
         self.services.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A DNS-1123 label in lower case.
+fn is_label(label: &[u8]) -> bool {
+    (1..=63).contains(&label.len())
+        && label
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && label.first() != Some(&b'-')
+        && label.last() != Some(&b'-')
+}
+
+/// `<service>.<namespace>.svc.clusterset.local.` in lower case, read straight from the
+/// name's labels: the common query, answered without allocating. Anything else (upper
+/// case, SRV names, other names) takes [`classify`].
+fn lower_service_name(name: &Name) -> Option<(&str, &str)> {
+    if name.num_labels() != 5 {
+        return None;
+    }
+    let mut labels = name.iter();
+    let (service, namespace) = (labels.next()?, labels.next()?);
+    if labels.next()? != b"svc" || labels.next()? != b"clusterset" || labels.next()? != b"local" {
+        return None;
+    }
+    if !is_label(service) || !is_label(namespace) {
+        return None;
+    }
+    Some((
+        std::str::from_utf8(service).ok()?,
+        std::str::from_utf8(namespace).ok()?,
+    ))
 }
 
 /// What the server answers to one question.
@@ -89,6 +128,16 @@ pub fn answer(table: &DnsTable, name: &Name, kind: RecordType) -> Answer {
         code,
         records: Vec::new(),
     };
+    if let Some((service, namespace)) = lower_service_name(name) {
+        return match table.get(namespace, service) {
+            None => code(ResponseCode::NXDomain),
+            Some(record) if kind == RecordType::A || kind == RecordType::ANY => {
+                let a = Record::from_rdata(name.clone(), TTL, RData::A(A(record.address)));
+                records(vec![a])
+            }
+            Some(_) => records(Vec::new()),
+        };
+    }
     match classify(&name.to_ascii()) {
         NameKind::OutsideZone => code(ResponseCode::Refused),
         NameKind::OtherInZone => code(ResponseCode::NXDomain),
@@ -172,7 +221,8 @@ pub async fn forward(upstream: SocketAddr, query: Query) -> Result<Answer, Strin
     }
 }
 
-/// hickory's request handler over a [`DnsTable`].
+/// The server's answering logic over a [`DnsTable`], used by the UDP loop and, as a
+/// hickory-server request handler, for TCP.
 #[derive(Debug, Clone)]
 pub struct DnsHandler {
     table: Arc<DnsTable>,
@@ -186,6 +236,43 @@ impl DnsHandler {
     }
 }
 
+impl DnsHandler {
+    /// The answer to `queries`, and whether it is this server's own (authoritative) or
+    /// an upstream's.
+    async fn resolve(&self, queries: &[Query]) -> (Answer, bool) {
+        let [query] = queries else {
+            // Several questions in one message: nobody sends that; refuse it.
+            return (
+                Answer {
+                    code: ResponseCode::FormErr,
+                    records: Vec::new(),
+                },
+                true,
+            );
+        };
+        let local = answer(&self.table, query.name(), query.query_type());
+        match self.upstream {
+            Some(upstream) if local.code == ResponseCode::Refused => {
+                let forwarded = forward(upstream, query.clone()).await.unwrap_or_else(|e| {
+                    tracing::warn!(%upstream, error = %e, "forwarding a DNS question failed");
+                    Answer {
+                        code: ResponseCode::ServFail,
+                        records: Vec::new(),
+                    }
+                });
+                (forwarded, false)
+            }
+            _ => (local, true),
+        }
+    }
+
+    /// Whether `queries` would be forwarded (so that the UDP loop answers it off-loop).
+    fn forwards(&self, queries: &[Query]) -> bool {
+        self.upstream.is_some()
+            && matches!(queries, [query] if answer(&self.table, query.name(), query.query_type()).code == ResponseCode::Refused)
+    }
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for DnsHandler {
     async fn handle_request<R: ResponseHandler, T: hickory_server::net::runtime::Time>(
@@ -194,34 +281,15 @@ impl RequestHandler for DnsHandler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.authoritative = true;
-        metadata.recursion_available = false;
-        let answer = match request.queries.queries() {
-            [query] => {
-                let local = answer(&self.table, &query.name().into(), query.query_type());
-                match self.upstream {
-                    Some(upstream) if local.code == ResponseCode::Refused => {
-                        metadata.authoritative = false;
-                        metadata.recursion_available = true;
-                        forward(upstream, query.original().clone())
-                            .await
-                            .unwrap_or_else(|e| {
-                                tracing::warn!(%upstream, error = %e, "forwarding a DNS question failed");
-                                Answer {
-                                    code: ResponseCode::ServFail,
-                                    records: Vec::new(),
-                                }
-                            })
-                    }
-                    _ => local,
-                }
-            }
-            // Several questions in one message: nobody sends that; refuse it.
-            _ => Answer {
-                code: ResponseCode::FormErr,
-                records: Vec::new(),
-            },
-        };
+        let queries: Vec<Query> = request
+            .queries
+            .queries()
+            .iter()
+            .map(|q| q.original().clone())
+            .collect();
+        let (answer, own) = self.resolve(&queries).await;
+        metadata.authoritative = own;
+        metadata.recursion_available = !own;
         metadata.response_code = answer.code;
         let builder = MessageResponseBuilder::from_message_request(request);
         let response = builder.build(metadata, answer.records.iter(), [], [], []);
@@ -238,9 +306,139 @@ impl RequestHandler for DnsHandler {
     }
 }
 
+/// The largest UDP answer this server sends (the DNS flag day 2020 size).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Encodes the answer to `request`: the question echoed, EDNS answered when asked, and
+/// the answer section dropped with TC set when it would not fit the client's UDP size.
+fn encode_reply(request: &Message, answer: Answer, own: bool) -> Option<Vec<u8>> {
+    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.checking_disabled = request.metadata.checking_disabled;
+    response.metadata.authoritative = own;
+    response.metadata.recursion_available = !own;
+    response.metadata.response_code = answer.code;
+    response.queries = request.queries.clone();
+    response.answers = answer.records;
+    let limit = match &request.edns {
+        Some(edns) => {
+            let mut ours = Edns::new();
+            ours.set_max_payload(MAX_UDP_PAYLOAD);
+            response.edns = Some(ours);
+            edns.max_payload().clamp(512, MAX_UDP_PAYLOAD)
+        }
+        None => 512,
+    };
+    let bytes = response.to_vec().ok()?;
+    if bytes.len() <= usize::from(limit) {
+        return Some(bytes);
+    }
+    response.answers.clear();
+    response.metadata.truncation = true;
+    response.to_vec().ok()
+}
+
+/// FORMERR for a datagram whose header reads as a query but whose body does not parse;
+/// `None` when not even the header does (such datagrams get no answer).
+fn formerr(datagram: &[u8]) -> Option<[u8; 12]> {
+    let header = datagram.get(..12)?;
+    if header[2] & 0x80 != 0 {
+        return None; // a response: never answer one
+    }
+    let mut reply = [0u8; 12];
+    reply[..2].copy_from_slice(&header[..2]);
+    reply[2] = 0x80 | (header[2] & 0x78); // QR, the opcode
+    reply[3] = 0x01; // FORMERR
+    Some(reply)
+}
+
+/// Answers UDP queries on `socket` until `stop`. hickory-proto parses and encodes;
+/// answers from the table are sent from this loop, and forwarded questions from a task of
+/// their own so that a slow upstream holds up nobody. (hickory-server's UDP loop spawns a
+/// task and goes through a channel for every query, which halves the rate; see
+/// `docs/benchmarks.md`. TCP stays with hickory-server.)
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    handler: Arc<DnsHandler>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(received) => received,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; they are not fatal.
+                    tracing::debug!(error = %e, "DNS UDP receive failed");
+                    continue;
+                }
+            },
+        };
+        let datagram = &buf[..n];
+        let request = match Message::from_vec(datagram) {
+            Ok(request) => request,
+            Err(_) => {
+                if let Some(reply) = formerr(datagram) {
+                    let _ = socket.send_to(&reply, peer).await;
+                }
+                continue;
+            }
+        };
+        if request.metadata.message_type != MessageType::Query {
+            continue;
+        }
+        if request.metadata.op_code != OpCode::Query {
+            let answer = Answer {
+                code: ResponseCode::NotImp,
+                records: Vec::new(),
+            };
+            if let Some(bytes) = encode_reply(&request, answer, true) {
+                let _ = socket.send_to(&bytes, peer).await;
+            }
+            continue;
+        }
+        if handler.forwards(&request.queries) {
+            let (socket, handler) = (socket.clone(), handler.clone());
+            tokio::spawn(async move {
+                let (answer, own) = handler.resolve(&request.queries).await;
+                if let Some(bytes) = encode_reply(&request, answer, own) {
+                    let _ = socket.send_to(&bytes, peer).await;
+                }
+            });
+            continue;
+        }
+        let (answer, own) = handler.resolve(&request.queries).await;
+        if let Some(bytes) = encode_reply(&request, answer, own) {
+            let _ = socket.send_to(&bytes, peer).await;
+        }
+    }
+}
+
+/// Binds `sockets` UDP sockets to `addr` with `SO_REUSEPORT` (the kernel spreads
+/// clients over them); port 0 picks one port for all. hickory-server reads each socket
+/// in one task, so one socket would answer on one core only.
+pub fn bind_udp(addr: SocketAddr, sockets: usize) -> std::io::Result<Vec<UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut addr = addr;
+    let mut out = Vec::with_capacity(sockets.max(1));
+    for _ in 0..sockets.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket: std::net::UdpSocket = socket.into();
+        addr = socket.local_addr()?;
+        out.push(UdpSocket::from_std(socket)?);
+    }
+    Ok(out)
+}
+
 /// A running DNS server.
 pub struct DnsServer {
     server: Server<DnsHandler>,
+    udp: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for DnsServer {
@@ -258,14 +456,35 @@ impl DnsServer {
         tcp: TcpListener,
         upstream: Option<SocketAddr>,
     ) -> Self {
-        let mut server = Server::new(DnsHandler::new(table, upstream));
-        server.register_socket(udp);
+        Self::start_many(table, vec![udp], tcp, upstream)
+    }
+
+    /// As [`Self::start`], with several UDP sockets on one port (see [`bind_udp`]): each
+    /// has its own receive loop, so that queries are answered on every core.
+    pub fn start_many(
+        table: Arc<DnsTable>,
+        udp: Vec<UdpSocket>,
+        tcp: TcpListener,
+        upstream: Option<SocketAddr>,
+    ) -> Self {
+        let handler = DnsHandler::new(table, upstream);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shared = Arc::new(handler.clone());
+        let udp = udp
+            .into_iter()
+            .map(|socket| tokio::spawn(serve_udp(Arc::new(socket), shared.clone(), stop.clone())))
+            .collect();
+        let mut server = Server::new(handler);
         server.register_listener(tcp, Duration::from_secs(5), 64);
-        Self { server }
+        Self { server, udp, stop }
     }
 
     /// Stops serving.
     pub async fn stop(mut self) {
+        self.stop.cancel();
+        for task in self.udp {
+            let _ = task.await;
+        }
         if let Err(e) = self.server.shutdown_gracefully().await {
             tracing::debug!(error = %e, "DNS server stopped with an error");
         }

@@ -180,3 +180,49 @@ async fn names_outside_the_zone_are_forwarded_when_configured() {
     assert!(failed.contains("status: SERVFAIL"), "{failed}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_queries_get_their_proper_refusals() {
+    let table = DnsTable::new();
+    let (udp, tcp, port) = sockets().await;
+    let server = DnsServer::start(table, udp, tcp, None);
+    // An opcode other than QUERY: NOTIMP.
+    let status = dig(port, &["+opcode=status", "echo.demo.svc.clusterset.local"]).await;
+    assert!(status.contains("status: NOTIMP"), "{status}");
+    // EDNS is answered with our payload size.
+    let edns = dig(
+        port,
+        &["+edns=0", "+bufsize=4096", "nope.demo.svc.clusterset.local"],
+    )
+    .await;
+    assert!(
+        edns.contains("EDNS: version: 0") && edns.contains("udp: 1232"),
+        "{edns}"
+    );
+    // A datagram with a query header and a broken body: FORMERR with its id.
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(("127.0.0.1", port)).await.unwrap();
+    let mut broken = vec![0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    broken.extend_from_slice(&[0x3f, b'x']); // a label that runs past the end
+    client.send(&broken).await.unwrap();
+    let mut reply = [0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), client.recv(&mut reply))
+        .await
+        .expect("an answer to a broken query")
+        .unwrap();
+    assert_eq!(&reply[..2], &[0xab, 0xcd], "same id");
+    assert_eq!(reply[2] & 0x80, 0x80, "a response");
+    assert_eq!(reply[3] & 0x0f, 1, "FORMERR");
+    assert_eq!(n, 12);
+    // A response datagram gets no answer at all (no reflection loops).
+    let mut response = broken.clone();
+    response[2] |= 0x80;
+    client.send(&response).await.unwrap();
+    let silent = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        client.recv(&mut reply),
+    )
+    .await;
+    assert!(silent.is_err(), "answered a response datagram");
+    server.stop().await;
+}

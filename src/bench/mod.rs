@@ -3,6 +3,7 @@
 //! absolute numbers drift; the ratios much less). Not tests: nothing here passes or
 //! fails. `docs/benchmarks.md` records the method and results.
 
+mod dns;
 mod etcd;
 mod federation;
 mod load;
@@ -19,6 +20,12 @@ pub(crate) enum BenchCommand {
     /// fsync on: writes and linearizable reads per second with latency at N concurrent
     /// clients, and leader failover time.
     Federation(FederationArgs),
+    /// A catalog change until it is in the DNS of every watching gateway (50 member
+    /// gateways of a 3-node federation): p50 and p99.
+    Propagation(dns::PropagationArgs),
+    /// DNS queries per second of the gateway against dnsmasq and Knot (Debian packages)
+    /// serving the same names, driven by dnsperf.
+    Dns(dns::DnsArgs),
 }
 
 /// Options of `isthmus bench federation`.
@@ -57,5 +64,7 @@ impl FederationArgs {
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Federation(args) => federation::run(&args),
+        BenchCommand::Propagation(args) => dns::propagation(&args),
+        BenchCommand::Dns(args) => dns::dns(&args),
     }
 }

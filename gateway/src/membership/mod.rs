@@ -112,14 +112,13 @@ pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberE
     let table = DnsTable::new();
     let (dns, dns_addr) = match &dns_config {
         Some(d) => {
-            let udp = tokio::net::UdpSocket::bind(d.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    what: "dns.listen (udp)".into(),
-                    addr: d.listen,
-                    source,
-                })?;
-            let local = udp.local_addr().map_err(|source| StartError::Bind {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let udp = crate::dns::bind_udp(d.listen, cores).map_err(|source| StartError::Bind {
+                what: "dns.listen (udp)".into(),
+                addr: d.listen,
+                source,
+            })?;
+            let local = udp[0].local_addr().map_err(|source| StartError::Bind {
                 what: "dns.listen".into(),
                 addr: d.listen,
                 source,
@@ -132,7 +131,7 @@ pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberE
                     addr: local,
                     source,
                 })?;
-            let server = DnsServer::start(table.clone(), udp, tcp, d.forward);
+            let server = DnsServer::start_many(table.clone(), udp, tcp, d.forward);
             (Some(server), Some(local))
         }
         None => (None, None),
