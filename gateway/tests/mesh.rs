@@ -79,25 +79,35 @@ fn echo(endpoint: SocketAddr, name: &str) -> ExportSpec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_federation_outage_keeps_known_services_and_the_watch_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
+/// A 3-node federation, west exporting demo/echo (served by an echo server that says
+/// "west") and east with DNS. East imports into `127.<octet>.0.0/16`, west into the next:
+/// tests in this binary run at once and must not share listener addresses.
+async fn west_and_east(dir: &std::path::Path, octet: u8) -> DevMesh {
+    let mut mesh = DevMesh::start(dir, 3, Duration::from_secs(3600))
         .await
         .unwrap();
     let west_echo = echo_server("west").await.unwrap();
+    let west_range = format!("127.{}.0.0/16", octet + 1);
+    let east_range = format!("127.{octet}.0.0/16");
     mesh.add_cluster(&spec(
         "west",
         "us-west",
-        "127.78.0.0/16",
+        &west_range,
         false,
         vec![echo(west_echo, "echo")],
     ))
     .await
     .unwrap();
-    mesh.add_cluster(&spec("east", "us-east", "127.77.0.0/16", true, vec![]))
+    mesh.add_cluster(&spec("east", "us-east", &east_range, true, vec![]))
         .await
         .unwrap();
+    mesh
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_outage_keeps_known_services_and_the_watch_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = west_and_east(dir.path(), 77).await;
     let metrics = mesh.members["east"].gateway.metrics();
     until("east imports echo", || metrics.imported_services.get() == 1).await;
     let dns = mesh.members["east"].dns_addr.unwrap();
@@ -144,8 +154,22 @@ async fn a_federation_outage_keeps_known_services_and_the_watch_resumes() {
     })
     .await;
     let before = metrics.catalog_revision.get();
+    // A change made now, by a cluster with no gateway (so that no gateway's own
+    // publishing touches it): a new member and its export.
+    let south = isthmus_federation::model::Cluster {
+        name: "south".into(),
+        gateways: vec![isthmus_federation::model::GatewayEndpoint {
+            name: "ew".into(),
+            address: "127.0.0.1:9".into(),
+        }],
+        intermediate_pem: None,
+        state: isthmus_federation::model::ClusterState::Active,
+        locality: None,
+        join: None,
+        revision: 0,
+    };
     let added = ServiceExport {
-        cluster: "west".into(),
+        cluster: "south".into(),
         namespace: "demo".into(),
         name: "later".into(),
         ports: vec![ExportPort {
@@ -159,19 +183,26 @@ async fn a_federation_outage_keeps_known_services_and_the_watch_resumes() {
         },
         revision: 0,
     };
-    let deadline = Instant::now() + BOUND;
-    loop {
-        // The first write after the restart may meet an election in progress.
-        let node = mesh.any_node().unwrap();
-        let put = FedCommand::PutExport {
-            export: added.clone(),
+    for command in [
+        FedCommand::PutCluster {
+            cluster: south,
             expect: Expect::Any,
-        };
-        match node.federation.write(put).await {
-            Ok(_) => break,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no write after the restart: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        },
+        FedCommand::PutExport {
+            export: added,
+            expect: Expect::Any,
+        },
+    ] {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            // The first write after the restart may meet an election in progress.
+            let node = mesh.any_node().unwrap();
+            match node.federation.write(command.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no write after the restart: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     }
@@ -214,8 +245,36 @@ async fn new_connections_fail_over_to_the_other_exporting_cluster() {
     ))
     .await
     .unwrap();
+    // North is near east too, but its only endpoint is dead: its gateway answers that it
+    // has no healthy endpoint, and the connection moves on.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    mesh.add_cluster(&spec(
+        "north",
+        "us-east/c",
+        "127.86.0.0/16",
+        false,
+        vec![echo(dead, "echo")],
+    ))
+    .await
+    .unwrap();
     mesh.add_cluster(&spec("east", "us-east/a", "127.87.0.0/16", true, vec![]))
         .await
+        .unwrap();
+    // Wait until east has applied all three exports.
+    let node = mesh.any_node().unwrap();
+    until("the three exports are in the catalog", || {
+        node.federation.view().read(|s| s.exports.len()) == 3
+    })
+    .await;
+    let target = node.federation.view().revision();
+    let mut east_revision = mesh.members["east"].revision.clone();
+    tokio::time::timeout(BOUND, east_revision.wait_for(|r| *r >= target))
+        .await
+        .unwrap()
         .unwrap();
     let dns = mesh.members["east"].dns_addr.unwrap();
     let deadline = Instant::now() + BOUND;
@@ -259,6 +318,14 @@ async fn new_connections_fail_over_to_the_other_exporting_cluster() {
         waits.push(started.elapsed());
     }
     eprintln!("connection times after west went down: {waits:?}");
+    let north = mesh.members["north"].gateway.metrics().encode();
+    assert!(
+        north
+            .lines()
+            .any(|l| l.starts_with("isthmus_gateway_stream_refusals_total{")
+                && l.contains("inbound")),
+        "north never refused a stream, so its dead endpoint was never tried: {north}"
+    );
     mesh.shutdown().await;
 }
 
@@ -328,22 +395,7 @@ async fn probe(
 async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
     use isthmus_ca::{Authority, KeyAlgorithm, TrustBundle};
     let dir = tempfile::tempdir().unwrap();
-    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
-        .await
-        .unwrap();
-    let west_echo = echo_server("west").await.unwrap();
-    mesh.add_cluster(&spec(
-        "west",
-        "us-west",
-        "127.98.0.0/16",
-        false,
-        vec![echo(west_echo, "echo")],
-    ))
-    .await
-    .unwrap();
-    mesh.add_cluster(&spec("east", "us-east", "127.97.0.0/16", true, vec![]))
-        .await
-        .unwrap();
+    let mut mesh = west_and_east(dir.path(), 97).await;
     let (east, west) = (
         mesh.members["east"].gateway.metrics(),
         mesh.members["west"].gateway.metrics(),
@@ -516,5 +568,53 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
         "a leaf from the removed root was accepted"
     );
     probe(west_quic, &new, "east", b_only).await.unwrap();
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_cluster_is_refused_by_its_peers() {
+    use isthmus_ca::KeyAlgorithm;
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = west_and_east(dir.path(), 107).await;
+    let east = mesh.members["east"].gateway.metrics();
+    until("east imports echo", || east.imported_services.get() == 1).await;
+    let east_quic = mesh.members["east"].gateway.quic_addr;
+    let bundle =
+        isthmus_ca::TrustBundle::from_pem(mesh.trust_domain.clone(), &mesh.root.cert_chain_pem())
+            .unwrap();
+    // Any valid chain for a gateway of west (here from a fresh intermediate of the same
+    // root) is accepted while west is a member...
+    let west_ca = mesh
+        .root
+        .new_cluster_intermediate(
+            "west",
+            KeyAlgorithm::EcdsaP256,
+            Duration::from_secs(86_400),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    probe(east_quic, &west_ca, "west", bundle.clone())
+        .await
+        .unwrap();
+    // ...and, once west is revoked, refused, though the chain is as valid as before.
+    mesh.any_node()
+        .unwrap()
+        .federation
+        .write(FedCommand::RevokeCluster {
+            name: "west".into(),
+        })
+        .await
+        .unwrap();
+    let catalog = mesh.members["east"].gateway.catalog();
+    until("east drops west as a peer", || {
+        catalog.current().peer("west").is_none()
+    })
+    .await;
+    assert_eq!(east.imported_services.get(), 0);
+    let refused = probe(east_quic, &west_ca, "west", bundle).await;
+    assert!(
+        refused.is_err(),
+        "a gateway of the revoked cluster was accepted"
+    );
     mesh.shutdown().await;
 }
