@@ -369,8 +369,10 @@ async fn serve_udp(
             received = socket.recv_from(&mut buf) => match received {
                 Ok(received) => received,
                 Err(e) => {
-                    // ICMP errors from earlier sends surface here; they are not fatal.
+                    // Not fatal (an ICMP error from an earlier send, for example), but a
+                    // socket that keeps failing must not spin a core.
                     tracing::debug!(error = %e, "DNS UDP receive failed");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
             },
