@@ -153,6 +153,14 @@ impl Balancer {
         true
     }
 
+    /// Endpoints not ejected at `now`.
+    pub fn healthy(&self, now: Instant) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.ejected_until.is_none_or(|until| now >= until))
+            .count()
+    }
+
     /// Open connections per endpoint, for metrics and tests.
     pub fn active(&self, addr: SocketAddr) -> u32 {
         self.endpoints
@@ -254,9 +262,17 @@ mod tests {
         };
         let mut b = Balancer::new(&a, Policy::LeastConnections, outlier);
         let now = Instant::now();
+        assert_eq!(b.healthy(now), 2);
         b.failed(a[0], now);
+        assert_eq!(b.healthy(now), 1);
         b.failed(a[1], now);
         assert!(b.order(now, 7).is_empty());
+        assert_eq!(b.healthy(now), 0);
+        assert_eq!(
+            b.healthy(now + Duration::from_secs(5)),
+            2,
+            "back after the ejection"
+        );
         assert!(
             Balancer::new(&[], Policy::RoundRobin, outlier)
                 .order(now, 0)

@@ -61,6 +61,17 @@ impl Catalog {
         }
     }
 
+    /// Healthy endpoints of `namespace/name` at `now`: the most any of its ports has
+    /// (a client needs one port; the federation gets one number per service).
+    pub fn export_health(&self, namespace: &str, name: &str, now: std::time::Instant) -> usize {
+        self.exports
+            .iter()
+            .filter(|((ns, n, _), _)| ns == namespace && n == name)
+            .map(|(_, port)| port.balancer().healthy(now))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The exported service port `namespace/name:port`, if exported.
     pub fn export(&self, namespace: &str, name: &str, port: u16) -> Option<Arc<ServicePort>> {
         self.exports

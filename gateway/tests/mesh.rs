@@ -318,6 +318,28 @@ async fn new_connections_fail_over_to_the_other_exporting_cluster() {
         waits.push(started.elapsed());
     }
     eprintln!("connection times after west went down: {waits:?}");
+    // With south gone too, only north is left; its dead endpoint is ejected after its
+    // consecutive failures, and north tells the federation it has no healthy endpoint.
+    mesh.stop_member("south").await;
+    let node = mesh.any_node().unwrap();
+    let north_health = || {
+        node.federation.view().read(|s| {
+            s.exports
+                .values()
+                .find(|e| e.cluster == "north")
+                .map(|e| e.health.healthy)
+        })
+    };
+    // North published 1 healthy endpoint at start (its config lists one); 0 can only
+    // come from its live count. Its earlier refusals may have ejected it already.
+    let deadline = Instant::now() + BOUND;
+    while north_health() != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "north never reported its endpoint down"
+        );
+        assert!(curl(&url).await.is_err(), "no cluster can serve now");
+    }
     let north = mesh.members["north"].gateway.metrics().encode();
     assert!(
         north

@@ -120,12 +120,23 @@ impl ImportRuntime {
                 ));
                 tracing::info!(%addr, namespace = %key.0, service = %key.1, "import listening");
             }
+            if listening.ports.is_empty() {
+                // No listener could be bound: a name would only lead to refused
+                // connections, so the service gets none until a later catalog change.
+                self.table.remove(&key.0, &key.1);
+                continue;
+            }
             self.table.put(
                 &key.0,
                 &key.1,
                 ServiceRecord {
                     address,
-                    ports: imported.ports.clone(),
+                    ports: imported
+                        .ports
+                        .iter()
+                        .filter(|(_, p)| listening.ports.contains_key(p))
+                        .cloned()
+                        .collect(),
                 },
             );
         }

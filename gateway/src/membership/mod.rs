@@ -161,6 +161,7 @@ pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberE
         last_contact: Instant::now(),
         view_tx,
         state_dir: enrolled.state_dir.clone(),
+        published: std::collections::HashMap::new(),
     };
     let mut tasks = vec![tokio::spawn(sync.run(stop.clone()))];
     let metrics = shared.metrics.clone();

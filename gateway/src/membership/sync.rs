@@ -46,6 +46,8 @@ pub(crate) struct Sync {
     pub(crate) last_contact: Instant,
     pub(crate) view_tx: tokio::sync::watch::Sender<u64>,
     pub(crate) state_dir: std::path::PathBuf,
+    /// Healthy endpoints last published, per export.
+    pub(crate) published: std::collections::HashMap<(String, String), usize>,
 }
 
 impl Sync {
@@ -121,41 +123,8 @@ impl Sync {
         .await
         .map_err(|_| "no answer to RegisterGateway".to_owned())?
         .map_err(status)?;
-        for export in &self.exports {
-            let healthy = export
-                .ports
-                .iter()
-                .map(|p| p.endpoints.len())
-                .max()
-                .unwrap_or(0);
-            let healthy = u32::try_from(healthy).unwrap_or(u32::MAX);
-            let request = proto::PutExportRequest {
-                export: Some(proto::ServiceExport {
-                    cluster: self.cluster.clone(),
-                    namespace: export.namespace.clone(),
-                    name: export.name.clone(),
-                    ports: export
-                        .ports
-                        .iter()
-                        .map(|p| proto::ExportPort {
-                            name: format!("tcp-{}", p.port),
-                            port: u32::from(p.port),
-                            protocol: proto::PortProtocol::Tcp as i32,
-                        })
-                        .collect(),
-                    health: Some(proto::EndpointHealth {
-                        healthy,
-                        total: healthy,
-                    }),
-                    revision: 0,
-                }),
-                expect_revision: None,
-            };
-            tokio::time::timeout(call, client.put_export(request))
-                .await
-                .map_err(|_| "no answer to PutExport".to_owned())?
-                .map_err(status)?;
-        }
+        self.published.clear();
+        self.publish(&mut client).await.map_err(status)?;
         let mut stream = client
             .watch(proto::WatchRequest {
                 after_revision: self.mirror.revision(),
@@ -189,6 +158,9 @@ impl Sync {
                 }
                 _ = confirm.tick() => {
                     self.report_age();
+                    // Endpoints ejected or back: tell the federation, so that other
+                    // clusters weigh this one by what it can serve now.
+                    self.publish(&mut pinger).await.map_err(status)?;
                     let ping = pinger.get_status(proto::StatusRequest { consistency: proto::Consistency::Stale as i32 });
                     match tokio::time::timeout(call, ping).await {
                         Ok(Ok(_)) => self.contact(),
@@ -198,6 +170,60 @@ impl Sync {
                 }
             }
         }
+    }
+
+    /// Puts each export whose healthy-endpoint count differs from what was last
+    /// published (all of them at the start of a session).
+    async fn publish(
+        &mut self,
+        client: &mut FederationAdminClient<tonic::transport::Channel>,
+    ) -> Result<(), tonic::Status> {
+        let catalog = self.shared.catalog.current();
+        let now = Instant::now();
+        for export in &self.exports {
+            let total = export
+                .ports
+                .iter()
+                .map(|p| p.endpoints.len())
+                .max()
+                .unwrap_or(0);
+            let healthy = catalog.export_health(&export.namespace, &export.name, now);
+            let key = (export.namespace.clone(), export.name.clone());
+            if self.published.get(&key) == Some(&healthy) {
+                continue;
+            }
+            let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            let request = proto::PutExportRequest {
+                export: Some(proto::ServiceExport {
+                    cluster: self.cluster.clone(),
+                    namespace: export.namespace.clone(),
+                    name: export.name.clone(),
+                    ports: export
+                        .ports
+                        .iter()
+                        .map(|p| proto::ExportPort {
+                            name: format!("tcp-{}", p.port),
+                            port: u32::from(p.port),
+                            protocol: proto::PortProtocol::Tcp as i32,
+                        })
+                        .collect(),
+                    health: Some(proto::EndpointHealth {
+                        healthy: count(healthy),
+                        total: count(total),
+                    }),
+                    revision: 0,
+                }),
+                expect_revision: None,
+            };
+            tokio::time::timeout(Duration::from_secs(10), client.put_export(request))
+                .await
+                .map_err(|_| tonic::Status::deadline_exceeded("no answer to PutExport"))??;
+            if self.published.contains_key(&key) {
+                tracing::info!(namespace = %key.0, service = %key.1, healthy, total, "export health changed");
+            }
+            self.published.insert(key, healthy);
+        }
+        Ok(())
     }
 
     fn contact(&mut self) {
