@@ -20,6 +20,7 @@ pub mod mirror;
 pub mod model;
 pub mod network;
 pub mod node;
+pub mod policy;
 pub mod raft;
 pub mod rest;
 pub mod service;
