@@ -240,19 +240,31 @@ impl DnsHandler {
     /// The answer to `queries`, and whether it is this server's own (authoritative) or
     /// an upstream's.
     async fn resolve(&self, queries: &[Query]) -> (Answer, bool) {
-        let [query] = queries else {
-            // Several questions in one message: nobody sends that; refuse it.
-            return (
-                Answer {
-                    code: ResponseCode::FormErr,
-                    records: Vec::new(),
-                },
-                true,
-            );
-        };
-        let local = answer(&self.table, query.name(), query.query_type());
-        match self.upstream {
-            Some(upstream) if local.code == ResponseCode::Refused => {
+        let local = self.local(queries);
+        self.complete(queries, local).await
+    }
+
+    /// This server's own answer: from the table, REFUSED outside the zone, FORMERR for
+    /// several questions in one message (nobody sends that).
+    fn local(&self, queries: &[Query]) -> Answer {
+        match queries {
+            [query] => answer(&self.table, query.name(), query.query_type()),
+            _ => Answer {
+                code: ResponseCode::FormErr,
+                records: Vec::new(),
+            },
+        }
+    }
+
+    /// Whether `local` (the answer to `queries`) is to be replaced by the upstream's.
+    fn forwards(&self, local: &Answer) -> bool {
+        self.upstream.is_some() && local.code == ResponseCode::Refused
+    }
+
+    /// `local`, or the upstream's answer when the question is forwarded.
+    async fn complete(&self, queries: &[Query], local: Answer) -> (Answer, bool) {
+        match (self.upstream, queries) {
+            (Some(upstream), [query]) if self.forwards(&local) => {
                 let forwarded = forward(upstream, query.clone()).await.unwrap_or_else(|e| {
                     tracing::warn!(%upstream, error = %e, "forwarding a DNS question failed");
                     Answer {
@@ -264,12 +276,6 @@ impl DnsHandler {
             }
             _ => (local, true),
         }
-    }
-
-    /// Whether `queries` would be forwarded (so that the UDP loop answers it off-loop).
-    fn forwards(&self, queries: &[Query]) -> bool {
-        self.upstream.is_some()
-            && matches!(queries, [query] if answer(&self.table, query.name(), query.query_type()).code == ResponseCode::Refused)
     }
 }
 
@@ -400,18 +406,19 @@ async fn serve_udp(
             }
             continue;
         }
-        if handler.forwards(&request.queries) {
+        // The table is consulted once; only a forwarded question leaves this loop.
+        let local = handler.local(&request.queries);
+        if handler.forwards(&local) {
             let (socket, handler) = (socket.clone(), handler.clone());
             tokio::spawn(async move {
-                let (answer, own) = handler.resolve(&request.queries).await;
+                let (answer, own) = handler.complete(&request.queries, local).await;
                 if let Some(bytes) = encode_reply(&request, answer, own) {
                     let _ = socket.send_to(&bytes, peer).await;
                 }
             });
             continue;
         }
-        let (answer, own) = handler.resolve(&request.queries).await;
-        if let Some(bytes) = encode_reply(&request, answer, own) {
+        if let Some(bytes) = encode_reply(&request, local, true) {
             let _ = socket.send_to(&bytes, peer).await;
         }
     }

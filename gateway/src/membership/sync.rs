@@ -276,19 +276,16 @@ impl Sync {
             return;
         }
         if let Some(doc) = &view.bundle {
-            if self
+            let roots = |b: &isthmus_federation::model::TrustBundleDoc| {
+                (b.roots_pem.clone(), b.retired_pem.clone())
+            };
+            let before = self
                 .applied
                 .as_ref()
                 .and_then(|v| v.bundle.as_ref())
-                .map(|b| &b.roots_pem)
-                != Some(&doc.roots_pem)
-                || self
-                    .applied
-                    .as_ref()
-                    .and_then(|v| v.bundle.as_ref())
-                    .map(|b| &b.retired_pem)
-                    != Some(&doc.retired_pem)
-            {
+                .map(roots);
+            // The revision alone changes on a no-op write; only the roots matter here.
+            if before != Some(roots(doc)) {
                 match isthmus_federation::validate::trust_bundle(doc, Some(&self.trust_domain)) {
                     Ok(bundle) => {
                         self.bundle.replace(bundle.clone());
