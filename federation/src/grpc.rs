@@ -287,6 +287,14 @@ pub fn bundle_to_proto(doc: &TrustBundleDoc) -> Result<proto::TrustBundleRecord,
     })
 }
 
+fn policy_to_proto(p: &PolicyDoc) -> proto::Policy {
+    proto::Policy {
+        name: p.name.clone(),
+        body: p.body.clone(),
+        revision: p.revision,
+    }
+}
+
 fn event_to_proto(event: Event) -> Result<proto::Event, ApiError> {
     use proto::event::Kind;
     let kind = match event {
@@ -593,6 +601,76 @@ impl FederationAdmin for AdminGrpc {
         let revision = self
             .federation
             .write(Command::DeleteExport { key, expect })
+            .await?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    async fn list_policies(
+        &self,
+        request: Request<proto::ListRequest>,
+    ) -> Reply<proto::PolicyList> {
+        self.authorize(&request, Action::Read).await?;
+        let consistency = consistency(request.into_inner().consistency)?;
+        let list = self
+            .federation
+            .read(consistency, |s| proto::PolicyList {
+                revision: s.revision,
+                policies: s.policies.values().map(policy_to_proto).collect(),
+            })
+            .await?;
+        Ok(Response::new(list))
+    }
+
+    async fn get_policy(&self, request: Request<proto::GetPolicyRequest>) -> Reply<proto::Policy> {
+        self.authorize(&request, Action::Read).await?;
+        let request = request.into_inner();
+        validate::name("name", &request.name)?;
+        let found = self
+            .federation
+            .read(consistency(request.consistency)?, |s| {
+                s.policies.get(&request.name).map(policy_to_proto)
+            })
+            .await?;
+        let policy = found.ok_or_else(|| {
+            ApiError::NotFound(format!("policy \"{}\" does not exist", request.name))
+        })?;
+        Ok(Response::new(policy))
+    }
+
+    async fn put_policy(
+        &self,
+        request: Request<proto::PutPolicyRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        self.authorize(&request, Action::Admin).await?;
+        let request = request.into_inner();
+        let p = required(request.policy, "policy")?;
+        let policy = PolicyDoc {
+            name: p.name,
+            body: p.body,
+            revision: 0,
+        };
+        let expect = Expect::from_api(request.expect_revision);
+        let revision = self
+            .federation
+            .write(Command::PutPolicy { policy, expect })
+            .await
+            .map_err(|e| e.within("policy"))?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    async fn delete_policy(
+        &self,
+        request: Request<proto::DeletePolicyRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        self.authorize(&request, Action::Admin).await?;
+        let request = request.into_inner();
+        let expect = Expect::from_api(request.expect_revision);
+        let revision = self
+            .federation
+            .write(Command::DeletePolicy {
+                name: request.name,
+                expect,
+            })
             .await?;
         Ok(Response::new(proto::WriteResponse { revision }))
     }

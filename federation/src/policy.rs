@@ -28,8 +28,18 @@
 //!   { "name": "no-admin", "action": "deny", "mode": "shadow",
 //!     "from": [{ "cluster": "*" }],
 //!     "to": { "namespace": "shop", "service": "api",
-//!             "http": { "path_prefixes": ["/admin"] } } } ] }
+//!             "http": { "path_prefixes": ["/admin"] } } } ],
+//!   "rate_limits": [
+//!   { "name": "east-to-api", "from_cluster": "east",
+//!     "to": { "namespace": "shop", "service": "api" },
+//!     "connections_per_second": 50, "burst": 100, "max_concurrent": 200 } ] }
 //! ```
+//!
+//! **Rate limits** are per (source cluster, destination service): each source cluster
+//! gets its own buckets even when the limit names `*`. Where several limits match, the
+//! most specific applies (a named cluster before `*`, then a named service before `*`;
+//! ties go to the first in policy-name order), so a limit for one noisy cluster can be
+//! stricter or looser than the namespace-wide default.
 
 use std::collections::BTreeSet;
 
@@ -46,7 +56,60 @@ pub const MAX_RULES: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
     /// The rules; their names are unique within the document.
+    #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Connection limits; their names are unique within the document.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// Limits on connections from one source cluster to one destination service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// DNS-1123 label, unique in the document; refusals name `policy/limit`.
+    pub name: String,
+    /// The source cluster, or `*` (every cluster, each with its own buckets).
+    #[serde(default = "any")]
+    pub from_cluster: String,
+    /// The destination service (`service` may be `*`; `http` is not allowed here).
+    pub to: LimitTarget,
+    /// New connections per second, refilled continuously (at least 1).
+    pub connections_per_second: u32,
+    /// How many new connections may arrive at once after a quiet spell; defaults to
+    /// `connections_per_second`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Connections open at once; none means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+}
+
+/// The destination a limit governs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitTarget {
+    /// The namespace (a name, no wildcard).
+    pub namespace: String,
+    /// The service, or `*` for every service of the namespace.
+    #[serde(default = "any")]
+    pub service: String,
+}
+
+/// A limit in force, named `policy/limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedLimit {
+    /// `policy/limit`.
+    pub id: String,
+    /// The limit.
+    pub limit: RateLimit,
+}
+
+impl RateLimit {
+    /// The bucket size.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.connections_per_second)
+    }
 }
 
 /// What a matching rule does.
@@ -172,6 +235,7 @@ pub struct NamedRule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicySet {
     rules: Vec<NamedRule>,
+    limits: Vec<NamedLimit>,
 }
 
 /// The outcome for one connection.
@@ -230,16 +294,40 @@ impl Rule {
 impl PolicySet {
     /// The rules of `policies` (name, parsed body), in the order given.
     pub fn new<'a>(policies: impl IntoIterator<Item = (&'a str, PolicyBody)>) -> Self {
-        let rules = policies
-            .into_iter()
-            .flat_map(|(policy, body)| {
-                body.rules.into_iter().map(move |rule| NamedRule {
+        let mut set = Self::default();
+        for (policy, body) in policies {
+            set.rules
+                .extend(body.rules.into_iter().map(|rule| NamedRule {
                     id: format!("{policy}/{}", rule.name),
                     rule,
-                })
+                }));
+            set.limits
+                .extend(body.rate_limits.into_iter().map(|limit| NamedLimit {
+                    id: format!("{policy}/{}", limit.name),
+                    limit,
+                }));
+        }
+        set
+    }
+
+    /// The limit on connections from `cluster` to `namespace/service`: the most
+    /// specific match (named cluster, then named service), first in order on a tie.
+    pub fn rate_limit(&self, cluster: &str, namespace: &str, service: &str) -> Option<&NamedLimit> {
+        self.limits
+            .iter()
+            .filter(|l| {
+                let l = &l.limit;
+                (l.from_cluster == "*" || l.from_cluster == cluster)
+                    && l.to.namespace == namespace
+                    && (l.to.service == "*" || l.to.service == service)
             })
-            .collect();
-        Self { rules }
+            // `min_by_key` keeps the first of equals.
+            .min_by_key(|l| (l.limit.from_cluster == "*", l.limit.to.service == "*"))
+    }
+
+    /// Whether no rule and no limit is in force.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.limits.is_empty()
     }
 
     /// The decision for `caller` asking for `target` (pure).
@@ -306,12 +394,13 @@ fn label_or_any(field: &str, value: &str) -> Result<(), ApiError> {
 }
 
 fn check(body: &PolicyBody) -> Result<(), ApiError> {
-    if body.rules.is_empty() {
+    if body.rules.is_empty() && body.rate_limits.is_empty() {
         return Err(ApiError::invalid(
             "body.rules",
-            "a policy needs at least one rule",
+            "a policy needs at least one rule or rate limit",
         ));
     }
+    check_limits(&body.rate_limits)?;
     if body.rules.len() > MAX_RULES {
         return Err(ApiError::invalid(
             "body.rules",
@@ -396,6 +485,62 @@ fn check(body: &PolicyBody) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The most connections per second a limit may name: beyond it a limit is no limit.
+pub const MAX_RATE: u32 = 1_000_000;
+
+fn check_limits(limits: &[RateLimit]) -> Result<(), ApiError> {
+    if limits.len() > MAX_RULES {
+        return Err(ApiError::invalid(
+            "body.rate_limits",
+            format!("{} limits; at most {MAX_RULES} per policy", limits.len()),
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (i, limit) in limits.iter().enumerate() {
+        let at = |f: &str| format!("body.rate_limits[{i}].{f}");
+        crate::validate::name(&at("name"), &limit.name)?;
+        if !names.insert(&limit.name) {
+            return Err(ApiError::invalid(
+                at("name"),
+                format!(
+                    "limit {:?} appears twice; names are unique in a policy",
+                    limit.name
+                ),
+            ));
+        }
+        label_or_any(&at("from_cluster"), &limit.from_cluster)?;
+        crate::validate::name(&at("to.namespace"), &limit.to.namespace).map_err(|_| {
+            ApiError::invalid(
+                at("to.namespace"),
+                format!("{:?} is not a namespace (no `*`)", limit.to.namespace),
+            )
+        })?;
+        label_or_any(&at("to.service"), &limit.to.service)?;
+        if !(1..=MAX_RATE).contains(&limit.connections_per_second) {
+            return Err(ApiError::invalid(
+                at("connections_per_second"),
+                format!(
+                    "{}; from 1 to {MAX_RATE} (to refuse everything, write a deny rule)",
+                    limit.connections_per_second
+                ),
+            ));
+        }
+        if limit.burst.is_some_and(|b| !(1..=MAX_RATE).contains(&b)) {
+            return Err(ApiError::invalid(
+                at("burst"),
+                format!("from 1 to {MAX_RATE}; leave it out to use connections_per_second"),
+            ));
+        }
+        if limit.max_concurrent == Some(0) {
+            return Err(ApiError::invalid(
+                at("max_concurrent"),
+                "at least 1; leave it out for no limit (to refuse everything, write a deny rule)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +573,13 @@ mod tests {
     }
 
     fn set(rules: Vec<Rule>) -> PolicySet {
-        PolicySet::new([("p", PolicyBody { rules })])
+        PolicySet::new([(
+            "p",
+            PolicyBody {
+                rules,
+                rate_limits: vec![],
+            },
+        )])
     }
 
     const WEB: Caller<'static> = Caller {
@@ -684,6 +835,7 @@ mod tests {
                 src("*", "*", "*"),
                 dst("shop", "*", &[]),
             )],
+            rate_limits: vec![],
         };
         let two = PolicyBody {
             rules: vec![rule(
@@ -693,6 +845,7 @@ mod tests {
                 src("*", "*", "*"),
                 dst("shop", "db", &[]),
             )],
+            rate_limits: vec![],
         };
         let p = PolicySet::new([("open", one), ("lock-db", two)]);
         assert_eq!(p.evaluate(&WEB, &api(1)).rule.as_deref(), Some("open/r"));
@@ -710,6 +863,61 @@ mod tests {
         );
     }
 
+    fn limit(name: &str, cluster: &str, service: &str, rate: u32) -> RateLimit {
+        RateLimit {
+            name: name.into(),
+            from_cluster: cluster.into(),
+            to: LimitTarget {
+                namespace: "shop".into(),
+                service: service.into(),
+            },
+            connections_per_second: rate,
+            burst: None,
+            max_concurrent: None,
+        }
+    }
+
+    #[test]
+    fn the_most_specific_rate_limit_applies() {
+        let body = PolicyBody {
+            rules: vec![],
+            rate_limits: vec![
+                limit("any-any", "*", "*", 1),
+                limit("any-api", "*", "api", 2),
+                limit("east-any", "east", "*", 3),
+                limit("east-api", "east", "api", 4),
+                limit("east-api-again", "east", "api", 5),
+            ],
+        };
+        let p = PolicySet::new([("limits", body)]);
+        let rate = |c: &str, ns: &str, s: &str| {
+            p.rate_limit(c, ns, s)
+                .map(|l| (l.id.as_str(), l.limit.connections_per_second))
+        };
+        assert_eq!(rate("east", "shop", "api"), Some(("limits/east-api", 4)));
+        assert_eq!(rate("east", "shop", "db"), Some(("limits/east-any", 3)));
+        assert_eq!(rate("west", "shop", "api"), Some(("limits/any-api", 2)));
+        assert_eq!(rate("west", "shop", "db"), Some(("limits/any-any", 1)));
+        assert_eq!(rate("west", "bank", "api"), None, "other namespace");
+        assert_eq!(
+            limit("x", "*", "*", 7).burst(),
+            7,
+            "burst defaults to the rate"
+        );
+    }
+
+    #[test]
+    fn a_policy_of_only_limits_is_accepted_and_allows_nothing() {
+        let body = parse(
+            r#"{"rate_limits":[{"name":"l","to":{"namespace":"shop"},"connections_per_second":5,"burst":10,"max_concurrent":3}]}"#,
+        )
+        .unwrap();
+        let p = PolicySet::new([("only-limits", body)]);
+        assert!(!p.evaluate(&WEB, &api(80)).allowed);
+        let l = p.rate_limit("east", "shop", "api").unwrap();
+        assert_eq!((l.limit.burst(), l.limit.max_concurrent), (10, Some(3)));
+    }
+
     #[test]
     fn the_documented_example_parses() {
         let body = r#"{ "rules": [
@@ -720,9 +928,14 @@ mod tests {
           { "name": "no-admin", "action": "deny", "mode": "shadow",
             "from": [{ "cluster": "*" }],
             "to": { "namespace": "shop", "service": "api",
-                    "http": { "path_prefixes": ["/admin"] } } } ] }"#;
+                    "http": { "path_prefixes": ["/admin"] } } } ],
+          "rate_limits": [
+          { "name": "east-to-api", "from_cluster": "east",
+            "to": { "namespace": "shop", "service": "api" },
+            "connections_per_second": 50, "burst": 100, "max_concurrent": 200 } ] }"#;
         let parsed = parse(body).unwrap();
         assert_eq!(parsed.rules.len(), 2);
+        assert_eq!(parsed.rate_limits[0].burst(), 100);
         assert_eq!(parsed.rules[1].mode, Mode::Shadow);
         assert_eq!(parsed.rules[1].from[0].namespace, "*");
     }
@@ -737,7 +950,13 @@ mod tests {
             r#"{"name":"a","action":"allow","from":[{"cluster":"*"}],"to":{"namespace":"shop"}}"#;
         let cases = [
             ("not json".to_owned(), "body", ""),
-            (r#"{"rules":[]}"#.to_owned(), "body.rules", "at least one rule"),
+            (r#"{"rate_limits":[{"name":"l","to":{"namespace":"shop"},"connections_per_second":0}]}"#.to_owned(), "body.rate_limits[0].connections_per_second", "from 1 to"),
+            (r#"{"rate_limits":[{"name":"l","to":{"namespace":"shop"},"connections_per_second":5,"burst":0}]}"#.to_owned(), "body.rate_limits[0].burst", "leave it out"),
+            (r#"{"rate_limits":[{"name":"l","to":{"namespace":"shop"},"connections_per_second":5,"max_concurrent":0}]}"#.to_owned(), "body.rate_limits[0].max_concurrent", "deny rule"),
+            (r#"{"rate_limits":[{"name":"l","to":{"namespace":"*"},"connections_per_second":5}]}"#.to_owned(), "body.rate_limits[0].to.namespace", "no `*`"),
+            (r#"{"rate_limits":[{"name":"l","from_cluster":"A B","to":{"namespace":"shop"},"connections_per_second":5}]}"#.to_owned(), "body.rate_limits[0].from_cluster", "nor `*`"),
+            (r#"{"rate_limits":[{"name":"l","to":{"namespace":"shop","http":{}},"connections_per_second":5}]}"#.to_owned(), "body.rate_limits[0].to.http", "unknown field"),
+            (r#"{"rules":[]}"#.to_owned(), "body.rules", "at least one rule or rate limit"),
             (r#"{"rules":[],"extra":1}"#.to_owned(), "body.extra", "unknown field"),
             (format!(r#"{{"rules":[{ok_rule},{ok_rule}]}}"#), "body.rules[1].name", "twice"),
             (r#"{"rules":[{"name":"A","action":"allow","from":[{}],"to":{"namespace":"shop"}}]}"#.to_owned(), "body.rules[0].name", ""),

@@ -20,7 +20,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::command::{Command, Expect};
 use crate::error::ApiError;
-use crate::model::{Cluster, ExportKey, ServiceExport, TrustBundleDoc};
+use crate::model::{Cluster, ExportKey, PolicyDoc, ServiceExport, TrustBundleDoc};
 use crate::raft::{NodeId, NodeInfo};
 use crate::service::{Consistency, Federation, MemberStatus, StatusReport};
 use crate::validate;
@@ -96,16 +96,18 @@ type Answer<T> = Result<axum::Json<T>, Failure>;
 /// A request body as read, or why it could not be (too large, cut off).
 type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
 
+fn raw_body(bytes: &Body) -> Result<&Bytes, ApiError> {
+    match bytes {
+        Ok(bytes) => Ok(bytes),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
+            ApiError::TooLarge(format!("the body is over the {MAX_BODY}-byte limit")),
+        ),
+        Err(rejection) => Err(ApiError::invalid("body", rejection.body_text())),
+    }
+}
+
 fn body<T: DeserializeOwned>(bytes: &Body) -> Result<T, ApiError> {
-    let bytes = match bytes {
-        Ok(bytes) => bytes,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(ApiError::TooLarge(format!(
-                "the body is over the {MAX_BODY}-byte limit"
-            )));
-        }
-        Err(rejection) => return Err(ApiError::invalid("body", rejection.body_text())),
-    };
+    let bytes = raw_body(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -197,6 +199,11 @@ pub fn router(federation: Arc<Federation>) -> Router {
         .route(
             "/v1/exports/{cluster}/{namespace}/{name}",
             get(get_export).put(put_export).delete(delete_export),
+        )
+        .route("/v1/policies", get(list_policies))
+        .route(
+            "/v1/policies/{name}",
+            get(get_policy).put(put_policy).delete(delete_policy),
         )
         .route("/v1/trust-bundle", get(get_bundle).put(put_bundle))
         .fallback(|| async {
@@ -364,6 +371,56 @@ async fn delete_export(
     Ok(axum::Json(Written { revision }))
 }
 
+async fn list_policies(State(f): Shared, q: RawQuery) -> Answer<Listed<PolicyDoc>> {
+    let q = read_query(q)?;
+    let listed = f
+        .read(q.consistency, |s| Listed {
+            revision: s.revision,
+            items: s.policies.values().cloned().collect(),
+        })
+        .await?;
+    Ok(axum::Json(listed))
+}
+
+async fn get_policy(State(f): Shared, Path(name): Path<String>, q: RawQuery) -> Answer<PolicyDoc> {
+    let q = read_query(q)?;
+    validate::name("name", &name)?;
+    let found = f
+        .read(q.consistency, |s| s.policies.get(&name).cloned())
+        .await?;
+    found
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::NotFound(format!("policy \"{name}\" does not exist")).into())
+}
+
+/// The body is the policy document itself (`{"rules": [...], "rate_limits": [...]}`),
+/// kept as written; reads return it as `body` text, as the watch does.
+async fn put_policy(
+    State(f): Shared,
+    Path(name): Path<String>,
+    q: RawQuery,
+    bytes: Body,
+) -> Answer<Written> {
+    let q = write_query(q)?;
+    let body = std::str::from_utf8(raw_body(&bytes)?)
+        .map_err(|_| ApiError::invalid("body", "not UTF-8; send the policy as JSON"))?;
+    let policy = PolicyDoc {
+        name,
+        body: body.to_owned(),
+        revision: 0,
+    };
+    let expect = Expect::from_api(q.expect_revision);
+    let revision = f.write(Command::PutPolicy { policy, expect }).await?;
+    Ok(axum::Json(Written { revision }))
+}
+
+async fn delete_policy(State(f): Shared, Path(name): Path<String>, q: RawQuery) -> Answer<Written> {
+    let q = write_query(q)?;
+    let expect = Expect::from_api(q.expect_revision);
+    let revision = f.write(Command::DeletePolicy { name, expect }).await?;
+    Ok(axum::Json(Written { revision }))
+}
+
 async fn get_bundle(State(f): Shared, q: RawQuery) -> Answer<TrustBundleDoc> {
     let q = read_query(q)?;
     let found = f.read(q.consistency, |s| s.trust_bundle.clone()).await?;
@@ -400,6 +457,8 @@ pub fn openapi_document() -> Value {
     let status = schema(generator.subschema_for::<StatusReport>());
     let member = schema(generator.subschema_for::<AddMember>());
     let written = schema(generator.subschema_for::<Written>());
+    let policy_doc = schema(generator.subschema_for::<PolicyDoc>());
+    let policy_body = schema(generator.subschema_for::<crate::policy::PolicyBody>());
     let components = Value::Object(generator.definitions().clone());
     let consistency = json!({
         "name": "consistency", "in": "query", "required": false,
@@ -463,6 +522,12 @@ pub fn openapi_document() -> Value {
                 "get": read("One export", export.clone(), export_params()),
                 "put": write("Create or replace an export (its cluster must exist)", Some(&export), export_params()),
                 "delete": write("Delete an export", None, export_params())
+            },
+            "/v1/policies": { "get": read("All authorization policies", list(&policy_doc), vec![]) },
+            "/v1/policies/{name}": {
+                "get": read("One policy (its body as JSON text)", policy_doc.clone(), vec![path_param("name")]),
+                "put": write("Create or replace a policy; the body is the policy document", Some(&policy_body), vec![path_param("name")]),
+                "delete": write("Delete a policy", None, vec![path_param("name")])
             },
             "/v1/trust-bundle": {
                 "get": read("The trust bundle", bundle.clone(), vec![]),

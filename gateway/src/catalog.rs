@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::authz::Authorization;
 use crate::balancer::{Balancer, OutlierPolicy};
 use crate::config::{Export, PeerEntry};
 
@@ -29,12 +30,21 @@ impl ServicePort {
 pub struct Catalog {
     exports: HashMap<(String, String, u16), Arc<ServicePort>>,
     peers: HashMap<String, SocketAddr>,
+    authorization: Arc<Authorization>,
 }
 
 impl Catalog {
-    /// A catalog of `exports` and `peers`.
-    pub fn new(exports: &[Export], peers: &[PeerEntry], outlier: OutlierPolicy) -> Self {
-        let mut catalog = Self::default();
+    /// A catalog of `exports` and `peers`, under `authorization`.
+    pub fn new(
+        exports: &[Export],
+        peers: &[PeerEntry],
+        outlier: OutlierPolicy,
+        authorization: Authorization,
+    ) -> Self {
+        let mut catalog = Self {
+            authorization: Arc::new(authorization),
+            ..Self::default()
+        };
         for export in exports {
             for port in &export.ports {
                 let balancer = Balancer::new(&port.endpoints, export.policy, outlier);
@@ -58,7 +68,22 @@ impl Catalog {
         Self {
             exports: self.exports.clone(),
             peers: peers.into_iter().collect(),
+            authorization: self.authorization.clone(),
         }
+    }
+
+    /// The same exports and peers under `authorization`.
+    pub fn with_authorization(&self, authorization: Authorization) -> Self {
+        Self {
+            exports: self.exports.clone(),
+            peers: self.peers.clone(),
+            authorization: Arc::new(authorization),
+        }
+    }
+
+    /// Who may reach this gateway's exports.
+    pub fn authorization(&self) -> &Authorization {
+        &self.authorization
     }
 
     /// Healthy endpoints of `namespace/name` at `now`: the most any of its ports has

@@ -214,6 +214,36 @@ impl DevMesh {
         Ok(mesh)
     }
 
+    /// Creates or replaces authorization policy `name` (a policy document, JSON);
+    /// returns the revision it was written at.
+    pub async fn put_policy(&self, name: &str, body: &str) -> Result<u64, DevMeshError> {
+        self.any_node()?
+            .federation
+            .write(Command::PutPolicy {
+                policy: isthmus_federation::model::PolicyDoc {
+                    name: name.into(),
+                    body: body.into(),
+                    revision: 0,
+                },
+                expect: Expect::Any,
+            })
+            .await
+            .map_err(err(&format!("policy {name}")))
+    }
+
+    /// Allows every cluster to reach every service of `namespace` (policy
+    /// `allow-<namespace>`): cross-cluster traffic is otherwise denied.
+    pub async fn allow_namespace(&self, namespace: &str) -> Result<u64, DevMeshError> {
+        let body = serde_json::json!({ "rules": [{
+            "name": "every-cluster",
+            "action": "allow",
+            "from": [{ "cluster": "*" }],
+            "to": { "namespace": namespace },
+        }]});
+        self.put_policy(&format!("allow-{namespace}"), &body.to_string())
+            .await
+    }
+
     /// Node `i` (0-based), if running.
     pub fn node(&self, i: usize) -> Result<&RunningNode, DevMeshError> {
         self.nodes

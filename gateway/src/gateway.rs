@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::authz::Authorization;
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::config::{GatewayConfig, ImportEntry, Timeouts};
 use crate::identity::GatewayIdentity;
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     /// being a peer (revoked) is cut at once.
     pub(crate) inbound:
         std::sync::Mutex<std::collections::HashMap<usize, (String, quinn::Connection)>>,
+    /// Connection limits' buckets and counts.
+    pub(crate) limiter: Arc<crate::authz::Limiter>,
     request_ids: AtomicU64,
     random: AtomicU64,
 }
@@ -205,7 +208,18 @@ pub async fn start_with(
         source,
     })?;
 
-    let catalog = SharedCatalog::new(Catalog::new(&config.exports, &config.peers, config.outlier));
+    // A federation member denies everything until the federation's policies arrive.
+    let authorization = if config.federation.is_some() {
+        Authorization::default()
+    } else {
+        Authorization::ConfiguredPeers
+    };
+    let catalog = SharedCatalog::new(Catalog::new(
+        &config.exports,
+        &config.peers,
+        config.outlier,
+        authorization,
+    ));
     let seed = {
         let digest = ring::digest::digest(&ring::digest::SHA256, tls.id.as_str().as_bytes());
         let mut bytes = [0u8; 8];
@@ -229,6 +243,7 @@ pub async fn start_with(
         stop: CancellationToken::new(),
         cut: CancellationToken::new(),
         inbound: std::sync::Mutex::new(std::collections::HashMap::new()),
+        limiter: Arc::default(),
         request_ids: AtomicU64::new(1),
         random: AtomicU64::new(seed),
     });

@@ -61,6 +61,8 @@ pub enum Status {
     Error,
     /// The header's version is not spoken here.
     UnsupportedVersion,
+    /// A connection limit refused it (too many new or open connections); retry later.
+    RateLimited,
 }
 
 impl Status {
@@ -72,6 +74,7 @@ impl Status {
             Self::NoHealthyEndpoint => 3,
             Self::Error => 4,
             Self::UnsupportedVersion => 5,
+            Self::RateLimited => 6,
         }
     }
 
@@ -83,6 +86,7 @@ impl Status {
             3 => Self::NoHealthyEndpoint,
             4 => Self::Error,
             5 => Self::UnsupportedVersion,
+            6 => Self::RateLimited,
             _ => return None,
         })
     }
@@ -96,6 +100,7 @@ impl Status {
             Self::NoHealthyEndpoint => "no_healthy_endpoint",
             Self::Error => "error",
             Self::UnsupportedVersion => "unsupported_version",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -373,6 +378,7 @@ mod tests {
             Status::NoHealthyEndpoint,
             Status::Error,
             Status::UnsupportedVersion,
+            Status::RateLimited,
         ] {
             let response = Response::new(status, format!("because {status}"));
             let bytes = response.encode();

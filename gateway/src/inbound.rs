@@ -9,9 +9,12 @@ use quinn::{RecvStream, SendStream};
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 
+use isthmus_federation::policy::{Caller, Target};
+
+use crate::catalog::Catalog;
 use crate::gateway::Shared;
 use crate::header::{FrameError, MAX_BODY, Response, Status, StreamHeader};
-use crate::metrics::{ConnLabels, Direction, RefusalLabels, Security};
+use crate::metrics::{ConnLabels, DecisionLabels, Direction, RefusalLabels, Security};
 use crate::splice::{Counters, splice};
 use crate::stream::{ReadFrameError, read_frame};
 
@@ -168,6 +171,11 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         );
         return refuse(&mut send, &shared, &peer, label, Status::Denied, &msg).await;
     }
+    // Policy comes before the export lookup, so that a caller that may not reach a
+    // namespace cannot learn what it exports.
+    if let Err(msg) = authorize(&shared, &catalog, &peer, &header, label) {
+        return refuse(&mut send, &shared, &peer, label, Status::Denied, &msg).await;
+    }
     let Some(port) = export else {
         let msg = format!(
             "{}/{} port {} is not exported by cluster {}",
@@ -182,6 +190,33 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
             &msg,
         )
         .await;
+    };
+    // Limits apply to exported services only, so that peer input cannot grow the
+    // limiter's map.
+    let limit = catalog
+        .authorization()
+        .rate_limit(&peer, &header.namespace, &header.service);
+    let permit = match shared.limiter.admit(
+        limit,
+        &peer,
+        &header.namespace,
+        &header.service,
+        Instant::now(),
+    ) {
+        Ok(permit) => permit,
+        Err(over) => {
+            count_decision(&shared, &peer, &service, "rate_limited", over.limit());
+            let msg = over.to_string();
+            return refuse(
+                &mut send,
+                &shared,
+                &peer,
+                &service,
+                Status::RateLimited,
+                &msg,
+            )
+            .await;
+        }
     };
     let order = port.balancer().order(Instant::now(), shared.sample());
     if order.is_empty() {
@@ -274,9 +309,72 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
     )
     .await;
     port.balancer().closed(addr);
+    drop(permit);
     m.connections_active.get_or_create(&labels).dec();
     m.connections_closed.get_or_create(&labels).inc();
     tracing::debug!(request = id, %service, ?summary, "inbound connection closed");
+}
+
+/// Decides whether `peer` may open this stream under the policy in force. Every
+/// decision is counted by the rule that made it; denials and shadow findings are logged
+/// with it.
+fn authorize(
+    shared: &Shared,
+    catalog: &Catalog,
+    peer: &str,
+    header: &StreamHeader,
+    label: &str,
+) -> Result<(), String> {
+    let identity = header.source.identity().ok();
+    let workload = match &identity {
+        Some(Identity::Workload {
+            namespace,
+            service_account,
+            ..
+        }) => Some((namespace.as_str(), service_account.as_str())),
+        _ => None,
+    };
+    let caller = Caller {
+        cluster: peer,
+        workload,
+    };
+    let target = Target {
+        namespace: &header.namespace,
+        service: &header.service,
+        port: header.port,
+        http: None,
+    };
+    let verdict = catalog.authorization().decide(&caller, &target);
+    let id = header.request_id;
+    if let Some(shadow) = &verdict.shadow {
+        let (decision, would) = if verdict.allowed {
+            ("shadow_deny", "deny")
+        } else {
+            ("shadow_allow", "allow")
+        };
+        count_decision(shared, peer, label, decision, shadow);
+        tracing::info!(request = id, peer, service = label, source = %header.source, rule = %shadow, would, "shadow rule would decide otherwise");
+    }
+    if !verdict.allowed {
+        count_decision(shared, peer, label, "deny", &verdict.rule);
+        tracing::warn!(request = id, peer, service = label, source = %header.source, rule = %verdict.rule, "connection denied by authorization policy");
+        return Err(verdict.reason);
+    }
+    count_decision(shared, peer, label, "allow", &verdict.rule);
+    Ok(())
+}
+
+fn count_decision(shared: &Shared, peer: &str, service: &str, decision: &str, rule: &str) {
+    shared
+        .metrics
+        .decisions
+        .get_or_create(&DecisionLabels {
+            source_cluster: peer.to_owned(),
+            destination_service: service.to_owned(),
+            decision: decision.to_owned(),
+            rule: rule.to_owned(),
+        })
+        .inc();
 }
 
 pub(crate) fn byte_labels(

@@ -11,6 +11,7 @@
 //! outbound sides, [`splice`] and [`metrics`].
 
 pub mod addresses;
+pub mod authz;
 pub mod balancer;
 pub mod catalog;
 pub mod config;

@@ -118,6 +118,21 @@ pub struct RefusalLabels {
     pub destination_service: String,
 }
 
+/// Labels of authorization decisions at the receiving gateway.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// The source cluster (a verified peer).
+    pub source_cluster: String,
+    /// `<service>.<namespace>` (exported here, or `unknown`).
+    pub destination_service: String,
+    /// `allow`, `deny`, `shadow_deny` (a shadow deny matched an allowed connection),
+    /// `shadow_allow` (a shadow allow matched a denied one), or `rate_limited`.
+    pub decision: String,
+    /// `policy/rule` or `policy/limit`, `default-deny`, `configured-peers`,
+    /// `unusable-policies`.
+    pub rule: String,
+}
+
 /// Labels of handshake failures.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -154,6 +169,8 @@ pub struct Metrics {
     pub bytes: Family<ByteLabels, Counter>,
     /// Streams refused with a status.
     pub refusals: Family<RefusalLabels, Counter>,
+    /// Authorization decisions for inbound connections, by deciding rule.
+    pub decisions: Family<DecisionLabels, Counter>,
     /// QUIC/TLS handshakes that failed.
     pub handshake_failures: Family<ReasonLabels, Counter>,
     /// Seconds from opening a stream to the peer's answer.
@@ -186,6 +203,7 @@ impl Metrics {
             connections_active: Family::default(),
             bytes: Family::default(),
             refusals: Family::default(),
+            decisions: Family::default(),
             handshake_failures: Family::default(),
             stream_open_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
@@ -253,6 +271,11 @@ impl Metrics {
             "stream_refusals",
             "Tunnel streams refused with a status",
             metrics.refusals.clone(),
+        );
+        registry.register(
+            "authorization_decisions",
+            "Authorization decisions for inbound connections, by the rule or limit that decided",
+            metrics.decisions.clone(),
         );
         registry.register(
             "handshake_failures",

@@ -86,6 +86,7 @@ async fn west_and_east(dir: &std::path::Path, octet: u8) -> DevMesh {
     let mut mesh = DevMesh::start(dir, 3, Duration::from_secs(3600))
         .await
         .unwrap();
+    mesh.allow_namespace("demo").await.unwrap();
     let west_echo = echo_server("west").await.unwrap();
     let west_range = format!("127.{}.0.0/16", octet + 1);
     let east_range = format!("127.{octet}.0.0/16");
@@ -222,6 +223,7 @@ async fn new_connections_fail_over_to_the_other_exporting_cluster() {
     let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
         .await
         .unwrap();
+    mesh.allow_namespace("demo").await.unwrap();
     let (west_echo, south_echo) = (
         echo_server("west").await.unwrap(),
         echo_server("south").await.unwrap(),
@@ -638,5 +640,232 @@ async fn a_revoked_cluster_is_refused_by_its_peers() {
         refused.is_err(),
         "a gateway of the revoked cluster was accepted"
     );
+    mesh.shutdown().await;
+}
+
+/// One raw request through east's import of demo/echo: the echo's answer, or `None`
+/// when the connection was refused (closed with nothing sent back, or reset so fast
+/// that the connect itself reports it).
+async fn request(address: &str) -> Option<String> {
+    let mut tcp = tokio::net::TcpStream::connect(format!("{address}:8080"))
+        .await
+        .ok()?;
+    let _ = tcp
+        .write_all(b"GET /p HTTP/1.1\r\nhost: echo\r\n\r\n")
+        .await;
+    let mut reply = String::new();
+    let _ = tokio::time::timeout(BOUND, tcp.read_to_string(&mut reply)).await;
+    reply.contains("hello from west").then_some(reply)
+}
+
+fn decisions(
+    m: &isthmus_gateway::metrics::Metrics,
+    decision: &str,
+    service: &str,
+    rule: &str,
+) -> u64 {
+    m.decisions
+        .get_or_create(&isthmus_gateway::metrics::DecisionLabels {
+            source_cluster: "east".into(),
+            destination_service: service.into(),
+            decision: decision.into(),
+            rule: rule.into(),
+        })
+        .get()
+}
+
+/// Waits until east's requests to echo get `allowed` answers (the receiving gateway
+/// applies policy changes when its watch delivers them).
+async fn until_requests(address: &str, allowed: bool, what: &str) {
+    let deadline = Instant::now() + BOUND;
+    while request(address).await.is_some() != allowed {
+        assert!(Instant::now() < deadline, "not within {BOUND:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_cluster_traffic_is_denied_unless_allowed_and_shadow_rules_only_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let west_echo = echo_server("west").await.unwrap();
+    mesh.add_cluster(&spec(
+        "west",
+        "us-west",
+        "127.118.0.0/16",
+        false,
+        vec![echo(west_echo, "echo")],
+    ))
+    .await
+    .unwrap();
+    mesh.add_cluster(&spec("east", "us-east", "127.117.0.0/16", true, vec![]))
+        .await
+        .unwrap();
+    let east = mesh.members["east"].gateway.metrics();
+    let west = mesh.members["west"].gateway.metrics();
+    until("east imports echo", || east.imported_services.get() == 1).await;
+    let address = dig(
+        mesh.members["east"].dns_addr.unwrap(),
+        "echo.demo.svc.clusterset.local",
+    )
+    .await;
+
+    // No policy: the name resolves, the connection is refused by west's default deny.
+    assert!(request(&address).await.is_none(), "denied without a policy");
+    let svc = "echo.demo";
+    until("west counts the default deny", || {
+        decisions(&west, "deny", svc, "default-deny") >= 1
+    })
+    .await;
+
+    // An allow rule for east lets it through, named by the rule.
+    let allow = r#"{"rules":[{"name":"east-reads-echo","action":"allow",
+        "from":[{"cluster":"east"}],"to":{"namespace":"demo","service":"echo","ports":[8080]}}]}"#;
+    mesh.put_policy("echo-access", allow).await.unwrap();
+    until_requests(&address, true, "the allow rule admits east").await;
+    assert!(decisions(&west, "allow", svc, "echo-access/east-reads-echo") >= 1);
+    let curled = curl(&format!("http://{address}:8080/")).await.unwrap();
+    assert!(curled.contains("hello from west"), "{curled}");
+
+    // An enforced deny wins over the allow.
+    let deny = r#"{"rules":[{"name":"freeze","action":"deny",
+        "from":[{"cluster":"*"}],"to":{"namespace":"demo","service":"echo"}}]}"#;
+    mesh.put_policy("freeze", deny).await.unwrap();
+    until_requests(&address, false, "the deny rule wins").await;
+    let denied = decisions(&west, "deny", svc, "freeze/freeze");
+    assert!(denied >= 1);
+    let refused = |m: &isthmus_gateway::metrics::Metrics, direction| {
+        m.refusals
+            .get_or_create(&isthmus_gateway::metrics::RefusalLabels {
+                direction,
+                status: "denied".into(),
+                destination_service: svc.into(),
+            })
+            .get()
+    };
+    assert!(
+        refused(&east, isthmus_gateway::metrics::Direction::Outbound) >= 1,
+        "east sees the status"
+    );
+
+    // The same deny in shadow mode lets traffic through and counts what it would deny.
+    let shadow = r#"{"rules":[{"name":"freeze","action":"deny","mode":"shadow",
+        "from":[{"cluster":"*"}],"to":{"namespace":"demo","service":"echo"}}]}"#;
+    mesh.put_policy("freeze", shadow).await.unwrap();
+    until_requests(&address, true, "the shadow deny lets traffic through").await;
+    let before = decisions(&west, "shadow_deny", svc, "freeze/freeze");
+    for _ in 0..3 {
+        assert!(request(&address).await.is_some(), "shadow never denies");
+    }
+    assert_eq!(
+        decisions(&west, "shadow_deny", svc, "freeze/freeze"),
+        before + 3
+    );
+    assert_eq!(
+        decisions(&west, "deny", svc, "freeze/freeze"),
+        denied,
+        "no enforced deny since"
+    );
+
+    // A shadow allow on a denied connection is counted and still denied.
+    let trial = r#"{"rules":[{"name":"east-reads-echo","action":"allow","mode":"shadow",
+        "from":[{"cluster":"east"}],"to":{"namespace":"demo","service":"echo"}}]}"#;
+    mesh.put_policy("echo-access", trial).await.unwrap();
+    until_requests(&address, false, "only a shadow allow is left").await;
+    assert!(decisions(&west, "shadow_allow", svc, "echo-access/east-reads-echo") >= 1);
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_refuse_the_excess_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    // At most 2 connections open at once from any one cluster.
+    let policy = r#"{"rules":[{"name":"all","action":"allow","from":[{"cluster":"*"}],"to":{"namespace":"demo"}}],
+        "rate_limits":[{"name":"echo-open","to":{"namespace":"demo","service":"echo"},
+                        "connections_per_second":1000,"max_concurrent":2}]}"#;
+    mesh.put_policy("demo", policy).await.unwrap();
+    let west_echo = echo_server("west").await.unwrap();
+    mesh.add_cluster(&spec(
+        "west",
+        "us-west",
+        "127.128.0.0/16",
+        false,
+        vec![echo(west_echo, "echo")],
+    ))
+    .await
+    .unwrap();
+    mesh.add_cluster(&spec("east", "us-east", "127.127.0.0/16", true, vec![]))
+        .await
+        .unwrap();
+    let east = mesh.members["east"].gateway.metrics();
+    let west = mesh.members["west"].gateway.metrics();
+    until("east imports echo", || east.imported_services.get() == 1).await;
+    let address = dig(
+        mesh.members["east"].dns_addr.unwrap(),
+        "echo.demo.svc.clusterset.local",
+    )
+    .await;
+    until_requests(&address, true, "the policy admits east").await;
+
+    // Two idle connections hold both places (east opens the tunnel on accept).
+    let active = || {
+        west.connections_active
+            .get_or_create(&isthmus_gateway::metrics::ConnLabels {
+                direction: isthmus_gateway::metrics::Direction::Inbound,
+                source_cluster: "east".into(),
+                destination_service: "echo.demo".into(),
+                security: isthmus_gateway::metrics::Security::MutualTls,
+            })
+            .get()
+    };
+    let held: Vec<_> = {
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(
+                tokio::net::TcpStream::connect(format!("{address}:8080"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        held
+    };
+    until("west holds both connections", || active() == 2).await;
+    assert!(
+        request(&address).await.is_none(),
+        "a third is over the limit"
+    );
+    assert_eq!(
+        decisions(&west, "rate_limited", "echo.demo", "demo/echo-open"),
+        1
+    );
+    let over = west
+        .refusals
+        .get_or_create(&isthmus_gateway::metrics::RefusalLabels {
+            direction: isthmus_gateway::metrics::Direction::Inbound,
+            status: "rate_limited".into(),
+            destination_service: "echo.demo".into(),
+        })
+        .get();
+    assert_eq!(over, 1);
+
+    // Closing one frees a place.
+    drop(held);
+    until("west sees them closed", || active() == 0).await;
+    assert!(request(&address).await.is_some(), "recovered");
+
+    // A rate limit: a burst of 3, then 1 a second. Quick requests use up the burst and
+    // are refused; after a quiet moment the bucket has refilled and one passes again.
+    let rate = r#"{"rules":[{"name":"all","action":"allow","from":[{"cluster":"*"}],"to":{"namespace":"demo"}}],
+        "rate_limits":[{"name":"echo-rate","from_cluster":"east","to":{"namespace":"demo","service":"echo"},
+                        "connections_per_second":1,"burst":3}]}"#;
+    mesh.put_policy("demo", rate).await.unwrap();
+    until_requests(&address, false, "the rate limit refuses the excess").await;
+    assert!(decisions(&west, "rate_limited", "echo.demo", "demo/echo-rate") >= 1);
+    until_requests(&address, true, "the bucket refills").await;
     mesh.shutdown().await;
 }

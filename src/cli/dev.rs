@@ -47,8 +47,12 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     step(1, "root CA and a 3-node federation");
     let mut mesh = DevMesh::start(&dir, 3, args.leaf_lifetime.0).await?;
 
-    step(2, "sample service: HTTP echo in west");
+    step(
+        2,
+        "sample service: HTTP echo in west; policy allow-demo lets every cluster reach namespace demo",
+    );
     let echo = echo_server("west").await?;
+    mesh.allow_namespace("demo").await?;
 
     step(
         3,

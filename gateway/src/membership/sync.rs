@@ -318,7 +318,22 @@ impl Sync {
                 self.adopt_intermediate(pem);
             }
         }
-        let current = self.shared.catalog.current();
+        let mut current = self.shared.catalog.current();
+        if self.applied.as_ref().map(|v| &v.policies) != Some(&view.policies) {
+            let authorization = crate::authz::Authorization::from_documents(
+                view.policies.iter().map(|(n, b)| (n.as_str(), b.as_str())),
+            );
+            match &authorization {
+                crate::authz::Authorization::Unusable(why) => {
+                    tracing::error!(error = %why, "authorization policies unusable; denying every inbound connection")
+                }
+                _ => tracing::info!(
+                    policies = view.policies.len(),
+                    "authorization policies applied"
+                ),
+            }
+            current = std::sync::Arc::new(current.with_authorization(authorization));
+        }
         let before: Vec<String> = self
             .applied
             .as_ref()

@@ -43,12 +43,19 @@ pub struct GatewayView {
     pub own_intermediate: Option<String>,
     /// Whether our cluster is an active member.
     pub own_active: bool,
+    /// Authorization policy documents: name → body.
+    pub policies: BTreeMap<String, String>,
 }
 
 /// Derives the view of `own` from `state`.
 pub fn derive(state: &CatalogState, own: &str) -> GatewayView {
     let mut view = GatewayView {
         bundle: state.trust_bundle.clone(),
+        policies: state
+            .policies
+            .values()
+            .map(|p| (p.name.clone(), p.body.clone()))
+            .collect(),
         ..GatewayView::default()
     };
     if let Some(c) = state.clusters.get(own) {
