@@ -369,3 +369,99 @@ fn a_bad_federation_config_names_the_field() {
     assert!(!run.success);
     assert!(run.stderr.contains("`node_id`"), "{}", run.stderr);
 }
+
+#[test]
+fn tokens_roles_and_policies_through_the_cli() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = Dir::new();
+    let nodes = setup(&dir);
+    let node = &nodes[0];
+    // A reader token: its entry goes into the node's config, only the hash is stored.
+    let minted = dir.isthmus("federation token create ci --role reader").ok();
+    let token = minted.stdout.trim().to_owned();
+    assert!(token.starts_with("isthmus-admin-v1."), "{minted:?}");
+    assert!(!minted.stderr.contains(&token), "the token is printed once");
+    let mut config = std::fs::read_to_string(&node.config).unwrap();
+    config.push_str(&minted.stderr);
+    std::fs::write(&node.config, config).unwrap();
+    let refused = dir.isthmus("federation token create x --role namespace-admin");
+    assert!(
+        !refused.success && refused.stderr.contains("at least one --namespace"),
+        "{refused:?}"
+    );
+
+    let _proc = serve(node);
+    admin(&dir, node, "init").ok();
+    let with_token = |args: &str| {
+        dir.isthmus(&format!(
+            "federation {args} --server {} --bundle @alice/bundle.pem --token {token}",
+            node.admin
+        ))
+    };
+    let listed = with_token("cluster list").ok();
+    assert!(listed.stdout.contains("NAME"), "{listed:?}");
+
+    // Policies: the platform admin writes, the reader reads and may not write.
+    let policy = dir.path("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"rules":[{"name":"east-to-echo","action":"allow","from":[{"cluster":"east"}],"to":{"namespace":"demo","service":"echo"}}]}"#,
+    )
+    .unwrap();
+    let put = admin(&dir, node, "policy put demo --file @policy.json").ok();
+    assert!(put.stdout.contains("policy demo written"), "{put:?}");
+    let denied = with_token("policy put demo --file @policy.json");
+    assert!(
+        !denied.success
+            && denied.stderr.contains("PermissionDenied")
+            && denied
+                .stderr
+                .contains("token:ci (reader) may not change policies"),
+        "{denied:?}"
+    );
+    let list = with_token("policy list").ok();
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with("demo") && l.split_whitespace().nth(2) == Some("1")),
+        "{list:?}"
+    );
+    let got = with_token("policy get demo").ok();
+    assert!(got.stdout.contains("east-to-echo"), "{got:?}");
+
+    // A bad document is refused naming the field; nothing changes.
+    std::fs::write(
+        &policy,
+        r#"{"rules":[{"name":"x","action":"allow","from":[{"cluster":"*"}],"to":{"namespace":"demo","ports":[0]}}]}"#,
+    )
+    .unwrap();
+    let bad = admin(&dir, node, "policy put demo --file @policy.json");
+    assert!(
+        !bad.success && bad.stderr.contains("body.rules[0].to.ports[0]"),
+        "{bad:?}"
+    );
+    assert!(
+        with_token("policy get demo")
+            .ok()
+            .stdout
+            .contains("east-to-echo")
+    );
+
+    let deleted = admin(&dir, node, "policy delete demo").ok();
+    assert!(deleted.stdout.contains("deleted"), "{deleted:?}");
+    let gone = with_token("policy get demo");
+    assert!(
+        !gone.success && gone.stderr.contains("NotFound"),
+        "{gone:?}"
+    );
+
+    // An unknown token is refused by the API (the TLS handshake needs no certificate).
+    let anonymous = dir.isthmus(&format!(
+        "federation cluster list --server {} --bundle @alice/bundle.pem --token isthmus-admin-v1.wrong",
+        node.admin
+    ));
+    assert!(
+        !anonymous.success && anonymous.stderr.contains("Unauthenticated"),
+        "{anonymous:?}"
+    );
+}

@@ -97,11 +97,47 @@ pub struct FederationTls {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
-    /// SPIFFE IDs allowed to call the admin API besides federation nodes, for example
-    /// `spiffe://mesh.example/cluster/ops/ns/admin/sa/alice`. Every call needs a client
-    /// certificate that chains to the trust bundle; everyone else is refused.
+    /// SPIFFE IDs with the platform-admin role besides federation nodes, for example
+    /// `spiffe://mesh.example/cluster/ops/ns/admin/sa/alice` (shorthand for
+    /// `[[admin.identities]]` entries with `role = "platform-admin"`).
     #[serde(default)]
     pub clients: Vec<String>,
+    /// Client certificate identities and their roles. Gateways need no entry: a gateway
+    /// certificate carries the gateway role for its own cluster.
+    #[serde(default)]
+    pub identities: Vec<AdminIdentity>,
+    /// Bearer tokens (`authorization: Bearer <token>`), stored as their SHA-256; mint
+    /// one with `isthmus federation token create`.
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+}
+
+/// A client certificate identity with a role.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminIdentity {
+    /// The SPIFFE ID of the client certificate.
+    pub id: String,
+    /// platform-admin, namespace-admin or reader.
+    pub role: crate::access::RoleName,
+    /// For namespace-admin: the namespaces it administers (required, non-empty).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// A bearer token with a role.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// A name for logs (DNS-1123 label).
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits (the token itself is never stored).
+    pub sha256: String,
+    /// platform-admin, namespace-admin or reader.
+    pub role: crate::access::RoleName,
+    /// For namespace-admin: the namespaces it administers.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }
 
 /// Raft settings as written (milliseconds and counts).
@@ -141,8 +177,8 @@ pub struct FederationConfig {
     pub advertise: Option<FederationListen>,
     /// Certificate files.
     pub tls: FederationTls,
-    /// Extra admin client identities.
-    pub admin_clients: Vec<SpiffeId>,
+    /// Admin API identities and tokens with their roles.
+    pub access: crate::access::AccessControl,
     /// Raft timing.
     pub raft: RaftTiming,
     /// Enrollment.
@@ -258,17 +294,7 @@ impl Validate for FederationConfigFile {
                 }
             }
         }
-        let mut admin_clients = Vec::new();
-        for (i, client) in self.admin.clients.iter().enumerate() {
-            match SpiffeId::parse(client) {
-                Ok(id) => admin_clients.push(id),
-                Err(e) => problems.push(FieldProblem::new(
-                    format!("admin.clients[{i}]"),
-                    format!("{client:?}"),
-                    format!("a SPIFFE ID such as spiffe://mesh.example/cluster/ops/ns/admin/sa/alice ({e})"),
-                )),
-            }
-        }
+        let access = access_control(&self.admin, &mut problems);
         let defaults = RaftTiming::default();
         let ms = Duration::from_millis;
         let r = &self.raft;
@@ -383,8 +409,227 @@ impl Validate for FederationConfigFile {
             listen: self.listen,
             advertise: self.advertise,
             tls: self.tls,
-            admin_clients,
+            access,
             raft: timing,
         })
+    }
+}
+
+fn role(
+    field: &str,
+    name: crate::access::RoleName,
+    namespaces: &[String],
+    problems: &mut Vec<FieldProblem>,
+) -> crate::access::Role {
+    use crate::access::{Role, RoleName};
+    for (j, ns) in namespaces.iter().enumerate() {
+        if crate::validate::name("namespace", ns).is_err() {
+            problems.push(FieldProblem::new(
+                format!("{field}.namespaces[{j}]"),
+                format!("{ns:?}"),
+                "a namespace name (DNS-1123 label)",
+            ));
+        }
+    }
+    match name {
+        RoleName::NamespaceAdmin if namespaces.is_empty() => {
+            problems.push(FieldProblem::new(
+                format!("{field}.namespaces"),
+                "[]",
+                "the namespaces a namespace-admin administers (at least one)",
+            ));
+        }
+        RoleName::PlatformAdmin | RoleName::Reader if !namespaces.is_empty() => {
+            problems.push(FieldProblem::new(
+                format!("{field}.namespaces"),
+                format!("{namespaces:?}"),
+                "no namespaces: only a namespace-admin has them (platform-admin and reader cover every namespace)",
+            ));
+        }
+        _ => {}
+    }
+    match name {
+        RoleName::PlatformAdmin => Role::PlatformAdmin,
+        RoleName::NamespaceAdmin => Role::NamespaceAdmin(namespaces.iter().cloned().collect()),
+        RoleName::Reader => Role::Reader,
+    }
+}
+
+fn access_control(
+    admin: &AdminSection,
+    problems: &mut Vec<FieldProblem>,
+) -> crate::access::AccessControl {
+    use crate::access::{Role, TokenGrant};
+    let mut identities: Vec<(SpiffeId, Role)> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut add = |field: String, text: &str, role: Role, problems: &mut Vec<FieldProblem>| {
+        match SpiffeId::parse(text) {
+            Ok(id) if !seen.insert(id.as_str().to_owned()) => problems.push(FieldProblem::new(
+                field,
+                format!("{text:?}"),
+                "an identity listed once (in admin.clients or admin.identities, not both)",
+            )),
+            Ok(id)
+                if id
+                    .identity()
+                    .is_ok_and(|i| !matches!(i, isthmus_ca::Identity::Workload { .. })) =>
+            {
+                problems.push(FieldProblem::new(
+                    field,
+                    format!("{text:?}"),
+                    "a workload identity (federation nodes and gateways have their roles already)",
+                ))
+            }
+            Ok(id) => identities.push((id, role)),
+            Err(e) => problems.push(FieldProblem::new(
+                field,
+                format!("{text:?}"),
+                format!(
+                    "a SPIFFE ID such as spiffe://mesh.example/cluster/ops/ns/admin/sa/alice ({e})"
+                ),
+            )),
+        }
+    };
+    for (i, client) in admin.clients.iter().enumerate() {
+        add(
+            format!("admin.clients[{i}]"),
+            client,
+            Role::PlatformAdmin,
+            problems,
+        );
+    }
+    for (i, entry) in admin.identities.iter().enumerate() {
+        let field = format!("admin.identities[{i}]");
+        let r = role(&field, entry.role, &entry.namespaces, problems);
+        add(format!("{field}.id"), &entry.id, r, problems);
+    }
+    let mut tokens = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, entry) in admin.tokens.iter().enumerate() {
+        let field = format!("admin.tokens[{i}]");
+        if crate::validate::name("name", &entry.name).is_err() || !names.insert(&entry.name) {
+            problems.push(FieldProblem::new(
+                format!("{field}.name"),
+                format!("{:?}", entry.name),
+                "a DNS-1123 label, unique among admin.tokens",
+            ));
+        }
+        let r = role(&field, entry.role, &entry.namespaces, problems);
+        let hex = entry.sha256.trim();
+        let mut sha256 = [0u8; 32];
+        let parsed = hex.len() == 64
+            && hex.is_ascii()
+            && (0..32).all(|j| {
+                u8::from_str_radix(&hex[2 * j..2 * j + 2], 16)
+                    .map(|b| sha256[j] = b)
+                    .is_ok()
+            });
+        if !parsed {
+            problems.push(FieldProblem::new(
+                format!("{field}.sha256"),
+                format!("{:?}", entry.sha256),
+                "64 hex digits: the SHA-256 of the token, as `isthmus federation token create` prints (never the token itself)",
+            ));
+            continue;
+        }
+        tokens.push(TokenGrant {
+            name: entry.name.clone(),
+            sha256,
+            role: r,
+        });
+    }
+    crate::access::AccessControl::new(identities, tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isthmus_config::{Format, parse_str};
+    use std::path::Path;
+
+    const BASE: &str = r#"
+node_id = 1
+name = "n1"
+data_dir = "d"
+[listen]
+raft = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+rest = "127.0.0.1:0"
+[tls]
+bundle = "b.pem"
+cert = "c.pem"
+key = "k.pem"
+"#;
+
+    fn problems(admin: &str) -> Vec<FieldProblem> {
+        let text = format!("{BASE}{admin}");
+        match parse_str::<FederationConfigFile>(&text, Format::Toml, Path::new("f.toml")) {
+            Ok(_) => vec![],
+            Err(isthmus_config::ConfigError::Invalid { problems, .. }) => problems,
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn admin_roles_and_tokens_are_checked_field_by_field() {
+        let hash = "ab".repeat(32);
+        assert!(
+            problems(&format!(
+                r#"
+[admin]
+clients = ["spiffe://m.test/cluster/ops/ns/admin/sa/alice"]
+[[admin.identities]]
+id = "spiffe://m.test/cluster/ops/ns/shop/sa/bob"
+role = "namespace-admin"
+namespaces = ["shop"]
+[[admin.tokens]]
+name = "ci"
+sha256 = "{hash}"
+role = "reader"
+"#
+            ))
+            .is_empty()
+        );
+        let cases = [
+            (
+                "[[admin.identities]]\nid = \"spiffe://m.test/cluster/ops/ns/shop/sa/bob\"\nrole = \"namespace-admin\"\n",
+                "admin.identities[0].namespaces",
+                "at least one",
+            ),
+            (
+                "[[admin.identities]]\nid = \"spiffe://m.test/cluster/ops/ns/shop/sa/bob\"\nrole = \"reader\"\nnamespaces = [\"shop\"]\n",
+                "admin.identities[0].namespaces",
+                "only a namespace-admin",
+            ),
+            (
+                "[[admin.identities]]\nid = \"spiffe://m.test/cluster/west/gateway/gw\"\nrole = \"reader\"\n",
+                "admin.identities[0].id",
+                "workload identity",
+            ),
+            (
+                "[admin]\nclients = [\"spiffe://m.test/cluster/ops/ns/a/sa/x\"]\n[[admin.identities]]\nid = \"spiffe://m.test/cluster/ops/ns/a/sa/x\"\nrole = \"reader\"\n",
+                "admin.identities[0].id",
+                "listed once",
+            ),
+            (
+                "[[admin.tokens]]\nname = \"ci\"\nsha256 = \"not-hex\"\nrole = \"reader\"\n",
+                "admin.tokens[0].sha256",
+                "64 hex digits",
+            ),
+            (
+                "[[admin.tokens]]\nname = \"CI!\"\nsha256 = \"00000000000000000000000000000000000000000000000000000000000000000\"\nrole = \"reader\"\n",
+                "admin.tokens[0].name",
+                "DNS-1123",
+            ),
+        ];
+        for (admin, field, says) in cases {
+            let found = problems(admin);
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.field == field && p.accepted.contains(says)),
+                "{admin}: {found:?}"
+            );
+        }
     }
 }

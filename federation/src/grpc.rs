@@ -7,6 +7,9 @@ use std::sync::Arc;
 use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
+use std::collections::BTreeSet;
+
+use crate::access::{AccessControl, Operation, Principal, Role, policy_namespaces};
 use crate::command::{Command, Expect};
 use crate::enroll::Enroller;
 use crate::error::ApiError;
@@ -25,73 +28,104 @@ use crate::validate;
 pub struct AdminGrpc {
     federation: Arc<Federation>,
     enroller: Arc<Enroller>,
-}
-
-/// Who is calling, from the verified client certificate. The TLS layer admits only
-/// federation nodes, the configured admin identities and gateways; gateways may read,
-/// watch, and change only their own cluster's exports and gateway endpoints (the full
-/// role model is the access-control issue's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Caller {
-    Admin,
-    Gateway { cluster: String },
-}
-
-/// What a call does, for the gateway role's check.
-enum Action<'a> {
-    Read,
-    Admin,
-    OwnCluster(&'a str),
+    access: Arc<AccessControl>,
 }
 
 impl AdminGrpc {
-    /// Serves `federation`; `enroller` mints join tokens.
-    pub fn new(federation: Arc<Federation>, enroller: Arc<Enroller>) -> Self {
+    /// Serves `federation`; `enroller` mints join tokens; `access` says who may call.
+    pub fn new(
+        federation: Arc<Federation>,
+        enroller: Arc<Enroller>,
+        access: Arc<AccessControl>,
+    ) -> Self {
         Self {
             federation,
             enroller,
+            access,
         }
     }
 
-    fn caller<T>(request: &Request<T>) -> Result<Caller, ApiError> {
+    /// Refuses the call unless its caller (client certificate or bearer token) has a
+    /// role that grants `operation`. A gateway of a revoked or unknown cluster may do
+    /// nothing.
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        operation: Operation<'_>,
+    ) -> Result<Principal, ApiError> {
         let certs = request.peer_certs();
-        let id = crate::tls::peer_id(certs.as_deref().map(Vec::as_slice))
-            .ok_or_else(|| ApiError::Unauthenticated("no verified client certificate".into()))?;
-        match id.identity() {
-            Ok(isthmus_ca::Identity::Gateway { cluster, .. }) => Ok(Caller::Gateway { cluster }),
-            Ok(_) => Ok(Caller::Admin),
-            Err(e) => Err(ApiError::Unauthenticated(format!("{id}: {e}"))),
-        }
-    }
-
-    /// Refuses the call unless the caller may make it. A gateway of a revoked or
-    /// unknown cluster may do nothing.
-    async fn authorize<T>(&self, request: &Request<T>, action: Action<'_>) -> Result<(), ApiError> {
-        let Caller::Gateway { cluster } = Self::caller(request)? else {
-            return Ok(());
+        let peer = crate::tls::peer_id(certs.as_deref().map(Vec::as_slice));
+        let header = match request.metadata().get("authorization") {
+            Some(value) => Some(value.to_str().map_err(|_| {
+                ApiError::Unauthenticated("the authorization header is not text".into())
+            })?),
+            None => None,
         };
-        let state = self
-            .federation
-            .read(Consistency::Stale, |s| {
-                s.clusters.get(&cluster).map(|c| c.state)
-            })
-            .await?;
-        if state != Some(ClusterState::Active) {
-            return Err(ApiError::PermissionDenied(format!(
-                "cluster \"{cluster}\" is not an active member (state {state:?}); its gateways are refused"
-            )));
+        let principal = self.access.principal(peer.as_ref(), header)?;
+        principal.may(&operation)?;
+        if let Role::Gateway(cluster) = &principal.role {
+            gateway_cluster_active(&self.federation, cluster).await?;
         }
-        match action {
-            Action::Read => Ok(()),
-            Action::OwnCluster(target) if target == cluster => Ok(()),
-            Action::OwnCluster(target) => Err(ApiError::PermissionDenied(format!(
-                "a gateway of cluster \"{cluster}\" may change only its own cluster's objects, not \"{target}\"'s"
-            ))),
-            Action::Admin => Err(ApiError::PermissionDenied(format!(
-                "a gateway of cluster \"{cluster}\" may read, watch and publish its own exports; this call needs an admin identity"
-            ))),
-        }
+        Ok(principal)
     }
+}
+
+/// The namespaces a policy write touches: those of the new document and of the one it
+/// replaces (or deletes), with that one's revision for a compare-and-set so that the
+/// check and the write see the same document.
+pub(crate) async fn policy_scope(
+    federation: &Federation,
+    name: &str,
+    new_body: Option<&str>,
+) -> Result<(BTreeSet<String>, Option<u64>), ApiError> {
+    let old = federation
+        .read(Consistency::Linearizable, |s| {
+            s.policies.get(name).map(|p| (p.body.clone(), p.revision))
+        })
+        .await?;
+    let mut namespaces = new_body.map(policy_namespaces).unwrap_or_default();
+    if let Some((body, _)) = &old {
+        namespaces.extend(policy_namespaces(body));
+    }
+    Ok((namespaces, old.map(|(_, r)| r)))
+}
+
+/// The compare-and-set of a policy write: the caller's, or for a namespace admin the
+/// revision whose namespaces were checked (none: must not exist), so that a policy
+/// changed in between into another namespace's is not overwritten.
+pub(crate) fn scoped_expect(
+    principal: &Principal,
+    asked: Option<u64>,
+    checked: Option<u64>,
+) -> Result<Expect, ApiError> {
+    let Role::NamespaceAdmin(_) = principal.role else {
+        return Ok(Expect::from_api(asked));
+    };
+    let checked = checked.unwrap_or(0);
+    match asked {
+        Some(asked) if asked != checked => Err(ApiError::FailedPrecondition(format!(
+            "expected revision {asked}, but the policy is at revision {checked} (0: absent); read it again"
+        ))),
+        _ => Ok(Expect::from_api(Some(checked))),
+    }
+}
+
+/// Refuses a gateway whose cluster is not an active member.
+pub(crate) async fn gateway_cluster_active(
+    federation: &Federation,
+    cluster: &str,
+) -> Result<(), ApiError> {
+    let state = federation
+        .read(Consistency::Stale, |s| {
+            s.clusters.get(cluster).map(|c| c.state)
+        })
+        .await?;
+    if state != Some(ClusterState::Active) {
+        return Err(ApiError::PermissionDenied(format!(
+            "cluster \"{cluster}\" is not an active member (state {state:?}); its gateways are refused"
+        )));
+    }
+    Ok(())
 }
 
 fn consistency(value: i32) -> Result<Consistency, ApiError> {
@@ -417,21 +451,21 @@ type Reply<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl FederationAdmin for AdminGrpc {
     async fn get_status(&self, request: Request<proto::StatusRequest>) -> Reply<proto::Status> {
-        self.authorize(&request, Action::Read).await?;
+        self.authorize(&request, Operation::Read).await?;
         let consistency = consistency(request.into_inner().consistency)?;
         let report = self.federation.status(consistency).await?;
         Ok(Response::new(status_to_proto(report)))
     }
 
     async fn init(&self, request: Request<proto::InitRequest>) -> Reply<proto::Status> {
-        self.authorize(&request, Action::Admin).await?;
+        self.authorize(&request, Operation::Platform).await?;
         Ok(Response::new(status_to_proto(
             self.federation.init().await?,
         )))
     }
 
     async fn add_member(&self, request: Request<proto::AddMemberRequest>) -> Reply<proto::Status> {
-        self.authorize(&request, Action::Admin).await?;
+        self.authorize(&request, Operation::Platform).await?;
         let request = request.into_inner();
         let member = required(request.member, "member")?;
         let info = NodeInfo {
@@ -451,7 +485,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::RemoveMemberRequest>,
     ) -> Reply<proto::Status> {
-        self.authorize(&request, Action::Admin).await?;
+        self.authorize(&request, Operation::Platform).await?;
         let id = request.into_inner().node_id;
         Ok(Response::new(status_to_proto(
             self.federation.remove_member(id).await?,
@@ -462,7 +496,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Reply<proto::ClusterList> {
-        self.authorize(&request, Action::Read).await?;
+        self.authorize(&request, Operation::Read).await?;
         let consistency = consistency(request.into_inner().consistency)?;
         let list = self
             .federation
@@ -478,7 +512,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::GetClusterRequest>,
     ) -> Reply<proto::Cluster> {
-        self.authorize(&request, Action::Read).await?;
+        self.authorize(&request, Operation::Read).await?;
         let request = request.into_inner();
         validate::name("name", &request.name)?;
         let found = self
@@ -497,7 +531,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::PutClusterRequest>,
     ) -> Reply<proto::WriteResponse> {
-        self.authorize(&request, Action::Admin).await?;
+        self.authorize(&request, Operation::Platform).await?;
         let request = request.into_inner();
         let cluster = cluster_from_proto(required(request.cluster, "cluster")?)?;
         let expect = Expect::from_api(request.expect_revision);
@@ -514,7 +548,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::DeleteClusterRequest>,
     ) -> Reply<proto::WriteResponse> {
-        self.authorize(&request, Action::Admin).await?;
+        self.authorize(&request, Operation::Platform).await?;
         let request = request.into_inner();
         let expect = Expect::from_api(request.expect_revision);
         let command = Command::DeleteCluster {
@@ -526,7 +560,7 @@ impl FederationAdmin for AdminGrpc {
     }
 
     async fn list_exports(&self, request: Request<proto::ListRequest>) -> Reply<proto::ExportList> {
-        self.authorize(&request, Action::Read).await?;
+        self.authorize(&request, Operation::Read).await?;
         let consistency = consistency(request.into_inner().consistency)?;
         let list = self
             .federation
@@ -542,7 +576,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::GetExportRequest>,
     ) -> Reply<proto::ServiceExport> {
-        self.authorize(&request, Action::Read).await?;
+        self.authorize(&request, Operation::Read).await?;
         let request = request.into_inner();
         let key = ExportKey {
             cluster: request.cluster,
@@ -565,14 +599,20 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::PutExportRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let cluster = request
+        let (cluster, namespace) = request
             .get_ref()
             .export
             .as_ref()
-            .map(|e| e.cluster.clone())
+            .map(|e| (e.cluster.clone(), e.namespace.clone()))
             .unwrap_or_default();
-        self.authorize(&request, Action::OwnCluster(&cluster))
-            .await?;
+        self.authorize(
+            &request,
+            Operation::Export {
+                cluster: &cluster,
+                namespace: &namespace,
+            },
+        )
+        .await?;
         let request = request.into_inner();
         let export = export_from_proto(required(request.export, "export")?)?;
         let expect = Expect::from_api(request.expect_revision);
@@ -588,9 +628,18 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::DeleteExportRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let cluster = request.get_ref().cluster.clone();
-        self.authorize(&request, Action::OwnCluster(&cluster))
-            .await?;
+        let (cluster, namespace) = (
+            request.get_ref().cluster.clone(),
+            request.get_ref().namespace.clone(),
+        );
+        self.authorize(
+            &request,
+            Operation::Export {
+                cluster: &cluster,
+                namespace: &namespace,
+            },
+        )
+        .await?;
         let request = request.into_inner();
         let key = ExportKey {
             cluster: request.cluster,
@@ -609,7 +658,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Reply<proto::PolicyList> {
-        self.authorize(&request, Action::Read).await?;
+        self.authorize(&request, Operation::Read).await?;
         let consistency = consistency(request.into_inner().consistency)?;
         let list = self
             .federation
@@ -622,7 +671,7 @@ impl FederationAdmin for AdminGrpc {
     }
 
     async fn get_policy(&self, request: Request<proto::GetPolicyRequest>) -> Reply<proto::Policy> {
-        self.authorize(&request, Action::Read).await?;
+        self.authorize(&request, Operation::Read).await?;
         let request = request.into_inner();
         validate::name("name", &request.name)?;
         let found = self
@@ -641,15 +690,19 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::PutPolicyRequest>,
     ) -> Reply<proto::WriteResponse> {
-        self.authorize(&request, Action::Admin).await?;
+        let p = required(request.get_ref().policy.clone(), "policy")?;
+        validate::name("policy.name", &p.name)?;
+        let (namespaces, current) = policy_scope(&self.federation, &p.name, Some(&p.body)).await?;
+        let principal = self
+            .authorize(&request, Operation::Policy { namespaces })
+            .await?;
         let request = request.into_inner();
-        let p = required(request.policy, "policy")?;
         let policy = PolicyDoc {
             name: p.name,
             body: p.body,
             revision: 0,
         };
-        let expect = Expect::from_api(request.expect_revision);
+        let expect = scoped_expect(&principal, request.expect_revision, current)?;
         let revision = self
             .federation
             .write(Command::PutPolicy { policy, expect })
@@ -662,9 +715,14 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::DeletePolicyRequest>,
     ) -> Reply<proto::WriteResponse> {
-        self.authorize(&request, Action::Admin).await?;
+        let name = request.get_ref().name.clone();
+        validate::name("name", &name)?;
+        let (namespaces, current) = policy_scope(&self.federation, &name, None).await?;
+        let principal = self
+            .authorize(&request, Operation::Policy { namespaces })
+            .await?;
         let request = request.into_inner();
-        let expect = Expect::from_api(request.expect_revision);
+        let expect = scoped_expect(&principal, request.expect_revision, current)?;
         let revision = self
             .federation
             .write(Command::DeletePolicy {
@@ -679,7 +737,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::GetTrustBundleRequest>,
     ) -> Reply<proto::TrustBundleRecord> {
-        self.authorize(&request, Action::Read).await?;
+        self.authorize(&request, Operation::Read).await?;
         let consistency = consistency(request.into_inner().consistency)?;
         let doc = self
             .federation
@@ -693,7 +751,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::SetTrustBundleRequest>,
     ) -> Reply<proto::WriteResponse> {
-        self.authorize(&request, Action::Admin).await?;
+        self.authorize(&request, Operation::Platform).await?;
         let request = request.into_inner();
         let trust_bundle = bundle_from_proto(required(request.bundle, "bundle")?)?;
         let expect = Expect::from_api(request.expect_revision);
@@ -720,7 +778,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::CreateClusterRequest>,
     ) -> Reply<proto::JoinTokenReply> {
-        self.authorize(&request, Action::Admin).await?;
+        self.authorize(&request, Operation::Platform).await?;
         let request = request.into_inner();
         let minted = self
             .enroller
@@ -742,7 +800,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         request: Request<proto::RevokeClusterRequest>,
     ) -> Reply<proto::WriteResponse> {
-        self.authorize(&request, Action::Admin).await?;
+        self.authorize(&request, Operation::Platform).await?;
         let name = request.into_inner().name;
         let revision = self
             .federation
@@ -756,7 +814,7 @@ impl FederationAdmin for AdminGrpc {
         request: Request<proto::RegisterGatewayRequest>,
     ) -> Reply<proto::WriteResponse> {
         let cluster = request.get_ref().cluster.clone();
-        self.authorize(&request, Action::OwnCluster(&cluster))
+        self.authorize(&request, Operation::RegisterGateway { cluster: &cluster })
             .await?;
         let request = request.into_inner();
         let gateway = required(request.gateway, "gateway")?;
@@ -792,7 +850,7 @@ impl FederationAdmin for AdminGrpc {
     type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchResponse, Status>> + Send>>;
 
     async fn watch(&self, request: Request<proto::WatchRequest>) -> Reply<Self::WatchStream> {
-        self.authorize(&request, Action::Read).await?;
+        self.authorize(&request, Operation::Read).await?;
         let after = request.into_inner().after_revision;
         let rx = self.federation.watch(after);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)

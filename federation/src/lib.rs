@@ -7,6 +7,7 @@
 //! - [`raft`]: openraft's type configuration.
 //! - [`bundle`]: the trust bundle's protobuf form.
 
+pub mod access;
 pub mod bundle;
 pub mod command;
 pub mod config;

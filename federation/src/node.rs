@@ -220,7 +220,8 @@ pub async fn start(
         None => None,
     };
 
-    let tls = NodeTls::new(svid, config.admin_clients.clone());
+    let tls = NodeTls::new(svid, config.access.identities().to_vec());
+    let access = Arc::new(config.access.clone());
     let data_dir = base.join(&config.data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
         dir: data_dir.display().to_string(),
@@ -305,13 +306,16 @@ pub async fn start(
             }
         }));
     }
-    let admin_service =
-        FederationAdminServer::new(AdminGrpc::new(federation.clone(), enroller.clone()))
-            .max_decoding_message_size(MAX_BODY)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let admin_service = FederationAdminServer::new(AdminGrpc::new(
+        federation.clone(),
+        enroller.clone(),
+        access.clone(),
+    ))
+    .max_decoding_message_size(MAX_BODY)
+    .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let admin_incoming = incoming(
         admin_listener,
-        tls.server_config(tls.admin_grpc_identities(), &[b"h2"])?,
+        tls.admin_server_config(tls.admin_grpc_identities(), &[b"h2"])?,
     );
     let shutdown = stop.clone().cancelled_owned();
     tasks.push(tokio::spawn(async move {
@@ -327,7 +331,7 @@ pub async fn start(
     let rest_listener = TlsListener {
         incoming: accept_tls(
             rest_listener,
-            tls.server_config(tls.admin_identities(), &[b"http/1.1"])?,
+            tls.admin_server_config(tls.admin_grpc_identities(), &[b"http/1.1"])?,
             stop.clone(),
         ),
         local: rest_addr,
@@ -346,10 +350,11 @@ pub async fn start(
             }
         }));
     }
-    let router = crate::rest::router(federation.clone());
+    let router = crate::rest::router(federation.clone(), access.clone());
     let shutdown = stop.clone().cancelled_owned();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(rest_listener, router)
+        let service = router.into_make_service_with_connect_info::<crate::rest::PeerIdentity>();
+        if let Err(e) = axum::serve(rest_listener, service)
             .with_graceful_shutdown(shutdown)
             .await
         {

@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +19,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
+use isthmus_ca::SpiffeId;
+
+use crate::access::{AccessControl, Operation, Principal, Role};
 use crate::command::{Command, Expect};
 use crate::error::ApiError;
 use crate::model::{Cluster, ExportKey, PolicyDoc, ServiceExport, TrustBundleDoc};
@@ -182,8 +186,56 @@ fn unknown_parameter(key: &str, known: &str) -> ApiError {
     )
 }
 
-/// The REST router over `federation`.
-pub fn router(federation: Arc<Federation>) -> Router {
+/// The verified client certificate's SPIFFE ID, if the client sent one (the TLS layer
+/// has checked it); the connection's info for the access check.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity(Option<SpiffeId>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for PeerIdentity
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        let (_, session) = stream.io().get_ref();
+        Self(crate::tls::peer_id(session.peer_certificates()))
+    }
+}
+
+/// Authenticates every request (client certificate or bearer token) and hands the
+/// principal to the handler, which checks the operation; anonymous calls stop here.
+async fn authenticate(
+    State((access, federation)): State<(Arc<AccessControl>, Arc<Federation>)>,
+    ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::Unauthenticated("the authorization header is not text".into())
+            })
+        })
+        .transpose();
+    let principal = header.and_then(|h| access.principal(peer.0.as_ref(), h));
+    let principal = match principal {
+        Ok(p) => p,
+        Err(e) => return Failure(e).into_response(),
+    };
+    if let Role::Gateway(cluster) = &principal.role {
+        if let Err(e) = crate::grpc::gateway_cluster_active(&federation, cluster).await {
+            return Failure(e).into_response();
+        }
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+type Who = Extension<Principal>;
+
+/// The REST router over `federation`; `access` says who may call.
+pub fn router(federation: Arc<Federation>, access: Arc<AccessControl>) -> Router {
+    let auth = axum::middleware::from_fn_with_state((access, federation.clone()), authenticate);
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/status", get(status))
@@ -211,38 +263,57 @@ pub fn router(federation: Arc<Federation>) -> Router {
                 "no such endpoint; see /openapi.json".into(),
             ))
         })
+        .layer(auth)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(federation)
 }
 
-async fn status(State(f): Shared, q: RawQuery) -> Answer<StatusReport> {
+async fn status(State(f): Shared, Extension(who): Who, q: RawQuery) -> Answer<StatusReport> {
+    who.may(&Operation::Read)?;
     let q = read_query(q)?;
     Ok(axum::Json(f.status(q.consistency).await?))
 }
 
-async fn init(State(f): Shared) -> Answer<StatusReport> {
+async fn init(State(f): Shared, Extension(who): Who) -> Answer<StatusReport> {
+    who.may(&Operation::Platform)?;
     Ok(axum::Json(f.init().await?))
 }
 
-async fn list_members(State(f): Shared, q: RawQuery) -> Answer<Vec<MemberStatus>> {
+async fn list_members(
+    State(f): Shared,
+    Extension(who): Who,
+    q: RawQuery,
+) -> Answer<Vec<MemberStatus>> {
+    who.may(&Operation::Read)?;
     let q = read_query(q)?;
     Ok(axum::Json(f.status(q.consistency).await?.members))
 }
 
-async fn add_member(State(f): Shared, bytes: Body) -> Answer<StatusReport> {
+async fn add_member(State(f): Shared, Extension(who): Who, bytes: Body) -> Answer<StatusReport> {
+    who.may(&Operation::Platform)?;
     let add: AddMember = body(&bytes)?;
     validate::member(add.node_id, &add.info)?;
     Ok(axum::Json(f.add_member(add.node_id, add.info).await?))
 }
 
-async fn remove_member(State(f): Shared, Path(id): Path<String>) -> Answer<StatusReport> {
+async fn remove_member(
+    State(f): Shared,
+    Extension(who): Who,
+    Path(id): Path<String>,
+) -> Answer<StatusReport> {
+    who.may(&Operation::Platform)?;
     let id: NodeId = id
         .parse()
         .map_err(|_| ApiError::invalid("id", format!("{id:?} is not a node id")))?;
     Ok(axum::Json(f.remove_member(id).await?))
 }
 
-async fn list_clusters(State(f): Shared, q: RawQuery) -> Answer<Listed<Cluster>> {
+async fn list_clusters(
+    State(f): Shared,
+    Extension(who): Who,
+    q: RawQuery,
+) -> Answer<Listed<Cluster>> {
+    who.may(&Operation::Read)?;
     let q = read_query(q)?;
     let listed = f
         .read(q.consistency, |s| Listed {
@@ -253,7 +324,13 @@ async fn list_clusters(State(f): Shared, q: RawQuery) -> Answer<Listed<Cluster>>
     Ok(axum::Json(listed))
 }
 
-async fn get_cluster(State(f): Shared, Path(name): Path<String>, q: RawQuery) -> Answer<Cluster> {
+async fn get_cluster(
+    State(f): Shared,
+    Extension(who): Who,
+    Path(name): Path<String>,
+    q: RawQuery,
+) -> Answer<Cluster> {
+    who.may(&Operation::Read)?;
     let q = read_query(q)?;
     validate::name("name", &name)?;
     let found = f
@@ -266,10 +343,12 @@ async fn get_cluster(State(f): Shared, Path(name): Path<String>, q: RawQuery) ->
 
 async fn put_cluster(
     State(f): Shared,
+    Extension(who): Who,
     Path(name): Path<String>,
     q: RawQuery,
     bytes: Body,
 ) -> Answer<Written> {
+    who.may(&Operation::Platform)?;
     let q = write_query(q)?;
     let cluster: Cluster = body(&bytes)?;
     if cluster.name != name {
@@ -287,16 +366,23 @@ async fn put_cluster(
 
 async fn delete_cluster(
     State(f): Shared,
+    Extension(who): Who,
     Path(name): Path<String>,
     q: RawQuery,
 ) -> Answer<Written> {
+    who.may(&Operation::Platform)?;
     let q = write_query(q)?;
     let expect = Expect::from_api(q.expect_revision);
     let revision = f.write(Command::DeleteCluster { name, expect }).await?;
     Ok(axum::Json(Written { revision }))
 }
 
-async fn list_exports(State(f): Shared, q: RawQuery) -> Answer<Listed<ServiceExport>> {
+async fn list_exports(
+    State(f): Shared,
+    Extension(who): Who,
+    q: RawQuery,
+) -> Answer<Listed<ServiceExport>> {
+    who.may(&Operation::Read)?;
     let q = read_query(q)?;
     let listed = f
         .read(q.consistency, |s| Listed {
@@ -319,9 +405,11 @@ fn export_key((cluster, namespace, name): (String, String, String)) -> Result<Ex
 
 async fn get_export(
     State(f): Shared,
+    Extension(who): Who,
     Path(path): Path<(String, String, String)>,
     q: RawQuery,
 ) -> Answer<ServiceExport> {
+    who.may(&Operation::Read)?;
     let q = read_query(q)?;
     let key = export_key(path)?;
     let found = f
@@ -334,12 +422,17 @@ async fn get_export(
 
 async fn put_export(
     State(f): Shared,
+    Extension(who): Who,
     Path(path): Path<(String, String, String)>,
     q: RawQuery,
     bytes: Body,
 ) -> Answer<Written> {
     let q = write_query(q)?;
     let key = export_key(path)?;
+    who.may(&Operation::Export {
+        cluster: &key.cluster,
+        namespace: &key.namespace,
+    })?;
     let export: ServiceExport = body(&bytes)?;
     for (field, got, want) in [
         ("cluster", &export.cluster, &key.cluster),
@@ -361,17 +454,27 @@ async fn put_export(
 
 async fn delete_export(
     State(f): Shared,
+    Extension(who): Who,
     Path(path): Path<(String, String, String)>,
     q: RawQuery,
 ) -> Answer<Written> {
     let q = write_query(q)?;
     let key = export_key(path)?;
+    who.may(&Operation::Export {
+        cluster: &key.cluster,
+        namespace: &key.namespace,
+    })?;
     let expect = Expect::from_api(q.expect_revision);
     let revision = f.write(Command::DeleteExport { key, expect }).await?;
     Ok(axum::Json(Written { revision }))
 }
 
-async fn list_policies(State(f): Shared, q: RawQuery) -> Answer<Listed<PolicyDoc>> {
+async fn list_policies(
+    State(f): Shared,
+    Extension(who): Who,
+    q: RawQuery,
+) -> Answer<Listed<PolicyDoc>> {
+    who.may(&Operation::Read)?;
     let q = read_query(q)?;
     let listed = f
         .read(q.consistency, |s| Listed {
@@ -382,7 +485,13 @@ async fn list_policies(State(f): Shared, q: RawQuery) -> Answer<Listed<PolicyDoc
     Ok(axum::Json(listed))
 }
 
-async fn get_policy(State(f): Shared, Path(name): Path<String>, q: RawQuery) -> Answer<PolicyDoc> {
+async fn get_policy(
+    State(f): Shared,
+    Extension(who): Who,
+    Path(name): Path<String>,
+    q: RawQuery,
+) -> Answer<PolicyDoc> {
+    who.may(&Operation::Read)?;
     let q = read_query(q)?;
     validate::name("name", &name)?;
     let found = f
@@ -397,31 +506,44 @@ async fn get_policy(State(f): Shared, Path(name): Path<String>, q: RawQuery) -> 
 /// kept as written; reads return it as `body` text, as the watch does.
 async fn put_policy(
     State(f): Shared,
+    Extension(who): Who,
     Path(name): Path<String>,
     q: RawQuery,
     bytes: Body,
 ) -> Answer<Written> {
     let q = write_query(q)?;
+    validate::name("name", &name)?;
     let body = std::str::from_utf8(raw_body(&bytes)?)
         .map_err(|_| ApiError::invalid("body", "not UTF-8; send the policy as JSON"))?;
+    let (namespaces, current) = crate::grpc::policy_scope(&f, &name, Some(body)).await?;
+    who.may(&Operation::Policy { namespaces })?;
     let policy = PolicyDoc {
         name,
         body: body.to_owned(),
         revision: 0,
     };
-    let expect = Expect::from_api(q.expect_revision);
+    let expect = crate::grpc::scoped_expect(&who, q.expect_revision, current)?;
     let revision = f.write(Command::PutPolicy { policy, expect }).await?;
     Ok(axum::Json(Written { revision }))
 }
 
-async fn delete_policy(State(f): Shared, Path(name): Path<String>, q: RawQuery) -> Answer<Written> {
+async fn delete_policy(
+    State(f): Shared,
+    Extension(who): Who,
+    Path(name): Path<String>,
+    q: RawQuery,
+) -> Answer<Written> {
     let q = write_query(q)?;
-    let expect = Expect::from_api(q.expect_revision);
+    validate::name("name", &name)?;
+    let (namespaces, current) = crate::grpc::policy_scope(&f, &name, None).await?;
+    who.may(&Operation::Policy { namespaces })?;
+    let expect = crate::grpc::scoped_expect(&who, q.expect_revision, current)?;
     let revision = f.write(Command::DeletePolicy { name, expect }).await?;
     Ok(axum::Json(Written { revision }))
 }
 
-async fn get_bundle(State(f): Shared, q: RawQuery) -> Answer<TrustBundleDoc> {
+async fn get_bundle(State(f): Shared, Extension(who): Who, q: RawQuery) -> Answer<TrustBundleDoc> {
+    who.may(&Operation::Read)?;
     let q = read_query(q)?;
     let found = f.read(q.consistency, |s| s.trust_bundle.clone()).await?;
     found
@@ -429,7 +551,13 @@ async fn get_bundle(State(f): Shared, q: RawQuery) -> Answer<TrustBundleDoc> {
         .ok_or_else(|| ApiError::NotFound("no trust bundle has been set".into()).into())
 }
 
-async fn put_bundle(State(f): Shared, q: RawQuery, bytes: Body) -> Answer<Written> {
+async fn put_bundle(
+    State(f): Shared,
+    Extension(who): Who,
+    q: RawQuery,
+    bytes: Body,
+) -> Answer<Written> {
+    who.may(&Operation::Platform)?;
     let q = write_query(q)?;
     let trust_bundle: TrustBundleDoc = body(&bytes)?;
     let expect = Expect::from_api(q.expect_revision);
@@ -442,8 +570,9 @@ async fn put_bundle(State(f): Shared, q: RawQuery, bytes: Body) -> Answer<Writte
     Ok(axum::Json(Written { revision }))
 }
 
-async fn openapi() -> axum::Json<Value> {
-    axum::Json(openapi_document())
+async fn openapi(Extension(who): Who) -> Answer<Value> {
+    who.may(&Operation::Read)?;
+    Ok(axum::Json(openapi_document()))
 }
 
 /// The OpenAPI 3 description of this API, with schemas generated from the same types

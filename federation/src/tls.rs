@@ -73,8 +73,8 @@ impl NodeTls {
         &self.chain
     }
 
-    /// Identities the admin gRPC listener accepts: the admin identities and any gateway
-    /// (whose calls are then limited to its own cluster, see `grpc.rs`).
+    /// Identities the admin listeners accept: the admin identities and any gateway
+    /// (whose calls are then limited to its own cluster, see `access.rs`).
     pub fn admin_grpc_identities(&self) -> ExpectedIdentity {
         ExpectedIdentity::OneOf(vec![self.admin_identities(), ExpectedIdentity::AnyGateway])
     }
@@ -104,6 +104,19 @@ impl NodeTls {
                 .map(ExpectedIdentity::Exact),
         );
         ExpectedIdentity::OneOf(options)
+    }
+
+    /// A server config for the admin listeners: a client may come without a
+    /// certificate (it then needs a bearer token, which the API layer checks); one it
+    /// presents must match `expected` and is verified in full.
+    pub fn admin_server_config(
+        &self,
+        expected: ExpectedIdentity,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let verifier = SpiffeVerifier::client_optional(self.bundle.clone(), expected);
+        let config = server_config(verifier, self.chain.clone(), self.key.clone_key(), alpn)?;
+        Ok(Arc::new(config))
     }
 
     /// A server config that accepts clients matching `expected`.

@@ -168,7 +168,13 @@ impl DevMesh {
                     cert: write(dir, &format!("{name}.pem"), &cert)?,
                     key: write(dir, &format!("{name}.key"), &key)?,
                 },
-                admin_clients: vec![SpiffeId::parse(ADMIN_ID).map_err(err("admin ID"))?],
+                access: isthmus_federation::access::AccessControl::new(
+                    [(
+                        SpiffeId::parse(ADMIN_ID).map_err(err("admin ID"))?,
+                        isthmus_federation::access::Role::PlatformAdmin,
+                    )],
+                    vec![],
+                ),
                 raft: RaftTiming::default(),
                 enrollment: Enrollment {
                     root: Some((bundle.clone(), root_key.clone())),

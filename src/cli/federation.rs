@@ -36,6 +36,9 @@ pub(crate) enum FederationCommand {
     /// Put, list, show and delete authorization policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Mint admin API bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Leader, term, members, applied index and each member's lag.
     Status {
         #[command(flatten)]
@@ -77,6 +80,22 @@ pub(crate) enum ClusterCommand {
     List {
         #[command(flatten)]
         connect: Connect,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Print a new random bearer token, and (on stderr) the `[[admin.tokens]]` entry that
+    /// grants it a role: add the entry to every node's config. Only the hash is stored.
+    Create {
+        /// A name for logs (DNS-1123 label).
+        name: String,
+        /// platform-admin, namespace-admin or reader.
+        #[arg(long)]
+        role: String,
+        /// For namespace-admin: a namespace it administers (repeat for several).
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
     },
 }
 
@@ -169,16 +188,58 @@ pub(crate) struct Connect {
     #[arg(long, env = "ISTHMUS_BUNDLE", required_unless_present = "config")]
     bundle: Option<PathBuf>,
     /// Client certificate (an admin identity or a federation node).
-    #[arg(long, env = "ISTHMUS_CERT", required_unless_present = "config")]
+    #[arg(long, env = "ISTHMUS_CERT", required_unless_present_any = ["config", "token"], requires = "key")]
     cert: Option<PathBuf>,
     /// Its private key.
-    #[arg(long, env = "ISTHMUS_KEY", required_unless_present = "config")]
+    #[arg(long, env = "ISTHMUS_KEY", required_unless_present_any = ["config", "token"], requires = "cert")]
     key: Option<PathBuf>,
+    /// A bearer token instead of a client certificate (`isthmus federation token
+    /// create`); with --config, it is sent besides the node's certificate and decides.
+    #[arg(long, env = "ISTHMUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// Adds `authorization: Bearer <token>` to every call when a token is given.
+#[derive(Debug, Clone)]
+pub(crate) struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type AdminClient =
+    FederationAdminClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// The trust domain a bundle file's roots name (their `spiffe://TD` URI SAN).
+fn bundle_trust_domain(pem: &str, path: &Path) -> anyhow::Result<isthmus_ca::TrustDomain> {
+    isthmus_ca::pem::certs_from_pem(pem)
+        .ok()
+        .and_then(|certs| certs.into_iter().next())
+        .and_then(|root| isthmus_ca::CertFacts::parse(&root).ok())
+        .and_then(|facts| facts.uris.into_iter().next())
+        .and_then(|uri| isthmus_ca::SpiffeId::parse(&uri).ok())
+        .map(|id| id.trust_domain().clone())
+        .with_context(|| {
+            format!(
+                "--bundle {}: its first root names no trust domain (no spiffe://TD URI SAN); use --cert and --key",
+                path.display()
+            )
+        })
 }
 
 impl Connect {
-    fn client(&self) -> anyhow::Result<FederationAdminClient<Channel>> {
-        let (server, bundle, cert, key) = match &self.config {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        let (server, bundle, cert) = match &self.config {
             Some(path) => {
                 let config = isthmus_config::load::<FederationConfigFile>(path)?;
                 let base = path.parent().unwrap_or(Path::new("."));
@@ -186,35 +247,60 @@ impl Connect {
                 (
                     admin.to_string(),
                     base.join(&config.tls.bundle),
-                    base.join(&config.tls.cert),
-                    base.join(&config.tls.key),
+                    Some((base.join(&config.tls.cert), base.join(&config.tls.key))),
                 )
             }
             None => (
                 self.server.clone().context("--server is required")?,
                 self.bundle.clone().context("--bundle is required")?,
-                self.cert.clone().context("--cert is required")?,
-                self.key.clone().context("--key is required")?,
+                self.cert.clone().zip(self.key.clone()),
             ),
         };
-        let files = SvidFiles {
-            bundle: (&bundle, "--bundle"),
-            cert: (&cert, "--cert"),
-            key: (&key, "--key"),
+        let tls = match cert {
+            Some((cert, key)) => {
+                let files = SvidFiles {
+                    bundle: (&bundle, "--bundle"),
+                    cert: (&cert, "--cert"),
+                    key: (&key, "--key"),
+                };
+                let svid = Svid::load(files, &ExpectedIdentity::Any)?;
+                let verifier = SpiffeVerifier::new(
+                    SharedBundle::new(svid.bundle),
+                    ExpectedIdentity::AnyFederationNode,
+                );
+                client_config(verifier, svid.chain, svid.key, &[b"h2"])?
+            }
+            None => {
+                let pem = std::fs::read_to_string(&bundle)
+                    .with_context(|| format!("--bundle {}", bundle.display()))?;
+                let roots =
+                    isthmus_ca::TrustBundle::from_pem(bundle_trust_domain(&pem, &bundle)?, &pem)
+                        .with_context(|| format!("--bundle {}", bundle.display()))?;
+                let verifier = SpiffeVerifier::new(
+                    SharedBundle::new(roots),
+                    ExpectedIdentity::AnyFederationNode,
+                );
+                isthmus_ca::verify::tls::client_config_without_cert(verifier, &[b"h2"])?
+            }
         };
-        let svid = Svid::load(files, &ExpectedIdentity::Any)?;
-        let verifier = SpiffeVerifier::new(
-            SharedBundle::new(svid.bundle),
-            ExpectedIdentity::AnyFederationNode,
-        );
-        let tls = client_config(verifier, svid.chain, svid.key, &[b"h2"])?;
+        let bearer = match &self.token {
+            Some(token) => Some(
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .context("--token: not a valid header value (printable ASCII only)")?,
+            ),
+            None => None,
+        };
         let channel = isthmus_federation::tls::channel(
             &server,
             std::sync::Arc::new(tls),
             Some(Duration::from_secs(90)),
         )
         .with_context(|| format!("--server {server}"))?;
-        Ok(FederationAdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+        Ok(
+            FederationAdminClient::with_interceptor(channel, Bearer(bearer))
+                .max_decoding_message_size(64 * 1024 * 1024),
+        )
     }
 }
 
@@ -261,6 +347,11 @@ pub(crate) fn run(command: FederationCommand) -> anyhow::Result<ExitCode> {
             FederationCommand::Member(member) => run_member(member).await,
             FederationCommand::Cluster(cluster) => run_cluster(cluster).await,
             FederationCommand::Policy(policy) => run_policy(policy).await,
+            FederationCommand::Token(TokenCommand::Create {
+                name,
+                role,
+                namespaces,
+            }) => create_token(&name, &role, &namespaces),
         }
     })
 }
@@ -387,6 +478,39 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn create_token(name: &str, role: &str, namespaces: &[String]) -> anyhow::Result<ExitCode> {
+    use isthmus_federation::access::RoleName;
+    let parsed: RoleName = serde_json::from_value(serde_json::Value::String(role.to_owned()))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--role {role:?}: one of platform-admin, namespace-admin, reader (gateways use their certificates)"
+            )
+        })?;
+    isthmus_federation::validate::name("name", name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match (parsed, namespaces.is_empty()) {
+        (RoleName::NamespaceAdmin, true) => {
+            anyhow::bail!("--role namespace-admin needs at least one --namespace")
+        }
+        (RoleName::PlatformAdmin | RoleName::Reader, false) => {
+            anyhow::bail!("--namespace is only for --role namespace-admin")
+        }
+        _ => {}
+    }
+    let (token, sha256) =
+        isthmus_federation::access::mint_token().map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("# add to every federation node's config, then restart it:");
+    eprintln!("[[admin.tokens]]");
+    eprintln!("name = {name:?}");
+    eprintln!("sha256 = \"{sha256}\"");
+    eprintln!("role = \"{role}\"");
+    if !namespaces.is_empty() {
+        eprintln!("namespaces = {namespaces:?}");
+    }
+    eprintln!("# the token (shown once; send it as `authorization: Bearer <token>` or --token):");
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {

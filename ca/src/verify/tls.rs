@@ -29,6 +29,8 @@ pub struct SpiffeVerifier {
     expected: ExpectedIdentity,
     algorithms: WebPkiSupportedAlgorithms,
     observer: Option<RefusalObserver>,
+    /// As a server: whether a client must present a certificate.
+    client_mandatory: bool,
 }
 
 impl std::fmt::Debug for SpiffeVerifier {
@@ -47,6 +49,20 @@ impl SpiffeVerifier {
             expected,
             algorithms: provider().signature_verification_algorithms,
             observer: None,
+            client_mandatory: true,
+        })
+    }
+
+    /// A server-side verifier that lets a client connect without a certificate (the
+    /// application must then authenticate it another way, such as a bearer token); a
+    /// certificate that is presented is verified in full, as with [`SpiffeVerifier::new`].
+    pub fn client_optional(bundle: SharedBundle, expected: ExpectedIdentity) -> Arc<Self> {
+        Arc::new(Self {
+            bundle,
+            expected,
+            algorithms: provider().signature_verification_algorithms,
+            observer: None,
+            client_mandatory: false,
         })
     }
 
@@ -61,6 +77,7 @@ impl SpiffeVerifier {
             expected,
             algorithms: provider().signature_verification_algorithms,
             observer: Some(observer),
+            client_mandatory: true,
         })
     }
 
@@ -167,7 +184,7 @@ impl ClientCertVerifier for SpiffeVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.client_mandatory
     }
 
     fn verify_tls12_signature(
@@ -225,6 +242,22 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(chain, key)?;
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A TLS 1.3 client config that verifies the server with `verifier` and presents no
+/// certificate (for callers that authenticate with a bearer token instead).
+pub fn client_config_without_cert(
+    verifier: Arc<SpiffeVerifier>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)

@@ -147,7 +147,19 @@ pub struct Harness {
     pub timing: RaftTiming,
     pub configs: BTreeMap<NodeId, FederationConfig>,
     pub nodes: BTreeMap<NodeId, RunningNode>,
+    pub access: isthmus_federation::access::AccessControl,
     admin_tls: Arc<rustls::ClientConfig>,
+}
+
+/// The harness's access: `ADMIN_ID` is a platform admin.
+pub fn admin_access() -> isthmus_federation::access::AccessControl {
+    isthmus_federation::access::AccessControl::new(
+        [(
+            SpiffeId::parse(ADMIN_ID).unwrap(),
+            isthmus_federation::access::Role::PlatformAdmin,
+        )],
+        vec![],
+    )
 }
 
 impl Harness {
@@ -157,6 +169,15 @@ impl Harness {
     }
 
     pub async fn with_timing(n: u64, timing: RaftTiming) -> Self {
+        Self::build(n, timing, admin_access()).await
+    }
+
+    /// `n` nodes whose admin API grants `access`.
+    pub async fn build(
+        n: u64,
+        timing: RaftTiming,
+        access: isthmus_federation::access::AccessControl,
+    ) -> Self {
         init_crypto();
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
@@ -169,6 +190,7 @@ impl Harness {
             timing,
             configs: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            access,
             admin_tls,
         };
         harness.start(1).await;
@@ -198,7 +220,7 @@ impl Harness {
             },
             advertise: None,
             tls: self.pki.node_files(&name),
-            admin_clients: vec![SpiffeId::parse(ADMIN_ID).unwrap()],
+            access: self.access.clone(),
             raft: self.timing,
             enrollment: Enrollment {
                 root: Some((

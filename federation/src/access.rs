@@ -1,0 +1,465 @@
+//! Who may call the admin API, and what each role may do. Deny by default: a caller is
+//! known only by a verified client certificate (SPIFFE ID) or a bearer token whose
+//! SHA-256 the config holds, and every call names the operation it performs, which the
+//! caller's role must grant. The decision is pure; the gRPC and REST layers only
+//! extract the credentials and name the operation.
+//!
+//! | operation                      | platform-admin | namespace-admin      | reader | gateway            |
+//! |--------------------------------|----------------|----------------------|--------|--------------------|
+//! | reads and watch                | yes            | yes                  | yes    | yes                |
+//! | members, clusters, trust bundle| yes            | no                   | no     | no                 |
+//! | exports                        | yes            | its namespaces       | no     | its own cluster's  |
+//! | policies                       | yes            | governing only its namespaces | no | no          |
+//! | register a gateway endpoint    | yes            | no                   | no     | its own cluster's  |
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use isthmus_ca::{Identity, SpiffeId};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// A role as written in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleName {
+    /// Everything.
+    PlatformAdmin,
+    /// Reads, and writes of exports and policies of the listed namespaces.
+    NamespaceAdmin,
+    /// Reads and watch only.
+    Reader,
+}
+
+/// What a caller may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Everything (federation nodes and configured platform admins).
+    PlatformAdmin,
+    /// Reads; exports and policies of these namespaces only.
+    NamespaceAdmin(BTreeSet<String>),
+    /// Reads and watch only.
+    Reader,
+    /// A gateway of this cluster: reads, watch, its own cluster's exports and gateway
+    /// endpoint (whether the cluster is active is the caller's check: it needs state).
+    Gateway(String),
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// For messages and logs: the SPIFFE ID or `token:<name>`.
+    pub who: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// What a call does, as far as access is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation<'a> {
+    /// Any read, including the watch.
+    Read,
+    /// Membership, clusters, join tokens, revocation, the trust bundle, bootstrap.
+    Platform,
+    /// Creating, replacing or deleting an export.
+    Export {
+        /// Its cluster.
+        cluster: &'a str,
+        /// Its namespace.
+        namespace: &'a str,
+    },
+    /// Creating, replacing or deleting a policy governing these namespaces (the
+    /// namespaces of the document written and of the one replaced).
+    Policy {
+        /// Every namespace the old and new documents name as a destination.
+        namespaces: BTreeSet<String>,
+    },
+    /// Registering a gateway endpoint of a cluster.
+    RegisterGateway {
+        /// The cluster.
+        cluster: &'a str,
+    },
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PlatformAdmin => f.write_str("platform-admin"),
+            Self::NamespaceAdmin(ns) => {
+                let ns: Vec<&str> = ns.iter().map(String::as_str).collect();
+                write!(f, "namespace-admin of {}", ns.join(", "))
+            }
+            Self::Reader => f.write_str("reader"),
+            Self::Gateway(cluster) => write!(f, "gateway of cluster {cluster}"),
+        }
+    }
+}
+
+impl Principal {
+    /// Refuses `operation` unless this principal's role grants it (pure).
+    pub fn may(&self, operation: &Operation<'_>) -> Result<(), ApiError> {
+        let denied = |what: String| {
+            Err(ApiError::PermissionDenied(format!(
+                "{} ({}) may not {what}",
+                self.who, self.role
+            )))
+        };
+        match (&self.role, operation) {
+            (Role::PlatformAdmin, _) | (_, Operation::Read) => Ok(()),
+            (Role::NamespaceAdmin(mine), Operation::Export { namespace, .. }) => {
+                if mine.contains(*namespace) {
+                    Ok(())
+                } else {
+                    denied(format!("change exports of namespace {namespace}"))
+                }
+            }
+            (Role::NamespaceAdmin(mine), Operation::Policy { namespaces }) => {
+                let foreign: Vec<&str> = namespaces
+                    .iter()
+                    .filter(|n| !mine.contains(*n))
+                    .map(String::as_str)
+                    .collect();
+                if namespaces.is_empty() {
+                    denied("change a policy that governs no namespace of its own".into())
+                } else if foreign.is_empty() {
+                    Ok(())
+                } else {
+                    denied(format!(
+                        "change a policy governing namespace {} (split the policy so that each governs one admin's namespaces)",
+                        foreign.join(", ")
+                    ))
+                }
+            }
+            (Role::Gateway(mine), Operation::Export { cluster, .. })
+            | (Role::Gateway(mine), Operation::RegisterGateway { cluster }) => {
+                if mine == cluster {
+                    Ok(())
+                } else {
+                    denied(format!(
+                        "change cluster {cluster}'s objects (only its own cluster's)"
+                    ))
+                }
+            }
+            (_, Operation::Platform) => {
+                denied("change members, clusters or the trust bundle (platform-admin only)".into())
+            }
+            (_, Operation::Export { namespace, .. }) => {
+                denied(format!("change exports (of namespace {namespace})"))
+            }
+            (_, Operation::Policy { .. }) => denied("change policies".into()),
+            (_, Operation::RegisterGateway { cluster }) => {
+                denied(format!("register gateways of cluster {cluster}"))
+            }
+        }
+    }
+}
+
+/// One bearer token the config allows, by the SHA-256 of its text.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    /// Its name, for logs (`token:<name>`).
+    pub name: String,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// The role it carries.
+    pub role: Role,
+}
+
+/// The admin API's identities and tokens, validated from the config.
+#[derive(Debug, Clone, Default)]
+pub struct AccessControl {
+    identities: HashMap<String, Role>,
+    ids: Vec<SpiffeId>,
+    tokens: Vec<TokenGrant>,
+}
+
+/// Prefix of tokens minted by `isthmus federation token create`.
+pub const TOKEN_PREFIX: &str = "isthmus-admin-v1.";
+
+/// A new random token (256 bits from the system's CSPRNG) with its SHA-256 in hex, the
+/// form `[[admin.tokens]] sha256` takes.
+pub fn mint_token() -> Result<(String, String), ApiError> {
+    use ring::rand::SecureRandom;
+    let mut secret = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| ApiError::Internal("the system random generator failed".into()))?;
+    let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
+    let sha256 = hex(&token_sha256(&token));
+    Ok((token, sha256))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of a token's text.
+pub fn token_sha256(token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+impl AccessControl {
+    /// Access from configured identities (SPIFFE ID → role) and token grants.
+    pub fn new(
+        identities: impl IntoIterator<Item = (SpiffeId, Role)>,
+        tokens: Vec<TokenGrant>,
+    ) -> Self {
+        let mut access = Self {
+            tokens,
+            ..Self::default()
+        };
+        for (id, role) in identities {
+            access.identities.insert(id.as_str().to_owned(), role);
+            access.ids.push(id);
+        }
+        access
+    }
+
+    /// The SPIFFE IDs with a configured role (the TLS layer admits them).
+    pub fn identities(&self) -> &[SpiffeId] {
+        &self.ids
+    }
+
+    /// Who is calling, from the verified client certificate's SPIFFE ID and the
+    /// `authorization` header's value, if any. A token, when sent, decides; otherwise
+    /// the certificate does. Neither, or an unknown one: `Unauthenticated`.
+    pub fn principal(
+        &self,
+        peer: Option<&SpiffeId>,
+        authorization: Option<&str>,
+    ) -> Result<Principal, ApiError> {
+        if let Some(header) = authorization {
+            let token = header
+                .strip_prefix("Bearer ")
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ApiError::Unauthenticated(
+                        "the authorization header is not `Bearer <token>`".into(),
+                    )
+                })?;
+            let hash = token_sha256(token);
+            // Comparing digests, not tokens: timing reveals at most a prefix of a
+            // SHA-256, which does not help to find a token.
+            return self
+                .tokens
+                .iter()
+                .find(|t| t.sha256 == hash)
+                .map(|t| Principal {
+                    who: format!("token:{}", t.name),
+                    role: t.role.clone(),
+                })
+                .ok_or_else(|| {
+                    ApiError::Unauthenticated(
+                        "the bearer token is not one this federation accepts".into(),
+                    )
+                });
+        }
+        let id = peer.ok_or_else(|| {
+            ApiError::Unauthenticated(
+                "no client certificate and no bearer token; the admin API denies anonymous calls"
+                    .into(),
+            )
+        })?;
+        let role = match id.identity() {
+            Ok(Identity::FederationNode { .. }) => Role::PlatformAdmin,
+            Ok(Identity::Gateway { cluster, .. }) => Role::Gateway(cluster),
+            _ => self.identities.get(id.as_str()).cloned().ok_or_else(|| {
+                ApiError::Unauthenticated(format!(
+                    "{id} has no admin role; give it one in the node's [[admin.identities]]"
+                ))
+            })?,
+        };
+        Ok(Principal {
+            who: id.to_string(),
+            role,
+        })
+    }
+}
+
+/// The namespaces a policy document governs (its rules' and limits' destinations);
+/// a document that does not parse governs none (it is refused later anyway).
+pub fn policy_namespaces(body: &str) -> BTreeSet<String> {
+    crate::policy::parse(body)
+        .map(|p| {
+            p.rules
+                .iter()
+                .map(|r| r.to.namespace.clone())
+                .chain(p.rate_limits.iter().map(|l| l.to.namespace.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    const ALICE: &str = "spiffe://m.test/cluster/ops/ns/admin/sa/alice";
+    const BOB: &str = "spiffe://m.test/cluster/ops/ns/shop/sa/bob";
+    const CAROL: &str = "spiffe://m.test/cluster/ops/ns/audit/sa/carol";
+
+    fn access() -> AccessControl {
+        AccessControl::new(
+            [
+                (id(ALICE), Role::PlatformAdmin),
+                (id(BOB), Role::NamespaceAdmin(["shop".to_owned()].into())),
+                (id(CAROL), Role::Reader),
+            ],
+            vec![TokenGrant {
+                name: "ci".into(),
+                sha256: token_sha256("s3cret"),
+                role: Role::Reader,
+            }],
+        )
+    }
+
+    #[test]
+    fn principals_come_from_certificates_or_tokens_and_nothing_else() {
+        let a = access();
+        let who = |peer: Option<&str>, auth: Option<&str>| {
+            a.principal(peer.map(id).as_ref(), auth).map(|p| p.role)
+        };
+        assert_eq!(who(Some(ALICE), None).unwrap(), Role::PlatformAdmin);
+        assert_eq!(who(Some(CAROL), None).unwrap(), Role::Reader);
+        assert_eq!(
+            who(Some("spiffe://m.test/federation/n1"), None).unwrap(),
+            Role::PlatformAdmin
+        );
+        assert_eq!(
+            who(Some("spiffe://m.test/cluster/west/gateway/gw"), None).unwrap(),
+            Role::Gateway("west".into())
+        );
+        assert_eq!(who(None, Some("Bearer s3cret")).unwrap(), Role::Reader);
+        // A token decides over the certificate it came with.
+        assert_eq!(
+            who(Some(ALICE), Some("Bearer s3cret")).unwrap(),
+            Role::Reader
+        );
+        for (peer, auth, says) in [
+            (None, None, "no client certificate and no bearer token"),
+            (
+                None,
+                Some("Bearer wrong"),
+                "not one this federation accepts",
+            ),
+            (None, Some("Basic s3cret"), "not `Bearer <token>`"),
+            (None, Some("Bearer "), "not `Bearer <token>`"),
+            (
+                Some("spiffe://m.test/cluster/ops/ns/x/sa/mallory"),
+                None,
+                "has no admin role",
+            ),
+        ] {
+            match who(peer, auth) {
+                Err(ApiError::Unauthenticated(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("{peer:?} {auth:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn each_role_is_granted_exactly_its_operations() {
+        let p = |role: Role| Principal {
+            who: "x".into(),
+            role,
+        };
+        let shop = || Role::NamespaceAdmin(["shop".to_owned()].into());
+        let ns = |n: &[&str]| Operation::Policy {
+            namespaces: n.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let ops = [
+            ("read", Operation::Read),
+            ("platform", Operation::Platform),
+            (
+                "export shop of west",
+                Operation::Export {
+                    cluster: "west",
+                    namespace: "shop",
+                },
+            ),
+            (
+                "export bank of east",
+                Operation::Export {
+                    cluster: "east",
+                    namespace: "bank",
+                },
+            ),
+            ("policy shop", ns(&["shop"])),
+            ("policy shop+bank", ns(&["shop", "bank"])),
+            ("policy of nothing", ns(&[])),
+            (
+                "register west",
+                Operation::RegisterGateway { cluster: "west" },
+            ),
+        ];
+        let table: [(Role, [bool; 8]); 4] = [
+            (Role::PlatformAdmin, [true; 8]),
+            (
+                shop(),
+                [true, false, true, false, true, false, false, false],
+            ),
+            (
+                Role::Reader,
+                [true, false, false, false, false, false, false, false],
+            ),
+            (
+                Role::Gateway("west".into()),
+                [true, false, true, false, false, false, false, true],
+            ),
+        ];
+        for (role, expected) in table {
+            for ((what, op), want) in ops.iter().zip(expected) {
+                let got = p(role.clone()).may(op);
+                assert_eq!(got.is_ok(), want, "{role} / {what}: {got:?}");
+                if let Err(e) = got {
+                    assert!(matches!(e, ApiError::PermissionDenied(_)), "{e:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn minted_tokens_are_accepted_by_their_hash_only() {
+        let (token, sha256) = mint_token().unwrap();
+        let (other, _) = mint_token().unwrap();
+        assert!(token.starts_with(TOKEN_PREFIX) && token != other);
+        let mut digest = [0u8; 32];
+        for (i, b) in digest.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&sha256[2 * i..2 * i + 2], 16).unwrap();
+        }
+        let a = AccessControl::new(
+            [],
+            vec![TokenGrant {
+                name: "t".into(),
+                sha256: digest,
+                role: Role::Reader,
+            }],
+        );
+        assert_eq!(
+            a.principal(None, Some(&format!("Bearer {token}")))
+                .unwrap()
+                .who,
+            "token:t"
+        );
+        assert!(a.principal(None, Some(&format!("Bearer {other}"))).is_err());
+    }
+
+    #[test]
+    fn a_policy_governs_the_namespaces_it_names_as_destinations() {
+        let body = r#"{"rules":[{"name":"a","action":"allow","from":[{"namespace":"web"}],"to":{"namespace":"shop"}}],
+            "rate_limits":[{"name":"l","to":{"namespace":"bank"},"connections_per_second":5}]}"#;
+        let got: Vec<String> = policy_namespaces(body).into_iter().collect();
+        assert_eq!(got, ["bank", "shop"]);
+        assert!(policy_namespaces("nonsense").is_empty());
+    }
+}
