@@ -50,6 +50,9 @@ pub struct GatewayConfigFile {
     /// The DNS server for `<svc>.<ns>.svc.clusterset.local`.
     #[serde(default)]
     pub dns: Option<DnsSection>,
+    /// Ingress: TLS (terminated or passed through by SNI) and TCP from outside the mesh.
+    #[serde(default)]
+    pub ingress: Option<crate::ingress::config::IngressSection>,
 }
 
 /// Federation membership as written.
@@ -236,6 +239,8 @@ pub struct GatewayConfig {
     pub federation: Option<FederationSettings>,
     /// The DNS server.
     pub dns: Option<DnsSection>,
+    /// The ingress.
+    pub ingress: Option<crate::ingress::config::IngressSettings>,
 }
 
 /// Validated federation membership.
@@ -554,11 +559,13 @@ impl Validate for GatewayConfigFile {
                 );
             }
         }
+        let ingress = self.ingress.as_ref().map(|i| i.validate(&mut p.0));
         if !p.0.is_empty() {
             return Err(p.0);
         }
         Ok(GatewayConfig {
             federation,
+            ingress,
             dns: self.dns,
             cluster: self.cluster,
             tls: self.tls,

@@ -405,8 +405,25 @@ pub async fn echo_server(label: &str) -> Result<SocketAddr, DevMeshError> {
                         Ok(n) => len += n,
                     }
                 }
-                let request = String::from_utf8_lossy(&buf[..len]);
+                let request = String::from_utf8_lossy(&buf[..len]).into_owned();
                 let line = request.lines().next().unwrap_or_default().to_owned();
+                // Read the body too: closing with unread bytes would reset the
+                // connection, and the answer could be lost with it.
+                let head_end = request.find("\r\n\r\n").map_or(len, |i| i + 4);
+                let body_len = request
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0)
+                    .min(1 << 20);
+                let mut unread = body_len.saturating_sub(len - head_end);
+                while unread > 0 {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => unread = unread.saturating_sub(n),
+                    }
+                }
                 let body = format!("hello from {label}: echo.demo answered \"{line}\"\n");
                 let response = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

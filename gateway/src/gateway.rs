@@ -67,6 +67,10 @@ pub(crate) struct Shared {
         std::sync::Mutex<std::collections::HashMap<usize, (String, quinn::Connection)>>,
     /// Connection limits' buckets and counts.
     pub(crate) limiter: Arc<crate::authz::Limiter>,
+    /// The config's static imports, for routes that name a service (ingress).
+    pub(crate) static_imports: Vec<ImportEntry>,
+    /// Who exports what, as the federation says (member gateways).
+    pub(crate) import_routes: Arc<std::sync::RwLock<crate::membership::imports::Routes>>,
     request_ids: AtomicU64,
     random: AtomicU64,
 }
@@ -244,6 +248,8 @@ pub async fn start_with(
         cut: CancellationToken::new(),
         inbound: std::sync::Mutex::new(std::collections::HashMap::new()),
         limiter: Arc::default(),
+        static_imports: config.imports.clone(),
+        import_routes: Arc::default(),
         request_ids: AtomicU64::new(1),
         random: AtomicU64::new(seed),
     });

@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod header;
 pub mod identity;
 mod inbound;
+pub mod ingress;
 pub mod live_cert;
 pub mod membership;
 pub mod metrics;
@@ -32,5 +33,6 @@ pub mod recheck;
 pub mod sni;
 pub mod splice;
 pub mod stream;
+mod upstream;
 
 pub use gateway::{DrainReport, GatewayTls, RunningGateway, StartError, start, start_with};

@@ -133,6 +133,17 @@ pub struct DecisionLabels {
     pub rule: String,
 }
 
+/// Labels of ingress HTTP requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngressLabels {
+    /// The host (TLS server name) as configured clients asked for it.
+    pub host: String,
+    /// `<service>.<namespace>` of the route, or `none`.
+    pub destination_service: String,
+    /// The HTTP status code answered.
+    pub code: String,
+}
+
 /// Labels of handshake failures.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -171,6 +182,8 @@ pub struct Metrics {
     pub refusals: Family<RefusalLabels, Counter>,
     /// Authorization decisions for inbound connections, by deciding rule.
     pub decisions: Family<DecisionLabels, Counter>,
+    /// HTTP requests answered by the ingress.
+    pub ingress_requests: Family<IngressLabels, Counter>,
     /// QUIC/TLS handshakes that failed.
     pub handshake_failures: Family<ReasonLabels, Counter>,
     /// Seconds from opening a stream to the peer's answer.
@@ -204,6 +217,7 @@ impl Metrics {
             bytes: Family::default(),
             refusals: Family::default(),
             decisions: Family::default(),
+            ingress_requests: Family::default(),
             handshake_failures: Family::default(),
             stream_open_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
@@ -276,6 +290,11 @@ impl Metrics {
             "authorization_decisions",
             "Authorization decisions for inbound connections, by the rule or limit that decided",
             metrics.decisions.clone(),
+        );
+        registry.register(
+            "ingress_requests",
+            "HTTP requests answered by the ingress, by host, service and status code",
+            metrics.ingress_requests.clone(),
         );
         registry.register(
             "handshake_failures",

@@ -95,7 +95,7 @@ pub(crate) async fn serve_sni(
 
 /// Accepts on `listener` until the gateway stops, running `handle` for each client as a
 /// tracked tunnel task.
-async fn accept_loop<F, Fut>(listener: TcpListener, shared: Arc<Shared>, handle: F)
+pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, shared: Arc<Shared>, handle: F)
 where
     F: Fn(TcpStream, Arc<Shared>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -118,9 +118,14 @@ where
     }
 }
 
-async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Shared>) {
+/// Reads the TLS ClientHello from the start of `tcp` within `within`: the server name
+/// and the bytes read (to be passed on, since nothing is decrypted here).
+pub(crate) async fn read_client_hello(
+    tcp: &mut TcpStream,
+    within: Duration,
+) -> Result<(String, Vec<u8>), String> {
     let mut hello = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(shared.timeouts.stream_open, async {
+    let read = tokio::time::timeout(within, async {
         loop {
             if let Some(name) = server_name(&hello)? {
                 return Ok(name);
@@ -138,20 +143,17 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
         }
     })
     .await;
-    let name = match read {
-        Ok(Ok(name)) => name,
-        Ok(Err(e)) => {
-            return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e.to_string());
-        }
-        Err(_) => {
-            return refuse_local(
-                tcp,
-                &shared,
-                "unknown",
-                "bad_client_hello",
-                "no ClientHello in time",
-            );
-        }
+    match read {
+        Ok(Ok(name)) => Ok((name, hello)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no ClientHello in time".into()),
+    }
+}
+
+async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Shared>) {
+    let (name, hello) = match read_client_hello(&mut tcp, shared.timeouts.stream_open).await {
+        Ok(read) => read,
+        Err(e) => return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e),
     };
     let Some((namespace, service)) = clusterset_service(&name) else {
         let msg = format!("{name} is not a <service>.<namespace>.svc.clusterset.local name");
@@ -170,7 +172,7 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
 /// Opens a stream to the first of `target.clusters` that accepts: a cluster whose
 /// gateway is unreachable or has no healthy endpoint is skipped for the next; a policy
 /// refusal ends the search.
-async fn open_any(
+pub(crate) async fn open_any(
     shared: &Shared,
     target: &Target,
     header: &StreamHeader,
@@ -200,7 +202,7 @@ async fn open_any(
 
 /// One local client of `target`: open a stream, then splice. `first` holds bytes already
 /// read from the client (the ClientHello on the SNI listener).
-async fn client(tcp: TcpStream, target: &Target, first: Vec<u8>, shared: Arc<Shared>) {
+pub(crate) async fn client(tcp: TcpStream, target: &Target, first: Vec<u8>, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
     let service = format!("{}.{}", target.name, target.namespace);
     let header = StreamHeader {
@@ -275,7 +277,13 @@ async fn client(tcp: TcpStream, target: &Target, first: Vec<u8>, shared: Arc<Sha
     tracing::debug!(request = id, %service, ?summary, "outbound connection closed");
 }
 
-fn refuse_local(tcp: TcpStream, shared: &Shared, service: &str, status: &str, message: &str) {
+pub(crate) fn refuse_local(
+    tcp: TcpStream,
+    shared: &Shared,
+    service: &str,
+    status: &str,
+    message: &str,
+) {
     shared
         .metrics
         .refusals

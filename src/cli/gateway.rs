@@ -37,6 +37,7 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let drain = config.timeouts.drain;
         let cluster = config.cluster.clone();
+        let ingress = config.ingress.clone();
         let running = match &config.tls {
             Some(tls) => {
                 let identity = GatewayIdentity::load(tls, &base, &config.cluster)?;
@@ -58,6 +59,18 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
             }
         };
         println!("  quic     {}", gateway.quic_addr);
+        if let Some(ingress) = &ingress {
+            let addrs = gateway
+                .start_ingress(ingress, &base)
+                .await
+                .with_context(|| path.display().to_string())?;
+            if let Some(addr) = addrs.tls {
+                println!("  ingress  {addr} (tls: {} hosts)", ingress.hosts.len());
+            }
+            for (addr, (_, service)) in addrs.tcp.iter().zip(&ingress.tcp) {
+                println!("  ingress  {addr} (tcp to {service})");
+            }
+        }
         if let Some(addr) = gateway.metrics_addr {
             println!("  metrics  http://{addr}/metrics");
         }

@@ -43,11 +43,11 @@ pub(crate) struct ImportRuntime {
 impl ImportRuntime {
     pub(crate) fn new(shared: Arc<Shared>, range: Ipv4Range, table: Arc<DnsTable>) -> Self {
         Self {
-            shared,
             pool: AddressPool::new(range),
             table,
-            routes: Arc::default(),
+            routes: shared.import_routes.clone(),
             listening: BTreeMap::new(),
+            shared,
         }
     }
 
@@ -144,9 +144,17 @@ impl ImportRuntime {
 }
 
 /// The clusters one new connection to `key:port` tries, in order.
-fn route(routes: &RwLock<Routes>, key: &Key, port: u16, shared: &Arc<Shared>) -> Option<Target> {
+pub(crate) fn route(
+    routes: &RwLock<Routes>,
+    key: &Key,
+    port: u16,
+    shared: &Arc<Shared>,
+) -> Option<Target> {
     let routes = routes.read().unwrap_or_else(|p| p.into_inner());
     let imported = routes.imports.get(key)?;
+    if !imported.ports.iter().any(|(_, p)| *p == port) {
+        return None;
+    }
     let clusters = choose::order(
         &imported.exporters,
         routes.locality.as_deref(),

@@ -8,7 +8,7 @@
 
 pub mod choose;
 pub mod identity;
-mod imports;
+pub(crate) mod imports;
 mod sync;
 pub mod view;
 

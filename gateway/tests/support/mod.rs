@@ -110,6 +110,7 @@ pub fn config(cluster: &str) -> GatewayConfig {
         worker_threads: None,
         federation: None,
         dns: None,
+        ingress: None,
     }
 }
 

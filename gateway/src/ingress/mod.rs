@@ -1,0 +1,301 @@
+//! The ingress: traffic from outside the mesh in. One TLS listener whose connections'
+//! server name (SNI) picks a host — terminated here with that host's certificate and
+//! routed by HTTP path (HTTP/1.1 and HTTP/2), or passed through undecrypted to a service
+//! — and plain TCP listeners routed by port. Services may run in this cluster or any
+//! other (then through the tunnel). Every connection and request is authorized by the
+//! policy in force before it is routed (HTTP method and path included for HTTP).
+
+pub mod config;
+mod http;
+mod prefixed;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use isthmus_federation::policy::{Caller, Target};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::gateway::{RunningGateway, Shared, StartError};
+use crate::metrics::DecisionLabels;
+use crate::outbound::{accept_loop, read_client_hello, refuse_local};
+use config::IngressSettings;
+use table::{HostMode, HostTable, ServiceRef};
+
+/// Where a started ingress listens.
+#[derive(Debug, Clone)]
+pub struct IngressAddrs {
+    /// The TLS listener.
+    pub tls: Option<SocketAddr>,
+    /// The TCP routes' listeners, in config order.
+    pub tcp: Vec<SocketAddr>,
+}
+
+type Hosts = HostTable<Arc<CertifiedKey>>;
+
+/// Picks a terminated host's certificate by SNI.
+#[derive(Debug)]
+struct ByServerName(Arc<Hosts>);
+
+impl ResolvesServerCert for ByServerName {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match &self.0.host(hello.server_name()?)?.mode {
+            HostMode::Terminate { certificate, .. } => Some(certificate.clone()),
+            HostMode::Passthrough(_) => None,
+        }
+    }
+}
+
+fn load_certificate(
+    field: &str,
+    host: &table::HostPattern,
+    (cert, key): &(std::path::PathBuf, std::path::PathBuf),
+    base: &Path,
+) -> Result<Arc<CertifiedKey>, StartError> {
+    let fail = |what: &str, e: String| StartError::Tls(format!("{field}.{what}: {e}"));
+    let cert_pem = std::fs::read_to_string(base.join(cert))
+        .map_err(|e| fail("cert", format!("cannot read {}: {e}", cert.display())))?;
+    let chain = isthmus_ca::pem::certs_from_pem(&cert_pem)
+        .map_err(|e| fail("cert", format!("{}: {e}", cert.display())))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| fail("cert", format!("{} holds no certificate", cert.display())))?;
+    let facts = isthmus_ca::CertFacts::parse(leaf)
+        .map_err(|e| fail("cert", format!("{}: {e}", cert.display())))?;
+    let wanted = host.to_string();
+    let covered = facts.dns_names.iter().any(|san| {
+        let san = san.to_ascii_lowercase();
+        san == wanted
+            || table::HostPattern::parse(&san).is_ok_and(|p| match host {
+                table::HostPattern::Exact(name) => p.matches(name),
+                table::HostPattern::Wildcard(_) => false,
+            })
+    });
+    if !covered {
+        return Err(fail(
+            "cert",
+            format!(
+                "{} names {:?}, not {wanted}; issue it for the host",
+                cert.display(),
+                facts.dns_names
+            ),
+        ));
+    }
+    use rustls_pki_types::pem::PemObject;
+    let key_der = rustls_pki_types::PrivateKeyDer::from_pem_file(base.join(key))
+        .map_err(|e| fail("key", format!("{}: {e}", key.display())))?;
+    let signing = isthmus_ca::verify::tls::provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| fail("key", format!("{}: {e}", key.display())))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        fail(
+            "key",
+            format!("{} does not match the certificate: {e}", key.display()),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+impl RunningGateway {
+    /// Starts the ingress of `settings` (certificate paths relative to `base`).
+    pub async fn start_ingress(
+        &self,
+        settings: &IngressSettings,
+        base: &Path,
+    ) -> Result<IngressAddrs, StartError> {
+        let shared = self.shared();
+        let mut hosts = Vec::new();
+        for (i, h) in settings.hosts.iter().enumerate() {
+            let field = format!("ingress.hosts[{i}]");
+            let mode = match &h.mode {
+                HostMode::Terminate {
+                    certificate,
+                    routes,
+                } => HostMode::Terminate {
+                    certificate: load_certificate(&field, &h.pattern, certificate, base)?,
+                    routes: routes.clone(),
+                },
+                HostMode::Passthrough(s) => HostMode::Passthrough(s.clone()),
+            };
+            hosts.push(table::HostEntry {
+                pattern: h.pattern.clone(),
+                namespace: h.namespace.clone(),
+                mode,
+            });
+        }
+        let hosts = Arc::new(HostTable::new(hosts));
+        let bind = |what: String, addr: SocketAddr| async move {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: what.clone(),
+                    addr,
+                    source,
+                })?;
+            let local =
+                listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { what, addr, source })?;
+            Ok::<_, StartError>((listener, local))
+        };
+        let mut addrs = IngressAddrs {
+            tls: None,
+            tcp: Vec::new(),
+        };
+        if let Some(listen) = settings.listen {
+            let (listener, local) = bind("ingress.listen".into(), listen).await?;
+            addrs.tls = Some(local);
+            let mut config =
+                rustls::ServerConfig::builder_with_provider(isthmus_ca::verify::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| StartError::Tls(e.to_string()))?
+                    .with_no_client_auth()
+                    .with_cert_resolver(Arc::new(ByServerName(hosts.clone())));
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            shared
+                .tunnels
+                .spawn(accept_loop(listener, shared.clone(), move |tcp, shared| {
+                    let hosts = hosts.clone();
+                    let acceptor = acceptor.clone();
+                    async move { tls_connection(tcp, hosts, acceptor, shared).await }
+                }));
+        }
+        for (i, (listen, service)) in settings.tcp.iter().enumerate() {
+            let (listener, local) = bind(format!("ingress.tcp[{i}].listen"), *listen).await?;
+            addrs.tcp.push(local);
+            let service = Arc::new(service.clone());
+            shared
+                .tunnels
+                .spawn(accept_loop(listener, shared.clone(), move |tcp, shared| {
+                    let service = service.clone();
+                    async move { pass_through(tcp, Vec::new(), &service, shared).await }
+                }));
+        }
+        tracing::info!(tls = ?addrs.tls, tcp = ?addrs.tcp, hosts = settings.hosts.len(), "ingress started");
+        Ok(addrs)
+    }
+}
+
+/// Decides whether the ingress may send this connection or request to `service`: the
+/// policy in force, with this gateway's cluster as the source (callers from outside
+/// have no mesh identity) and the HTTP method and path when known. Counted and logged
+/// like inbound decisions.
+pub(crate) fn authorize(
+    shared: &Shared,
+    service: &ServiceRef,
+    http: Option<(&str, &str)>,
+) -> Result<(), String> {
+    let catalog = shared.catalog.current();
+    let verdict = catalog.authorization().decide(
+        &Caller {
+            cluster: &shared.cluster,
+            workload: None,
+        },
+        &Target {
+            namespace: &service.namespace,
+            service: &service.name,
+            port: service.port,
+            http,
+        },
+    );
+    let label = format!("{}.{}", service.name, service.namespace);
+    let count = |decision: &str, rule: &str| {
+        shared
+            .metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                source_cluster: shared.cluster.clone(),
+                destination_service: label.clone(),
+                decision: decision.to_owned(),
+                rule: rule.to_owned(),
+            })
+            .inc();
+    };
+    if let Some(shadow) = &verdict.shadow {
+        count(
+            if verdict.allowed {
+                "shadow_deny"
+            } else {
+                "shadow_allow"
+            },
+            shadow,
+        );
+        tracing::info!(service = %service, rule = %shadow, "ingress: shadow rule would decide otherwise");
+    }
+    if verdict.allowed {
+        count("allow", &verdict.rule);
+        Ok(())
+    } else {
+        count("deny", &verdict.rule);
+        tracing::warn!(service = %service, rule = %verdict.rule, ?http, "ingress: denied by authorization policy");
+        Err(verdict.reason)
+    }
+}
+
+async fn tls_connection(
+    mut tcp: TcpStream,
+    hosts: Arc<Hosts>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) {
+    let (name, hello) = match read_client_hello(&mut tcp, shared.timeouts.stream_open).await {
+        Ok(read) => read,
+        Err(e) => return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e),
+    };
+    let Some(entry) = hosts.host(&name) else {
+        let msg = format!("no ingress host serves {name:?}");
+        return refuse_local(tcp, &shared, "unknown", "unknown_host", &msg);
+    };
+    match &entry.mode {
+        HostMode::Passthrough(service) => pass_through(tcp, hello, service, shared).await,
+        HostMode::Terminate { routes, .. } => {
+            let stream = prefixed::Prefixed::new(hello, tcp);
+            let tls =
+                match tokio::time::timeout(shared.timeouts.stream_open, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(host = %name, error = %e, "ingress TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            http::serve(tls, name, routes.clone(), shared).await;
+        }
+    }
+}
+
+/// Splices a client connection (TLS passthrough or a TCP route) to `service`, after
+/// writing `first` (bytes already read from the client).
+async fn pass_through(
+    mut tcp: TcpStream,
+    first: Vec<u8>,
+    service: &ServiceRef,
+    shared: Arc<Shared>,
+) {
+    let label = format!("{}.{}", service.name, service.namespace);
+    if let Err(msg) = authorize(&shared, service, None) {
+        return refuse_local(tcp, &shared, &label, "denied", &msg);
+    }
+    let mut upstream = match crate::upstream::connect(&shared, service).await {
+        Ok(u) => u,
+        Err(e) => return refuse_local(tcp, &shared, &label, "unavailable", &e.to_string()),
+    };
+    use tokio::io::AsyncWriteExt;
+    if !first.is_empty() && upstream.write_all(&first).await.is_err() {
+        return;
+    }
+    let _ = tcp.set_nodelay(true);
+    let copied = tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut tcp, &mut upstream) => copied,
+        () = shared.cut.cancelled() => return,
+    };
+    tracing::debug!(service = %service, ?copied, "ingress connection closed");
+}

@@ -1,0 +1,208 @@
+//! Reaching a named service port from this gateway, wherever it runs: an endpoint of
+//! this cluster's own export (direct TCP, through its balancer), or another cluster's
+//! export through a tunnel stream (static imports, or the federation's catalog). Used by
+//! the ingress, whose routes name services rather than listeners.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::catalog::ServicePort;
+use crate::gateway::Shared;
+use crate::header::{Status, StreamHeader};
+use crate::ingress::table::ServiceRef;
+use crate::outbound::Target;
+use crate::stream::OpenError;
+
+/// Where a service port is.
+pub(crate) enum Location {
+    /// Exported by this cluster.
+    Local(Arc<ServicePort>),
+    /// Exported elsewhere: the clusters to try, in order.
+    Remote(Target),
+}
+
+/// Finds `service`: this cluster's export first, then static imports, then the
+/// federation's catalog.
+pub(crate) fn locate(shared: &Arc<Shared>, service: &ServiceRef) -> Option<Location> {
+    let catalog = shared.catalog.current();
+    if let Some(port) = catalog.export(&service.namespace, &service.name, service.port) {
+        return Some(Location::Local(port));
+    }
+    let clusters: Vec<String> = shared
+        .static_imports
+        .iter()
+        .filter(|i| {
+            i.namespace == service.namespace && i.name == service.name && i.port == service.port
+        })
+        .map(|i| i.cluster.clone())
+        .collect();
+    if !clusters.is_empty() {
+        return Some(Location::Remote(Target {
+            namespace: service.namespace.clone(),
+            name: service.name.clone(),
+            port: service.port,
+            clusters,
+        }));
+    }
+    crate::membership::imports::route(
+        &shared.import_routes,
+        &(service.namespace.clone(), service.name.clone()),
+        service.port,
+        shared,
+    )
+    .map(Location::Remote)
+}
+
+/// Why a service could not be reached, with the status it maps to.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// No cluster exports it (that this gateway knows of).
+    #[error("{0} is not exported by this cluster nor imported here")]
+    Unknown(String),
+    /// Every endpoint or cluster failed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A peer refused it with a status.
+    #[error("refused by the exporting gateway: {status} ({message})")]
+    Refused {
+        /// The peer's status.
+        status: Status,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// A byte stream to a service port: a TCP connection to a local endpoint, or a tunnel
+/// stream. Dropping it closes it (and releases the endpoint's balancer slot).
+pub(crate) enum Upstream {
+    /// A local endpoint.
+    Local {
+        /// The connection.
+        tcp: TcpStream,
+        /// Released on drop.
+        _slot: EndpointSlot,
+    },
+    /// A tunnel stream (with bytes the peer sent after its answer first).
+    Remote {
+        /// From the peer.
+        recv: tokio::io::Chain<std::io::Cursor<Vec<u8>>, quinn::RecvStream>,
+        /// Towards the peer.
+        send: quinn::SendStream,
+    },
+}
+
+/// A balancer slot of a local endpoint, given back on drop.
+pub(crate) struct EndpointSlot {
+    port: Arc<ServicePort>,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for EndpointSlot {
+    fn drop(&mut self) {
+        self.port.balancer().closed(self.addr);
+    }
+}
+
+/// Connects to `service`.
+pub(crate) async fn connect(
+    shared: &Arc<Shared>,
+    service: &ServiceRef,
+) -> Result<Upstream, UpstreamError> {
+    match locate(shared, service) {
+        None => Err(UpstreamError::Unknown(service.to_string())),
+        Some(Location::Local(port)) => connect_local(shared, service, port).await,
+        Some(Location::Remote(target)) => {
+            let header = StreamHeader {
+                request_id: shared.next_request_id(),
+                namespace: target.namespace.clone(),
+                service: target.name.clone(),
+                port: target.port,
+                source: shared.own_id.clone(),
+            };
+            match crate::outbound::open_any(shared, &target, &header).await {
+                Ok((opened, _cluster)) => {
+                    use tokio::io::AsyncReadExt;
+                    Ok(Upstream::Remote {
+                        recv: std::io::Cursor::new(opened.early).chain(opened.recv),
+                        send: opened.send,
+                    })
+                }
+                Err(OpenError::Refused(r)) => Err(UpstreamError::Refused {
+                    status: r.status,
+                    message: r.message,
+                }),
+                Err(e) => Err(UpstreamError::Unavailable(e.to_string())),
+            }
+        }
+    }
+}
+
+async fn connect_local(
+    shared: &Arc<Shared>,
+    service: &ServiceRef,
+    port: Arc<ServicePort>,
+) -> Result<Upstream, UpstreamError> {
+    let order = port.balancer().order(Instant::now(), shared.sample());
+    let mut last = format!("every endpoint of {service} is ejected after failures");
+    for addr in order {
+        match tokio::time::timeout(shared.timeouts.connect, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                port.balancer().connected(addr);
+                let _ = tcp.set_nodelay(true);
+                return Ok(Upstream::Local {
+                    tcp,
+                    _slot: EndpointSlot { port, addr },
+                });
+            }
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: no answer within {:?}", shared.timeouts.connect),
+        }
+        port.balancer().failed(addr, Instant::now());
+    }
+    Err(UpstreamError::Unavailable(last))
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Local { tcp, .. } => Pin::new(tcp).poll_read(cx, buf),
+            Self::Remote { recv, .. } => Pin::new(recv).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Local { tcp, .. } => Pin::new(tcp).poll_write(cx, buf),
+            Self::Remote { send, .. } => AsyncWrite::poll_write(Pin::new(send), cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Local { tcp, .. } => Pin::new(tcp).poll_flush(cx),
+            Self::Remote { send, .. } => AsyncWrite::poll_flush(Pin::new(send), cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Local { tcp, .. } => Pin::new(tcp).poll_shutdown(cx),
+            Self::Remote { send, .. } => AsyncWrite::poll_shutdown(Pin::new(send), cx),
+        }
+    }
+}
