@@ -53,6 +53,9 @@ pub struct GatewayConfigFile {
     /// Ingress: TLS (terminated or passed through by SNI) and TCP from outside the mesh.
     #[serde(default)]
     pub ingress: Option<crate::ingress::config::IngressSection>,
+    /// Egress: the allow-listed way out to hosts outside the mesh.
+    #[serde(default)]
+    pub egress: Option<crate::egress::config::EgressSection>,
 }
 
 /// Federation membership as written.
@@ -241,6 +244,8 @@ pub struct GatewayConfig {
     pub dns: Option<DnsSection>,
     /// The ingress.
     pub ingress: Option<crate::ingress::config::IngressSettings>,
+    /// The egress.
+    pub egress: Option<crate::egress::config::EgressSettings>,
 }
 
 /// Validated federation membership.
@@ -560,12 +565,14 @@ impl Validate for GatewayConfigFile {
             }
         }
         let ingress = self.ingress.as_ref().map(|i| i.validate(&mut p.0));
+        let egress = self.egress.as_ref().map(|e| e.validate(&mut p.0));
         if !p.0.is_empty() {
             return Err(p.0);
         }
         Ok(GatewayConfig {
             federation,
             ingress,
+            egress,
             dns: self.dns,
             cluster: self.cluster,
             tls: self.tls,

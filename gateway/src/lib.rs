@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod config;
 pub mod dev_mesh;
 pub mod dns;
+pub mod egress;
 pub mod gateway;
 pub mod header;
 pub mod identity;

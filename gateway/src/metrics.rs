@@ -144,6 +144,17 @@ pub struct IngressLabels {
     pub code: String,
 }
 
+/// Labels of egress decisions.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressLabels {
+    /// The allow-list entry (`api.example.com`, `*.example.com`), or `unlisted`.
+    pub host: String,
+    /// The external port.
+    pub port: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+}
+
 /// Labels of handshake failures.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -184,6 +195,8 @@ pub struct Metrics {
     pub decisions: Family<DecisionLabels, Counter>,
     /// HTTP requests answered by the ingress.
     pub ingress_requests: Family<IngressLabels, Counter>,
+    /// Egress decisions.
+    pub egress_decisions: Family<EgressLabels, Counter>,
     /// QUIC/TLS handshakes that failed.
     pub handshake_failures: Family<ReasonLabels, Counter>,
     /// Seconds from opening a stream to the peer's answer.
@@ -218,6 +231,7 @@ impl Metrics {
             refusals: Family::default(),
             decisions: Family::default(),
             ingress_requests: Family::default(),
+            egress_decisions: Family::default(),
             handshake_failures: Family::default(),
             stream_open_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
@@ -295,6 +309,11 @@ impl Metrics {
             "ingress_requests",
             "HTTP requests answered by the ingress, by host, service and status code",
             metrics.ingress_requests.clone(),
+        );
+        registry.register(
+            "egress_decisions",
+            "Egress connections allowed or denied, by allow-list entry and port",
+            metrics.egress_decisions.clone(),
         );
         registry.register(
             "handshake_failures",

@@ -634,7 +634,11 @@ async fn a_revoked_cluster_is_refused_by_its_peers() {
         catalog.current().peer("west").is_none()
     })
     .await;
-    assert_eq!(east.imported_services.get(), 0);
+    // The peer goes first, then its imports (the same catalog change, applied in order).
+    until("east drops west's imports", || {
+        east.imported_services.get() == 0
+    })
+    .await;
     let refused = probe(east_quic, &west_ca, "west", bundle).await;
     assert!(
         refused.is_err(),
@@ -755,6 +759,8 @@ async fn cross_cluster_traffic_is_denied_unless_allowed_and_shadow_rules_only_co
         "from":[{"cluster":"*"}],"to":{"namespace":"demo","service":"echo"}}]}"#;
     mesh.put_policy("freeze", shadow).await.unwrap();
     until_requests(&address, true, "the shadow deny lets traffic through").await;
+    // Requests made while waiting were denied by the enforced version: count from here.
+    let denied = decisions(&west, "deny", svc, "freeze/freeze");
     let before = decisions(&west, "shadow_deny", svc, "freeze/freeze");
     for _ in 0..3 {
         assert!(request(&address).await.is_some(), "shadow never denies");

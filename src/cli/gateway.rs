@@ -38,6 +38,7 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
         let drain = config.timeouts.drain;
         let cluster = config.cluster.clone();
         let ingress = config.ingress.clone();
+        let egress = config.egress.clone();
         let running = match &config.tls {
             Some(tls) => {
                 let identity = GatewayIdentity::load(tls, &base, &config.cluster)?;
@@ -69,6 +70,20 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
             }
             for (addr, (_, service)) in addrs.tcp.iter().zip(&ingress.tcp) {
                 println!("  ingress  {addr} (tcp to {service})");
+            }
+        }
+        if let Some(egress) = &egress {
+            let addrs = gateway
+                .start_egress(egress, &base)
+                .await
+                .with_context(|| path.display().to_string())?;
+            for (addr, listener) in addrs.iter().zip(&egress.listeners) {
+                println!(
+                    "  egress   {addr} ({:?} to port {}; {} allowed hosts)",
+                    listener.mode,
+                    listener.port,
+                    egress.hosts.len()
+                );
             }
         }
         if let Some(addr) = gateway.metrics_addr {

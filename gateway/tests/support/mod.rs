@@ -111,6 +111,7 @@ pub fn config(cluster: &str) -> GatewayConfig {
         federation: None,
         dns: None,
         ingress: None,
+        egress: None,
     }
 }
 

@@ -1,8 +1,14 @@
-//! The ingress on a member gateway of the in-process mesh (`DevMesh`), with `curl
-//! --resolve` as the outside client and `openssl` making the hosts' certificates: TLS
-//! terminated per host by SNI, HTTP/1.1 and HTTP/2 routed by path to a service in this
-//! cluster or through the tunnel to another, SNI passthrough to a service that speaks
-//! TLS itself, a plain TCP route, and the policy's HTTP method and path conditions.
+//! The mesh's edges on member gateways of the in-process mesh (`DevMesh`), with `curl
+//! --resolve` as the outside client and `openssl` making the hosts' certificates.
+//!
+//! Ingress: TLS terminated per host by SNI, HTTP/1.1 and HTTP/2 routed by path to a
+//! service in this cluster or through the tunnel to another, SNI passthrough to a
+//! service that speaks TLS itself, a plain TCP route, and the policy's HTTP method and
+//! path conditions.
+//!
+//! Egress: the allow-list (exact and wildcard hosts, ports) over SNI passthrough and TLS
+//! origination, to TLS servers on loopback standing in for the outside world, and the
+//! egress serving another cluster through the tunnel.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use isthmus_gateway::dev_mesh::{ClusterSpec, DevMesh, ExportSpec, echo_server};
+use isthmus_gateway::egress::config::EgressSection;
 use isthmus_gateway::ingress::config::IngressSection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,20 +27,20 @@ const BOUND: Duration = Duration::from_secs(30);
 
 /// A self-signed certificate for `host` made by `openssl`: (cert, key) file names.
 fn openssl_cert(dir: &Path, host: &str) -> (String, String) {
-    let (cert, key) = (format!("{host}.pem"), format!("{host}.key"));
+    openssl_cert_for(dir, host, &[host])
+}
+
+/// A self-signed certificate named `stem` for the DNS names `sans`.
+fn openssl_cert_for(dir: &Path, stem: &str, sans: &[&str]) -> (String, String) {
+    let (cert, key) = (format!("{stem}.pem"), format!("{stem}.key"));
+    let san: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
     let out = Command::new("openssl")
         .current_dir(dir)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
         .args(["-nodes", "-days", "1", "-keyout", &key, "-out", &cert])
-        .args(["-subj", &format!("/CN={host}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+        .args(["-subj", &format!("/CN={}", sans[0])])
+        .args(["-addext", &format!("subjectAltName={}", san.join(","))])
         .output()
         .expect("openssl is installed");
     assert!(
@@ -44,10 +51,80 @@ fn openssl_cert(dir: &Path, host: &str) -> (String, String) {
     (cert, key)
 }
 
+/// A CA and a leaf it signs for `sans`, made by `openssl` (a verifier such as rustls
+/// refuses a self-signed CA certificate as a server's own): (ca, cert, key) file names.
+fn openssl_ca_and_leaf(dir: &Path, stem: &str, sans: &[&str]) -> (String, String, String) {
+    let (ca, _) = openssl_cert_for(dir, &format!("{stem}-ca"), &[&format!("ca.{stem}.test")]);
+    let ca_key = format!("{stem}-ca.key");
+    let (cert, key, csr) = (
+        format!("{stem}.pem"),
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+    );
+    let san: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
+    let ext = format!("{stem}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\n",
+            san.join(",")
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ]
+    .into_iter()
+    .chain(["-keyout", &key, "-out", &csr, "-subj"])
+    .chain([format!("/CN={}", sans[0]).as_str()])
+    .collect::<Vec<_>>());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+    ]
+    .into_iter()
+    .chain(["-days", "1", "-out", &cert, "-extfile", &ext])
+    .collect::<Vec<_>>());
+    (ca, cert, key)
+}
+
 /// A TLS server that answers one HTTP request per connection with `label`, standing
 /// for a service that terminates TLS itself (the passthrough target).
 async fn tls_echo(dir: &Path, host: &str, label: &'static str) -> SocketAddr {
-    let (cert, key) = openssl_cert(dir, host);
+    tls_echo_with(dir, openssl_cert(dir, host), label).await
+}
+
+/// Like [`tls_echo`], with a given certificate.
+async fn tls_echo_with(
+    dir: &Path,
+    (cert, key): (String, String),
+    label: &'static str,
+) -> SocketAddr {
     let chain =
         isthmus_ca::pem::certs_from_pem(&std::fs::read_to_string(dir.join(cert)).unwrap()).unwrap();
     use rustls_pki_types::pem::PemObject;
@@ -290,5 +367,177 @@ service = "echo.demo:8080"
     };
     assert_eq!(count("echo.demo", "403"), 1);
     assert_eq!(count("web.demo", "200"), 2);
+    mesh.shutdown().await;
+}
+
+/// A free loopback port, for a listener that must be named before it can be bound here
+/// (the egress listener that west exports at enrollment).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_allows_only_listed_hosts_and_ports_and_serves_other_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The outside world: the partner's TLS API, and an imposter with a certificate of
+    // its own for the same names.
+    let (partner_ca, cert, key) =
+        openssl_ca_and_leaf(d, "partner", &["api.partner.test", "*.partner.test"]);
+    let outside = tls_echo_with(d, (cert, key), "the partner API").await;
+    let (_, cert, key) = openssl_ca_and_leaf(d, "imposter", &["mirror.example.test"]);
+    let imposter = tls_echo_with(d, (cert, key), "an imposter").await;
+
+    let mut mesh = DevMesh::start(d, 3, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    mesh.allow_namespace("demo").await.unwrap();
+    // West runs the egress and exports its passthrough listener as egress.demo:15443.
+    let egress_port = free_port();
+    let egress_addr: SocketAddr = format!("127.0.0.1:{egress_port}").parse().unwrap();
+    mesh.add_cluster(&spec(
+        "west",
+        "127.148.0.0/16",
+        vec![export("egress", 15443, egress_addr)],
+    ))
+    .await
+    .unwrap();
+    mesh.add_cluster(&ClusterSpec {
+        dns: true,
+        ..spec("east", "127.147.0.0/16", vec![])
+    })
+    .await
+    .unwrap();
+    let section: EgressSection = toml::from_str(&format!(
+        r#"
+listeners = [
+  {{ listen = "{egress_addr}", mode = "passthrough" }},
+  {{ listen = "127.0.0.1:0", mode = "originate" }},
+  {{ listen = "127.0.0.1:0", mode = "passthrough", port = 8443 }},
+]
+[[hosts]]
+host = "api.partner.test"
+ports = [443]
+namespace = "demo"
+address = "{outside}"
+ca = "{partner_ca}"
+[[hosts]]
+host = "*.partner.test"
+ports = [443]
+namespace = "demo"
+address = "{outside}"
+ca = "{partner_ca}"
+[[hosts]]
+host = "mirror.example.test"
+ports = [443]
+namespace = "demo"
+address = "{imposter}"
+ca = "{partner_ca}"
+"#
+    ))
+    .unwrap();
+    let mut problems = Vec::new();
+    let settings = section.validate(&mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    let west = &mesh.members["west"];
+    let listeners = west.gateway.start_egress(&settings, d).await.unwrap();
+    let (passthrough, originate, wrong_port) = (listeners[0], listeners[1], listeners[2]);
+    let metrics = west.gateway.metrics();
+    let decisions = |host: &str, port: &str, decision: &str| {
+        metrics
+            .egress_decisions
+            .get_or_create(&isthmus_gateway::metrics::EgressLabels {
+                host: host.into(),
+                port: port.into(),
+                decision: decision.into(),
+            })
+            .get()
+    };
+
+    // SNI passthrough: the app's TLS reaches the partner, verified by the app itself.
+    let (code, _, body) = curl(https(
+        d,
+        "api.partner.test",
+        passthrough,
+        &partner_ca,
+        "/v1",
+    ))
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("hello from the partner API"), "{body}");
+    let (code, _, body) = curl(https(
+        d,
+        "files.partner.test",
+        passthrough,
+        &partner_ca,
+        "/",
+    ))
+    .await;
+    assert_eq!(code, 200, "the wildcard entry: {body}");
+    assert_eq!(decisions("api.partner.test", "443", "allow"), 1);
+    assert_eq!(decisions("*.partner.test", "443", "allow"), 1);
+
+    // Not listed: denied and counted (the name is logged, not made a label).
+    let (code, _, _) = curl(https(d, "evil.test", passthrough, &partner_ca, "/")).await;
+    assert_eq!(code, 0);
+    assert_eq!(decisions("unlisted", "443", "deny"), 1);
+    // Listed, but not for this port.
+    let (code, _, _) = curl(https(d, "api.partner.test", wrong_port, &partner_ca, "/")).await;
+    assert_eq!(code, 0);
+    assert_eq!(decisions("api.partner.test", "8443", "deny"), 1);
+
+    // TLS origination: the app speaks plain HTTP, the gateway speaks TLS to the host and
+    // verifies it with the entry's CA.
+    let (code, _, body) = curl(vec![
+        "-H".into(),
+        "Host: api.partner.test".into(),
+        format!("http://{originate}/orders"),
+    ])
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("hello from the partner API"), "{body}");
+    // A server that cannot prove the name is refused.
+    let (code, _, body) = curl(vec![
+        "-H".into(),
+        "Host: mirror.example.test".into(),
+        format!("http://{originate}/"),
+    ])
+    .await;
+    assert_eq!(code, 0, "the imposter must not be reached: {body}");
+
+    // East has no egress of its own: its apps use west's through the tunnel.
+    let east = &mesh.members["east"];
+    let deadline = Instant::now() + BOUND;
+    let address = loop {
+        let out = Command::new("dig")
+            .args([&format!("@{}", east.dns_addr.unwrap().ip()), "-p"])
+            .arg(east.dns_addr.unwrap().port().to_string())
+            .args([
+                "+short",
+                "+tries=1",
+                "+time=2",
+                "egress.demo.svc.clusterset.local",
+            ])
+            .output()
+            .expect("dig is installed");
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !answer.is_empty() {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "east never imported egress.demo");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let through: SocketAddr = format!("{address}:15443").parse().unwrap();
+    let mut args = https(d, "api.partner.test", through, &partner_ca, "/from-east");
+    args[3] = format!("api.partner.test:15443:{address}");
+    let (code, _, body) = curl(args).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("hello from the partner API"), "{body}");
+    // Passthrough, origination, and this one.
+    assert_eq!(decisions("api.partner.test", "443", "allow"), 3);
     mesh.shutdown().await;
 }

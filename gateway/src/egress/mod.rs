@@ -1,0 +1,314 @@
+//! The egress: the one controlled way out of the mesh. Listeners take connections from
+//! apps (or, through an export of the listener, from other clusters); the external host
+//! comes from the TLS server name (passthrough: bytes pass undecrypted) or the HTTP
+//! `Host` header (originate: the gateway opens TLS to the host and verifies it). Only
+//! hosts and ports on the allow-list are reached; every decision is logged and counted.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::gateway::{RunningGateway, Shared, StartError};
+use crate::metrics::EgressLabels;
+use crate::outbound::{accept_loop, read_client_hello, refuse_local};
+use config::{AllowedHost, EgressDecision, EgressListener, EgressMode, EgressSettings};
+
+/// The largest HTTP request head an originate listener reads to find `Host`.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// The egress in force: the allow-list and, per host, the TLS client for origination.
+struct Egress {
+    settings: EgressSettings,
+    /// Index-aligned with `settings.hosts`.
+    tls: Vec<Option<Arc<rustls::ClientConfig>>>,
+}
+
+fn client_config(ca: &Path, field: &str) -> Result<Arc<rustls::ClientConfig>, StartError> {
+    let fail = |e: String| StartError::Tls(format!("{field}: {}: {e}", ca.display()));
+    let pem = std::fs::read_to_string(ca).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in isthmus_ca::pem::certs_from_pem(&pem).map_err(|e| fail(e.to_string()))? {
+        roots.add(cert).map_err(|e| fail(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("holds no certificate".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(isthmus_ca::verify::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+impl RunningGateway {
+    /// Starts the egress of `settings` (CA paths relative to `base`); returns the
+    /// listeners' addresses in config order.
+    pub async fn start_egress(
+        &self,
+        settings: &EgressSettings,
+        base: &Path,
+    ) -> Result<Vec<SocketAddr>, StartError> {
+        let shared = self.shared();
+        let mut tls = Vec::new();
+        for (i, host) in settings.hosts.iter().enumerate() {
+            tls.push(match &host.ca {
+                Some(ca) => Some(client_config(
+                    &base.join(ca),
+                    &format!("egress.hosts[{i}].ca"),
+                )?),
+                None => None,
+            });
+        }
+        let egress = Arc::new(Egress {
+            settings: settings.clone(),
+            tls,
+        });
+        let mut addrs = Vec::new();
+        for (i, listener) in settings.listeners.iter().enumerate() {
+            let what = format!("egress.listeners[{i}].listen");
+            let bound =
+                TcpListener::bind(listener.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        what: what.clone(),
+                        addr: listener.listen,
+                        source,
+                    })?;
+            addrs.push(bound.local_addr().map_err(|source| StartError::Bind {
+                what,
+                addr: listener.listen,
+                source,
+            })?);
+            let egress = egress.clone();
+            let listener = listener.clone();
+            shared
+                .tunnels
+                .spawn(accept_loop(bound, shared.clone(), move |tcp, shared| {
+                    let egress = egress.clone();
+                    let listener = listener.clone();
+                    async move { connection(tcp, &egress, &listener, shared).await }
+                }));
+        }
+        tracing::info!(listeners = ?addrs, hosts = settings.hosts.len(), "egress started");
+        Ok(addrs)
+    }
+}
+
+async fn connection(
+    mut tcp: TcpStream,
+    egress: &Egress,
+    listener: &EgressListener,
+    shared: Arc<Shared>,
+) {
+    let (host, first) = match listener.mode {
+        EgressMode::Passthrough => read_client_hello(&mut tcp, shared.timeouts.stream_open).await,
+        EgressMode::Originate => read_host_header(&mut tcp, shared.timeouts.stream_open).await,
+    }
+    .map_or_else(|e| (Err(e), Vec::new()), |(h, f)| (Ok(h), f));
+    let host = match host {
+        Ok(host) => host,
+        Err(e) => return refuse_local(tcp, &shared, "egress", "bad_request", &e),
+    };
+    let port = listener.port;
+    let count = |pattern: &str, decision: &str| {
+        shared
+            .metrics
+            .egress_decisions
+            .get_or_create(&EgressLabels {
+                host: pattern.to_owned(),
+                port: port.to_string(),
+                decision: decision.to_owned(),
+            })
+            .inc();
+    };
+    let entry = match egress.settings.decide(&host, port) {
+        EgressDecision::Allow(entry) => entry,
+        EgressDecision::Deny(why) => {
+            // Unlisted names come from clients: they are logged, not used as labels.
+            let pattern = egress
+                .settings
+                .hosts
+                .iter()
+                .find(|h| h.pattern.matches(&host.to_ascii_lowercase()))
+                .map_or_else(|| "unlisted".to_owned(), |h| h.pattern.to_string());
+            count(&pattern, "deny");
+            tracing::warn!(%host, port, reason = %why, "egress denied");
+            return refuse_local(tcp, &shared, "egress", "denied", &why);
+        }
+    };
+    count(&entry.pattern.to_string(), "allow");
+    tracing::info!(%host, port, mode = ?listener.mode, namespace = %entry.namespace, "egress allowed");
+    let mut out = match dial(&host, port, entry, &shared).await {
+        Ok(out) => out,
+        Err(e) => {
+            tracing::warn!(%host, port, error = %e, "egress connect failed");
+            return refuse_local(tcp, &shared, "egress", "unavailable", &e);
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let copied = match listener.mode {
+        EgressMode::Passthrough => {
+            if out.write_all(&first).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                copied = tokio::io::copy_bidirectional(&mut tcp, &mut out) => copied,
+                () = shared.cut.cancelled() => return,
+            }
+        }
+        EgressMode::Originate => {
+            let Some(config) = egress
+                .settings
+                .hosts
+                .iter()
+                .position(|h| std::ptr::eq(h, entry))
+                .and_then(|i| egress.tls[i].clone())
+            else {
+                return refuse_local(
+                    tcp,
+                    &shared,
+                    "egress",
+                    "denied",
+                    "no ca configured for TLS origination",
+                );
+            };
+            let Ok(name) = rustls_pki_types::ServerName::try_from(host.to_ascii_lowercase()) else {
+                return refuse_local(tcp, &shared, "egress", "bad_request", "not a server name");
+            };
+            let connector = tokio_rustls::TlsConnector::from(config);
+            let mut tls =
+                match tokio::time::timeout(shared.timeouts.connect, connector.connect(name, out))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        let msg = format!("TLS to {host}:{port} failed: {e}");
+                        tracing::warn!(%host, port, error = %e, "egress TLS origination failed");
+                        return refuse_local(tcp, &shared, "egress", "unavailable", &msg);
+                    }
+                    Err(_) => {
+                        return refuse_local(
+                            tcp,
+                            &shared,
+                            "egress",
+                            "unavailable",
+                            "TLS handshake timed out",
+                        );
+                    }
+                };
+            if tls.write_all(&first).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                copied = tokio::io::copy_bidirectional(&mut tcp, &mut tls) => copied,
+                () = shared.cut.cancelled() => return,
+            }
+        }
+    };
+    tracing::debug!(%host, port, ?copied, "egress connection closed");
+}
+
+/// Connects to the host: its fixed address, else what DNS says.
+async fn dial(
+    host: &str,
+    port: u16,
+    entry: &AllowedHost,
+    shared: &Shared,
+) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> = match entry.address {
+        Some(addr) => vec![addr],
+        None => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect(),
+    };
+    let mut last = format!("{host} has no address");
+    for addr in addrs {
+        match tokio::time::timeout(shared.timeouts.connect, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: no answer within {:?}", shared.timeouts.connect),
+        }
+    }
+    Err(last)
+}
+
+/// Reads an HTTP/1.1 request head and returns its `Host` (without a port) and the bytes
+/// read.
+async fn read_host_header(
+    tcp: &mut TcpStream,
+    within: std::time::Duration,
+) -> Result<(String, Vec<u8>), String> {
+    let mut head = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(within, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                return host_of(&head[..end]);
+            }
+            if head.len() >= MAX_HEAD {
+                return Err(format!("no end of the request head in {MAX_HEAD} bytes"));
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err("connection closed before a request head".into()),
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok(host)) => Ok((host, head)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("no request head in time".into()),
+    }
+}
+
+/// The `Host` of a request head, without its port.
+fn host_of(head: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(head).map_err(|_| "the request head is not text".to_owned())?;
+    let value = text
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.trim())
+        .ok_or_else(|| "the request has no Host header".to_owned())?;
+    let host = match value.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => value,
+    };
+    if host.is_empty() {
+        return Err("the Host header is empty".into());
+    }
+    Ok(host.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn the_host_header_is_found_and_its_port_dropped() {
+        let head = b"GET / HTTP/1.1\r\nUser-Agent: x\r\nHOST: api.partner.test:443";
+        assert_eq!(host_of(head).unwrap(), "api.partner.test");
+        assert!(
+            host_of(b"GET / HTTP/1.1\r\nUser-Agent: x")
+                .unwrap_err()
+                .contains("no Host")
+        );
+        assert!(
+            host_of(b"GET / HTTP/1.1\r\nHost: ")
+                .unwrap_err()
+                .contains("empty")
+        );
+    }
+}
