@@ -10,6 +10,7 @@
 //! | members, clusters, trust bundle| yes            | no                   | no     | no                 |
 //! | exports                        | yes            | its namespaces       | no     | its own cluster's  |
 //! | policies                       | yes            | governing only its namespaces | no | no          |
+//! | claims                         | yes            | its namespaces       | no     | no                 |
 //! | register a gateway endpoint    | yes            | no                   | no     | its own cluster's  |
 
 use std::collections::{BTreeSet, HashMap};
@@ -76,6 +77,13 @@ pub enum Operation<'a> {
         /// Every namespace the old and new documents name as a destination.
         namespaces: BTreeSet<String>,
     },
+    /// Claiming a host for a namespace, or giving up a claim.
+    Claim {
+        /// The namespace the claim is for.
+        namespace: &'a str,
+        /// The namespace holding the claim now, if the host is claimed.
+        held: Option<&'a str>,
+    },
     /// Registering a gateway endpoint of a cluster.
     RegisterGateway {
         /// The cluster.
@@ -132,6 +140,13 @@ impl Principal {
                     ))
                 }
             }
+            (Role::NamespaceAdmin(mine), Operation::Claim { namespace, held }) => {
+                match held.filter(|h| !mine.contains(*h)) {
+                    Some(other) => denied(format!("change the claim held by namespace {other}")),
+                    None if mine.contains(*namespace) => Ok(()),
+                    None => denied(format!("claim hosts for namespace {namespace}")),
+                }
+            }
             (Role::Gateway(mine), Operation::Export { cluster, .. })
             | (Role::Gateway(mine), Operation::RegisterGateway { cluster }) => {
                 if mine == cluster {
@@ -149,6 +164,9 @@ impl Principal {
                 denied(format!("change exports (of namespace {namespace})"))
             }
             (_, Operation::Policy { .. }) => denied("change policies".into()),
+            (_, Operation::Claim { namespace, .. }) => {
+                denied(format!("claim hosts (for namespace {namespace})"))
+            }
             (_, Operation::RegisterGateway { cluster }) => {
                 denied(format!("register gateways of cluster {cluster}"))
             }

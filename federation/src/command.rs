@@ -101,7 +101,21 @@ pub enum Command {
         /// Compare-and-set.
         expect: Expect,
     },
-    /// Delete a policy.
+    /// Claim a host for a namespace (refused if another namespace's claim overlaps).
+    PutClaim {
+        /// The claim (its revision is set on apply).
+        claim: crate::claims::Claim,
+        /// Compare-and-set.
+        expect: Expect,
+    },
+    /// Gives up a host claim.
+    DeleteClaim {
+        /// The host.
+        host: String,
+        /// Compare-and-set.
+        expect: Expect,
+    },
+    /// Deletes a policy.
     DeletePolicy {
         /// Its name.
         name: String,
@@ -202,6 +216,26 @@ pub enum Rejection {
         /// The cluster.
         cluster: String,
     },
+    /// Another namespace holds an overlapping claim.
+    #[error(
+        "{host} is claimed by namespace \"{namespace}\" (claim {claim}); a host belongs to one namespace: ask its owners to give it up, or pick another host"
+    )]
+    Claimed {
+        /// The host asked for.
+        host: String,
+        /// Who holds it.
+        namespace: String,
+        /// The claim that covers it.
+        claim: String,
+    },
+    /// An admission check found a mistake in the object (what vet reports offline).
+    #[error("field `{field}`: {message}")]
+    Vet {
+        /// The field, as the API names it.
+        field: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A cluster still has exports.
     #[error("cluster \"{cluster}\" still exports {count} service(s); delete its exports first")]
     ClusterHasExports {
@@ -286,11 +320,45 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             vec![Event::TrustBundleSet { trust_bundle }]
         }
         Command::PutPolicy { mut policy, expect } => {
+            if let Some(finding) =
+                crate::vet::policy_clusters(&policy.body, |c| state.clusters.contains_key(c))
+                    .into_iter()
+                    .next()
+            {
+                return Err(Rejection::Vet {
+                    field: finding.field,
+                    message: finding.message,
+                });
+            }
             let what = format!("policy \"{}\"", policy.name);
             expect.check(&what, state.policies.get(&policy.name).map(|p| p.revision))?;
             policy.revision = revision;
             state.policies.insert(policy.name.clone(), policy.clone());
             vec![Event::PolicyPut { policy }]
+        }
+        Command::PutClaim { mut claim, expect } => {
+            let what = format!("the claim of {}", claim.host);
+            expect.check(&what, state.claims.get(&claim.host).map(|c| c.revision))?;
+            if let Some(other) = crate::claims::conflict(state.claims.values(), &claim) {
+                return Err(Rejection::Claimed {
+                    host: claim.host,
+                    namespace: other.namespace.clone(),
+                    claim: other.host.clone(),
+                });
+            }
+            claim.revision = revision;
+            state.claims.insert(claim.host.clone(), claim.clone());
+            vec![Event::ClaimPut { claim }]
+        }
+        Command::DeleteClaim { host, expect } => {
+            let what = format!("the claim of {host}");
+            let current = state.claims.get(&host).map(|c| c.revision);
+            if current.is_none() {
+                return Err(Rejection::NotFound { what });
+            }
+            expect.check(&what, current)?;
+            state.claims.remove(&host);
+            vec![Event::ClaimDeleted { host }]
         }
         Command::DeletePolicy { name, expect } => {
             let what = format!("policy \"{name}\"");

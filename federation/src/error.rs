@@ -131,6 +131,8 @@ impl From<Rejection> for ApiError {
             Rejection::RevisionMismatch { .. }
             | Rejection::ClusterHasExports { .. }
             | Rejection::Revoked { .. } => Self::FailedPrecondition(message),
+            Rejection::Claimed { .. } => Self::AlreadyExists(message),
+            Rejection::Vet { field, message } => Self::invalid(field, message),
             Rejection::JoinRefused { .. } => Self::PermissionDenied(message),
             Rejection::UnknownCluster { cluster } => Self::invalid(
                 "cluster",

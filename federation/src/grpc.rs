@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use std::collections::BTreeSet;
 
 use crate::access::{AccessControl, Operation, Principal, Role, policy_namespaces};
+use crate::claims::Claim;
 use crate::command::{Command, Expect};
 use crate::enroll::Enroller;
 use crate::error::ApiError;
@@ -88,6 +89,18 @@ pub(crate) async fn policy_scope(
         namespaces.extend(policy_namespaces(body));
     }
     Ok((namespaces, old.map(|(_, r)| r)))
+}
+
+/// The namespace holding the claim of exactly `host`, if any.
+pub(crate) async fn claim_namespace(
+    federation: &Federation,
+    host: &str,
+) -> Result<Option<String>, ApiError> {
+    federation
+        .read(Consistency::Linearizable, |s| {
+            s.claims.get(host).map(|c| c.namespace.clone())
+        })
+        .await
 }
 
 /// The compare-and-set of a policy write: the caller's, or for a namespace admin the
@@ -321,6 +334,14 @@ pub fn bundle_to_proto(doc: &TrustBundleDoc) -> Result<proto::TrustBundleRecord,
     })
 }
 
+fn claim_to_proto(c: &Claim) -> proto::Claim {
+    proto::Claim {
+        host: c.host.clone(),
+        namespace: c.namespace.clone(),
+        revision: c.revision,
+    }
+}
+
 fn policy_to_proto(p: &PolicyDoc) -> proto::Policy {
     proto::Policy {
         name: p.name.clone(),
@@ -353,6 +374,8 @@ fn event_to_proto(event: Event) -> Result<proto::Event, ApiError> {
             revision: policy.revision,
         }),
         Event::PolicyDeleted { name } => Kind::PolicyDeleted(name),
+        Event::ClaimPut { claim } => Kind::ClaimPut(claim_to_proto(&claim)),
+        Event::ClaimDeleted { host } => Kind::ClaimDeleted(host),
     };
     Ok(proto::Event { kind: Some(kind) })
 }
@@ -398,6 +421,14 @@ pub fn event_from_proto(event: proto::Event) -> Result<Event, ApiError> {
             },
         },
         Kind::PolicyDeleted(name) => Event::PolicyDeleted { name },
+        Kind::ClaimPut(c) => Event::ClaimPut {
+            claim: Claim {
+                host: c.host,
+                namespace: c.namespace,
+                revision: c.revision,
+            },
+        },
+        Kind::ClaimDeleted(host) => Event::ClaimDeleted { host },
     })
 }
 
@@ -729,6 +760,70 @@ impl FederationAdmin for AdminGrpc {
                 name: request.name,
                 expect,
             })
+            .await?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    async fn list_claims(&self, request: Request<proto::ListRequest>) -> Reply<proto::ClaimList> {
+        self.authorize(&request, Operation::Read).await?;
+        let consistency = consistency(request.into_inner().consistency)?;
+        let list = self
+            .federation
+            .read(consistency, |s| proto::ClaimList {
+                revision: s.revision,
+                claims: s.claims.values().map(claim_to_proto).collect(),
+            })
+            .await?;
+        Ok(Response::new(list))
+    }
+
+    async fn put_claim(
+        &self,
+        request: Request<proto::PutClaimRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let c = required(request.get_ref().claim.clone(), "claim")?;
+        let held = claim_namespace(&self.federation, &c.host).await?;
+        self.authorize(
+            &request,
+            Operation::Claim {
+                namespace: &c.namespace,
+                held: held.as_deref(),
+            },
+        )
+        .await?;
+        let expect = Expect::from_api(request.into_inner().expect_revision);
+        let claim = Claim {
+            host: c.host,
+            namespace: c.namespace,
+            revision: 0,
+        };
+        let revision = self
+            .federation
+            .write(Command::PutClaim { claim, expect })
+            .await
+            .map_err(|e| e.within("claim"))?;
+        Ok(Response::new(proto::WriteResponse { revision }))
+    }
+
+    async fn delete_claim(
+        &self,
+        request: Request<proto::DeleteClaimRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let host = request.get_ref().host.clone();
+        let held = claim_namespace(&self.federation, &host).await?;
+        let namespace = held.clone().unwrap_or_default();
+        self.authorize(
+            &request,
+            Operation::Claim {
+                namespace: &namespace,
+                held: held.as_deref(),
+            },
+        )
+        .await?;
+        let expect = Expect::from_api(request.into_inner().expect_revision);
+        let revision = self
+            .federation
+            .write(Command::DeleteClaim { host, expect })
             .await?;
         Ok(Response::new(proto::WriteResponse { revision }))
     }

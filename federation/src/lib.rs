@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod bundle;
+pub mod claims;
 pub mod command;
 pub mod config;
 pub mod enroll;
@@ -28,6 +29,7 @@ pub mod service;
 pub mod store;
 pub mod tls;
 pub mod validate;
+pub mod vet;
 
 /// Generated protobuf types of `isthmus.federation.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

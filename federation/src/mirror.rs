@@ -154,6 +154,12 @@ fn put(state: &mut CatalogState, event: Event) {
         Event::PolicyDeleted { name } => {
             state.policies.remove(&name);
         }
+        Event::ClaimPut { claim } => {
+            state.claims.insert(claim.host.clone(), claim);
+        }
+        Event::ClaimDeleted { host } => {
+            state.claims.remove(&host);
+        }
     }
 }
 

@@ -207,6 +207,9 @@ pub struct CatalogState {
     pub trust_bundle: Option<TrustBundleDoc>,
     /// Policies by name.
     pub policies: BTreeMap<String, PolicyDoc>,
+    /// Traffic claims by host.
+    #[serde(default)]
+    pub claims: BTreeMap<String, crate::claims::Claim>,
 }
 
 /// One change to one object, as a watch delivers it.
@@ -252,6 +255,16 @@ pub enum Event {
         /// Its name.
         name: String,
     },
+    /// A host was claimed (or its claim changed).
+    ClaimPut {
+        /// The claim.
+        claim: crate::claims::Claim,
+    },
+    /// A claim was given up.
+    ClaimDeleted {
+        /// Its host.
+        host: String,
+    },
 }
 
 /// All events of one revision: a revision is never split across two batches.
@@ -287,6 +300,11 @@ impl CatalogState {
             self.policies
                 .values()
                 .map(|p| Event::PolicyPut { policy: p.clone() }),
+        );
+        events.extend(
+            self.claims
+                .values()
+                .map(|c| Event::ClaimPut { claim: c.clone() }),
         );
         events
     }

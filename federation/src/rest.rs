@@ -22,6 +22,7 @@ use tokio_rustls::server::TlsStream;
 use isthmus_ca::SpiffeId;
 
 use crate::access::{AccessControl, Operation, Principal, Role};
+use crate::claims::Claim;
 use crate::command::{Command, Expect};
 use crate::error::ApiError;
 use crate::model::{Cluster, ExportKey, PolicyDoc, ServiceExport, TrustBundleDoc};
@@ -256,6 +257,11 @@ pub fn router(federation: Arc<Federation>, access: Arc<AccessControl>) -> Router
         .route(
             "/v1/policies/{name}",
             get(get_policy).put(put_policy).delete(delete_policy),
+        )
+        .route("/v1/claims", get(list_claims))
+        .route(
+            "/v1/claims/{host}",
+            axum::routing::put(put_claim).delete(delete_claim),
         )
         .route("/v1/trust-bundle", get(get_bundle).put(put_bundle))
         .fallback(|| async {
@@ -542,6 +548,67 @@ async fn delete_policy(
     Ok(axum::Json(Written { revision }))
 }
 
+async fn list_claims(State(f): Shared, Extension(who): Who, q: RawQuery) -> Answer<Listed<Claim>> {
+    who.may(&Operation::Read)?;
+    let q = read_query(q)?;
+    let listed = f
+        .read(q.consistency, |s| Listed {
+            revision: s.revision,
+            items: s.claims.values().cloned().collect(),
+        })
+        .await?;
+    Ok(axum::Json(listed))
+}
+
+/// The body of `PUT /v1/claims/{host}`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ClaimBody {
+    namespace: String,
+}
+
+async fn put_claim(
+    State(f): Shared,
+    Extension(who): Who,
+    Path(host): Path<String>,
+    q: RawQuery,
+    bytes: Body,
+) -> Answer<Written> {
+    let q = write_query(q)?;
+    let claim: ClaimBody = body(&bytes)?;
+    let held = crate::grpc::claim_namespace(&f, &host).await?;
+    who.may(&Operation::Claim {
+        namespace: &claim.namespace,
+        held: held.as_deref(),
+    })?;
+    let claim = Claim {
+        host,
+        namespace: claim.namespace,
+        revision: 0,
+    };
+    let expect = Expect::from_api(q.expect_revision);
+    let revision = f.write(Command::PutClaim { claim, expect }).await?;
+    Ok(axum::Json(Written { revision }))
+}
+
+async fn delete_claim(
+    State(f): Shared,
+    Extension(who): Who,
+    Path(host): Path<String>,
+    q: RawQuery,
+) -> Answer<Written> {
+    let q = write_query(q)?;
+    let held = crate::grpc::claim_namespace(&f, &host).await?;
+    let namespace = held.clone().unwrap_or_default();
+    who.may(&Operation::Claim {
+        namespace: &namespace,
+        held: held.as_deref(),
+    })?;
+    let expect = Expect::from_api(q.expect_revision);
+    let revision = f.write(Command::DeleteClaim { host, expect }).await?;
+    Ok(axum::Json(Written { revision }))
+}
+
 async fn get_bundle(State(f): Shared, Extension(who): Who, q: RawQuery) -> Answer<TrustBundleDoc> {
     who.may(&Operation::Read)?;
     let q = read_query(q)?;
@@ -588,6 +655,8 @@ pub fn openapi_document() -> Value {
     let written = schema(generator.subschema_for::<Written>());
     let policy_doc = schema(generator.subschema_for::<PolicyDoc>());
     let policy_body = schema(generator.subschema_for::<crate::policy::PolicyBody>());
+    let claim = schema(generator.subschema_for::<Claim>());
+    let claim_body = schema(generator.subschema_for::<ClaimBody>());
     let components = Value::Object(generator.definitions().clone());
     let consistency = json!({
         "name": "consistency", "in": "query", "required": false,
@@ -657,6 +726,11 @@ pub fn openapi_document() -> Value {
                 "get": read("One policy (its body as JSON text)", policy_doc.clone(), vec![path_param("name")]),
                 "put": write("Create or replace a policy; the body is the policy document", Some(&policy_body), vec![path_param("name")]),
                 "delete": write("Delete a policy", None, vec![path_param("name")])
+            },
+            "/v1/claims": { "get": read("All traffic claims", list(&claim), vec![]) },
+            "/v1/claims/{host}": {
+                "put": write("Claim a host for a namespace (refused if another namespace's claim overlaps)", Some(&claim_body), vec![path_param("host")]),
+                "delete": write("Give up a claim", None, vec![path_param("host")])
             },
             "/v1/trust-bundle": {
                 "get": read("The trust bundle", bundle.clone(), vec![]),

@@ -233,6 +233,10 @@ pub fn command(command: &crate::command::Command, domain: &TrustDomain) -> Resul
         } => trust_bundle(b, Some(domain)).map(|_| ()),
         Command::PutPolicy { policy: p, .. } => policy(p),
         Command::DeletePolicy { name: n, .. } => name("name", n),
+        Command::PutClaim { claim, .. } => crate::claims::check(claim).map(|_| ()),
+        Command::DeleteClaim { host, .. } => crate::claims::HostPattern::parse(host)
+            .map(|_| ())
+            .map_err(|e| ApiError::invalid("host", e)),
         Command::CreateCluster {
             name: n,
             locality: l,

@@ -79,6 +79,9 @@ const TABLE: &[(&str, [Want; 8])] = &[
     ("PutPolicy governing shop", SHOP_POLICY),
     ("PutPolicy governing bank", PLATFORM),
     ("DeletePolicy governing shop", SHOP_POLICY),
+    ("ListClaims", READ),
+    ("PutClaim for shop", SHOP_POLICY),
+    ("DeleteClaim of shop", SHOP_POLICY),
     ("GetTrustBundle", READ),
     ("SetTrustBundle", PLATFORM),
     ("Watch", READ),
@@ -338,6 +341,31 @@ async fn grpc_call(
             ))
             .await
             .map(drop),
+        "ListClaims" => c.list_claims(request(creds, stale())).await.map(drop),
+        "PutClaim for shop" => c
+            .put_claim(request(
+                creds,
+                proto::PutClaimRequest {
+                    claim: Some(proto::Claim {
+                        host: "shop.example.test".into(),
+                        namespace: "shop".into(),
+                        revision: 0,
+                    }),
+                    expect_revision: None,
+                },
+            ))
+            .await
+            .map(drop),
+        "DeleteClaim of shop" => c
+            .delete_claim(request(
+                creds,
+                proto::DeleteClaimRequest {
+                    host: "shop.example.test".into(),
+                    expect_revision: None,
+                },
+            ))
+            .await
+            .map(drop),
         "GetTrustBundle" => c
             .get_trust_bundle(request(
                 creds,
@@ -524,6 +552,13 @@ fn rest_call(op: &str) -> Option<(&'static str, String, Option<String>)> {
             Some(policy_body("bank")),
         ),
         "DeletePolicy governing shop" => ("DELETE", s("/v1/policies/shop-rules"), None),
+        "ListClaims" => ("GET", s("/v1/claims"), None),
+        "PutClaim for shop" => (
+            "PUT",
+            s("/v1/claims/shop.example.test"),
+            Some(s(r#"{"namespace":"shop"}"#)),
+        ),
+        "DeleteClaim of shop" => ("DELETE", s("/v1/claims/shop.example.test"), None),
         "GetTrustBundle" => ("GET", s("/v1/trust-bundle"), None),
         // The bundle's JSON form is the catalog's; an empty one is refused after the
         // access check (400), which is all this table needs.

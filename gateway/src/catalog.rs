@@ -31,6 +31,9 @@ pub struct Catalog {
     exports: HashMap<(String, String, u16), Arc<ServicePort>>,
     peers: HashMap<String, SocketAddr>,
     authorization: Arc<Authorization>,
+    /// Traffic claims, for a federation member (`None` when run from a static config,
+    /// which has no federation to hold them).
+    claims: Option<Arc<Vec<isthmus_federation::claims::Claim>>>,
 }
 
 impl Catalog {
@@ -45,6 +48,10 @@ impl Catalog {
             authorization: Arc::new(authorization),
             ..Self::default()
         };
+        // A federation member holds no claim until the federation says otherwise.
+        if matches!(*catalog.authorization, Authorization::Policies(_)) {
+            catalog.claims = Some(Arc::default());
+        }
         for export in exports {
             for port in &export.ports {
                 let balancer = Balancer::new(&port.endpoints, export.policy, outlier);
@@ -69,6 +76,7 @@ impl Catalog {
             exports: self.exports.clone(),
             peers: peers.into_iter().collect(),
             authorization: self.authorization.clone(),
+            claims: self.claims.clone(),
         }
     }
 
@@ -78,6 +86,37 @@ impl Catalog {
             exports: self.exports.clone(),
             peers: self.peers.clone(),
             authorization: Arc::new(authorization),
+            claims: self.claims.clone(),
+        }
+    }
+
+    /// The same catalog with the federation's traffic claims in force.
+    pub fn with_claims(&self, claims: Vec<isthmus_federation::claims::Claim>) -> Self {
+        Self {
+            exports: self.exports.clone(),
+            peers: self.peers.clone(),
+            authorization: self.authorization.clone(),
+            claims: Some(Arc::new(claims)),
+        }
+    }
+
+    /// Refuses a host (ingress host or egress entry) that `namespace` does not hold a
+    /// claim for. Only a federation member checks: a static config has no claims.
+    pub fn check_claim(
+        &self,
+        pattern: &isthmus_federation::claims::HostPattern,
+        namespace: &str,
+    ) -> Result<(), String> {
+        match &self.claims {
+            None => Ok(()),
+            Some(claims)
+                if isthmus_federation::claims::covered(claims.iter(), pattern, namespace) =>
+            {
+                Ok(())
+            }
+            Some(_) => Err(format!(
+                "{pattern} is not claimed by namespace {namespace}; claim it first (isthmus federation claim put {pattern} --namespace {namespace})"
+            )),
         }
     }
 

@@ -237,6 +237,22 @@ impl DevMesh {
             .map_err(err(&format!("policy {name}")))
     }
 
+    /// Claims `host` (a name or `*.` wildcard) for `namespace`.
+    pub async fn put_claim(&self, host: &str, namespace: &str) -> Result<u64, DevMeshError> {
+        self.any_node()?
+            .federation
+            .write(Command::PutClaim {
+                claim: isthmus_federation::claims::Claim {
+                    host: host.into(),
+                    namespace: namespace.into(),
+                    revision: 0,
+                },
+                expect: Expect::Any,
+            })
+            .await
+            .map_err(err(&format!("claim {host}")))
+    }
+
     /// Allows every cluster to reach every service of `namespace` (policy
     /// `allow-<namespace>`): cross-cluster traffic is otherwise denied.
     pub async fn allow_namespace(&self, namespace: &str) -> Result<u64, DevMeshError> {

@@ -39,6 +39,9 @@ pub(crate) enum FederationCommand {
     /// Mint admin API bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Claim hosts for namespaces (traffic claims), list and give them up.
+    #[command(subcommand)]
+    Claim(ClaimCommand),
     /// Leader, term, members, applied index and each member's lag.
     Status {
         #[command(flatten)]
@@ -80,6 +83,33 @@ pub(crate) enum ClusterCommand {
     List {
         #[command(flatten)]
         connect: Connect,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClaimCommand {
+    /// Claim a host (or `*.domain`) for a namespace; refused if another namespace holds
+    /// an overlapping claim.
+    Put {
+        #[command(flatten)]
+        connect: Connect,
+        /// The host.
+        host: String,
+        /// The namespace that owns it.
+        #[arg(long)]
+        namespace: String,
+    },
+    /// List claims.
+    List {
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Give up a claim.
+    Delete {
+        #[command(flatten)]
+        connect: Connect,
+        /// The host as claimed.
+        host: String,
     },
 }
 
@@ -347,6 +377,7 @@ pub(crate) fn run(command: FederationCommand) -> anyhow::Result<ExitCode> {
             FederationCommand::Member(member) => run_member(member).await,
             FederationCommand::Cluster(cluster) => run_cluster(cluster).await,
             FederationCommand::Policy(policy) => run_policy(policy).await,
+            FederationCommand::Claim(claim) => run_claim(claim).await,
             FederationCommand::Token(TokenCommand::Create {
                 name,
                 role,
@@ -478,6 +509,59 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn run_claim(command: ClaimCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ClaimCommand::Put {
+            connect,
+            host,
+            namespace,
+        } => {
+            let reply = connect
+                .client()?
+                .put_claim(proto::PutClaimRequest {
+                    claim: Some(proto::Claim {
+                        host: host.clone(),
+                        namespace: namespace.clone(),
+                        revision: 0,
+                    }),
+                    expect_revision: None,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!(
+                "{host} claimed for namespace {namespace} at revision {}",
+                reply.revision
+            );
+        }
+        ClaimCommand::List { connect } => {
+            let list = connect
+                .client()?
+                .list_claims(proto::ListRequest { consistency: 0 })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{:<40} {:<20} REVISION", "HOST", "NAMESPACE");
+            for c in &list.claims {
+                println!("{:<40} {:<20} {}", c.host, c.namespace, c.revision);
+            }
+        }
+        ClaimCommand::Delete { connect, host } => {
+            let reply = connect
+                .client()?
+                .delete_claim(proto::DeleteClaimRequest {
+                    host: host.clone(),
+                    expect_revision: None,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("claim of {host} given up at revision {}", reply.revision);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn create_token(name: &str, role: &str, namespaces: &[String]) -> anyhow::Result<ExitCode> {

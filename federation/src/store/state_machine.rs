@@ -43,6 +43,8 @@ struct SnapshotBody {
     exports: Vec<ServiceExport>,
     trust_bundle: Option<TrustBundleDoc>,
     policies: Vec<PolicyDoc>,
+    #[serde(default)]
+    claims: Vec<crate::claims::Claim>,
 }
 
 impl SnapshotBody {
@@ -54,6 +56,7 @@ impl SnapshotBody {
             exports: state.exports.values().cloned().collect(),
             trust_bundle: state.trust_bundle.clone(),
             policies: state.policies.values().cloned().collect(),
+            claims: state.claims.values().cloned().collect(),
         }
     }
 
@@ -71,6 +74,11 @@ impl SnapshotBody {
                 .policies
                 .into_iter()
                 .map(|p| (p.name.clone(), p))
+                .collect(),
+            claims: self
+                .claims
+                .into_iter()
+                .map(|c| (c.host.clone(), c))
                 .collect(),
         }
     }
@@ -171,6 +179,10 @@ impl StateMachine {
                     let p: PolicyDoc = serde_json::from_slice(&value).map_err(bad)?;
                     catalog.policies.insert(p.name.clone(), p);
                 }
+                Some(b'h') => {
+                    let c: crate::claims::Claim = serde_json::from_slice(&value).map_err(bad)?;
+                    catalog.claims.insert(c.host.clone(), c);
+                }
                 _ => return Err(corrupt(name, "unknown object kind")),
             }
         }
@@ -222,6 +234,9 @@ impl StateMachine {
         for p in state.policies.values() {
             batch.insert(object_key("p", &[&p.name]), json(p)?);
         }
+        for c in state.claims.values() {
+            batch.insert(object_key("h", &[&c.host]), json(c)?);
+        }
         batch.insert(b"revision".as_slice(), json(&state.revision)?);
         Ok(())
     }
@@ -253,6 +268,10 @@ impl StateMachine {
                     batch.insert(object_key("p", &[&policy.name]), json(policy)?)
                 }
                 Event::PolicyDeleted { name } => batch.remove(object_key("p", &[name])),
+                Event::ClaimPut { claim } => {
+                    batch.insert(object_key("h", &[&claim.host]), json(claim)?)
+                }
+                Event::ClaimDeleted { host } => batch.remove(object_key("h", &[host])),
             }
         }
         batch.insert(event_key(events.revision), json(events)?);

@@ -142,6 +142,15 @@ async fn connection(
             return refuse_local(tcp, &shared, "egress", "denied", &why);
         }
     };
+    if let Err(why) = shared
+        .catalog
+        .current()
+        .check_claim(&entry.pattern, &entry.namespace)
+    {
+        count(&entry.pattern.to_string(), "deny");
+        tracing::warn!(%host, port, reason = %why, "egress denied");
+        return refuse_local(tcp, &shared, "egress", "unclaimed_host", &why);
+    }
     count(&entry.pattern.to_string(), "allow");
     tracing::info!(%host, port, mode = ?listener.mode, namespace = %entry.namespace, "egress allowed");
     let mut out = match dial(&host, port, entry, &shared).await {

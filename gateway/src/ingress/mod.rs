@@ -252,6 +252,13 @@ async fn tls_connection(
         let msg = format!("no ingress host serves {name:?}");
         return refuse_local(tcp, &shared, "unknown", "unknown_host", &msg);
     };
+    if let Err(msg) = shared
+        .catalog
+        .current()
+        .check_claim(&entry.pattern, &entry.namespace)
+    {
+        return refuse_local(tcp, &shared, "unknown", "unclaimed_host", &msg);
+    }
     match &entry.mode {
         HostMode::Passthrough(service) => pass_through(tcp, hello, service, shared).await,
         HostMode::Terminate { routes, .. } => {

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+pub use isthmus_federation::claims::HostPattern;
+
 /// A service port anywhere in the mesh: `<service>.<namespace>:<port>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServiceRef {
@@ -37,72 +39,6 @@ impl ServiceRef {
 impl fmt::Display for ServiceRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}:{}", self.name, self.namespace, self.port)
-    }
-}
-
-/// A host pattern: an exact DNS name, or `*.suffix` for any one label before `suffix`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// `shop.example.com`.
-    Exact(String),
-    /// `*.example.com`, kept as `.example.com`.
-    Wildcard(String),
-}
-
-impl HostPattern {
-    /// Parses a host name or `*.`-wildcard (lower-cased).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let lower = text.to_ascii_lowercase();
-        let (wild, name) = match lower.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, lower.as_str()),
-        };
-        let labels: Vec<&str> = name.split('.').collect();
-        if labels.len() < 2
-            || name.len() > 253
-            || labels
-                .iter()
-                .any(|l| isthmus_ca::spiffe::dns_label("host", l).is_err())
-        {
-            return Err(format!(
-                "{text:?} is not a DNS name of two or more labels (a-z 0-9 -), optionally starting with `*.`"
-            ));
-        }
-        Ok(if wild {
-            Self::Wildcard(format!(".{name}"))
-        } else {
-            Self::Exact(name.to_owned())
-        })
-    }
-
-    /// Whether `host` (lower case, no port) matches: a wildcard matches exactly one
-    /// more label.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            Self::Exact(name) => name == host,
-            Self::Wildcard(suffix) => host
-                .strip_suffix(suffix.as_str())
-                .is_some_and(|label| !label.is_empty() && !label.contains('.')),
-        }
-    }
-
-    /// Whether the two patterns can match a common host.
-    pub fn overlaps(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Exact(a), Self::Exact(b)) => a == b,
-            (Self::Wildcard(a), Self::Wildcard(b)) => a == b,
-            (Self::Wildcard(_), Self::Exact(e)) => self.matches(e),
-            (Self::Exact(e), Self::Wildcard(_)) => other.matches(e),
-        }
-    }
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Exact(name) => f.write_str(name),
-            Self::Wildcard(suffix) => write!(f, "*{suffix}"),
-        }
     }
 }
 

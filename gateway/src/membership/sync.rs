@@ -334,6 +334,9 @@ impl Sync {
             }
             current = std::sync::Arc::new(current.with_authorization(authorization));
         }
+        if self.applied.as_ref().map(|v| &v.claims) != Some(&view.claims) {
+            current = std::sync::Arc::new(current.with_claims(view.claims.clone()));
+        }
         let before: Vec<String> = self
             .applied
             .as_ref()

@@ -45,6 +45,8 @@ pub struct GatewayView {
     pub own_active: bool,
     /// Authorization policy documents: name → body.
     pub policies: BTreeMap<String, String>,
+    /// Traffic claims.
+    pub claims: Vec<isthmus_federation::claims::Claim>,
 }
 
 /// Derives the view of `own` from `state`.
@@ -56,6 +58,7 @@ pub fn derive(state: &CatalogState, own: &str) -> GatewayView {
             .values()
             .map(|p| (p.name.clone(), p.body.clone()))
             .collect(),
+        claims: state.claims.values().cloned().collect(),
         ..GatewayView::default()
     };
     if let Some(c) = state.clusters.get(own) {
