@@ -150,11 +150,3 @@ fn help_and_version_work() {
         format!("isthmus {}", env!("CARGO_PKG_VERSION"))
     );
 }
-
-#[test]
-fn groups_not_built_yet_say_so_and_fail() {
-    let run = isthmus(&["vet", "run", "--config", "x.toml"]);
-    assert_eq!(run.code, Some(2), "{run:?}");
-    assert!(run.stderr.contains("not implemented yet"), "{run:?}");
-    assert!(run.stdout.is_empty(), "{run:?}");
-}

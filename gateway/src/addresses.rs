@@ -74,6 +74,11 @@ impl Ipv4Range {
         (self.base + 1, last - 1)
     }
 
+    /// Whether the two ranges share an address.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.contains(Ipv4Addr::from(other.base)) || other.contains(Ipv4Addr::from(self.base))
+    }
+
     /// Whether `addr` is in the range.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
         let mask = u32::MAX

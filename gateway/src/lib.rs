@@ -35,5 +35,6 @@ pub mod sni;
 pub mod splice;
 pub mod stream;
 mod upstream;
+pub mod vet;
 
 pub use gateway::{DrainReport, GatewayTls, RunningGateway, StartError, start, start_with};

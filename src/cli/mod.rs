@@ -6,6 +6,7 @@ mod dev;
 mod federation;
 mod files;
 mod gateway;
+mod vet;
 
 use std::process::ExitCode;
 
@@ -39,23 +40,13 @@ enum Command {
     /// Start a local mesh: a 3-node federation, clusters east and west with gateways,
     /// and a sample service exported by west; Ctrl-C stops it.
     Dev(dev::DevArgs),
-    /// Check a directory of config and policy files offline (not implemented yet).
-    Vet(Unimplemented),
-}
-
-/// Arguments of a command group that a later release fills in.
-#[derive(Debug, clap::Args)]
-struct Unimplemented {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// Check a directory of configs, policies and claims offline: the admission checks
+    /// (exit 1 on findings).
+    Vet(vet::VetArgs),
 }
 
 /// Runs one command; `Ok` carries the exit code for commands that report findings.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let unimplemented = |group: &str| {
-        eprintln!("isthmus {group}: not implemented yet");
-        Ok(ExitCode::from(2))
-    };
     match cli.command {
         Command::Ca(command) => ca::run(command),
         Command::Config(command) => config::run(command),
@@ -63,6 +54,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Federation(command) => federation::run(command),
         Command::Bench(command) => crate::bench::run(command),
         Command::Dev(args) => dev::run(args),
-        Command::Vet(_) => unimplemented("vet"),
+        Command::Vet(args) => vet::run(args),
     }
 }
