@@ -41,13 +41,19 @@ where
     let routes = Arc::new(routes);
     let host = Arc::new(host);
     let cut = shared.cut.clone();
+    let header_timeout = shared.timeouts.stream_open;
     let service = hyper::service::service_fn(move |request| {
         let routes = routes.clone();
         let shared = shared.clone();
         let host = host.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(request, &host, &routes, &shared).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its request head does not hold a connection forever.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
     let serving = builder.serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         served = serving => {
