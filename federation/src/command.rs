@@ -279,6 +279,19 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
                     count,
                 });
             }
+            // A policy naming the cluster would be left naming an unknown one.
+            for policy in state.policies.values() {
+                let named = crate::vet::policy_clusters(&policy.body, |c| c != name);
+                if let Some(finding) = named.first() {
+                    return Err(Rejection::Vet {
+                        field: "name".into(),
+                        message: format!(
+                            "policy \"{}\" names cluster \"{name}\" ({}); change the policy first",
+                            policy.name, finding.field
+                        ),
+                    });
+                }
+            }
             state.clusters.remove(&name);
             vec![Event::ClusterDeleted { name }]
         }

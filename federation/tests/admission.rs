@@ -151,11 +151,26 @@ async fn misconfiguration_is_refused_with_the_field_and_nothing_is_written() {
     );
     assert_eq!(revision().await, before, "nothing refused was written");
 
-    // With the cluster named correctly, the same policy is accepted.
+    // With the cluster named correctly, the same policy is accepted; the cluster cannot
+    // then be deleted from under it.
     c.put_policy(policy(
         r#"{"rules":[{"name":"a","action":"allow","from":[{"cluster":"west"}],"to":{"namespace":"shop"}}]}"#,
     ))
     .await
     .unwrap();
+    let err = c
+        .delete_cluster(proto::DeleteClusterRequest {
+            name: "west".into(),
+            expect_revision: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("policy \"p\" names cluster \"west\" (body.rules[0].from[0].cluster)"),
+        "{}",
+        err.message()
+    );
     h.shutdown().await;
 }
