@@ -6,6 +6,7 @@
 mod dns;
 mod etcd;
 mod federation;
+mod ingress;
 mod load;
 mod systems;
 
@@ -26,6 +27,9 @@ pub(crate) enum BenchCommand {
     /// DNS queries per second of the gateway against dnsmasq and Knot (Debian packages)
     /// serving the same names, driven by dnsperf.
     Dns(dns::DnsArgs),
+    /// HTTPS requests per second through the ingress against nginx doing the same job
+    /// (TLS termination, proxy to one backend), driven by h2load over HTTP/1.1 and HTTP/2.
+    Ingress(ingress::IngressArgs),
 }
 
 /// Options of `isthmus bench federation`.
@@ -66,5 +70,6 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Federation(args) => federation::run(&args),
         BenchCommand::Propagation(args) => dns::propagation(&args),
         BenchCommand::Dns(args) => dns::dns(&args),
+        BenchCommand::Ingress(args) => ingress::ingress(&args),
     }
 }
