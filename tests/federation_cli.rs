@@ -408,6 +408,22 @@ fn tokens_roles_and_policies_through_the_cli() {
         r#"{"rules":[{"name":"east-to-echo","action":"allow","from":[{"cluster":"east"}],"to":{"namespace":"demo","service":"echo"}}]}"#,
     )
     .unwrap();
+    // Admission: the policy names cluster east, which does not exist yet.
+    let early = admin(&dir, node, "policy put demo --file @policy.json");
+    assert!(
+        !early.success
+            && early.stderr.contains("body.rules[0].from[0].cluster")
+            && early.stderr.contains("unknown cluster \"east\""),
+        "{early:?}"
+    );
+    let (code, body) = curl(
+        Path::new(&dir.path("")),
+        node.rest,
+        "PUT",
+        "/v1/clusters/east",
+        Some(r#"{"name":"east","gateways":[{"name":"ew","address":"127.0.0.1:15443"}]}"#),
+    );
+    assert_eq!(code, 200, "{body}");
     let put = admin(&dir, node, "policy put demo --file @policy.json").ok();
     assert!(put.stdout.contains("policy demo written"), "{put:?}");
     let denied = with_token("policy put demo --file @policy.json");

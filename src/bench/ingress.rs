@@ -127,7 +127,10 @@ fn h2load(addr: SocketAddr, http2: bool, clients: usize, seconds: u64) -> anyhow
         })
         .unwrap_or_default();
     anyhow::ensure!(
-        failed <= in_flight && codes.len() == 4 && codes[0] > 0 && codes[1..].iter().all(|c| *c == 0),
+        failed <= in_flight
+            && codes.len() == 4
+            && codes[0] > 0
+            && codes[1..].iter().all(|c| *c == 0),
         "{failed} failed (at most {in_flight} may be cut at the deadline), status codes {codes:?}: {text}"
     );
     text.lines()
