@@ -85,7 +85,7 @@ pub(crate) enum Upstream {
         /// The connection.
         tcp: TcpStream,
         /// Released on drop.
-        _slot: EndpointSlot,
+        slot: EndpointSlot,
     },
     /// A tunnel stream (with bytes the peer sent after its answer first).
     Remote {
@@ -156,7 +156,7 @@ async fn connect_local(
                 let _ = tcp.set_nodelay(true);
                 return Ok(Upstream::Local {
                     tcp,
-                    _slot: EndpointSlot { port, addr },
+                    slot: EndpointSlot { port, addr },
                 });
             }
             Ok(Err(e)) => last = format!("{addr}: {e}"),
@@ -165,6 +165,16 @@ async fn connect_local(
         port.balancer().failed(addr, Instant::now());
     }
     Err(UpstreamError::Unavailable(last))
+}
+
+impl Upstream {
+    /// The local endpoint this connects to (`None` for a tunnel stream).
+    pub(crate) fn local_endpoint(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Self::Local { slot, .. } => Some(slot.addr),
+            Self::Remote { .. } => None,
+        }
+    }
 }
 
 impl AsyncRead for Upstream {

@@ -113,6 +113,48 @@ fn openssl_ca_and_leaf(dir: &Path, stem: &str, sans: &[&str]) -> (String, String
     (ca, cert, key)
 }
 
+/// An HTTP/1.1 server that keeps connections open and answers every request with its
+/// request line; counts the connections it accepted.
+async fn keep_alive_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // Requests here have no body: each ends at the blank line.
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let line = head.lines().next().unwrap_or_default().to_owned();
+                        let body = format!("kept: {line}\n");
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if tcp.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
 /// A TLS server that answers one HTTP request per connection with `label`, standing
 /// for a service that terminates TLS itself (the passthrough target).
 async fn tls_echo(dir: &Path, host: &str, label: &'static str) -> SocketAddr {
@@ -245,6 +287,7 @@ async fn ingress_terminates_passes_through_and_routes_to_any_cluster() {
     }
     let west_echo = echo_server("west").await.unwrap();
     let east_web = echo_server("east").await.unwrap();
+    let (kept, kept_accepts) = keep_alive_server().await;
     let secure = tls_echo(d, "secure.example.test", "west's secure service").await;
     mesh.add_cluster(&spec(
         "west",
@@ -259,7 +302,7 @@ async fn ingress_terminates_passes_through_and_routes_to_any_cluster() {
     mesh.add_cluster(&spec(
         "east",
         "127.137.0.0/16",
-        vec![export("web", 8080, east_web)],
+        vec![export("web", 8080, east_web), export("kept", 8080, kept)],
     ))
     .await
     .unwrap();
@@ -289,6 +332,7 @@ key = "{key}"
 routes = [
   {{ path_prefix = "/", service = "web.demo:8080" }},
   {{ path_prefix = "/echo", service = "echo.demo:8080" }},
+  {{ path_prefix = "/kept", service = "kept.demo:8080" }},
 ]
 [[hosts]]
 host = "secure.example.test"
@@ -337,6 +381,19 @@ service = "echo.demo:8080"
     // A prefix only matches at a segment boundary.
     let (_, _, body) = curl(shop("/echoes")).await;
     assert!(body.contains("hello from east"), "{body}");
+
+    // Upstream keep-alive: sequential requests (each from a new client connection) to a
+    // local service that keeps connections open reuse one upstream connection.
+    for i in 0..5 {
+        let (code, _, body) = curl(shop(&format!("/kept/{i}"))).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(&format!("kept: GET /kept/{i}")), "{body}");
+    }
+    assert_eq!(
+        kept_accepts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one upstream connection for five requests"
+    );
 
     // The policy's HTTP conditions: POST under /echo/admin is denied at the ingress,
     // GET there and POST elsewhere are not.

@@ -17,7 +17,10 @@ use super::table::{HttpRoute, route};
 use crate::gateway::Shared;
 use crate::header::Status;
 use crate::metrics::IngressLabels;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Location, UpstreamError};
+use hyper::client::conn::http1::SendRequest;
+
+use super::pool::Pool;
 
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -34,8 +37,13 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Serves HTTP on one terminated connection for host `host` until it closes.
-pub(super) async fn serve<S>(stream: S, host: String, routes: Vec<HttpRoute>, shared: Arc<Shared>)
-where
+pub(super) async fn serve<S>(
+    stream: S,
+    host: String,
+    routes: Vec<HttpRoute>,
+    pool: Arc<Pool>,
+    shared: Arc<Shared>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let routes = Arc::new(routes);
@@ -46,7 +54,10 @@ where
         let routes = routes.clone();
         let shared = shared.clone();
         let host = host.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(request, &host, &routes, &shared).await) }
+        let pool = pool.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(handle(request, &host, &routes, &pool, &shared).await)
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // A client that never finishes its request head does not hold a connection forever.
@@ -82,6 +93,7 @@ async fn handle(
     request: Request<Incoming>,
     host: &str,
     routes: &[HttpRoute],
+    pool: &Pool,
     shared: &Arc<Shared>,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
@@ -101,7 +113,7 @@ async fn handle(
         Some(r) => {
             let label = format!("{}.{}", r.service.name, r.service.namespace);
             (
-                forward(request, host, &r, &method, &path, shared).await,
+                forward(request, host, &r, &method, &path, pool, shared).await,
                 label,
             )
         }
@@ -131,45 +143,13 @@ async fn forward(
     r: &HttpRoute,
     method: &str,
     path: &str,
+    pool: &Pool,
     shared: &Arc<Shared>,
 ) -> Response<Body> {
     if let Err(reason) = super::authorize(shared, &r.service, Some((method, path))) {
         drain(request).await;
         return answer(StatusCode::FORBIDDEN, reason);
     }
-    let upstream = match crate::upstream::connect(shared, &r.service).await {
-        Ok(u) => u,
-        Err(e) => {
-            let status = match &e {
-                UpstreamError::Refused {
-                    status: Status::Denied,
-                    ..
-                } => StatusCode::FORBIDDEN,
-                UpstreamError::Refused {
-                    status: Status::RateLimited,
-                    ..
-                } => StatusCode::TOO_MANY_REQUESTS,
-                UpstreamError::Refused {
-                    status: Status::NoHealthyEndpoint,
-                    ..
-                }
-                | UpstreamError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            tracing::warn!(host, service = %r.service, error = %e, "ingress upstream failed");
-            return answer(status, format!("{}: {e}", r.service));
-        }
-    };
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
-            Ok(pair) => pair,
-            Err(e) => return answer(StatusCode::BAD_GATEWAY, format!("{}: {e}", r.service)),
-        };
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "ingress upstream connection ended");
-        }
-    });
     // Upstream is HTTP/1.1 with a Host header and an origin-form target, whatever the
     // client spoke.
     let authority = request
@@ -208,14 +188,84 @@ async fn forward(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("https"),
     );
+    let (mut sender, endpoint) = match sender(shared, pool, r, host).await {
+        Ok(pair) => pair,
+        Err(response) => return response,
+    };
     match sender.send_request(request).await {
         Ok(response) => {
+            // The connection serves the next request once this response is read.
+            if let Some(addr) = endpoint {
+                pool.put(addr, sender);
+            }
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.map_err(Into::into).boxed())
         }
         Err(e) => answer(StatusCode::BAD_GATEWAY, format!("{}: {e}", r.service)),
     }
+}
+
+/// A connection for one request to `r.service`: a kept connection to a local endpoint
+/// when there is one ready, else a new one (a local endpoint, or a tunnel stream), with
+/// the endpoint when it may be kept afterwards.
+async fn sender(
+    shared: &Arc<Shared>,
+    pool: &Pool,
+    r: &HttpRoute,
+    host: &str,
+) -> Result<(SendRequest<Incoming>, Option<std::net::SocketAddr>), Response<Body>> {
+    if let Some(Location::Local(port)) = crate::upstream::locate(shared, &r.service) {
+        let order = port
+            .balancer()
+            .order(std::time::Instant::now(), shared.sample());
+        if let Some((sender, addr)) = order
+            .iter()
+            .find_map(|addr| pool.take(*addr).map(|s| (s, *addr)))
+        {
+            return Ok((sender, Some(addr)));
+        }
+    }
+    let upstream = match crate::upstream::connect(shared, &r.service).await {
+        Ok(u) => u,
+        Err(e) => {
+            let status = match &e {
+                UpstreamError::Refused {
+                    status: Status::Denied,
+                    ..
+                } => StatusCode::FORBIDDEN,
+                UpstreamError::Refused {
+                    status: Status::RateLimited,
+                    ..
+                } => StatusCode::TOO_MANY_REQUESTS,
+                UpstreamError::Refused {
+                    status: Status::NoHealthyEndpoint,
+                    ..
+                }
+                | UpstreamError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            tracing::warn!(host, service = %r.service, error = %e, "ingress upstream failed");
+            return Err(answer(status, format!("{}: {e}", r.service)));
+        }
+    };
+    let endpoint = upstream.local_endpoint();
+    let (sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                return Err(answer(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{}: {e}", r.service),
+                ));
+            }
+        };
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "ingress upstream connection ended");
+        }
+    });
+    Ok((sender, endpoint))
 }
 
 fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod http;
+mod pool;
 mod prefixed;
 pub mod table;
 
@@ -158,12 +159,14 @@ impl RunningGateway {
                     .with_cert_resolver(Arc::new(ByServerName(hosts.clone())));
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let pool = Arc::new(pool::Pool::default());
             shared
                 .tunnels
                 .spawn(accept_loop(listener, shared.clone(), move |tcp, shared| {
                     let hosts = hosts.clone();
                     let acceptor = acceptor.clone();
-                    async move { tls_connection(tcp, hosts, acceptor, shared).await }
+                    let pool = pool.clone();
+                    async move { tls_connection(tcp, hosts, acceptor, pool, shared).await }
                 }));
         }
         for (i, (listen, service)) in settings.tcp.iter().enumerate() {
@@ -242,6 +245,7 @@ async fn tls_connection(
     mut tcp: TcpStream,
     hosts: Arc<Hosts>,
     acceptor: tokio_rustls::TlsAcceptor,
+    pool: Arc<pool::Pool>,
     shared: Arc<Shared>,
 ) {
     let (name, hello) = match read_client_hello(&mut tcp, shared.timeouts.stream_open).await {
@@ -274,7 +278,7 @@ async fn tls_connection(
                     }
                     Err(_) => return,
                 };
-            http::serve(tls, name, routes.clone(), shared).await;
+            http::serve(tls, name, routes.clone(), pool, shared).await;
         }
     }
 }
