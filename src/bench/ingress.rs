@@ -4,9 +4,9 @@
 //! `h2load` (Debian's nghttp2-client) over HTTP/1.1 and HTTP/2, in interleaved rounds.
 //!
 //! The backend is an nginx of its own answering a small body. The Isthmus gateway is this
-//! binary (`isthmus gateway run`) with a static config; nginx is measured twice: as
-//! configured by default (a new upstream connection per request, as the ingress does)
-//! and with upstream keep-alive (which the ingress does not have yet).
+//! binary (`isthmus gateway run`) with a static config (it keeps idle upstream
+//! connections); nginx is measured twice: as configured by default (a new upstream
+//! connection per request) and with upstream keep-alive (`keepalive 64`).
 
 use std::net::SocketAddr;
 use std::path::Path;
