@@ -113,25 +113,7 @@ pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberE
     let (dns, dns_addr) = match &dns_config {
         Some(d) => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let udp = crate::dns::bind_udp(d.listen, cores).map_err(|source| StartError::Bind {
-                what: "dns.listen (udp)".into(),
-                addr: d.listen,
-                source,
-            })?;
-            let local = udp[0].local_addr().map_err(|source| StartError::Bind {
-                what: "dns.listen".into(),
-                addr: d.listen,
-                source,
-            })?;
-            // TCP on the same port as UDP, so that one address serves both.
-            let tcp = tokio::net::TcpListener::bind(local)
-                .await
-                .map_err(|source| StartError::Bind {
-                    what: "dns.listen (tcp)".into(),
-                    addr: local,
-                    source,
-                })?;
-            let server = DnsServer::start_many(table.clone(), udp, tcp, d.forward);
+            let (udp, tcp, local) = bind_dns(d.listen, cores).await?;            let server = DnsServer::start_many(table.clone(), udp, tcp, d.forward);
             (Some(server), Some(local))
         }
         None => (None, None),
@@ -196,5 +178,42 @@ impl Member {
             dns.stop().await;
         }
         self.gateway.drain(deadline).await
+    }
+}
+
+/// Binds DNS on `addr`, UDP (`cores` sockets) and TCP on the same port. With port 0 the
+/// UDP port is free for UDP only: when TCP finds it taken (an ephemeral port of some
+/// connection), another port is tried, a few times.
+async fn bind_dns(
+    addr: SocketAddr,
+    cores: usize,
+) -> Result<(Vec<tokio::net::UdpSocket>, tokio::net::TcpListener, SocketAddr), StartError> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = crate::dns::bind_udp(addr, cores).map_err(|source| StartError::Bind {
+            what: "dns.listen (udp)".into(),
+            addr,
+            source,
+        })?;
+        let local = udp[0].local_addr().map_err(|source| StartError::Bind {
+            what: "dns.listen".into(),
+            addr,
+            source,
+        })?;
+        match tokio::net::TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp, local)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {
+                tracing::debug!(%local, "DNS port taken for TCP; trying another");
+            }
+            Err(source) => {
+                return Err(StartError::Bind {
+                    what: "dns.listen (tcp)".into(),
+                    addr: local,
+                    source,
+                });
+            }
+        }
     }
 }
