@@ -113,7 +113,8 @@ pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberE
     let (dns, dns_addr) = match &dns_config {
         Some(d) => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let (udp, tcp, local) = bind_dns(d.listen, cores).await?;            let server = DnsServer::start_many(table.clone(), udp, tcp, d.forward);
+            let (udp, tcp, local) = bind_dns(d.listen, cores).await?;
+            let server = DnsServer::start_many(table.clone(), udp, tcp, d.forward);
             (Some(server), Some(local))
         }
         None => (None, None),
@@ -181,13 +182,17 @@ impl Member {
     }
 }
 
+/// The UDP sockets, the TCP listener and the address they share.
+type DnsSockets = (
+    Vec<tokio::net::UdpSocket>,
+    tokio::net::TcpListener,
+    SocketAddr,
+);
+
 /// Binds DNS on `addr`, UDP (`cores` sockets) and TCP on the same port. With port 0 the
 /// UDP port is free for UDP only: when TCP finds it taken (an ephemeral port of some
 /// connection), another port is tried, a few times.
-async fn bind_dns(
-    addr: SocketAddr,
-    cores: usize,
-) -> Result<(Vec<tokio::net::UdpSocket>, tokio::net::TcpListener, SocketAddr), StartError> {
+async fn bind_dns(addr: SocketAddr, cores: usize) -> Result<DnsSockets, StartError> {
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut attempt = 0;
     loop {
