@@ -175,7 +175,14 @@ impl DevMesh {
                     )],
                     vec![],
                 ),
-                raft: RaftTiming::default(),
+                // Slower than the default: several meshes share the cores when tests run
+                // in parallel, and openraft bounds each replication call by the
+                // heartbeat, so a 50 ms heartbeat lets a busy machine starve a follower.
+                raft: RaftTiming {
+                    heartbeat: Duration::from_millis(100),
+                    election_timeout: (Duration::from_millis(500), Duration::from_millis(800)),
+                    ..RaftTiming::default()
+                },
                 enrollment: Enrollment {
                     root: Some((bundle.clone(), root_key.clone())),
                     intermediate_lifetime: 30 * DAY,
