@@ -14,7 +14,7 @@ use isthmus_federation::policy::{Caller, Target};
 use crate::catalog::Catalog;
 use crate::gateway::Shared;
 use crate::header::{FrameError, MAX_BODY, Response, Status, StreamHeader};
-use crate::metrics::{ConnLabels, DecisionLabels, Direction, RefusalLabels, Security};
+use crate::metrics::{ConnLabels, Direction, RefusalLabels, Security};
 use crate::splice::{Counters, splice};
 use crate::stream::{ReadFrameError, read_frame};
 
@@ -205,7 +205,9 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
     ) {
         Ok(permit) => permit,
         Err(over) => {
-            count_decision(&shared, &peer, &service, "rate_limited", over.limit());
+            shared
+                .metrics
+                .count_decision(&peer, &service, "rate_limited", over.limit());
             let msg = over.to_string();
             return refuse(
                 &mut send,
@@ -346,35 +348,16 @@ fn authorize(
     };
     let verdict = catalog.authorization().decide(&caller, &target);
     let id = header.request_id;
+    shared.metrics.count_verdict(peer, label, &verdict);
     if let Some(shadow) = &verdict.shadow {
-        let (decision, would) = if verdict.allowed {
-            ("shadow_deny", "deny")
-        } else {
-            ("shadow_allow", "allow")
-        };
-        count_decision(shared, peer, label, decision, shadow);
+        let would = if verdict.allowed { "deny" } else { "allow" };
         tracing::info!(request = id, peer, service = label, source = %header.source, rule = %shadow, would, "shadow rule would decide otherwise");
     }
     if !verdict.allowed {
-        count_decision(shared, peer, label, "deny", &verdict.rule);
         tracing::warn!(request = id, peer, service = label, source = %header.source, rule = %verdict.rule, "connection denied by authorization policy");
         return Err(verdict.reason);
     }
-    count_decision(shared, peer, label, "allow", &verdict.rule);
     Ok(())
-}
-
-fn count_decision(shared: &Shared, peer: &str, service: &str, decision: &str, rule: &str) {
-    shared
-        .metrics
-        .decisions
-        .get_or_create(&DecisionLabels {
-            source_cluster: peer.to_owned(),
-            destination_service: service.to_owned(),
-            decision: decision.to_owned(),
-            rule: rule.to_owned(),
-        })
-        .inc();
 }
 
 pub(crate) fn byte_labels(

@@ -220,6 +220,37 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one authorization decision of `source` for `service` by `rule`.
+    pub(crate) fn count_decision(&self, source: &str, service: &str, decision: &str, rule: &str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                source_cluster: source.to_owned(),
+                destination_service: service.to_owned(),
+                decision: decision.to_owned(),
+                rule: rule.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a policy verdict: its shadow finding, if any, and the decision.
+    pub(crate) fn count_verdict(
+        &self,
+        source: &str,
+        service: &str,
+        verdict: &crate::authz::Verdict,
+    ) {
+        if let Some(shadow) = &verdict.shadow {
+            let decision = if verdict.allowed {
+                "shadow_deny"
+            } else {
+                "shadow_allow"
+            };
+            self.count_decision(source, service, decision, shadow);
+        }
+        let decision = if verdict.allowed { "allow" } else { "deny" };
+        self.count_decision(source, service, decision, &verdict.rule);
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("isthmus_gateway");

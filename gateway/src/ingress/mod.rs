@@ -21,7 +21,6 @@ use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::gateway::{RunningGateway, Shared, StartError};
-use crate::metrics::DecisionLabels;
 use crate::outbound::{accept_loop, read_client_hello, refuse_local};
 use config::IngressSettings;
 use table::{HostMode, HostTable, ServiceRef};
@@ -208,34 +207,15 @@ pub(crate) fn authorize(
         },
     );
     let label = format!("{}.{}", service.name, service.namespace);
-    let count = |decision: &str, rule: &str| {
-        shared
-            .metrics
-            .decisions
-            .get_or_create(&DecisionLabels {
-                source_cluster: shared.cluster.clone(),
-                destination_service: label.clone(),
-                decision: decision.to_owned(),
-                rule: rule.to_owned(),
-            })
-            .inc();
-    };
+    shared
+        .metrics
+        .count_verdict(&shared.cluster, &label, &verdict);
     if let Some(shadow) = &verdict.shadow {
-        count(
-            if verdict.allowed {
-                "shadow_deny"
-            } else {
-                "shadow_allow"
-            },
-            shadow,
-        );
         tracing::info!(service = %service, rule = %shadow, "ingress: shadow rule would decide otherwise");
     }
     if verdict.allowed {
-        count("allow", &verdict.rule);
         Ok(())
     } else {
-        count("deny", &verdict.rule);
         tracing::warn!(service = %service, rule = %verdict.rule, ?http, "ingress: denied by authorization policy");
         Err(verdict.reason)
     }
