@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod vet;
 
 use std::process::ExitCode;
 

@@ -15,10 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use isthmus_ca::verify::ExpectedIdentity;
-use isthmus_federation::mirror::CatalogMirror;
-use isthmus_federation::proto;
-use isthmus_federation::proto::federation_admin_client::FederationAdminClient;
+use isthmus_federation_api::client::{ClientTls, FederationClient};
+use isthmus_federation_api::mirror::CatalogMirror;
 use support::{BOUND, Dir, Proc, free_port};
 
 const ALICE: &str = "spiffe://mesh.example/cluster/ops/ns/admin/sa/alice";
@@ -203,28 +201,17 @@ fn three_processes_lose_no_acknowledged_write_when_the_leader_is_killed() {
     // A watch on a node that survives, opened before any write.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut watch = runtime.block_on(async {
-        let svid = isthmus_ca::Svid::load(
-            isthmus_ca::SvidFiles {
-                bundle: (Path::new(&dir.path("alice/bundle.pem")), "bundle"),
-                cert: (Path::new(&dir.path("alice/cert.pem")), "cert"),
-                key: (Path::new(&dir.path("alice/key.pem")), "key"),
-            },
-            &ExpectedIdentity::Any,
+        let tls = ClientTls::from_files(
+            (Path::new(&dir.path("alice/bundle.pem")), "bundle"),
+            (Path::new(&dir.path("alice/cert.pem")), "cert"),
+            (Path::new(&dir.path("alice/key.pem")), "key"),
         )
         .unwrap();
-        let verifier = isthmus_ca::verify::tls::SpiffeVerifier::new(
-            isthmus_ca::SharedBundle::new(svid.bundle),
-            ExpectedIdentity::AnyFederationNode,
-        );
-        let tls = isthmus_ca::verify::tls::client_config(verifier, svid.chain, svid.key, &[b"h2"])
-            .unwrap();
-        let channel =
-            isthmus_federation::tls::channel(&watched.admin, Arc::new(tls), None).unwrap();
-        FederationAdminClient::new(channel)
-            .watch(proto::WatchRequest { after_revision: 0 })
+        FederationClient::new([watched.admin.as_str()], tls)
+            .unwrap()
+            .watch(0)
             .await
             .unwrap()
-            .into_inner()
     });
 
     // A writer that keeps writing through every node's REST port, in turn.
@@ -329,9 +316,8 @@ fn three_processes_lose_no_acknowledged_write_when_the_leader_is_killed() {
                 .unwrap()
                 .unwrap()
                 .unwrap();
-            let message = isthmus_federation::grpc::watch_from_proto(message).unwrap();
             mirror
-                .apply(message)
+                .apply_watched(message)
                 .unwrap_or_else(|e| panic!("watch broke its guarantees: {e}"));
         }
     });

@@ -20,7 +20,7 @@ use isthmus_ca::{Identity, SpiffeId};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use isthmus_federation_api::ApiError;
 
 /// A role as written in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -91,6 +91,26 @@ pub enum Operation<'a> {
     },
 }
 
+/// Which kind of call an operation is, before its request is read: the coarse check
+/// both faces make right after authentication, so that a caller whose role can never
+/// make this kind of call is refused before its request is decoded. The operation then
+/// decides on the request itself ([`Principal::may`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Reads and the watch: every role.
+    Read,
+    /// Members, clusters, join tokens, revocation, the trust bundle: platform admins.
+    Platform,
+    /// Exports: platform admins, namespace admins, gateways.
+    Export,
+    /// Policies: platform admins, namespace admins.
+    Policy,
+    /// Claims: platform admins, namespace admins.
+    Claim,
+    /// Gateway endpoints: platform admins, gateways.
+    RegisterGateway,
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -106,6 +126,35 @@ impl fmt::Display for Role {
 }
 
 impl Principal {
+    /// Refuses a caller whose role can never make a call of this kind (pure).
+    pub fn may_attempt(&self, grant: Grant) -> Result<(), ApiError> {
+        let allowed = matches!(
+            (&self.role, grant),
+            (Role::PlatformAdmin, _)
+                | (_, Grant::Read)
+                | (
+                    Role::NamespaceAdmin(_),
+                    Grant::Export | Grant::Policy | Grant::Claim
+                )
+                | (Role::Gateway(_), Grant::Export | Grant::RegisterGateway)
+        );
+        if allowed {
+            return Ok(());
+        }
+        let what = match grant {
+            Grant::Read => "read",
+            Grant::Platform => "change members, clusters or the trust bundle (platform-admin only)",
+            Grant::Export => "change exports",
+            Grant::Policy => "change policies",
+            Grant::Claim => "claim hosts",
+            Grant::RegisterGateway => "register gateways",
+        };
+        Err(ApiError::PermissionDenied(format!(
+            "{} ({}) may not {what}",
+            self.who, self.role
+        )))
+    }
+
     /// Refuses `operation` unless this principal's role grants it (pure).
     pub fn may(&self, operation: &Operation<'_>) -> Result<(), ApiError> {
         let denied = |what: String| {
@@ -300,20 +349,6 @@ impl AccessControl {
     }
 }
 
-/// The namespaces a policy document governs (its rules' and limits' destinations);
-/// a document that does not parse governs none (it is refused later anyway).
-pub fn policy_namespaces(body: &str) -> BTreeSet<String> {
-    crate::policy::parse(body)
-        .map(|p| {
-            p.rules
-                .iter()
-                .map(|r| r.to.namespace.clone())
-                .chain(p.rate_limits.iter().map(|l| l.to.namespace.clone()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,6 +482,59 @@ mod tests {
     }
 
     #[test]
+    fn the_coarse_check_refuses_exactly_the_roles_no_request_of_the_kind_could_pass() {
+        let p = |role: Role| Principal {
+            who: "x".into(),
+            role,
+        };
+        let roles = [
+            Role::PlatformAdmin,
+            Role::NamespaceAdmin(["shop".to_owned()].into()),
+            Role::Reader,
+            Role::Gateway("west".into()),
+        ];
+        // For each kind, requests that its most favoured caller could make.
+        let kinds: [(Grant, Vec<Operation<'_>>); 6] = [
+            (Grant::Read, vec![Operation::Read]),
+            (Grant::Platform, vec![Operation::Platform]),
+            (
+                Grant::Export,
+                vec![Operation::Export {
+                    cluster: "west",
+                    namespace: "shop",
+                }],
+            ),
+            (
+                Grant::Policy,
+                vec![Operation::Policy {
+                    namespaces: ["shop".to_owned()].into(),
+                }],
+            ),
+            (
+                Grant::Claim,
+                vec![Operation::Claim {
+                    namespace: "shop",
+                    held: None,
+                }],
+            ),
+            (
+                Grant::RegisterGateway,
+                vec![Operation::RegisterGateway { cluster: "west" }],
+            ),
+        ];
+        for role in roles {
+            for (grant, operations) in &kinds {
+                let some = operations.iter().any(|op| p(role.clone()).may(op).is_ok());
+                let coarse = p(role.clone()).may_attempt(*grant);
+                assert_eq!(coarse.is_ok(), some, "{role} / {grant:?}");
+                if let Err(e) = coarse {
+                    assert!(matches!(e, ApiError::PermissionDenied(_)), "{e:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn minted_tokens_are_accepted_by_their_hash_only() {
         let (token, sha256) = mint_token().unwrap();
         let (other, _) = mint_token().unwrap();
@@ -470,14 +558,5 @@ mod tests {
             "token:t"
         );
         assert!(a.principal(None, Some(&format!("Bearer {other}"))).is_err());
-    }
-
-    #[test]
-    fn a_policy_governs_the_namespaces_it_names_as_destinations() {
-        let body = r#"{"rules":[{"name":"a","action":"allow","from":[{"namespace":"web"}],"to":{"namespace":"shop"}}],
-            "rate_limits":[{"name":"l","to":{"namespace":"bank"},"connections_per_second":5}]}"#;
-        let got: Vec<String> = policy_namespaces(body).into_iter().collect();
-        assert_eq!(got, ["bank", "shop"]);
-        assert!(policy_namespaces("nonsense").is_empty());
     }
 }

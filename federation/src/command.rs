@@ -3,57 +3,36 @@
 //! state and reaches the same result, accepted or rejected. A rejected command changes
 //! nothing and does not bump the revision.
 //!
-//! Stateless checks (names, ports, PEM) happen before a command is proposed
-//! (`validate.rs`); the checks that depend on the state happen here.
+//! Stateless checks (names, ports, PEM, the policy language) happen before a command is
+//! proposed ([`Command::validate`]); the checks that depend on the state happen here.
+//! A command carries everything apply needs, already checked and typed: apply never
+//! parses, so every version applies an entry alike.
 
+use isthmus_ca::TrustDomain;
+use isthmus_federation_api::ApiError;
+use isthmus_federation_api::claims::Claim;
+use isthmus_federation_api::model::{
+    CatalogState, Cluster, ClusterState, Event, Expect, ExpectMiss, ExportKey, GatewayEndpoint,
+    JoinGrant, Policy, ServiceExport, TrustBundleDoc,
+};
+use isthmus_federation_api::validate;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    CatalogState, Cluster, ClusterState, Event, ExportKey, GatewayEndpoint, JoinGrant, PolicyDoc,
-    ServiceExport, TrustBundleDoc,
-};
-
-/// What the writer expects of the object's current revision (compare-and-set).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Expect {
-    /// No expectation: last writer wins.
-    #[default]
-    Any,
-    /// The object must not exist (create).
-    Absent,
-    /// The object must exist with exactly this revision.
-    Revision(u64),
-}
-
-impl Expect {
-    /// From the API's `expect_revision`: absent means any, 0 means "must not exist".
-    pub fn from_api(expect_revision: Option<u64>) -> Self {
-        match expect_revision {
-            None => Self::Any,
-            Some(0) => Self::Absent,
-            Some(r) => Self::Revision(r),
-        }
-    }
-
-    fn check(self, what: &str, current: Option<u64>) -> Result<(), Rejection> {
-        match (self, current) {
-            (Self::Any, _) => Ok(()),
-            (Self::Absent, None) => Ok(()),
-            (Self::Absent, Some(actual)) => Err(Rejection::AlreadyExists {
-                what: what.to_owned(),
-                revision: actual,
-            }),
-            (Self::Revision(_), None) => Err(Rejection::NotFound {
-                what: what.to_owned(),
-            }),
-            (Self::Revision(expected), Some(actual)) if expected == actual => Ok(()),
-            (Self::Revision(expected), Some(actual)) => Err(Rejection::RevisionMismatch {
-                what: what.to_owned(),
-                expected,
-                actual,
-            }),
-        }
-    }
+fn expected(expect: Expect, what: &str, current: Option<u64>) -> Result<(), Rejection> {
+    expect.admits(current).map_err(|miss| match miss {
+        ExpectMiss::Exists(revision) => Rejection::AlreadyExists {
+            what: what.to_owned(),
+            revision,
+        },
+        ExpectMiss::Missing => Rejection::NotFound {
+            what: what.to_owned(),
+        },
+        ExpectMiss::Moved { expected, actual } => Rejection::RevisionMismatch {
+            what: what.to_owned(),
+            expected,
+            actual,
+        },
+    })
 }
 
 /// A change to the catalog.
@@ -96,15 +75,15 @@ pub enum Command {
     },
     /// Create or replace a policy.
     PutPolicy {
-        /// The new value.
-        policy: PolicyDoc,
+        /// The new value, its document checked.
+        policy: Policy,
         /// Compare-and-set.
         expect: Expect,
     },
     /// Claim a host for a namespace (refused if another namespace's claim overlaps).
     PutClaim {
         /// The claim (its revision is set on apply).
-        claim: crate::claims::Claim,
+        claim: Claim,
         /// Compare-and-set.
         expect: Expect,
     },
@@ -260,7 +239,11 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             expect,
         } => {
             let what = format!("cluster \"{}\"", cluster.name);
-            expect.check(&what, state.clusters.get(&cluster.name).map(|c| c.revision))?;
+            expected(
+                expect,
+                &what,
+                state.clusters.get(&cluster.name).map(|c| c.revision),
+            )?;
             cluster.revision = revision;
             state.clusters.insert(cluster.name.clone(), cluster.clone());
             vec![Event::ClusterPut { cluster }]
@@ -271,7 +254,7 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             if current.is_none() {
                 return Err(Rejection::NotFound { what });
             }
-            expect.check(&what, current)?;
+            expected(expect, &what, current)?;
             let count = state.exports.keys().filter(|k| k.cluster == name).count();
             if count > 0 {
                 return Err(Rejection::ClusterHasExports {
@@ -281,7 +264,8 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             }
             // A policy naming the cluster would be left naming an unknown one.
             for policy in state.policies.values() {
-                let named = crate::vet::policy_clusters(&policy.body, |c| c != name);
+                let named =
+                    isthmus_federation_api::vet::policy_clusters(&policy.body, |c| c != name);
                 if let Some(finding) = named.first() {
                     return Err(Rejection::Vet {
                         field: "name".into(),
@@ -303,7 +287,7 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             }
             let key = export.key();
             let what = format!("export {key}");
-            expect.check(&what, state.exports.get(&key).map(|e| e.revision))?;
+            expected(expect, &what, state.exports.get(&key).map(|e| e.revision))?;
             export.revision = revision;
             state.exports.insert(key, export.clone());
             vec![Event::ExportPut { export }]
@@ -314,7 +298,7 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             if current.is_none() {
                 return Err(Rejection::NotFound { what });
             }
-            expect.check(&what, current)?;
+            expected(expect, &what, current)?;
             state.exports.remove(&key);
             vec![Event::ExportDeleted {
                 cluster: key.cluster,
@@ -327,16 +311,17 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             expect,
         } => {
             let current = state.trust_bundle.as_ref().map(|b| b.revision);
-            expect.check("the trust bundle", current)?;
+            expected(expect, "the trust bundle", current)?;
             trust_bundle.revision = revision;
             state.trust_bundle = Some(trust_bundle.clone());
             vec![Event::TrustBundleSet { trust_bundle }]
         }
         Command::PutPolicy { mut policy, expect } => {
-            if let Some(finding) =
-                crate::vet::policy_clusters(&policy.body, |c| state.clusters.contains_key(c))
-                    .into_iter()
-                    .next()
+            if let Some(finding) = isthmus_federation_api::vet::policy_clusters(&policy.body, |c| {
+                state.clusters.contains_key(c)
+            })
+            .into_iter()
+            .next()
             {
                 return Err(Rejection::Vet {
                     field: finding.field,
@@ -344,15 +329,25 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
                 });
             }
             let what = format!("policy \"{}\"", policy.name);
-            expect.check(&what, state.policies.get(&policy.name).map(|p| p.revision))?;
+            expected(
+                expect,
+                &what,
+                state.policies.get(&policy.name).map(|p| p.revision),
+            )?;
             policy.revision = revision;
             state.policies.insert(policy.name.clone(), policy.clone());
             vec![Event::PolicyPut { policy }]
         }
         Command::PutClaim { mut claim, expect } => {
             let what = format!("the claim of {}", claim.host);
-            expect.check(&what, state.claims.get(&claim.host).map(|c| c.revision))?;
-            if let Some(other) = crate::claims::conflict(state.claims.values(), &claim) {
+            expected(
+                expect,
+                &what,
+                state.claims.get(&claim.host).map(|c| c.revision),
+            )?;
+            if let Some(other) =
+                isthmus_federation_api::claims::conflict(state.claims.values(), &claim)
+            {
                 return Err(Rejection::Claimed {
                     host: claim.host,
                     namespace: other.namespace.clone(),
@@ -369,7 +364,7 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             if current.is_none() {
                 return Err(Rejection::NotFound { what });
             }
-            expect.check(&what, current)?;
+            expected(expect, &what, current)?;
             state.claims.remove(&host);
             vec![Event::ClaimDeleted { host }]
         }
@@ -379,7 +374,7 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             if current.is_none() {
                 return Err(Rejection::NotFound { what });
             }
-            expect.check(&what, current)?;
+            expected(expect, &what, current)?;
             state.policies.remove(&name);
             vec![Event::PolicyDeleted { name }]
         }
@@ -505,10 +500,84 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
     Ok((revision, events))
 }
 
+impl Command {
+    /// The stateless checks, made before the command is proposed, whichever face or
+    /// node it came through; fields are named as the model names them.
+    pub fn validate(&self, domain: &TrustDomain) -> Result<(), ApiError> {
+        match self {
+            Command::PutCluster { cluster: c, .. } => validate::cluster(c),
+            Command::DeleteCluster { name: n, .. } => validate::name("name", n),
+            Command::PutExport { export: e, .. } => validate::export(e),
+            Command::DeleteExport { key, .. } => validate::export_key(key),
+            Command::SetTrustBundle {
+                trust_bundle: b, ..
+            } => validate::trust_bundle(b, Some(domain)).map(|_| ()),
+            Command::PutPolicy { policy: p, .. } => validate::policy(p),
+            Command::DeletePolicy { name: n, .. } => validate::name("name", n),
+            Command::PutClaim { claim, .. } => {
+                isthmus_federation_api::claims::check(claim).map(|_| ())
+            }
+            Command::DeleteClaim { host, .. } => {
+                isthmus_federation_api::claims::HostPattern::parse(host)
+                    .map(|_| ())
+                    .map_err(|e| ApiError::invalid("host", e.to_string()))
+            }
+            Command::CreateCluster {
+                name: n,
+                locality: l,
+                ..
+            } => {
+                validate::name("name", n)?;
+                l.as_deref()
+                    .map_or(Ok(()), |l| validate::locality("locality", l))
+            }
+            Command::Enroll {
+                name: n,
+                gateway,
+                intermediate_pem,
+                ..
+            } => {
+                validate::name("cluster", n)?;
+                validate::gateway_endpoint("gateway", gateway)?;
+                validate::intermediate("intermediate_pem", intermediate_pem, n)
+            }
+            Command::SetGateway {
+                cluster: c,
+                gateway,
+            } => {
+                validate::name("cluster", c)?;
+                validate::gateway_endpoint("gateway", gateway)
+            }
+            Command::RevokeCluster { name: n } => validate::name("name", n),
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        let message = rejection.to_string();
+        match rejection {
+            Rejection::NotFound { .. } => Self::NotFound(message),
+            Rejection::AlreadyExists { .. } | Rejection::Claimed { .. } => {
+                Self::AlreadyExists(message)
+            }
+            Rejection::RevisionMismatch { .. }
+            | Rejection::ClusterHasExports { .. }
+            | Rejection::Revoked { .. } => Self::FailedPrecondition(message),
+            Rejection::Vet { field, message } => Self::admission(field, message),
+            Rejection::JoinRefused { .. } => Self::PermissionDenied(message),
+            Rejection::UnknownCluster { cluster } => Self::admission(
+                "cluster",
+                format!("unknown cluster \"{cluster}\"; create the cluster first"),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClusterState, EndpointHealth, ExportPort, PortProtocol};
+    use isthmus_federation_api::model::{EndpointHealth, ExportPort, PortProtocol};
 
     fn cluster(name: &str) -> Cluster {
         Cluster {

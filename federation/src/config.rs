@@ -423,7 +423,7 @@ fn role(
 ) -> crate::access::Role {
     use crate::access::{Role, RoleName};
     for (j, ns) in namespaces.iter().enumerate() {
-        if crate::validate::name("namespace", ns).is_err() {
+        if isthmus_federation_api::validate::name("namespace", ns).is_err() {
             problems.push(FieldProblem::new(
                 format!("{field}.namespaces[{j}]"),
                 format!("{ns:?}"),
@@ -507,7 +507,9 @@ fn access_control(
     let mut names = std::collections::BTreeSet::new();
     for (i, entry) in admin.tokens.iter().enumerate() {
         let field = format!("admin.tokens[{i}]");
-        if crate::validate::name("name", &entry.name).is_err() || !names.insert(&entry.name) {
+        if isthmus_federation_api::validate::name("name", &entry.name).is_err()
+            || !names.insert(&entry.name)
+        {
             problems.push(FieldProblem::new(
                 format!("{field}.name"),
                 format!("{:?}", entry.name),

@@ -18,15 +18,17 @@ use std::time::{Duration, SystemTime};
 use isthmus_ca::{Authority, TrustDomain};
 use tonic::{Request, Response, Status};
 
+use isthmus_federation_api::ApiError;
+use isthmus_federation_api::join::{JoinToken, secret_sha256};
+use isthmus_federation_api::model::{ClusterState, GatewayEndpoint, JoinGrant};
+use isthmus_federation_api::proto;
+use isthmus_federation_api::proto::enrollment_server::Enrollment;
+use isthmus_federation_api::status::Consistency;
+use isthmus_federation_api::validate;
+
 use crate::command::Command;
-use crate::error::ApiError;
-use crate::join::{JoinToken, secret_sha256};
-use crate::model::{ClusterState, GatewayEndpoint, JoinGrant};
-use crate::proto;
-use crate::proto::enrollment_server::Enrollment;
-use crate::service::{Consistency, Federation};
+use crate::service::Federation;
 use crate::tls::NodeTls;
-use crate::validate;
 
 /// What a node needs to mint tokens and enroll gateways.
 #[derive(Debug, Clone)]

@@ -1,37 +1,41 @@
-//! The Isthmus federation: what member clusters agree on, replicated with Raft.
+//! The Isthmus federation server: what member clusters agree on, replicated with Raft.
+//! The data model, the policy language and the admin protocol are the API crate's
+//! (`isthmus-federation-api`); this crate decides and stores.
 //!
-//! - [`model`]: the versioned data model (clusters, exports, trust bundle, policies).
+//! ```text
+//!   gRPC face (grpc) ─┐
+//!                     ├─▶ admin (one operation layer) ─▶ service (reads, writes, watch)
+//!   REST face (rest) ─┘        │ access (roles)               │ Raft (openraft)
+//!                              ▼                              ▼
+//!                         enroll (join tokens)      command (pure apply) ─▶ store (sled)
+//! ```
+//!
+//! - [`admin`]: every admin operation once: (caller, request) → answer.
+//! - [`grpc`], [`rest`]: the two faces; conversions and a call each.
+//! - [`access`]: who may call, and what each role may do (pure).
 //! - [`command`]: catalog commands and their pure, deterministic application.
-//! - [`validate`]: stateless input checks that name the field.
-//! - [`store`]: the sled-backed Raft log and state machine.
-//! - [`raft`]: openraft's type configuration.
-//! - [`bundle`]: the trust bundle's protobuf form.
+//! - [`service`]: writes through Raft, linearizable reads, membership, the watch.
+//! - [`store`]: the sled-backed Raft log and state machine, and its data model version.
+//! - [`network`], [`tls`], [`node`]: Raft RPC, mutual TLS, starting and stopping a node.
 
 pub mod access;
-pub mod bundle;
-pub mod claims;
+pub mod admin;
 pub mod command;
 pub mod config;
 pub mod enroll;
-pub mod enroll_client;
-pub mod error;
+#[cfg(feature = "testing")]
+pub mod faults;
 pub mod grpc;
-pub mod join;
 pub mod metrics;
-pub mod mirror;
-pub mod model;
 pub mod network;
 pub mod node;
-pub mod policy;
 pub mod raft;
 pub mod rest;
 pub mod service;
 pub mod store;
 pub mod tls;
-pub mod validate;
-pub mod vet;
 
-/// Generated protobuf types of `isthmus.federation.v1`.
+/// Generated protobuf types of the node-to-node Raft protocol (`raft.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod proto {
     tonic::include_proto!("isthmus.federation.v1");

@@ -2,8 +2,9 @@
 //! ([`Network`], openraft's network factory, which also forwards admin requests to the
 //! leader) and the server side ([`RaftRpc`]). Payloads are openraft's own types as JSON.
 //!
-//! Every outgoing call passes [`LinkFaults`] first: empty in production; the in-process
-//! test harness uses it to cut and delay links between particular nodes.
+//! Built with the `testing` feature, every outgoing call passes the harness's
+//! [`crate::faults::LinkFaults`] first, which cut and delay links between particular
+//! nodes; production builds have no such hook.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,78 +24,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
-use crate::error::ApiError;
+use isthmus_federation_api::ApiError;
+
 use crate::proto::RaftPayload;
 use crate::proto::raft_client::RaftClient;
 use crate::raft::{NodeId, NodeInfo, Raft, TypeConfig};
 use crate::service::{Federation, ForwardReply, ForwardRequest};
 use crate::tls::NodeTls;
-
-/// A fault on the link from one node to another (test harness only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Every call fails as unreachable.
-    Cut,
-    /// Every call waits this long first.
-    Delay(Duration),
-}
-
-/// Faults injected on links between nodes, shared by the nodes of one test harness.
-#[derive(Debug, Clone, Default)]
-pub struct LinkFaults(Arc<Mutex<HashMap<(NodeId, NodeId), Fault>>>);
-
-impl LinkFaults {
-    fn set(&self, a: NodeId, b: NodeId, fault: Option<Fault>) {
-        let mut links = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for key in [(a, b), (b, a)] {
-            match fault {
-                Some(f) => links.insert(key, f),
-                None => links.remove(&key),
-            };
-        }
-    }
-
-    /// Cuts the link between `a` and `b`, both ways.
-    pub fn cut(&self, a: NodeId, b: NodeId) {
-        self.set(a, b, Some(Fault::Cut));
-    }
-
-    /// Delays every call between `a` and `b`, both ways.
-    pub fn delay(&self, a: NodeId, b: NodeId, by: Duration) {
-        self.set(a, b, Some(Fault::Delay(by)));
-    }
-
-    /// Restores the link between `a` and `b`.
-    pub fn heal(&self, a: NodeId, b: NodeId) {
-        self.set(a, b, None);
-    }
-
-    /// Restores every link.
-    pub fn heal_all(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
-    async fn pass(&self, from: NodeId, to: NodeId) -> Result<(), LinkCut> {
-        let fault = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(from, to))
-            .copied();
-        match fault {
-            None => Ok(()),
-            Some(Fault::Cut) => Err(LinkCut),
-            Some(Fault::Delay(by)) => {
-                tokio::time::sleep(by).await;
-                Ok(())
-            }
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("link cut by the test harness")]
-struct LinkCut;
 
 /// Why a call to another node failed before it got an answer.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +47,8 @@ pub struct Network {
     me: NodeId,
     tls: NodeTls,
     trust_domain: TrustDomain,
-    faults: LinkFaults,
+    #[cfg(feature = "testing")]
+    faults: crate::faults::LinkFaults,
     channels: Mutex<HashMap<(NodeId, String), RaftClient<Channel>>>,
 }
 
@@ -120,12 +57,17 @@ pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 
 impl Network {
     /// The network of node `me`.
-    pub fn new(me: NodeId, tls: NodeTls, faults: LinkFaults) -> Arc<Self> {
+    pub fn new(
+        me: NodeId,
+        tls: NodeTls,
+        #[cfg(feature = "testing")] faults: crate::faults::LinkFaults,
+    ) -> Arc<Self> {
         let trust_domain = tls.id().trust_domain().clone();
         Arc::new(Self {
             me,
             tls,
             trust_domain,
+            #[cfg(feature = "testing")]
             faults,
             channels: Mutex::new(HashMap::new()),
         })
@@ -147,7 +89,8 @@ impl Network {
             .tls
             .client_config(expected)
             .map_err(|e| CallError::Network(e.to_string()))?;
-        let channel = crate::tls::channel(&node.raft_addr, config, None)
+        tracing::debug!(from = self.me, to = target, addr = %node.raft_addr, "raft channel");
+        let channel = isthmus_federation_api::channel::channel(&node.raft_addr, config, None)
             .map_err(|e| CallError::Unreachable(format!("{}: {e}", node.raft_addr)))?;
         let client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
@@ -164,6 +107,7 @@ impl Network {
         request: &Req,
         ttl: Duration,
     ) -> Result<Resp, CallError> {
+        #[cfg(feature = "testing")]
         self.faults
             .pass(self.me, target)
             .await
@@ -189,6 +133,7 @@ impl Network {
             Ok(Ok(reply)) => reply.into_inner(),
         };
         // The link may have been cut while the call was in flight.
+        #[cfg(feature = "testing")]
         self.faults
             .pass(self.me, target)
             .await

@@ -14,12 +14,14 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use isthmus_federation_api::proto::enrollment_server::EnrollmentServer;
+use isthmus_federation_api::proto::federation_admin_server::FederationAdminServer;
+
+use crate::admin::Admin;
 use crate::config::{FederationConfig, FederationListen};
 use crate::enroll::{Enroller, EnrollmentGrpc};
 use crate::grpc::AdminGrpc;
-use crate::network::{LinkFaults, MAX_RAFT_MESSAGE, Network, NetworkFactory, RaftRpc};
-use crate::proto::enrollment_server::EnrollmentServer;
-use crate::proto::federation_admin_server::FederationAdminServer;
+use crate::network::{MAX_RAFT_MESSAGE, Network, NetworkFactory, RaftRpc};
 use crate::proto::raft_server::RaftServer;
 use crate::raft::{NodeId, NodeInfo, Raft};
 use crate::rest::{MAX_BODY, TlsListener};
@@ -30,8 +32,9 @@ use crate::tls::{NodeTls, TlsError, accept_tls};
 /// Knobs for tests and embedding; production uses the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOptions {
-    /// Link faults (test harness).
-    pub faults: LinkFaults,
+    /// Link faults (the test harness's; `testing` feature only).
+    #[cfg(feature = "testing")]
+    pub faults: crate::faults::LinkFaults,
     /// Service-layer timeouts.
     pub timeouts: ServiceTimeouts,
 }
@@ -229,7 +232,12 @@ pub async fn start(
     })?;
     let (log, sm) = open_store(&data_dir, config.raft.watch_history).await?;
     let view = sm.view();
-    let net = Network::new(config.node_id, tls.clone(), options.faults.clone());
+    let net = Network::new(
+        config.node_id,
+        tls.clone(),
+        #[cfg(feature = "testing")]
+        options.faults.clone(),
+    );
     let raft_config = config
         .raft
         .openraft_config(&format!("isthmus-{trust_domain}"))
@@ -306,13 +314,14 @@ pub async fn start(
             }
         }));
     }
-    let admin_service = FederationAdminServer::new(AdminGrpc::new(
+    let admin = Arc::new(Admin::new(
         federation.clone(),
         enroller.clone(),
         access.clone(),
-    ))
-    .max_decoding_message_size(MAX_BODY)
-    .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    ));
+    let admin_service = FederationAdminServer::new(AdminGrpc::new(admin.clone()))
+        .max_decoding_message_size(MAX_BODY)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let admin_incoming = incoming(
         admin_listener,
         tls.admin_server_config(tls.admin_grpc_identities(), &[b"h2"])?,
@@ -350,7 +359,7 @@ pub async fn start(
             }
         }));
     }
-    let router = crate::rest::router(federation.clone(), access.clone());
+    let router = crate::rest::router(admin);
     let shutdown = stop.clone().cancelled_owned();
     tasks.push(tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<crate::rest::PeerIdentity>();
@@ -388,7 +397,7 @@ async fn follow_bundle(
         if let Some(doc) = view.read(|s| s.trust_bundle.clone()) {
             let key = (doc.roots_pem.clone(), doc.retired_pem.clone());
             if applied.as_ref() != Some(&key) {
-                match crate::validate::trust_bundle(&doc, None) {
+                match isthmus_federation_api::validate::trust_bundle(&doc, None) {
                     Ok(new) => {
                         bundle.replace(new);
                         tracing::info!(

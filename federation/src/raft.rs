@@ -8,31 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Rejection};
 
-/// A federation node's Raft id.
-pub type NodeId = u64;
-
-/// What the cluster records about a member: its name (the `NODE` of its SPIFFE ID
-/// `spiffe://TD/federation/NODE`) and where it listens.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct NodeInfo {
-    /// The node's name.
-    pub name: String,
-    /// `host:port` of its Raft RPC listener (gRPC, mutual TLS).
-    pub raft_addr: String,
-    /// `host:port` of its admin gRPC listener.
-    pub admin_addr: String,
-    /// `host:port` of its admin REST listener.
-    pub rest_addr: String,
-    /// `host:port` of its enrollment listener, when it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enroll_addr: Option<String>,
-}
-
-impl std::fmt::Display for NodeInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.name, self.raft_addr)
-    }
-}
+pub use isthmus_federation_api::status::{NodeId, NodeInfo};
 
 /// A log entry's payload: the commands of concurrent writers, batched by the leader
 /// so that one entry (one disk flush, one replication round) carries many. Each command

@@ -14,24 +14,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use isthmus_federation_api::ApiError;
+use isthmus_federation_api::model::CatalogState;
+use isthmus_federation_api::status::{Consistency, MemberStatus, StatusReport};
+use isthmus_federation_api::watch::WatchMessage;
+
 use crate::command::Command;
-use crate::error::ApiError;
 use crate::metrics::{ConsistencyLabels, FederationMetrics, ResultLabels};
-use crate::model::{CatalogState, RevisionEvents};
 use crate::network::Network;
 use crate::raft::{NodeId, NodeInfo, Raft, Request, Response};
 use crate::store::{CatalogView, WatchFrom};
-
-/// How fresh a read must be.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Consistency {
-    /// Reflects every write acknowledged before the read began.
-    #[default]
-    Linearizable,
-    /// Whatever this node has applied.
-    Stale,
-}
 
 /// A request a follower hands to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,63 +58,6 @@ pub enum ForwardReply {
     ReadIndex(Option<u64>),
     /// A status report.
     Status(StatusReport),
-}
-
-/// One member as `status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct MemberStatus {
-    /// Raft id.
-    pub node_id: NodeId,
-    /// Name and addresses.
-    #[serde(flatten)]
-    pub info: NodeInfo,
-    /// A voter (otherwise a learner).
-    pub voter: bool,
-    /// Log entries behind the leader, when known (only the leader knows).
-    pub lag: Option<u64>,
-}
-
-/// A node's view of the federation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct StatusReport {
-    /// The reporting node.
-    pub node_id: NodeId,
-    /// Its name.
-    pub name: String,
-    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
-    pub state: String,
-    /// The leader it knows of.
-    pub leader_id: Option<NodeId>,
-    /// Current term.
-    pub term: u64,
-    /// Index of its last log entry.
-    pub last_log_index: Option<u64>,
-    /// Index of the last entry applied to its catalog.
-    pub applied_index: Option<u64>,
-    /// Catalog revision it has applied.
-    pub revision: u64,
-    /// Whether the federation has been initialised.
-    pub initialized: bool,
-    /// Members, voters and learners.
-    pub members: Vec<MemberStatus>,
-}
-
-/// One message of a watch stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum WatchMessage {
-    /// The changes of one revision.
-    Changes(RevisionEvents),
-    /// Part of a full state at `revision`: discard what you hold; the parts up to the
-    /// one with `done` together are the whole catalog.
-    Snapshot {
-        /// The state's revision.
-        revision: u64,
-        /// Objects, as put events.
-        events: Vec<crate::model::Event>,
-        /// The last part.
-        done: bool,
-    },
 }
 
 /// Timeouts of the service layer.
@@ -372,11 +307,14 @@ impl Federation {
     }
 
     async fn write_unmetered(&self, command: Command) -> Result<u64, ApiError> {
-        crate::validate::command(&command, &self.trust_domain)?;
+        command.validate(&self.trust_domain)?;
         if let Command::SetTrustBundle { trust_bundle, .. } = &command {
             // A bundle that no longer trusts the federation's own certificates would cut
             // the nodes off from each other and from every gateway at once.
-            let bundle = crate::validate::trust_bundle(trust_bundle, Some(&self.trust_domain))?;
+            let bundle = isthmus_federation_api::validate::trust_bundle(
+                trust_bundle,
+                Some(&self.trust_domain),
+            )?;
             if let Some(top) = self.own_chain.last() {
                 if bundle.signer_of(top).is_err() {
                     return Err(ApiError::FailedPrecondition(format!(
@@ -421,12 +359,8 @@ impl Federation {
         consistency: Consistency,
         f: impl FnOnce(&CatalogState) -> T,
     ) -> Result<T, ApiError> {
-        let consistency_label = match consistency {
-            Consistency::Linearizable => "linearizable",
-            Consistency::Stale => "stale",
-        };
         let labels = ConsistencyLabels {
-            consistency: consistency_label,
+            consistency: consistency.as_str(),
         };
         self.metrics.reads.get_or_create(&labels).inc();
         self.read_barrier(consistency).await?;
@@ -511,10 +445,10 @@ impl Federation {
         request: ForwardRequest,
     ) -> Result<ForwardReply, ApiError> {
         match &request {
-            ForwardRequest::Write(command) => {
-                crate::validate::command(command, &self.trust_domain)?
+            ForwardRequest::Write(command) => command.validate(&self.trust_domain)?,
+            ForwardRequest::AddMember { id, info } => {
+                isthmus_federation_api::validate::member(*id, info)?
             }
-            ForwardRequest::AddMember { id, info } => crate::validate::member(*id, info)?,
             _ => {}
         }
         self.execute_local(request).await
@@ -799,11 +733,55 @@ impl Federation {
         });
         rx
     }
+
+    /// The changes after revision `after` that are there now, waiting up to `wait` for
+    /// the first when there are none (a blocking query, for clients that poll): the
+    /// same messages, in the same order, as [`Self::watch`] would stream. At most
+    /// [`EVENTS_PER_READ`] revisions, or one full state when the history no longer
+    /// reaches back that far.
+    pub async fn changes(&self, after: u64, wait: Duration) -> Result<Vec<WatchMessage>, ApiError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changed = self.view.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let next = self
+                .view
+                .since(after, EVENTS_PER_READ)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            match next {
+                WatchFrom::Snapshot(state) => {
+                    let parts = snapshot_parts(state.as_events());
+                    let count = parts.len();
+                    return Ok(parts
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, events)| WatchMessage::Snapshot {
+                            revision: state.revision,
+                            events,
+                            done: i + 1 == count,
+                        })
+                        .collect());
+                }
+                WatchFrom::Events(list) if !list.is_empty() => {
+                    return Ok(list.into_iter().map(WatchMessage::Changes).collect());
+                }
+                WatchFrom::Events(_) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                        () = self.stop.cancelled() => return Ok(Vec::new()),
+                        changed = changed.changed() => if changed.is_err() { return Ok(Vec::new()) },
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Splits a full state into watch messages of about [`SNAPSHOT_PART_BYTES`] each
 /// (at least one message, possibly empty).
-fn snapshot_parts(events: Vec<crate::model::Event>) -> Vec<Vec<crate::model::Event>> {
+fn snapshot_parts(
+    events: Vec<isthmus_federation_api::model::Event>,
+) -> Vec<Vec<isthmus_federation_api::model::Event>> {
     let mut parts = vec![Vec::new()];
     let mut size = 0;
     for event in events {
@@ -888,7 +866,7 @@ fn leader_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Cluster, ClusterState, Event};
+    use isthmus_federation_api::model::{Cluster, ClusterState, Event};
 
     fn big_cluster(i: usize) -> Event {
         Event::ClusterPut {

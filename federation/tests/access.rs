@@ -17,8 +17,8 @@ use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::{SpiffeVerifier, client_config_without_cert};
 use isthmus_ca::{KeyAlgorithm, SharedBundle, SpiffeId, TrustBundle};
 use isthmus_federation::access::{AccessControl, Role, TokenGrant, token_sha256};
-use isthmus_federation::proto;
-use isthmus_federation::proto::federation_admin_client::FederationAdminClient;
+use isthmus_federation_api::proto;
+use isthmus_federation_api::proto::federation_admin_client::FederationAdminClient;
 use support::*;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -168,7 +168,7 @@ fn grpc_client(h: &Harness, creds: &Credentials) -> FederationAdminClient<Channe
         }
     };
     let addr = h.node(1).listen.admin.to_string();
-    FederationAdminClient::new(isthmus_federation::tls::channel(&addr, tls, None).unwrap())
+    FederationAdminClient::new(isthmus_federation_api::channel::channel(&addr, tls, None).unwrap())
 }
 
 fn request<T>(creds: &Credentials, message: T) -> tonic::Request<T> {
@@ -384,13 +384,7 @@ async fn grpc_call(
             .await
             .map(drop),
         "Watch" => c
-            .watch(request(
-                creds,
-                proto::WatchRequest {
-                    after_revision: 0,
-                    ..Default::default()
-                },
-            ))
+            .watch(request(creds, proto::WatchRequest { after_revision: 0 }))
             .await
             .map(drop),
         "CreateCluster" => c

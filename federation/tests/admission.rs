@@ -6,7 +6,7 @@
 
 mod support;
 
-use isthmus_federation::proto;
+use isthmus_federation_api::proto;
 use support::*;
 use tonic::Code;
 
@@ -99,7 +99,8 @@ async fn misconfiguration_is_refused_with_the_field_and_nothing_is_written() {
         "only the owner's own claim was written"
     );
 
-    // A policy naming a cluster that does not exist.
+    // A policy naming a cluster that does not exist: refused by the catalog as it stands
+    // (FAILED_PRECONDITION, 409 on REST), naming the field.
     let before = revision().await;
     let err = c
         .put_policy(policy(
@@ -107,7 +108,7 @@ async fn misconfiguration_is_refused_with_the_field_and_nothing_is_written() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
         err.message().contains("body.rules[0].from[1].cluster")
             && err.message().contains("unknown cluster \"esat\""),
@@ -165,7 +166,7 @@ async fn misconfiguration_is_refused_with_the_field_and_nothing_is_written() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
         err.message()
             .contains("policy \"p\" names cluster \"west\" (body.rules[0].from[0].cluster)"),

@@ -9,10 +9,10 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use isthmus_federation::command::{Command as CatalogCommand, Expect};
-use isthmus_federation::model::{Cluster, ClusterState};
+use isthmus_federation::command::Command as CatalogCommand;
 use isthmus_federation::raft::{Request, TypeConfig};
 use isthmus_federation::store;
+use isthmus_federation_api::model::{Cluster, ClusterState, Expect};
 use openraft::storage::RaftLogStorageExt;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader};
 

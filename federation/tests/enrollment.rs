@@ -9,11 +9,11 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId};
-use isthmus_federation::enroll_client::{EnrollError, enroll};
-use isthmus_federation::join::JoinToken;
-use isthmus_federation::proto;
-use isthmus_federation::proto::enroll_request::Intermediate;
-use isthmus_federation::proto::federation_admin_client::FederationAdminClient;
+use isthmus_federation_api::enroll::{EnrollError, enroll};
+use isthmus_federation_api::join::JoinToken;
+use isthmus_federation_api::proto;
+use isthmus_federation_api::proto::enroll_request::Intermediate;
+use isthmus_federation_api::proto::federation_admin_client::FederationAdminClient;
 use support::*;
 use tonic::Code;
 
@@ -52,7 +52,7 @@ fn gateway_client(
     );
     let tls = client_tls(&h.dir.path().join("bundle.pem"), &cert, &key);
     let addr = h.node(1).listen.admin.to_string();
-    FederationAdminClient::new(isthmus_federation::tls::channel(&addr, tls, None).unwrap())
+    FederationAdminClient::new(isthmus_federation_api::channel::channel(&addr, tls, None).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

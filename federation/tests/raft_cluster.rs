@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use isthmus_federation::config::RaftTiming;
-use isthmus_federation::proto;
+use isthmus_federation_api::proto;
 use support::*;
 use tonic::Code;
 

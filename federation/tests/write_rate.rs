@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use isthmus_federation::command::{Command, Expect};
-use isthmus_federation::model::{Cluster, ClusterState};
+use isthmus_federation::command::Command;
+use isthmus_federation_api::model::{Cluster, ClusterState, Expect};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use isthmus_federation::policy::{Caller, Decision, NamedLimit, PolicySet, Target};
+use std::collections::BTreeMap;
+
+use isthmus_federation_api::model::Policy;
+use isthmus_federation_api::policy::{Caller, Decision, NamedLimit, PolicySet, Target};
 
 /// The authorization in force.
 #[derive(Debug, Clone)]
@@ -44,19 +47,20 @@ pub struct Verdict {
 }
 
 impl Authorization {
-    /// Builds the authorization from the federation's policy documents (name, body),
-    /// failing closed: one document that does not parse denies everything.
-    pub fn from_documents<'a>(docs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut parsed = Vec::new();
-        for (name, body) in docs {
-            match isthmus_federation::policy::parse(body) {
-                Ok(body) => parsed.push((name, body)),
-                Err(e) => {
-                    return Self::Unusable(format!("policy \"{name}\" cannot be read: {e}"));
-                }
-            }
+    /// The authorization of the federation's policies, failing closed: one policy this
+    /// gateway could not read (`unreadable`, name → why) denies everything.
+    pub fn from_policies<'a>(
+        policies: impl IntoIterator<Item = &'a Policy>,
+        unreadable: &BTreeMap<String, String>,
+    ) -> Self {
+        if let Some((name, why)) = unreadable.iter().next() {
+            return Self::Unusable(format!("policy \"{name}\" cannot be read: {why}"));
         }
-        Self::Policies(Arc::new(PolicySet::new(parsed)))
+        Self::Policies(Arc::new(PolicySet::new(
+            policies
+                .into_iter()
+                .map(|p| (p.name.as_str(), p.body.clone())),
+        )))
     }
 
     /// The decision for `caller` asking for `target` (pure).
@@ -272,7 +276,7 @@ impl Limiter {
 mod tests {
     use std::time::Duration;
 
-    use isthmus_federation::policy::{LimitTarget, PolicyBody, RateLimit};
+    use isthmus_federation_api::policy::{LimitTarget, PolicyBody, RateLimit};
 
     use super::*;
 
@@ -375,7 +379,14 @@ mod tests {
     fn authorization_fails_closed_and_names_the_rule() {
         let allow = r#"{"rules":[{"name":"east-api","action":"allow","from":[{"cluster":"east"}],"to":{"namespace":"shop","service":"api"}},
                                  {"name":"watch","action":"deny","mode":"shadow","from":[{"cluster":"*"}],"to":{"namespace":"shop"}}]}"#;
-        let a = Authorization::from_documents([("p", allow)]);
+        let policy = |name: &str, body: &str| Policy {
+            name: name.into(),
+            body: isthmus_federation_api::policy::parse(body).unwrap(),
+            revision: 1,
+        };
+        let p = policy("p", allow);
+        let none = BTreeMap::new();
+        let a = Authorization::from_policies([&p], &none);
         let v = a.decide(&EAST, &API);
         assert!(v.allowed);
         assert_eq!(
@@ -395,7 +406,10 @@ mod tests {
             v.reason
         );
 
-        let broken = Authorization::from_documents([("p", allow), ("q", "{ not json")]);
+        // A policy the watch could not read (a newer language, say).
+        let q = isthmus_federation_api::policy::parse("{ not json").unwrap_err();
+        let unreadable = BTreeMap::from([("q".to_owned(), q.to_string())]);
+        let broken = Authorization::from_policies([&p], &unreadable);
         let v = broken.decide(&EAST, &API);
         assert!(!v.allowed, "one unreadable document denies everything");
         assert_eq!(v.rule, "unusable-policies");

@@ -33,7 +33,7 @@ pub struct Catalog {
     authorization: Arc<Authorization>,
     /// Traffic claims, for a federation member (`None` when run from a static config,
     /// which has no federation to hold them).
-    claims: Option<Arc<Vec<isthmus_federation::claims::Claim>>>,
+    claims: Option<Arc<Vec<isthmus_federation_api::claims::Claim>>>,
 }
 
 impl Catalog {
@@ -91,7 +91,7 @@ impl Catalog {
     }
 
     /// The same catalog with the federation's traffic claims in force.
-    pub fn with_claims(&self, claims: Vec<isthmus_federation::claims::Claim>) -> Self {
+    pub fn with_claims(&self, claims: Vec<isthmus_federation_api::claims::Claim>) -> Self {
         Self {
             exports: self.exports.clone(),
             peers: self.peers.clone(),
@@ -104,13 +104,13 @@ impl Catalog {
     /// claim for. Only a federation member checks: a static config has no claims.
     pub fn check_claim(
         &self,
-        pattern: &isthmus_federation::claims::HostPattern,
+        pattern: &isthmus_federation_api::claims::HostPattern,
         namespace: &str,
     ) -> Result<(), String> {
         match &self.claims {
             None => Ok(()),
             Some(claims)
-                if isthmus_federation::claims::covered(claims.iter(), pattern, namespace) =>
+                if isthmus_federation_api::claims::covered(claims.iter(), pattern, namespace) =>
             {
                 Ok(())
             }

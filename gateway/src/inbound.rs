@@ -9,7 +9,7 @@ use quinn::{RecvStream, SendStream};
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 
-use isthmus_federation::policy::{Caller, Target};
+use isthmus_federation_api::policy::{Caller, Target};
 
 use crate::catalog::Catalog;
 use crate::gateway::Shared;

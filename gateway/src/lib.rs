@@ -5,8 +5,7 @@
 //! Pure cores: [`header`] (stream header codec), [`sni`] (ClientHello server name),
 //! [`balancer`] (endpoint choice and outlier detection), [`config`] (validation),
 //! [`names`] (which DNS names a gateway answers) and [`addresses`] (an address per
-//! imported service). [`dns`] serves `clusterset.local` from a live table; wiring it to
-//! the gateway config and the federation catalog is still to come.
+//! imported service). [`dns`] serves `clusterset.local` from a live table.
 //! IO around them: [`gateway`] wires the [`quic`] endpoint, [`peers`] pool, inbound and
 //! outbound sides, [`splice`] and [`metrics`].
 
@@ -15,7 +14,6 @@ pub mod authz;
 pub mod balancer;
 pub mod catalog;
 pub mod config;
-pub mod dev_mesh;
 pub mod dns;
 pub mod egress;
 pub mod gateway;
@@ -35,6 +33,5 @@ pub mod sni;
 pub mod splice;
 pub mod stream;
 mod upstream;
-pub mod vet;
 
 pub use gateway::{DrainReport, GatewayTls, RunningGateway, StartError, start, start_with};

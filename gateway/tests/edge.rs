@@ -18,9 +18,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use isthmus_gateway::dev_mesh::{ClusterSpec, DevMesh, ExportSpec, echo_server};
 use isthmus_gateway::egress::config::EgressSection;
 use isthmus_gateway::ingress::config::IngressSection;
+use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOUND: Duration = Duration::from_secs(30);

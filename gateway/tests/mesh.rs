@@ -8,9 +8,13 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use isthmus_federation::command::{Command as FedCommand, Expect};
-use isthmus_federation::model::{EndpointHealth, ExportPort, PortProtocol, ServiceExport};
-use isthmus_gateway::dev_mesh::{ClusterSpec, DevMesh, ExportSpec, echo_server};
+use isthmus_federation_api::model::{
+    Cluster, ClusterState, EndpointHealth, Expect, ExportPort, GatewayEndpoint, PortProtocol,
+    ServiceExport, TrustBundleDoc,
+};
+use isthmus_federation_api::request::{PutCluster, PutExport, RevokeCluster, SetTrustBundle};
+use isthmus_federation_api::status::Consistency;
+use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOUND: Duration = Duration::from_secs(30);
@@ -49,6 +53,19 @@ async fn curl(url: &str) -> Result<String, String> {
 async fn until<F: FnMut() -> bool>(what: &str, mut done: F) {
     let deadline = Instant::now() + BOUND;
     while !done() {
+        assert!(Instant::now() < deadline, "not within {BOUND:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`until`] for a condition that must ask the federation.
+async fn until_async<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + BOUND;
+    while !done().await {
         assert!(Instant::now() < deadline, "not within {BOUND:?}: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -157,14 +174,14 @@ async fn a_federation_outage_keeps_known_services_and_the_watch_resumes() {
     let before = metrics.catalog_revision.get();
     // A change made now, by a cluster with no gateway (so that no gateway's own
     // publishing touches it): a new member and its export.
-    let south = isthmus_federation::model::Cluster {
+    let south = Cluster {
         name: "south".into(),
-        gateways: vec![isthmus_federation::model::GatewayEndpoint {
+        gateways: vec![GatewayEndpoint {
             name: "ew".into(),
             address: "127.0.0.1:9".into(),
         }],
         intermediate_pem: None,
-        state: isthmus_federation::model::ClusterState::Active,
+        state: ClusterState::Active,
         locality: None,
         join: None,
         revision: 0,
@@ -184,21 +201,24 @@ async fn a_federation_outage_keeps_known_services_and_the_watch_resumes() {
         },
         revision: 0,
     };
-    for command in [
-        FedCommand::PutCluster {
-            cluster: south,
-            expect: Expect::Any,
-        },
-        FedCommand::PutExport {
-            export: added,
-            expect: Expect::Any,
-        },
-    ] {
+    let client = mesh.client().unwrap();
+    let cluster = PutCluster {
+        cluster: south,
+        expect: Expect::Any,
+    };
+    let export = PutExport {
+        export: added,
+        expect: Expect::Any,
+    };
+    for step in 0..2 {
         let deadline = Instant::now() + BOUND;
         loop {
             // The first write after the restart may meet an election in progress.
-            let node = mesh.any_node().unwrap();
-            match node.federation.write(command.clone()).await {
+            let written = match step {
+                0 => client.put_cluster(cluster.clone()).await,
+                _ => client.put_export(export.clone()).await,
+            };
+            match written {
                 Ok(_) => break,
                 Err(e) => {
                     assert!(Instant::now() < deadline, "no write after the restart: {e}");
@@ -267,12 +287,19 @@ async fn new_connections_fail_over_to_the_other_exporting_cluster() {
         .await
         .unwrap();
     // Wait until east has applied all three exports.
-    let node = mesh.any_node().unwrap();
-    until("the three exports are in the catalog", || {
-        node.federation.view().read(|s| s.exports.len()) == 3
+    let client = mesh.client().unwrap();
+    until_async("the three exports are in the catalog", || async {
+        client
+            .exports(Consistency::Linearizable)
+            .await
+            .is_ok_and(|l| l.items.len() == 3)
     })
     .await;
-    let target = node.federation.view().revision();
+    let target = client
+        .exports(Consistency::Linearizable)
+        .await
+        .unwrap()
+        .revision;
     let mut east_revision = mesh.members["east"].revision.clone();
     tokio::time::timeout(BOUND, east_revision.wait_for(|r| *r >= target))
         .await
@@ -323,19 +350,20 @@ async fn new_connections_fail_over_to_the_other_exporting_cluster() {
     // With south gone too, only north is left; its dead endpoint is ejected after its
     // consecutive failures, and north tells the federation it has no healthy endpoint.
     mesh.stop_member("south").await;
-    let node = mesh.any_node().unwrap();
-    let north_health = || {
-        node.federation.view().read(|s| {
-            s.exports
-                .values()
-                .find(|e| e.cluster == "north")
-                .map(|e| e.health.healthy)
-        })
+    let north_health = || async {
+        client
+            .exports(Consistency::Stale)
+            .await
+            .ok()?
+            .items
+            .iter()
+            .find(|e| e.cluster == "north")
+            .map(|e| e.health.healthy)
     };
     // North published 1 healthy endpoint at start (its config lists one); 0 can only
     // come from its live count. Its earlier refusals may have ejected it already.
     let deadline = Instant::now() + BOUND;
-    while north_health() != Some(0) {
+    while north_health().await != Some(0) {
         assert!(
             Instant::now() < deadline,
             "north never reported its endpoint down"
@@ -366,10 +394,10 @@ async fn probe(
     use isthmus_ca::verify::tls::SpiffeVerifier;
     let id = format!(
         "spiffe://{}/cluster/{cluster}/gateway/probe",
-        isthmus_gateway::dev_mesh::TRUST_DOMAIN
+        isthmus_testkit::mesh::TRUST_DOMAIN
     );
     let (chain_pem, key_pem) =
-        isthmus_gateway::dev_mesh::leaf_pem(intermediate, &id, Duration::from_secs(600)).unwrap();
+        isthmus_testkit::pki::leaf_pem(intermediate, &id, Duration::from_secs(600)).unwrap();
     let chain = isthmus_ca::pem::certs_from_pem(&chain_pem).unwrap();
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
         isthmus_ca::key_from_pem(&key_pem)
@@ -460,8 +488,8 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
     )
     .unwrap();
     let b = root_b.cert_chain_pem();
-    let set_bundle = |roots: String, retired: String| FedCommand::SetTrustBundle {
-        trust_bundle: isthmus_federation::model::TrustBundleDoc {
+    let set_bundle = |roots: String, retired: String| SetTrustBundle {
+        bundle: TrustBundleDoc {
             trust_domain: td.to_string(),
             roots_pem: roots,
             retired_pem: retired,
@@ -472,10 +500,9 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
     let updates = |m: &isthmus_gateway::metrics::Metrics| m.bundle_updates.get();
 
     // Stage 1: trust A and B everywhere.
-    mesh.any_node()
+    mesh.client()
         .unwrap()
-        .federation
-        .write(set_bundle(format!("{a}{b}"), String::new()))
+        .set_trust_bundle(set_bundle(format!("{a}{b}"), String::new()))
         .await
         .unwrap();
     until("both gateways trust A+B", || {
@@ -489,17 +516,18 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
         mesh.reissue_node(i, &root_b).unwrap();
         mesh.stop_node(i).await;
         mesh.start_node(i).await.unwrap();
-        let target = mesh.any_node().unwrap().federation.view().revision();
-        let node = mesh.node(i).unwrap();
-        until("the restarted node catches up", || {
-            node.federation.view().revision() >= target
-                && node
-                    .federation
-                    .raft()
-                    .metrics()
-                    .borrow()
-                    .current_leader
-                    .is_some()
+        let target = mesh
+            .client()
+            .unwrap()
+            .status(Consistency::Linearizable)
+            .await
+            .unwrap()
+            .revision;
+        let node = mesh.node_client(i).unwrap();
+        until_async("the restarted node catches up", || async {
+            node.status(Consistency::Stale)
+                .await
+                .is_ok_and(|s| s.revision >= target && s.leader_id.is_some())
         })
         .await;
     }
@@ -507,11 +535,11 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
     // Stage 2: issue from B — the clusters' intermediates, re-signed for their own keys.
     for cluster in ["west", "east"] {
         let current = mesh
-            .any_node()
+            .client()
             .unwrap()
-            .federation
-            .view()
-            .read(|s| s.clusters[cluster].clone());
+            .cluster(cluster, Consistency::Linearizable)
+            .await
+            .unwrap();
         let der =
             isthmus_ca::pem::certs_from_pem(current.intermediate_pem.as_deref().unwrap()).unwrap();
         let resigned = root_b
@@ -522,14 +550,13 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
                 std::time::SystemTime::now(),
             )
             .unwrap();
-        let updated = isthmus_federation::model::Cluster {
+        let updated = Cluster {
             intermediate_pem: Some(isthmus_ca::pem::certs_to_pem([&resigned])),
             ..current.clone()
         };
-        mesh.any_node()
+        mesh.client()
             .unwrap()
-            .federation
-            .write(FedCommand::PutCluster {
+            .put_cluster(PutCluster {
                 cluster: updated,
                 expect: Expect::Revision(current.revision),
             })
@@ -541,11 +568,11 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
     })
     .await;
 
-    // Stage 3: remove A.
-    mesh.any_node()
+    // Stage 3: remove A (the mesh's admin certificate chains to A: this is its last
+    // call).
+    mesh.client()
         .unwrap()
-        .federation
-        .write(set_bundle(b.clone(), a.clone()))
+        .set_trust_bundle(set_bundle(b.clone(), a.clone()))
         .await
         .unwrap();
     until("both gateways trust only B", || {
@@ -621,10 +648,9 @@ async fn a_revoked_cluster_is_refused_by_its_peers() {
         .await
         .unwrap();
     // ...and, once west is revoked, refused, though the chain is as valid as before.
-    mesh.any_node()
+    mesh.client()
         .unwrap()
-        .federation
-        .write(FedCommand::RevokeCluster {
+        .revoke_cluster(RevokeCluster {
             name: "west".into(),
         })
         .await

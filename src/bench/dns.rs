@@ -16,13 +16,13 @@ use anyhow::Context;
 use clap::Args;
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use isthmus_federation::command::{Command as FedCommand, Expect};
-use isthmus_federation::model::{
-    Cluster, ClusterState, EndpointHealth, ExportKey, ExportPort, GatewayEndpoint, PortProtocol,
-    ServiceExport,
+use isthmus_federation_api::model::{
+    Cluster, ClusterState, EndpointHealth, Expect, ExportKey, ExportPort, GatewayEndpoint,
+    PortProtocol, ServiceExport,
 };
-use isthmus_gateway::dev_mesh::{ClusterSpec, DevMesh};
+use isthmus_federation_api::request::{DeleteExport, PutCluster, PutExport};
 use isthmus_gateway::dns::{DnsServer, DnsTable, ServiceRecord};
+use isthmus_testkit::{ClusterSpec, DevMesh};
 
 use super::systems::{Proc, free_port};
 
@@ -76,11 +76,11 @@ pub(crate) fn propagation(args: &PropagationArgs) -> anyhow::Result<ExitCode> {
             };
             mesh.add_cluster(&spec).await?;
         }
-        // The exporting cluster has no gateway of its own: its exports are written
-        // directly, so that nothing but the benchmark changes them.
-        let node = mesh.any_node()?;
-        node.federation
-            .write(FedCommand::PutCluster {
+        // The exporting cluster has no gateway of its own: its exports are written by
+        // the benchmark through the admin API, so that nothing else changes them.
+        let client = mesh.client()?;
+        client
+            .put_cluster(PutCluster {
                 cluster: Cluster {
                     name: "src".into(),
                     gateways: vec![GatewayEndpoint {
@@ -95,14 +95,14 @@ pub(crate) fn propagation(args: &PropagationArgs) -> anyhow::Result<ExitCode> {
                 },
                 expect: Expect::Any,
             })
-            .await
-            .map_err(anyhow::Error::msg)?;
+            .await?;
         let watchers: Vec<_> = mesh.members.values().map(|m| m.revision.clone()).collect();
         let mut samples = Vec::with_capacity(args.changes * watchers.len());
         let mut commits = Vec::with_capacity(args.changes);
         for change in 0..args.changes {
-            let command = if change % 2 == 0 {
-                FedCommand::PutExport {
+            let started = Instant::now();
+            let written = if change % 2 == 0 {
+                client.put_export(PutExport {
                     export: ServiceExport {
                         cluster: "src".into(),
                         namespace: "bench".into(),
@@ -119,23 +119,21 @@ pub(crate) fn propagation(args: &PropagationArgs) -> anyhow::Result<ExitCode> {
                         revision: 0,
                     },
                     expect: Expect::Any,
-                }
+                })
+                .await?
             } else {
-                FedCommand::DeleteExport {
-                    key: ExportKey {
-                        cluster: "src".into(),
-                        namespace: "bench".into(),
-                        name: format!("svc-{}", change / 2),
-                    },
-                    expect: Expect::Any,
-                }
+                client
+                    .delete_export(DeleteExport {
+                        key: ExportKey {
+                            cluster: "src".into(),
+                            namespace: "bench".into(),
+                            name: format!("svc-{}", change / 2),
+                        },
+                        expect: Expect::Any,
+                    })
+                    .await?
             };
-            let started = Instant::now();
-            let revision = node
-                .federation
-                .write(command)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let revision = written.revision;
             commits.push(started.elapsed());
             let waits = watchers.iter().cloned().map(|mut rx| async move {
                 let seen = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|r| *r >= revision)).await;

@@ -131,7 +131,7 @@ impl Etcd {
                 let channel = match &etcd.tls {
                     Some(tls) => {
                         let addr = m.client.trim_start_matches("https://");
-                        isthmus_federation::tls::channel(addr, tls.client.clone(), None)?
+                        isthmus_federation_api::channel::channel(addr, tls.client.clone(), None)?
                     }
                     None => Channel::from_shared(m.client.clone())?.connect_lazy(),
                 };

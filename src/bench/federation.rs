@@ -13,9 +13,10 @@ use isthmus_ca::verify::tls::{SpiffeVerifier, client_config};
 use isthmus_ca::{
     Authority, KeyAlgorithm, LeafRequest, SharedBundle, SpiffeId, Svid, SvidFiles, TrustDomain,
 };
-use isthmus_federation::proto;
-use isthmus_federation::proto::federation_admin_client::FederationAdminClient;
-use tonic::transport::Channel;
+use isthmus_federation_api::client::{ClientTls, FederationClient};
+use isthmus_federation_api::model::{Cluster as CatalogCluster, Expect, GatewayEndpoint};
+use isthmus_federation_api::request::{AddMember, PutCluster};
+use isthmus_federation_api::status::{Consistency, NodeInfo};
 
 use super::FederationArgs;
 use super::etcd::Etcd;
@@ -36,26 +37,31 @@ struct Federation {
     exe: PathBuf,
     nodes: Vec<Node>,
     procs: Vec<Option<Proc>>,
-    channels: Vec<Vec<Channel>>,
+    /// Per node, one client (one connection) per load connection.
+    clients: Vec<Vec<FederationClient>>,
 }
 
 /// Clients of one federation node.
 #[derive(Clone)]
-struct FederationClients(Vec<FederationAdminClient<Channel>>);
+struct FederationClients(Vec<FederationClient>);
 
 impl Ops for FederationClients {
     async fn write(&self, conn: usize, key: String) -> Result<(), String> {
-        let mut client = self.0[conn % self.0.len()].clone();
-        let request = proto::PutClusterRequest {
-            cluster: Some(proto::Cluster {
+        let client = &self.0[conn % self.0.len()];
+        let request = PutCluster {
+            cluster: CatalogCluster {
                 name: key,
-                gateways: vec![proto::GatewayEndpoint {
+                gateways: vec![GatewayEndpoint {
                     name: "ew".into(),
                     address: "127.0.0.1:15443".into(),
                 }],
-                ..Default::default()
-            }),
-            expect_revision: None,
+                intermediate_pem: None,
+                state: Default::default(),
+                locality: None,
+                join: None,
+                revision: 0,
+            },
+            expect: Expect::Any,
         };
         client
             .put_cluster(request)
@@ -65,13 +71,9 @@ impl Ops for FederationClients {
     }
 
     async fn read(&self, conn: usize, key: String) -> Result<(), String> {
-        let mut client = self.0[conn % self.0.len()].clone();
-        let request = proto::GetClusterRequest {
-            name: key,
-            consistency: proto::Consistency::Linearizable as i32,
-        };
+        let client = &self.0[conn % self.0.len()];
         client
-            .get_cluster(request)
+            .cluster(&key, Consistency::Linearizable)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -155,48 +157,44 @@ impl Federation {
             ExpectedIdentity::AnyFederationNode,
         );
         let tls = Arc::new(client_config(verifier, svid.chain, svid.key, &[b"h2"])?);
-        let mut channels = Vec::new();
+        let client_tls = ClientTls::from_config(tls.clone());
+        let mut clients = Vec::new();
         for node in &nodes {
             let mut per_node = Vec::new();
             for _ in 0..connections {
-                per_node.push(isthmus_federation::tls::channel(
-                    &node.admin,
-                    tls.clone(),
-                    Some(Duration::from_secs(30)),
-                )?);
+                per_node.push(
+                    FederationClient::new([node.admin.as_str()], client_tls.clone())?
+                        .with_timeout(Duration::from_secs(30)),
+                );
             }
-            channels.push(per_node);
+            clients.push(per_node);
         }
         let mut federation = Self {
             exe: exe.to_owned(),
             nodes,
             procs: vec![None, None, None],
-            channels,
+            clients,
         };
         let federation_tls = tls;
         for i in 0..3 {
             federation.spawn(i)?;
             federation.wait_serving(i).await?;
         }
-        let mut first = FederationAdminClient::new(federation.channels[0][0].clone());
-        first.init(proto::InitRequest {}).await.context("init")?;
+        let first = federation.clients[0][0].clone();
+        first.init().await.context("init")?;
         for i in 1..3 {
             let node = &federation.nodes[i];
-            let member = proto::Member {
+            let member = AddMember {
                 node_id: i as u64 + 1,
-                name: format!("node-{}", i + 1),
-                raft_addr: node.raft.clone(),
-                admin_addr: node.admin.clone(),
-                rest_addr: node.rest.clone(),
-                enroll_addr: None,
-                voter: true,
-                lag: None,
+                info: NodeInfo {
+                    name: format!("node-{}", i + 1),
+                    raft_addr: node.raft.clone(),
+                    admin_addr: node.admin.clone(),
+                    rest_addr: node.rest.clone(),
+                    enroll_addr: None,
+                },
             };
-            let request = proto::AddMemberRequest {
-                node_id: i as u64 + 1,
-                member: Some(member),
-            };
-            first.add_member(request).await.context("member add")?;
+            first.add_member(member).await.context("member add")?;
         }
         Ok((federation, federation_tls))
     }
@@ -213,18 +211,15 @@ impl Federation {
     }
 
     async fn wait_serving(&self, i: usize) -> anyhow::Result<()> {
-        let channel = self.channels[i][0].clone();
+        let client = self.clients[i][0].clone();
         wait_until(
             "a federation node to serve",
             Duration::from_secs(30),
             || {
-                let mut client = FederationAdminClient::new(channel.clone());
+                let client = client.clone();
                 async move {
-                    let request = proto::StatusRequest {
-                        consistency: proto::Consistency::Stale as i32,
-                    };
                     client
-                        .get_status(request)
+                        .status(Consistency::Stale)
                         .await
                         .map(|_| ())
                         .map_err(anyhow::Error::from)
@@ -239,27 +234,17 @@ impl Cluster for Federation {
     type Clients = FederationClients;
 
     fn clients(&self, node: usize) -> FederationClients {
-        FederationClients(
-            self.channels[node]
-                .iter()
-                .cloned()
-                .map(FederationAdminClient::new)
-                .collect(),
-        )
+        FederationClients(self.clients[node].clone())
     }
 
     async fn leader(&self) -> anyhow::Result<usize> {
         wait_until("a federation leader", Duration::from_secs(30), || async {
-            for (i, channels) in self.channels.iter().enumerate() {
+            for (i, clients) in self.clients.iter().enumerate() {
                 if self.procs[i].is_none() {
                     continue;
                 }
-                let mut client = FederationAdminClient::new(channels[0].clone());
-                let request = proto::StatusRequest {
-                    consistency: proto::Consistency::Stale as i32,
-                };
-                if let Ok(status) = client.get_status(request).await
-                    && status.get_ref().state == "leader"
+                if let Ok(status) = clients[0].status(Consistency::Stale).await
+                    && status.state == "leader"
                 {
                     return Ok(i);
                 }

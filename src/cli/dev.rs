@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use isthmus_gateway::dev_mesh::{ClusterSpec, DevMesh, ExportSpec, echo_server};
+use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, echo_server};
 
 /// `isthmus dev` options.
 #[derive(Debug, clap::Args)]

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use isthmus_ca::verify::ExpectedIdentity;
-use isthmus_ca::verify::tls::{SpiffeVerifier, client_config};
-use isthmus_ca::{SharedBundle, Svid, SvidFiles};
 use isthmus_federation::config::{FederationConfig, FederationConfigFile};
 use isthmus_federation::node::{NodeOptions, start};
-use isthmus_federation::proto;
-use isthmus_federation::proto::federation_admin_client::FederationAdminClient;
-use tonic::transport::Channel;
+use isthmus_federation_api::client::{ClientTls, FederationClient, bundle_from_pem};
+use isthmus_federation_api::model::{ClusterState, Expect, Policy};
+use isthmus_federation_api::request::{
+    AddMember, CreateCluster, DeleteClaim, DeletePolicy, PutClaim, PutPolicy, RevokeCluster,
+};
+use isthmus_federation_api::status::{Consistency, NodeInfo, StatusReport};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum FederationCommand {
@@ -229,46 +229,9 @@ pub(crate) struct Connect {
     token: Option<String>,
 }
 
-/// Adds `authorization: Bearer <token>` to every call when a token is given.
-#[derive(Debug, Clone)]
-pub(crate) struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-type AdminClient =
-    FederationAdminClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
-
-/// The trust domain a bundle file's roots name (their `spiffe://TD` URI SAN).
-fn bundle_trust_domain(pem: &str, path: &Path) -> anyhow::Result<isthmus_ca::TrustDomain> {
-    isthmus_ca::pem::certs_from_pem(pem)
-        .ok()
-        .and_then(|certs| certs.into_iter().next())
-        .and_then(|root| isthmus_ca::CertFacts::parse(&root).ok())
-        .and_then(|facts| facts.uris.into_iter().next())
-        .and_then(|uri| isthmus_ca::SpiffeId::parse(&uri).ok())
-        .map(|id| id.trust_domain().clone())
-        .with_context(|| {
-            format!(
-                "--bundle {}: its first root names no trust domain (no spiffe://TD URI SAN); use --cert and --key",
-                path.display()
-            )
-        })
-}
-
 impl Connect {
-    fn client(&self) -> anyhow::Result<AdminClient> {
+    /// A client of the node this command names, with its certificate or token.
+    fn client(&self) -> anyhow::Result<FederationClient> {
         let (server, bundle, cert) = match &self.config {
             Some(path) => {
                 let config = isthmus_config::load::<FederationConfigFile>(path)?;
@@ -288,49 +251,23 @@ impl Connect {
         };
         let tls = match cert {
             Some((cert, key)) => {
-                let files = SvidFiles {
-                    bundle: (&bundle, "--bundle"),
-                    cert: (&cert, "--cert"),
-                    key: (&key, "--key"),
-                };
-                let svid = Svid::load(files, &ExpectedIdentity::Any)?;
-                let verifier = SpiffeVerifier::new(
-                    SharedBundle::new(svid.bundle),
-                    ExpectedIdentity::AnyFederationNode,
-                );
-                client_config(verifier, svid.chain, svid.key, &[b"h2"])?
+                ClientTls::from_files((&bundle, "--bundle"), (&cert, "--cert"), (&key, "--key"))?
             }
             None => {
                 let pem = std::fs::read_to_string(&bundle)
                     .with_context(|| format!("--bundle {}", bundle.display()))?;
-                let roots =
-                    isthmus_ca::TrustBundle::from_pem(bundle_trust_domain(&pem, &bundle)?, &pem)
-                        .with_context(|| format!("--bundle {}", bundle.display()))?;
-                let verifier = SpiffeVerifier::new(
-                    SharedBundle::new(roots),
-                    ExpectedIdentity::AnyFederationNode,
-                );
-                isthmus_ca::verify::tls::client_config_without_cert(verifier, &[b"h2"])?
+                ClientTls::anonymous(bundle_from_pem(&pem, &bundle).context(
+                    "--bundle: use --cert and --key, or a bundle whose roots name the trust domain",
+                )?)?
             }
         };
-        let bearer = match &self.token {
-            Some(token) => Some(
-                format!("Bearer {}", token.trim())
-                    .parse()
-                    .context("--token: not a valid header value (printable ASCII only)")?,
-            ),
-            None => None,
-        };
-        let channel = isthmus_federation::tls::channel(
-            &server,
-            std::sync::Arc::new(tls),
-            Some(Duration::from_secs(90)),
-        )
-        .with_context(|| format!("--server {server}"))?;
-        Ok(
-            FederationAdminClient::with_interceptor(channel, Bearer(bearer))
-                .max_decoding_message_size(64 * 1024 * 1024),
-        )
+        let mut client = FederationClient::new([server.as_str()], tls)
+            .with_context(|| format!("--server {server}"))?
+            .with_timeout(Duration::from_secs(90));
+        if let Some(token) = &self.token {
+            client = client.with_token(token).context("--token")?;
+        }
+        Ok(client)
     }
 }
 
@@ -340,12 +277,8 @@ pub(crate) fn run(command: FederationCommand) -> anyhow::Result<ExitCode> {
         match command {
             FederationCommand::Serve { config } => serve(&config).await,
             FederationCommand::Init(connect) => {
-                let status = connect
-                    .client()?
-                    .init(proto::InitRequest {})
-                    .await
-                    .map_err(status_error)?;
-                print_status(&status.into_inner());
+                let status = connect.client()?.init().await?;
+                print_status(&status);
                 Ok(ExitCode::SUCCESS)
             }
             FederationCommand::Status {
@@ -354,19 +287,11 @@ pub(crate) fn run(command: FederationCommand) -> anyhow::Result<ExitCode> {
                 json,
             } => {
                 let consistency = if stale {
-                    proto::Consistency::Stale
+                    Consistency::Stale
                 } else {
-                    proto::Consistency::Linearizable
+                    Consistency::Linearizable
                 };
-                let request = proto::StatusRequest {
-                    consistency: consistency as i32,
-                };
-                let status = connect
-                    .client()?
-                    .get_status(request)
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
+                let status = connect.client()?.status(consistency).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
                 } else {
@@ -398,37 +323,24 @@ async fn run_member(command: MemberCommand) -> anyhow::Result<ExitCode> {
             rest_addr,
             enroll_addr,
         } => {
-            let request = proto::AddMemberRequest {
+            let request = AddMember {
                 node_id: id,
-                member: Some(proto::Member {
-                    node_id: id,
+                info: NodeInfo {
                     name,
                     raft_addr,
                     admin_addr,
                     rest_addr,
                     enroll_addr,
-                    voter: true,
-                    lag: None,
-                }),
+                },
             };
-            connect
-                .client()?
-                .add_member(request)
-                .await
-                .map_err(status_error)?
+            connect.client()?.add_member(request).await?
         }
-        MemberCommand::Remove { connect, id } => connect
-            .client()?
-            .remove_member(proto::RemoveMemberRequest { node_id: id })
-            .await
-            .map_err(status_error)?,
-        MemberCommand::List { connect } => connect
-            .client()?
-            .get_status(proto::StatusRequest { consistency: 0 })
-            .await
-            .map_err(status_error)?,
+        MemberCommand::Remove { connect, id } => connect.client()?.remove_member(id).await?,
+        MemberCommand::List { connect } => {
+            connect.client()?.status(Consistency::Linearizable).await?
+        }
     };
-    print_members(&status.into_inner());
+    print_members(&status);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -440,16 +352,12 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             locality,
             ttl,
         } => {
-            let reply = connect
-                .client()?
-                .create_cluster(proto::CreateClusterRequest {
-                    name: name.clone(),
-                    locality,
-                    ttl_seconds: ttl.map(|t| t.0.as_secs().max(1)),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let request = CreateCluster {
+                name: name.clone(),
+                locality,
+                ttl: ttl.map(|t| t.0.max(Duration::from_secs(1))),
+            };
+            let reply = connect.client()?.create_cluster(request).await?;
             let expires = time::OffsetDateTime::from_unix_timestamp(
                 i64::try_from(reply.expires_at).unwrap_or(i64::MAX),
             )
@@ -466,12 +374,8 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ClusterCommand::Revoke { connect, name } => {
-            let reply = connect
-                .client()?
-                .revoke_cluster(proto::RevokeClusterRequest { name: name.clone() })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let request = RevokeCluster { name: name.clone() };
+            let reply = connect.client()?.revoke_cluster(request).await?;
             println!(
                 "cluster {name} revoked at revision {}; gateways refuse it as soon as they see that revision",
                 reply.revision
@@ -481,17 +385,14 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         ClusterCommand::List { connect } => {
             let list = connect
                 .client()?
-                .list_clusters(proto::ListRequest { consistency: 0 })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+                .clusters(Consistency::Linearizable)
+                .await?;
             println!("{:<20} {:<8} {:<14} GATEWAYS", "NAME", "STATE", "LOCALITY");
-            for c in &list.clusters {
-                let state = match proto::ClusterState::try_from(c.state) {
-                    Ok(proto::ClusterState::Active) => "active",
-                    Ok(proto::ClusterState::Pending) => "pending",
-                    Ok(proto::ClusterState::Revoked) => "revoked",
-                    Err(_) => "?",
+            for c in &list.items {
+                let state = match c.state {
+                    ClusterState::Active => "active",
+                    ClusterState::Pending => "pending",
+                    ClusterState::Revoked => "revoked",
                 };
                 let gateways: Vec<String> = c
                     .gateways
@@ -518,46 +419,33 @@ async fn run_claim(command: ClaimCommand) -> anyhow::Result<ExitCode> {
             host,
             namespace,
         } => {
-            let reply = connect
-                .client()?
-                .put_claim(proto::PutClaimRequest {
-                    claim: Some(proto::Claim {
-                        host: host.clone(),
-                        namespace: namespace.clone(),
-                        revision: 0,
-                    }),
-                    expect_revision: None,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let request = PutClaim {
+                claim: isthmus_federation_api::claims::Claim {
+                    host: host.clone(),
+                    namespace: namespace.clone(),
+                    revision: 0,
+                },
+                expect: Expect::Any,
+            };
+            let reply = connect.client()?.put_claim(request).await?;
             println!(
                 "{host} claimed for namespace {namespace} at revision {}",
                 reply.revision
             );
         }
         ClaimCommand::List { connect } => {
-            let list = connect
-                .client()?
-                .list_claims(proto::ListRequest { consistency: 0 })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let list = connect.client()?.claims(Consistency::Linearizable).await?;
             println!("{:<40} {:<20} REVISION", "HOST", "NAMESPACE");
-            for c in &list.claims {
+            for c in &list.items {
                 println!("{:<40} {:<20} {}", c.host, c.namespace, c.revision);
             }
         }
         ClaimCommand::Delete { connect, host } => {
-            let reply = connect
-                .client()?
-                .delete_claim(proto::DeleteClaimRequest {
-                    host: host.clone(),
-                    expect_revision: None,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let request = DeleteClaim {
+                host: host.clone(),
+                expect: Expect::Any,
+            };
+            let reply = connect.client()?.delete_claim(request).await?;
             println!("claim of {host} given up at revision {}", reply.revision);
         }
     }
@@ -572,7 +460,7 @@ fn create_token(name: &str, role: &str, namespaces: &[String]) -> anyhow::Result
                 "--role {role:?}: one of platform-admin, namespace-admin, reader (gateways use their certificates)"
             )
         })?;
-    isthmus_federation::validate::name("name", name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    isthmus_federation_api::validate::name("name", name).map_err(|e| anyhow::anyhow!("{e}"))?;
     match (parsed, namespaces.is_empty()) {
         (RoleName::NamespaceAdmin, true) => {
             anyhow::bail!("--role namespace-admin needs at least one --namespace")
@@ -605,75 +493,58 @@ async fn run_policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             file,
             expect_revision,
         } => {
-            let body = std::fs::read_to_string(&file)
+            let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let reply = connect
-                .client()?
-                .put_policy(proto::PutPolicyRequest {
-                    policy: Some(proto::Policy {
-                        name: name.clone(),
-                        body,
-                        revision: 0,
-                    }),
-                    expect_revision,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            // Checked here first, so that a mistake is named before anything is sent.
+            let body = isthmus_federation_api::policy::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let request = PutPolicy {
+                policy: Policy {
+                    name: name.clone(),
+                    body,
+                    revision: 0,
+                },
+                expect: Expect::from_api(expect_revision),
+            };
+            let reply = connect.client()?.put_policy(request).await?;
             println!("policy {name} written at revision {}", reply.revision);
         }
         PolicyCommand::List { connect } => {
             let list = connect
                 .client()?
-                .list_policies(proto::ListRequest { consistency: 0 })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+                .policies(Consistency::Linearizable)
+                .await?;
             println!(
                 "{:<24} {:>9} {:>6} {:>7}",
                 "NAME", "REVISION", "RULES", "LIMITS"
             );
-            for p in &list.policies {
-                // Stored bodies were admitted by the same parser.
-                let (rules, limits) = isthmus_federation::policy::parse(&p.body)
-                    .map(|b| (b.rules.len().to_string(), b.rate_limits.len().to_string()))
-                    .unwrap_or_else(|_| ("?".into(), "?".into()));
+            for p in &list.items {
                 println!(
                     "{:<24} {:>9} {:>6} {:>7}",
-                    p.name, p.revision, rules, limits
+                    p.name,
+                    p.revision,
+                    p.body.rules.len(),
+                    p.body.rate_limits.len()
                 );
             }
         }
         PolicyCommand::Get { connect, name } => {
             let policy = connect
                 .client()?
-                .get_policy(proto::GetPolicyRequest {
-                    name,
-                    consistency: 0,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("{}", policy.body.trim_end());
+                .policy(&name, Consistency::Linearizable)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&policy.body)?);
         }
         PolicyCommand::Delete { connect, name } => {
-            let reply = connect
-                .client()?
-                .delete_policy(proto::DeletePolicyRequest {
-                    name: name.clone(),
-                    expect_revision: None,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let request = DeletePolicy {
+                name: name.clone(),
+                expect: Expect::Any,
+            };
+            let reply = connect.client()?.delete_policy(request).await?;
             println!("policy {name} deleted at revision {}", reply.revision);
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
 async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
@@ -696,7 +567,7 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_status(status: &proto::Status) {
+fn print_status(status: &StatusReport) {
     println!(
         "node      {} ({}), {}",
         status.node_id, status.name, status.state
@@ -721,7 +592,7 @@ fn print_status(status: &proto::Status) {
     print_members(status);
 }
 
-fn print_members(status: &proto::Status) {
+fn print_members(status: &StatusReport) {
     println!(
         "{:<6} {:<16} {:<8} {:<6} {:<22} {:<22}",
         "ID", "NAME", "ROLE", "LAG", "RAFT", "ADMIN"
@@ -730,16 +601,16 @@ fn print_members(status: &proto::Status) {
         println!(
             "{:<6} {:<16} {:<8} {:<6} {:<22} {:<22}",
             m.node_id,
-            m.name,
+            m.info.name,
             if m.voter { "voter" } else { "learner" },
             m.lag.map_or("?".to_owned(), |l| l.to_string()),
-            m.raft_addr,
-            m.admin_addr
+            m.info.raft_addr,
+            m.info.admin_addr
         );
     }
 }
 
-fn status_json(status: &proto::Status) -> serde_json::Value {
+fn status_json(status: &StatusReport) -> serde_json::Value {
     serde_json::json!({
         "node_id": status.node_id,
         "name": status.name,
@@ -751,8 +622,8 @@ fn status_json(status: &proto::Status) -> serde_json::Value {
         "revision": status.revision,
         "initialized": status.initialized,
         "members": status.members.iter().map(|m| serde_json::json!({
-            "node_id": m.node_id, "name": m.name, "voter": m.voter, "lag": m.lag,
-            "raft_addr": m.raft_addr, "admin_addr": m.admin_addr, "rest_addr": m.rest_addr,
+            "node_id": m.node_id, "name": m.info.name, "voter": m.voter, "lag": m.lag,
+            "raft_addr": m.info.raft_addr, "admin_addr": m.info.admin_addr, "rest_addr": m.info.rest_addr,
         })).collect::<Vec<_>>(),
     })
 }

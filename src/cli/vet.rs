@@ -1,4 +1,4 @@
-//! `isthmus vet DIR`: the admission checks, offline (`isthmus_gateway::vet`). Prints one
+//! `isthmus vet DIR`: the admission checks, offline (`crate::vet`). Prints one
 //! line per finding (`FILE: FIELD: MESSAGE`) or JSON; exits 1 when there are findings.
 
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub(crate) fn run(args: VetArgs) -> anyhow::Result<ExitCode> {
     if !args.dir.is_dir() {
         anyhow::bail!("{}: not a directory", args.dir.display());
     }
-    let (findings, files) = isthmus_gateway::vet::vet_dir(&args.dir)
+    let (findings, files) = crate::vet::vet_dir(&args.dir)
         .with_context(|| format!("vetting {}", args.dir.display()))?;
     match args.format {
         OutputFormat::Json => println!(

@@ -1,6 +1,11 @@
 //! The replicated catalog: applied from the Raft log into sled (objects, metadata and
 //! a bounded history of watch events, written in one atomic batch per apply) and
 //! mirrored in memory for reads. Snapshots are the whole catalog as JSON.
+//!
+//! Stored records carry the data model's version (`model_version`; absent means 1). A
+//! data directory of an older readable model is brought up to this one when it opens:
+//! its objects and watch history are rewritten in the new form in one batch. Snapshots
+//! and log entries of an older model are read as they are (see `model::Policy`).
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -13,14 +18,19 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use isthmus_federation_api::claims::Claim;
+use isthmus_federation_api::model::{
+    CatalogState, Cluster, MODEL_VERSION, OLDEST_READABLE_MODEL, Policy, RevisionEvents,
+    ServiceExport, TrustBundleDoc,
+};
+
 use super::{StoreError, corrupt};
 use crate::command::apply;
-use crate::model::{
-    CatalogState, Cluster, PolicyDoc, RevisionEvents, ServiceExport, TrustBundleDoc,
-};
 use crate::raft::{NodeId, NodeInfo, Response, TypeConfig};
 
 const META: &[u8] = b"meta";
+/// The data model the records are in; absent in data directories of model 1.
+const MODEL: &[u8] = b"model_version";
 /// The current snapshot: its metadata and data under one key, so that a reader never
 /// pairs one snapshot's metadata with another's data.
 const SNAPSHOT: &[u8] = b"snapshot";
@@ -42,15 +52,15 @@ struct SnapshotBody {
     clusters: Vec<Cluster>,
     exports: Vec<ServiceExport>,
     trust_bundle: Option<TrustBundleDoc>,
-    policies: Vec<PolicyDoc>,
+    policies: Vec<Policy>,
     #[serde(default)]
-    claims: Vec<crate::claims::Claim>,
+    claims: Vec<Claim>,
 }
 
 impl SnapshotBody {
     fn of(state: &CatalogState) -> Self {
         Self {
-            model_version: crate::model::MODEL_VERSION,
+            model_version: MODEL_VERSION,
             revision: state.revision,
             clusters: state.clusters.values().cloned().collect(),
             exports: state.exports.values().cloned().collect(),
@@ -176,11 +186,11 @@ impl StateMachine {
                     catalog.trust_bundle = Some(serde_json::from_slice(&value).map_err(bad)?)
                 }
                 Some(b'p') => {
-                    let p: PolicyDoc = serde_json::from_slice(&value).map_err(bad)?;
+                    let p: Policy = serde_json::from_slice(&value).map_err(bad)?;
                     catalog.policies.insert(p.name.clone(), p);
                 }
                 Some(b'h') => {
-                    let c: crate::claims::Claim = serde_json::from_slice(&value).map_err(bad)?;
+                    let c: Claim = serde_json::from_slice(&value).map_err(bad)?;
                     catalog.claims.insert(c.host.clone(), c);
                 }
                 _ => return Err(corrupt(name, "unknown object kind")),
@@ -192,6 +202,29 @@ impl StateMachine {
         if let Some(bytes) = tree.get(b"revision")? {
             catalog.revision =
                 serde_json::from_slice(&bytes).map_err(|e| corrupt("revision", e))?;
+        }
+        let fresh = tree.is_empty();
+        let model = match tree.get(MODEL)? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| corrupt("model_version", e))?
+            }
+            // A store with records but no version is of model 1; an empty one is new.
+            None if fresh => MODEL_VERSION,
+            None => 1,
+        };
+        if fresh {
+            tree.insert(MODEL, json_bytes(&MODEL_VERSION)?)?;
+        }
+        if !(OLDEST_READABLE_MODEL..=MODEL_VERSION).contains(&model) {
+            return Err(corrupt(
+                "model_version",
+                format!(
+                    "the data directory holds data model {model}; this node reads models {OLDEST_READABLE_MODEL} to {MODEL_VERSION}: run a release that reads it"
+                ),
+            ));
+        }
+        if model < MODEL_VERSION {
+            upgrade(db, &tree, &catalog, model)?;
         }
         let (revision, _) = watch::channel(catalog.revision);
         Ok(Self {
@@ -206,6 +239,14 @@ impl StateMachine {
                 tree,
             }),
         })
+    }
+
+    /// The data model of the records in this store (always this release's once open).
+    pub fn model_version(&self) -> Result<u32, StoreError> {
+        match self.tree.get(MODEL)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt("model_version", e)),
+            None => Ok(1),
+        }
     }
 
     /// A read handle on this state machine.
@@ -238,6 +279,7 @@ impl StateMachine {
             batch.insert(object_key("h", &[&c.host]), json(c)?);
         }
         batch.insert(b"revision".as_slice(), json(&state.revision)?);
+        batch.insert(MODEL, json(&MODEL_VERSION)?);
         Ok(())
     }
 
@@ -245,7 +287,7 @@ impl StateMachine {
         batch: &mut sled::Batch,
         events: &RevisionEvents,
     ) -> Result<(), StorageError<NodeId>> {
-        use crate::model::Event;
+        use isthmus_federation_api::model::Event;
         for event in &events.events {
             match event {
                 Event::ClusterPut { cluster } => {
@@ -427,11 +469,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let body: SnapshotBody = serde_json::from_slice(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        if body.model_version != crate::model::MODEL_VERSION {
+        if !(OLDEST_READABLE_MODEL..=MODEL_VERSION).contains(&body.model_version) {
             let message = format!(
-                "snapshot has data model {}, this node reads {}: upgrade this node first",
+                "snapshot has data model {}, this node reads {OLDEST_READABLE_MODEL} to {MODEL_VERSION}: upgrade this node first",
                 body.model_version,
-                crate::model::MODEL_VERSION
             );
             let error = openraft::AnyError::error(message);
             return Err(StorageIOError::read_snapshot(Some(meta.signature()), error).into());
@@ -473,13 +514,51 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(record) = self.snapshots.get(SNAPSHOT).map_err(sm_read)? else {
             return Ok(None);
         };
-        let (meta, data) = decode_snapshot(&record)
-            .map_err(|e| StorageIOError::read_snapshot(None, openraft::AnyError::error(e)))?;
+        let (meta, data) =
+            decode_snapshot(&record).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
     }
+}
+
+fn json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| corrupt("model_version", e))
+}
+
+/// Rewrites the objects and watch history of a store of an older model in this model's
+/// form, in one batch, and records the new model: what `open` read through the
+/// older-model decoders is what gets written.
+fn upgrade(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    catalog: &CatalogState,
+    from: u32,
+) -> Result<(), StoreError> {
+    fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(value).map_err(|e| corrupt(key, e))
+    }
+    let mut batch = sled::Batch::default();
+    for p in catalog.policies.values() {
+        batch.insert(object_key("p", &[&p.name]), encode(&p.name, p)?);
+    }
+    for item in tree.scan_prefix(b"ev\0") {
+        let (key, value) = item?;
+        let name = format!("event {key:?}");
+        let events: RevisionEvents =
+            serde_json::from_slice(&value).map_err(|e| corrupt(&name, e))?;
+        batch.insert(key, encode(&name, &events)?);
+    }
+    batch.insert(MODEL, encode("model_version", &MODEL_VERSION)?);
+    tree.apply_batch(batch)?;
+    db.flush()?;
+    tracing::info!(
+        from,
+        to = MODEL_VERSION,
+        "data directory upgraded to this data model"
+    );
+    Ok(())
 }
 
 /// `[meta length: u64 BE][meta JSON][data]`.
@@ -495,16 +574,15 @@ fn encode_snapshot(
     Ok(record)
 }
 
-fn decode_snapshot(record: &[u8]) -> Result<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>), String> {
+fn decode_snapshot(record: &[u8]) -> Result<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>), StoreError> {
+    let bad = |why: &str| corrupt("snapshot", why);
     let (len, rest) = record
         .split_at_checked(8)
-        .ok_or("snapshot record shorter than its header")?;
-    let len = u64::from_be_bytes(len.try_into().map_err(|_| "bad header")?);
-    let len = usize::try_from(len).map_err(|_| "bad header")?;
-    let (meta, data) = rest
-        .split_at_checked(len)
-        .ok_or("snapshot record truncated")?;
-    let meta = serde_json::from_slice(meta).map_err(|e| format!("snapshot metadata: {e}"))?;
+        .ok_or_else(|| bad("shorter than its header"))?;
+    let len = u64::from_be_bytes(len.try_into().map_err(|_| bad("bad header"))?);
+    let len = usize::try_from(len).map_err(|_| bad("bad header"))?;
+    let (meta, data) = rest.split_at_checked(len).ok_or_else(|| bad("truncated"))?;
+    let meta = serde_json::from_slice(meta).map_err(|e| corrupt("snapshot metadata", e))?;
     Ok((meta, data.to_vec()))
 }
 

@@ -16,13 +16,13 @@ use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustDomain};
 use isthmus_federation::config::{
     Enrollment, FederationConfig, FederationListen, FederationTls, RaftTiming,
 };
-use isthmus_federation::mirror::CatalogMirror;
-use isthmus_federation::network::LinkFaults;
+use isthmus_federation::faults::LinkFaults;
 use isthmus_federation::node::{NodeOptions, RunningNode, start};
-use isthmus_federation::proto;
-use isthmus_federation::proto::federation_admin_client::FederationAdminClient;
 use isthmus_federation::raft::NodeId;
 use isthmus_federation::service::ServiceTimeouts;
+use isthmus_federation_api::mirror::CatalogMirror;
+use isthmus_federation_api::proto;
+use isthmus_federation_api::proto::federation_admin_client::FederationAdminClient;
 use tonic::transport::Channel;
 
 pub const DAY: Duration = Duration::from_secs(86_400);
@@ -296,7 +296,7 @@ impl Harness {
     pub fn client(&self, id: NodeId) -> FederationAdminClient<Channel> {
         let addr = self.nodes[&id].listen.admin.to_string();
         FederationAdminClient::new(
-            isthmus_federation::tls::channel(&addr, self.admin_tls.clone(), None).unwrap(),
+            isthmus_federation_api::channel::channel(&addr, self.admin_tls.clone(), None).unwrap(),
         )
     }
 
@@ -444,7 +444,7 @@ impl WatchChecker {
     }
 
     pub fn feed(&mut self, message: proto::WatchResponse) {
-        let message = isthmus_federation::grpc::watch_from_proto(message).unwrap();
+        let message = isthmus_federation_api::convert::watch_from_proto(message).unwrap();
         if let Err(e) = self.mirror.apply(message) {
             panic!("watch broke its guarantees: {e}");
         }

@@ -106,7 +106,7 @@ impl IngressSection {
             let pattern = match HostPattern::parse(&h.host) {
                 Ok(p) => p,
                 Err(e) => {
-                    push(at("host"), format!("{:?}", h.host), &e);
+                    push(at("host"), format!("{:?}", h.host), &e.to_string());
                     continue;
                 }
             };

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-pub use isthmus_federation::claims::HostPattern;
+pub use isthmus_federation_api::claims::HostPattern;
 
 /// A service port anywhere in the mesh: `<service>.<namespace>:<port>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use isthmus_ca::rotation::RenewalPolicy;
 use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustBundle, TrustDomain};
-use isthmus_federation::join::JoinToken;
-use isthmus_federation::proto::enroll_request::Intermediate;
+use isthmus_federation_api::join::JoinToken;
+use isthmus_federation_api::proto::enroll_request::Intermediate;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ pub enum MembershipError {
     },
     /// Enrollment failed.
     #[error("enrollment: {0}")]
-    Enroll(#[from] isthmus_federation::enroll_client::EnrollError),
+    Enroll(#[from] isthmus_federation_api::enroll::EnrollError),
     /// Certificate work failed.
     #[error("certificates: {0}")]
     Ca(#[from] isthmus_ca::CaError),
@@ -181,7 +181,7 @@ pub async fn load_or_enroll(
             (key.serialize_pem(), Intermediate::CsrPem(csr))
         }
     };
-    let (reply, bundle) = isthmus_federation::enroll_client::enroll(
+    let (reply, bundle) = isthmus_federation_api::enroll::enroll(
         &token,
         &settings.gateway_name,
         &advertise.to_string(),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use isthmus_ca::SharedBundle;
-use isthmus_federation::mirror::CatalogMirror;
+use isthmus_federation_api::mirror::CatalogMirror;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;

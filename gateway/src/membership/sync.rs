@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use isthmus_ca::verify::ExpectedIdentity;
-use isthmus_ca::verify::tls::{SpiffeVerifier, provider};
 use isthmus_ca::{SharedBundle, TrustDomain};
-use isthmus_federation::mirror::CatalogMirror;
-use isthmus_federation::model::ExportKey;
-use isthmus_federation::proto;
-use isthmus_federation::proto::federation_admin_client::FederationAdminClient;
+use isthmus_federation_api::client::{ClientError, ClientTls, FederationClient};
+use isthmus_federation_api::mirror::CatalogMirror;
+use isthmus_federation_api::model::{
+    EndpointHealth, Expect, ExportKey, ExportPort, GatewayEndpoint, PortProtocol, ServiceExport,
+};
+use isthmus_federation_api::request::{DeleteExport, PutExport, RegisterGateway};
+use isthmus_federation_api::status::Consistency;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Export;
@@ -25,6 +26,25 @@ use crate::membership::view::{GatewayView, derive};
 /// How often an open watch is confirmed with a cheap status call.
 const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest any one call to the federation may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a session with a federation node ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// The client could not be set up.
+    #[error("client TLS: {0}")]
+    Setup(String),
+    /// A call failed.
+    #[error(transparent)]
+    Call(#[from] ClientError),
+    /// The node ended the watch.
+    #[error("the federation ended the watch")]
+    Ended,
+    /// The watch broke its guarantees.
+    #[error("{0}; re-reading the catalog")]
+    Mirror(#[from] isthmus_federation_api::mirror::MirrorError),
+}
 
 /// What the watch needs.
 pub(crate) struct Sync {
@@ -87,86 +107,58 @@ impl Sync {
             .set(self.last_contact.elapsed().as_secs_f64());
     }
 
-    fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
-        let verifier =
-            SpiffeVerifier::new(self.bundle.clone(), ExpectedIdentity::AnyFederationNode);
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_cert_resolver(self.cert.clone());
-        config.resumption = rustls::client::Resumption::disabled();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Arc::new(config))
+    /// A client of the one node at `addr`, presenting this gateway's live leaf.
+    fn client(&self, addr: &str) -> Result<FederationClient, SessionError> {
+        let tls = ClientTls::live(self.bundle.clone(), self.cert.clone())
+            .map_err(|e| SessionError::Setup(e.to_string()))?;
+        Ok(FederationClient::new([addr], tls)?.with_timeout(CALL_TIMEOUT))
     }
 
     /// One connection to one federation node: publish, then follow. Returns `Ok` only
     /// when stopped.
-    async fn session(&mut self, addr: &str, stop: &CancellationToken) -> Result<(), String> {
-        let channel = isthmus_federation::tls::channel(addr, self.client_config()?, None)
-            .map_err(|e| e.to_string())?;
-        let mut client =
-            FederationAdminClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024);
-        let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
-        let call = Duration::from_secs(10);
-        tokio::time::timeout(
-            call,
-            client.register_gateway(proto::RegisterGatewayRequest {
+    async fn session(&mut self, addr: &str, stop: &CancellationToken) -> Result<(), SessionError> {
+        let client = self.client(addr)?;
+        client
+            .register_gateway(RegisterGateway {
                 cluster: self.cluster.clone(),
-                gateway: Some(proto::GatewayEndpoint {
+                gateway: GatewayEndpoint {
                     name: self.gateway_name.clone(),
                     address: self.advertise.clone(),
-                }),
-            }),
-        )
-        .await
-        .map_err(|_| "no answer to RegisterGateway".to_owned())?
-        .map_err(status)?;
-        self.published.clear();
-        self.publish(&mut client).await.map_err(status)?;
-        let mut stream = client
-            .watch(proto::WatchRequest {
-                after_revision: self.mirror.revision(),
+                },
             })
-            .await
-            .map_err(status)?
-            .into_inner();
+            .await?;
+        self.published.clear();
+        self.publish(&client).await?;
+        let mut stream = client.watch(self.mirror.revision()).await?;
         self.contact();
         self.shared.metrics.federation_connected.set(1);
         tracing::info!(federation = %addr, after = self.mirror.revision(), "catalog watch open");
         let mut pruned = false;
         let mut confirm = tokio::time::interval(CONFIRM_EVERY);
-        let mut pinger = FederationAdminClient::new(channel);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 message = stream.message() => {
-                    let message = message.map_err(status)?.ok_or("the federation ended the watch")?;
-                    let message = isthmus_federation::grpc::watch_from_proto(message).map_err(|e| e.to_string())?;
-                    if let Err(e) = self.mirror.apply(message) {
+                    let watched = message.ok_or(SessionError::Ended)??;
+                    if let Err(e) = self.mirror.apply_watched(watched) {
                         // Start over from a full state rather than apply out of order.
                         self.mirror = CatalogMirror::new();
-                        return Err(format!("{e}; re-reading the catalog"));
+                        return Err(SessionError::Mirror(e));
                     }
                     self.contact();
                     self.apply().await;
                     if !pruned && self.mirror.revision() > 0 {
                         pruned = true;
-                        self.prune(&mut client).await.map_err(status)?;
+                        self.prune(&client).await?;
                     }
                 }
                 _ = confirm.tick() => {
                     self.report_age();
                     // Endpoints ejected or back: tell the federation, so that other
                     // clusters weigh this one by what it can serve now.
-                    self.publish(&mut pinger).await.map_err(status)?;
-                    let ping = pinger.get_status(proto::StatusRequest { consistency: proto::Consistency::Stale as i32 });
-                    match tokio::time::timeout(call, ping).await {
-                        Ok(Ok(_)) => self.contact(),
-                        Ok(Err(s)) => return Err(status(s)),
-                        Err(_) => return Err("the federation stopped answering".into()),
-                    }
+                    self.publish(&client).await?;
+                    client.status(Consistency::Stale).await?;
+                    self.contact();
                 }
             }
         }
@@ -174,10 +166,7 @@ impl Sync {
 
     /// Puts each export whose healthy-endpoint count differs from what was last
     /// published (all of them at the start of a session).
-    async fn publish(
-        &mut self,
-        client: &mut FederationAdminClient<tonic::transport::Channel>,
-    ) -> Result<(), tonic::Status> {
+    async fn publish(&mut self, client: &FederationClient) -> Result<(), ClientError> {
         let catalog = self.shared.catalog.current();
         let now = Instant::now();
         for export in &self.exports {
@@ -193,31 +182,29 @@ impl Sync {
                 continue;
             }
             let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-            let request = proto::PutExportRequest {
-                export: Some(proto::ServiceExport {
+            let put = PutExport {
+                export: ServiceExport {
                     cluster: self.cluster.clone(),
                     namespace: export.namespace.clone(),
                     name: export.name.clone(),
                     ports: export
                         .ports
                         .iter()
-                        .map(|p| proto::ExportPort {
+                        .map(|p| ExportPort {
                             name: format!("tcp-{}", p.port),
-                            port: u32::from(p.port),
-                            protocol: proto::PortProtocol::Tcp as i32,
+                            port: p.port,
+                            protocol: PortProtocol::Tcp,
                         })
                         .collect(),
-                    health: Some(proto::EndpointHealth {
+                    health: EndpointHealth {
                         healthy: count(healthy),
                         total: count(total),
-                    }),
+                    },
                     revision: 0,
-                }),
-                expect_revision: None,
+                },
+                expect: Expect::Any,
             };
-            tokio::time::timeout(Duration::from_secs(10), client.put_export(request))
-                .await
-                .map_err(|_| tonic::Status::deadline_exceeded("no answer to PutExport"))??;
+            client.put_export(put).await?;
             if self.published.contains_key(&key) {
                 tracing::info!(namespace = %key.0, service = %key.1, healthy, total, "export health changed");
             }
@@ -233,10 +220,7 @@ impl Sync {
 
     /// Deletes exports of this cluster that the config no longer lists (left by an
     /// earlier run), so that peers stop routing to them.
-    async fn prune(
-        &self,
-        client: &mut FederationAdminClient<tonic::transport::Channel>,
-    ) -> Result<(), tonic::Status> {
+    async fn prune(&self, client: &FederationClient) -> Result<(), ClientError> {
         let stale: Vec<ExportKey> = self
             .mirror
             .state()
@@ -254,11 +238,9 @@ impl Sync {
         for key in stale {
             tracing::info!(%key, "withdrawing an export the config no longer lists");
             client
-                .delete_export(proto::DeleteExportRequest {
-                    cluster: key.cluster,
-                    namespace: key.namespace,
-                    name: key.name,
-                    expect_revision: None,
+                .delete_export(DeleteExport {
+                    key,
+                    expect: Expect::Any,
                 })
                 .await?;
         }
@@ -267,7 +249,8 @@ impl Sync {
 
     /// Puts the mirrored catalog in force.
     async fn apply(&mut self) {
-        let view = derive(self.mirror.state(), &self.cluster);
+        let mut view = derive(self.mirror.state(), &self.cluster);
+        view.unreadable_policies = self.mirror.unreadable_policies().clone();
         let m = self.shared.metrics.clone();
         m.catalog_revision
             .set(i64::try_from(self.mirror.revision()).unwrap_or(i64::MAX));
@@ -276,7 +259,7 @@ impl Sync {
             return;
         }
         if let Some(doc) = &view.bundle {
-            let roots = |b: &isthmus_federation::model::TrustBundleDoc| {
+            let roots = |b: &isthmus_federation_api::model::TrustBundleDoc| {
                 (b.roots_pem.clone(), b.retired_pem.clone())
             };
             let before = self
@@ -286,7 +269,8 @@ impl Sync {
                 .map(roots);
             // The revision alone changes on a no-op write; only the roots matter here.
             if before != Some(roots(doc)) {
-                match isthmus_federation::validate::trust_bundle(doc, Some(&self.trust_domain)) {
+                match isthmus_federation_api::validate::trust_bundle(doc, Some(&self.trust_domain))
+                {
                     Ok(bundle) => {
                         self.bundle.replace(bundle.clone());
                         m.bundle_updates.inc();
@@ -319,9 +303,15 @@ impl Sync {
             }
         }
         let mut current = self.shared.catalog.current();
-        if self.applied.as_ref().map(|v| &v.policies) != Some(&view.policies) {
-            let authorization = crate::authz::Authorization::from_documents(
-                view.policies.iter().map(|(n, b)| (n.as_str(), b.as_str())),
+        if self
+            .applied
+            .as_ref()
+            .map(|v| (&v.policies, &v.unreadable_policies))
+            != Some((&view.policies, &view.unreadable_policies))
+        {
+            let authorization = crate::authz::Authorization::from_policies(
+                view.policies.values(),
+                &view.unreadable_policies,
             );
             match &authorization {
                 crate::authz::Authorization::Unusable(why) => {

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use isthmus_federation::model::{CatalogState, ClusterState, TrustBundleDoc};
+use isthmus_federation_api::claims::Claim;
+use isthmus_federation_api::model::{CatalogState, ClusterState, Policy, TrustBundleDoc};
 
 /// One cluster's offer of an imported service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,21 +44,20 @@ pub struct GatewayView {
     pub own_intermediate: Option<String>,
     /// Whether our cluster is an active member.
     pub own_active: bool,
-    /// Authorization policy documents: name → body.
-    pub policies: BTreeMap<String, String>,
+    /// Authorization policies by name.
+    pub policies: BTreeMap<String, Policy>,
+    /// Policies in force that did not read (name → why): everything is denied while
+    /// there are any. Filled from the watch mirror, not from the state.
+    pub unreadable_policies: BTreeMap<String, String>,
     /// Traffic claims.
-    pub claims: Vec<isthmus_federation::claims::Claim>,
+    pub claims: Vec<Claim>,
 }
 
 /// Derives the view of `own` from `state`.
 pub fn derive(state: &CatalogState, own: &str) -> GatewayView {
     let mut view = GatewayView {
         bundle: state.trust_bundle.clone(),
-        policies: state
-            .policies
-            .values()
-            .map(|p| (p.name.clone(), p.body.clone()))
-            .collect(),
+        policies: state.policies.clone(),
         claims: state.claims.values().cloned().collect(),
         ..GatewayView::default()
     };
@@ -111,7 +111,7 @@ pub fn derive(state: &CatalogState, own: &str) -> GatewayView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use isthmus_federation::model::{
+    use isthmus_federation_api::model::{
         Cluster, EndpointHealth, ExportPort, GatewayEndpoint, PortProtocol, ServiceExport,
     };
 

@@ -3,8 +3,10 @@
 //! changes resume — and refuses a message that breaks them, so a client never applies
 //! a change out of order silently. Gateways keep their last known-good catalog in one.
 
+use std::collections::BTreeMap;
+
 use crate::model::{CatalogState, Event};
-use crate::service::WatchMessage;
+use crate::watch::{WatchMessage, Watched};
 
 /// Why a watch message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +42,9 @@ pub enum MirrorError {
 #[derive(Debug, Clone, Default)]
 pub struct CatalogMirror {
     state: CatalogState,
-    pending: Option<CatalogState>,
+    /// Policies that exist but did not read: name → why.
+    unreadable: BTreeMap<String, String>,
+    pending: Option<(CatalogState, BTreeMap<String, String>)>,
     messages: u64,
 }
 
@@ -60,6 +64,12 @@ impl CatalogMirror {
         &self.state
     }
 
+    /// Policies in force that this client could not read (name → why): whoever decides
+    /// by the policies must deny everything while there are any.
+    pub fn unreadable_policies(&self) -> &BTreeMap<String, String> {
+        &self.unreadable
+    }
+
     /// Messages applied so far.
     pub fn messages(&self) -> u64 {
         self.messages
@@ -67,11 +77,24 @@ impl CatalogMirror {
 
     /// Applies one message, or refuses it and changes nothing.
     pub fn apply(&mut self, message: WatchMessage) -> Result<(), MirrorError> {
+        self.apply_watched(Watched {
+            message,
+            unreadable: Vec::new(),
+        })
+    }
+
+    /// Applies one message and the policies in it that did not read, or refuses it and
+    /// changes nothing.
+    pub fn apply_watched(&mut self, watched: Watched) -> Result<(), MirrorError> {
+        let Watched {
+            message,
+            unreadable,
+        } = watched;
         match message {
             WatchMessage::Changes(changes) => {
-                if self.pending.is_some() {
+                if let Some((pending, _)) = &self.pending {
                     return Err(MirrorError::SplitSnapshot {
-                        revision: self.pending.as_ref().map_or(0, |p| p.revision),
+                        revision: pending.revision,
                     });
                 }
                 if changes.revision != self.state.revision + 1 {
@@ -80,11 +103,16 @@ impl CatalogMirror {
                         got: changes.revision,
                     });
                 }
-                if changes.events.is_empty() {
+                if changes.events.is_empty() && unreadable.is_empty() {
                     return Err(MirrorError::Empty(changes.revision));
                 }
                 for event in changes.events {
+                    forget_unreadable(&mut self.unreadable, &event);
                     put(&mut self.state, event);
+                }
+                for policy in unreadable {
+                    self.state.policies.remove(&policy.name);
+                    self.unreadable.insert(policy.name, policy.reason);
                 }
                 self.state.revision = changes.revision;
             }
@@ -104,24 +132,47 @@ impl CatalogMirror {
                 if self
                     .pending
                     .as_ref()
-                    .is_some_and(|p| p.revision != revision)
+                    .is_some_and(|(p, _)| p.revision != revision)
                 {
                     self.pending = None;
                 }
-                let pending = self.pending.get_or_insert_with(|| CatalogState {
-                    revision,
-                    ..CatalogState::default()
+                let (pending, pending_unreadable) = self.pending.get_or_insert_with(|| {
+                    (
+                        CatalogState {
+                            revision,
+                            ..CatalogState::default()
+                        },
+                        BTreeMap::new(),
+                    )
                 });
                 for event in events {
                     put(pending, event);
                 }
+                for policy in unreadable {
+                    pending_unreadable.insert(policy.name, policy.reason);
+                }
                 if done {
-                    self.state = self.pending.take().unwrap_or_default();
+                    let (state, unreadable) = self.pending.take().unwrap_or_default();
+                    self.state = state;
+                    self.unreadable = unreadable;
                 }
             }
         }
         self.messages += 1;
         Ok(())
+    }
+}
+
+/// A policy put or deleted is no longer unreadable.
+fn forget_unreadable(unreadable: &mut BTreeMap<String, String>, event: &Event) {
+    match event {
+        Event::PolicyPut { policy } => {
+            unreadable.remove(&policy.name);
+        }
+        Event::PolicyDeleted { name } => {
+            unreadable.remove(name);
+        }
+        _ => {}
     }
 }
 
@@ -236,5 +287,33 @@ mod tests {
         let names: Vec<_> = mirror.state().clusters.keys().cloned().collect();
         assert_eq!(names, ["a", "b"]);
         mirror.apply(put_cluster(10, "c")).unwrap();
+    }
+
+    #[test]
+    fn a_policy_that_does_not_read_is_remembered_until_it_is_replaced_or_deleted() {
+        use crate::watch::UnreadablePolicy;
+        let mut mirror = CatalogMirror::new();
+        mirror.apply(put_cluster(1, "a")).unwrap();
+        let unreadable = Watched {
+            message: WatchMessage::Changes(RevisionEvents {
+                revision: 2,
+                events: vec![],
+            }),
+            unreadable: vec![UnreadablePolicy {
+                name: "new-language".into(),
+                reason: "unknown field".into(),
+            }],
+        };
+        mirror.apply_watched(unreadable).unwrap();
+        assert_eq!(mirror.revision(), 2);
+        assert!(mirror.unreadable_policies().contains_key("new-language"));
+        let deleted = WatchMessage::Changes(RevisionEvents {
+            revision: 3,
+            events: vec![Event::PolicyDeleted {
+                name: "new-language".into(),
+            }],
+        });
+        mirror.apply(deleted).unwrap();
+        assert!(mirror.unreadable_policies().is_empty());
     }
 }

@@ -9,22 +9,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use isthmus_config::{ConfigError, FieldProblem, Format};
-use isthmus_federation::claims::{Claim, HostPattern};
 use isthmus_federation::config::FederationConfigFile;
+use isthmus_federation_api::claims::{Claim, HostPattern};
+use isthmus_federation_api::policy::PolicyBody;
+use isthmus_gateway::config::{GatewayConfig, GatewayConfigFile};
+use isthmus_gateway::ingress::table::{HostMode, ServiceRef};
 use serde::{Deserialize, Serialize};
-
-use crate::config::{GatewayConfig, GatewayConfigFile};
-use crate::ingress::table::{HostMode, ServiceRef};
 
 /// One finding: which file, which field, what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// The file, relative to the directory vetted.
-    pub file: String,
+    pub(crate) file: String,
     /// The field (dotted path), or `-` for the file as a whole.
-    pub field: String,
+    pub(crate) field: String,
     /// What is wrong and what to do.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// A claims file.
@@ -44,7 +44,7 @@ struct ClaimEntry {
 /// Why a directory could not be vetted at all.
 #[derive(Debug, thiserror::Error)]
 #[error("{dir}: {source}")]
-pub struct VetError {
+pub(crate) struct VetError {
     dir: String,
     source: std::io::Error,
 }
@@ -78,12 +78,12 @@ fn files(dir: &Path) -> Result<Vec<PathBuf>, VetError> {
 struct Picture {
     gateways: Vec<(String, GatewayConfig)>,
     clusters: BTreeMap<String, String>,
-    policies: Vec<(String, String)>,
+    policies: Vec<(String, PolicyBody)>,
     claims: Option<(String, Vec<Claim>)>,
 }
 
 /// Vets every config, policy and claims file under `dir`.
-pub fn vet_dir(dir: &Path) -> Result<(Vec<Finding>, usize), VetError> {
+pub(crate) fn vet_dir(dir: &Path) -> Result<(Vec<Finding>, usize), VetError> {
     let paths = files(dir)?;
     let mut findings = Vec::new();
     let mut picture = Picture::default();
@@ -108,12 +108,12 @@ pub fn vet_dir(dir: &Path) -> Result<(Vec<Finding>, usize), VetError> {
             .and_then(|f| f.to_str())
             .unwrap_or_default();
         if let Some(policy) = file_name.strip_suffix(".policy.json") {
-            if let Err(e) = isthmus_federation::validate::name("name", policy) {
+            if let Err(e) = isthmus_federation_api::validate::name("name", policy) {
                 finding("-", format!("the file name gives the policy's name: {e}"));
             }
-            match isthmus_federation::policy::parse(&text) {
-                Ok(_) => picture.policies.push((name.clone(), text)),
-                Err(isthmus_federation::error::ApiError::InvalidArgument { field, message }) => {
+            match isthmus_federation_api::policy::parse(&text) {
+                Ok(body) => picture.policies.push((name.clone(), body)),
+                Err(isthmus_federation_api::ApiError::InvalidArgument { field, message }) => {
                     finding(&field, message)
                 }
                 Err(e) => finding("-", e.to_string()),
@@ -121,13 +121,14 @@ pub fn vet_dir(dir: &Path) -> Result<(Vec<Finding>, usize), VetError> {
             continue;
         }
         if matches!(file_name, "claims.toml" | "claims.json") {
-            let parsed: Result<ClaimsFile, String> = if file_name.ends_with(".toml") {
-                toml::from_str(&text).map_err(|e| e.to_string())
-            } else {
-                serde_json::from_str(&text).map_err(|e| e.to_string())
-            };
+            let parsed: Result<ClaimsFile, Box<dyn std::error::Error>> =
+                if file_name.ends_with(".toml") {
+                    toml::from_str(&text).map_err(Into::into)
+                } else {
+                    serde_json::from_str(&text).map_err(Into::into)
+                };
             match parsed {
-                Err(e) => finding("-", e),
+                Err(e) => finding("-", e.to_string()),
                 Ok(file) => {
                     let mut held: Vec<Claim> = Vec::new();
                     for (i, c) in file.claims.into_iter().enumerate() {
@@ -136,10 +137,10 @@ pub fn vet_dir(dir: &Path) -> Result<(Vec<Finding>, usize), VetError> {
                             namespace: c.namespace,
                             revision: 0,
                         };
-                        if let Err(e) = isthmus_federation::claims::check(&claim) {
+                        if let Err(e) = isthmus_federation_api::claims::check(&claim) {
                             finding(&format!("claims[{i}]"), e.to_string());
                         } else if let Some(other) =
-                            isthmus_federation::claims::conflict(&held, &claim)
+                            isthmus_federation_api::claims::conflict(&held, &claim)
                         {
                             finding(
                                 &format!("claims[{i}].host"),
@@ -225,7 +226,8 @@ fn across(p: &Picture, findings: &mut Vec<Finding>) {
     };
     // Policies naming clusters that no gateway config defines (as its own or a peer).
     for (file, body) in &p.policies {
-        for f in isthmus_federation::vet::policy_clusters(body, |c| p.clusters.contains_key(c)) {
+        for f in isthmus_federation_api::vet::policy_clusters(body, |c| p.clusters.contains_key(c))
+        {
             push(
                 file,
                 f.field,
@@ -325,7 +327,7 @@ fn across(p: &Picture, findings: &mut Vec<Finding>) {
             );
         }
         if let Some((claims_file, claims)) = &p.claims {
-            if !isthmus_federation::claims::covered(claims, pattern, namespace) {
+            if !isthmus_federation_api::claims::covered(claims, pattern, namespace) {
                 push(
                     file,
                     field.clone(),
@@ -338,7 +340,11 @@ fn across(p: &Picture, findings: &mut Vec<Finding>) {
     }
     // Import ranges of gateways on one host must not overlap: their import addresses
     // would collide.
-    let ranges: Vec<(&str, std::net::IpAddr, crate::addresses::Ipv4Range)> = p
+    let ranges: Vec<(
+        &str,
+        std::net::IpAddr,
+        isthmus_gateway::addresses::Ipv4Range,
+    )> = p
         .gateways
         .iter()
         .filter_map(|(file, g)| {

@@ -16,13 +16,20 @@ use crate::error::ApiError;
 #[serde(deny_unknown_fields)]
 pub struct Claim {
     /// A DNS name, or `*.example.com` (one label under it).
+    #[schemars(schema_with = "crate::schema::host_pattern")]
     pub host: String,
     /// The namespace that owns it.
+    #[schemars(schema_with = "crate::schema::label")]
     pub namespace: String,
     /// Revision of the last change.
     #[serde(default)]
     pub revision: u64,
 }
+
+/// Why a text is not a host pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a DNS name of two or more labels (a-z 0-9 -), optionally starting with `*.`")]
+pub struct NotAHostPattern(pub String);
 
 /// A host pattern: an exact DNS name, or `*.suffix` for any one label before `suffix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +42,7 @@ pub enum HostPattern {
 
 impl HostPattern {
     /// Parses a host name or `*.`-wildcard (lower-cased).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, NotAHostPattern> {
         let lower = text.to_ascii_lowercase();
         let (wild, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest),
@@ -48,9 +55,7 @@ impl HostPattern {
                 .iter()
                 .any(|l| isthmus_ca::spiffe::dns_label("host", l).is_err())
         {
-            return Err(format!(
-                "{text:?} is not a DNS name of two or more labels (a-z 0-9 -), optionally starting with `*.`"
-            ));
+            return Err(NotAHostPattern(text.to_owned()));
         }
         Ok(if wild {
             Self::Wildcard(format!(".{name}"))
@@ -92,7 +97,8 @@ impl fmt::Display for HostPattern {
 
 /// Checks a claim's fields.
 pub fn check(claim: &Claim) -> Result<HostPattern, ApiError> {
-    let pattern = HostPattern::parse(&claim.host).map_err(|e| ApiError::invalid("host", e))?;
+    let pattern =
+        HostPattern::parse(&claim.host).map_err(|e| ApiError::invalid("host", e.to_string()))?;
     if pattern.to_string() != claim.host {
         return Err(ApiError::invalid(
             "host",

@@ -1,14 +1,15 @@
 //! Stateless checks of admin input, run once before a command is proposed: names are
 //! DNS-1123 labels, ports are in range and unique, PEM parses. Each failure names the
-//! field. Checks that need the current state (unknown cluster, compare-and-set) are in
-//! `command.rs`, applied identically on every node.
+//! field. Checks that need the current state (unknown cluster, compare-and-set) are the
+//! federation's, made as a command is applied, identically on every node.
 
 use std::collections::HashSet;
 
 use isthmus_ca::{CaRole, CertFacts, TrustBundle, TrustDomain, spiffe::dns_label};
 
 use crate::error::ApiError;
-use crate::model::{Cluster, ExportKey, PolicyDoc, ServiceExport, TrustBundleDoc};
+use crate::model::{Cluster, ExportKey, GatewayEndpoint, Policy, ServiceExport, TrustBundleDoc};
+use crate::status::{NodeId, NodeInfo};
 
 /// Most gateways one cluster may list.
 pub const MAX_GATEWAYS: usize = 64;
@@ -68,8 +69,8 @@ pub fn cluster(cluster: &Cluster) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks a `host:port` address.
-fn host_port(field: &str, value: &str) -> Result<(), ApiError> {
+/// Checks a `host:port` address: an IP socket address, or a DNS name and a port 1-65535.
+pub fn host_port(field: &str, value: &str) -> Result<(), ApiError> {
     let bad = || {
         ApiError::invalid(
             field,
@@ -93,7 +94,9 @@ fn host_port(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-fn intermediate(field: &str, pem: &str, cluster: &str) -> Result<(), ApiError> {
+/// Checks a cluster intermediate certificate (PEM): exactly one CA certificate whose
+/// subject names `cluster`.
+pub fn intermediate(field: &str, pem: &str, cluster: &str) -> Result<(), ApiError> {
     if pem.len() > MAX_PEM_BYTES {
         return Err(ApiError::invalid(
             field,
@@ -220,54 +223,8 @@ pub fn trust_bundle(
     Ok(bundle)
 }
 
-/// Checks any command before it is proposed, whichever API or node it came through.
-pub fn command(command: &crate::command::Command, domain: &TrustDomain) -> Result<(), ApiError> {
-    use crate::command::Command;
-    match command {
-        Command::PutCluster { cluster: c, .. } => cluster(c),
-        Command::DeleteCluster { name: n, .. } => name("name", n),
-        Command::PutExport { export: e, .. } => export(e),
-        Command::DeleteExport { key, .. } => export_key(key),
-        Command::SetTrustBundle {
-            trust_bundle: b, ..
-        } => trust_bundle(b, Some(domain)).map(|_| ()),
-        Command::PutPolicy { policy: p, .. } => policy(p),
-        Command::DeletePolicy { name: n, .. } => name("name", n),
-        Command::PutClaim { claim, .. } => crate::claims::check(claim).map(|_| ()),
-        Command::DeleteClaim { host, .. } => crate::claims::HostPattern::parse(host)
-            .map(|_| ())
-            .map_err(|e| ApiError::invalid("host", e)),
-        Command::CreateCluster {
-            name: n,
-            locality: l,
-            ..
-        } => {
-            name("name", n)?;
-            l.as_deref().map_or(Ok(()), |l| locality("locality", l))
-        }
-        Command::Enroll {
-            name: n,
-            gateway,
-            intermediate_pem,
-            ..
-        } => {
-            name("cluster", n)?;
-            gateway_endpoint("gateway", gateway)?;
-            intermediate("intermediate_pem", intermediate_pem, n)
-        }
-        Command::SetGateway {
-            cluster: c,
-            gateway,
-        } => {
-            name("cluster", c)?;
-            gateway_endpoint("gateway", gateway)
-        }
-        Command::RevokeCluster { name: n } => name("name", n),
-    }
-}
-
 /// Checks one gateway endpoint.
-fn gateway_endpoint(field: &str, gateway: &crate::model::GatewayEndpoint) -> Result<(), ApiError> {
+pub fn gateway_endpoint(field: &str, gateway: &GatewayEndpoint) -> Result<(), ApiError> {
     name(&format!("{field}.name"), &gateway.name)?;
     host_port(&format!("{field}.address"), &gateway.address)
 }
@@ -287,7 +244,7 @@ pub fn locality(field: &str, value: &str) -> Result<(), ApiError> {
 }
 
 /// Checks a new member's id and addresses.
-pub fn member(node_id: u64, info: &crate::raft::NodeInfo) -> Result<(), ApiError> {
+pub fn member(node_id: NodeId, info: &NodeInfo) -> Result<(), ApiError> {
     if node_id == 0 {
         return Err(ApiError::invalid(
             "node_id",
@@ -304,24 +261,24 @@ pub fn member(node_id: u64, info: &crate::raft::NodeInfo) -> Result<(), ApiError
     }
 }
 
-/// Checks a policy document.
-pub fn policy(policy: &PolicyDoc) -> Result<(), ApiError> {
+/// Checks a policy: its name, its document's size, and the language's own checks (a
+/// document built in code gets the same checks as a parsed one).
+pub fn policy(policy: &Policy) -> Result<(), ApiError> {
     name("name", &policy.name)?;
-    if policy.body.len() > MAX_POLICY_BYTES {
+    let size = policy.body.to_json().len();
+    if size > MAX_POLICY_BYTES {
         return Err(ApiError::invalid(
             "body",
-            format!("{} bytes; at most {MAX_POLICY_BYTES}", policy.body.len()),
+            format!("{size} bytes; at most {MAX_POLICY_BYTES}"),
         ));
     }
-    // The language is `policy.rs`'s; a document it does not accept is refused here,
-    // before it can reach a gateway.
-    crate::policy::parse(&policy.body).map(|_| ())
+    crate::policy::check(&policy.body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClusterState, EndpointHealth, ExportPort, GatewayEndpoint, PortProtocol};
+    use crate::model::{ClusterState, EndpointHealth, ExportPort, PortProtocol};
 
     fn export_with(ports: Vec<(&str, u16)>) -> ServiceExport {
         ServiceExport {

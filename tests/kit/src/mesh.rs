@@ -3,24 +3,29 @@
 //! mesh tests drive (stopping the federation, a gateway, rotating the root).
 //!
 //! It writes the files an operator would (configs, certificates, tokens) under one
-//! directory, so that the CLI works against it.
+//! directory, so that the CLI works against it, and it changes the catalog only through
+//! the admin API, with its admin certificate.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustDomain};
-use isthmus_federation::command::{Command, Expect};
+use isthmus_ca::{Authority, KeyAlgorithm, SpiffeId, TrustDomain};
 use isthmus_federation::config::{
     Enrollment, FederationConfig, FederationListen, FederationTls, RaftTiming,
 };
-use isthmus_federation::model::TrustBundleDoc;
 use isthmus_federation::node::{NodeOptions, RunningNode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use isthmus_federation_api::claims::Claim;
+use isthmus_federation_api::client::{ClientTls, FederationClient};
+use isthmus_federation_api::model::{Expect, Policy, TrustBundleDoc};
+use isthmus_federation_api::request::{
+    AddMember, CreateCluster, PutClaim, PutPolicy, SetTrustBundle,
+};
+use isthmus_gateway::config::GatewayConfigFile;
+use isthmus_gateway::membership::Member;
 
-use crate::config::GatewayConfigFile;
-use crate::membership::Member;
+use crate::pki::leaf_pem;
 
 const DAY: Duration = Duration::from_secs(86_400);
 /// The dev mesh's trust domain.
@@ -28,10 +33,10 @@ pub const TRUST_DOMAIN: &str = "dev.isthmus";
 /// The admin identity whose certificate the mesh writes (`admin.pem`, `admin.key`).
 pub const ADMIN_ID: &str = "spiffe://dev.isthmus/cluster/ops/ns/admin/sa/dev";
 
-/// Why the dev mesh could not do something.
+/// Why the dev mesh could not do something: what it was doing, and why not.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct DevMeshError(String);
+pub struct DevMeshError(pub String);
 
 fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> DevMeshError + '_ {
     move |e| DevMeshError(format!("{what}: {e}"))
@@ -93,31 +98,6 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, DevMeshError> {
     let path = dir.join(name);
     std::fs::write(&path, text).map_err(err(&path.display().to_string()))?;
     Ok(path)
-}
-
-/// Issues a leaf for `id` from `ca`: (chain PEM, key PEM).
-pub fn leaf_pem(
-    ca: &Authority,
-    id: &str,
-    lifetime: Duration,
-) -> Result<(String, String), DevMeshError> {
-    let issued = ca
-        .issue_leaf(
-            &LeafRequest {
-                id: SpiffeId::parse(id).map_err(err("SPIFFE ID"))?,
-                lifetime,
-                dns_names: if id.contains("/ns/") {
-                    vec![]
-                } else {
-                    vec!["localhost".into()]
-                },
-                key_algorithm: KeyAlgorithm::EcdsaP256,
-            },
-            SystemTime::now(),
-        )
-        .map_err(err("issuing a leaf"))?;
-    let chain = isthmus_ca::pem::certs_to_pem(std::iter::once(&issued.cert).chain(&issued.chain));
-    Ok((chain, issued.key.serialize_pem()))
 }
 
 impl DevMesh {
@@ -202,62 +182,90 @@ impl DevMesh {
         for i in 0..mesh.configs.len() {
             mesh.start_node(i).await?;
         }
-        let first = mesh.node(0)?;
-        first.federation.init().await.map_err(err("init"))?;
+        // Bootstrapped as an operator would: init on the first node, then the others
+        // added through it.
+        let first = mesh.node_client(0)?;
+        first.init().await.map_err(err("init"))?;
         for node in mesh.nodes[1..].iter().flatten() {
-            first
-                .federation
-                .add_member(node.id, node.info.clone())
-                .await
-                .map_err(err("member add"))?;
+            let member = AddMember {
+                node_id: node.id,
+                info: node.info.clone(),
+            };
+            first.add_member(member).await.map_err(err("member add"))?;
         }
+        let bundle = SetTrustBundle {
+            bundle: TrustBundleDoc {
+                trust_domain: td.to_string(),
+                roots_pem: mesh.root.cert_chain_pem(),
+                retired_pem: String::new(),
+                revision: 0,
+            },
+            expect: Expect::Any,
+        };
         first
-            .federation
-            .write(Command::SetTrustBundle {
-                trust_bundle: TrustBundleDoc {
-                    trust_domain: td.to_string(),
-                    roots_pem: mesh.root.cert_chain_pem(),
-                    retired_pem: String::new(),
-                    revision: 0,
-                },
-                expect: Expect::Any,
-            })
+            .set_trust_bundle(bundle)
             .await
             .map_err(err("trust bundle"))?;
         Ok(mesh)
     }
 
+    /// How the mesh's admin calls the federation: `admin.pem`, trusting the roots in
+    /// `bundle.pem` now (a root rotation rewrites it).
+    fn admin_tls(&self) -> Result<ClientTls, DevMeshError> {
+        ClientTls::from_files(
+            (&self.dir.join("bundle.pem"), "bundle.pem"),
+            (&self.dir.join("admin.pem"), "admin.pem"),
+            (&self.dir.join("admin.key"), "admin.key"),
+        )
+        .map_err(err("admin certificate"))
+    }
+
+    /// An admin client of node `i` alone (0-based), for what one node says of itself.
+    pub fn node_client(&self, i: usize) -> Result<FederationClient, DevMeshError> {
+        let addr = self.node(i)?.listen.admin.to_string();
+        FederationClient::new([addr], self.admin_tls()?).map_err(err("admin client"))
+    }
+
+    /// An admin client of the running nodes (the mesh's platform-admin certificate).
+    pub fn client(&self) -> Result<FederationClient, DevMeshError> {
+        let servers: Vec<String> = self
+            .nodes
+            .iter()
+            .flatten()
+            .map(|n| n.listen.admin.to_string())
+            .collect();
+        FederationClient::new(servers, self.admin_tls()?).map_err(err("admin client"))
+    }
+
     /// Creates or replaces authorization policy `name` (a policy document, JSON);
     /// returns the revision it was written at.
     pub async fn put_policy(&self, name: &str, body: &str) -> Result<u64, DevMeshError> {
-        self.any_node()?
-            .federation
-            .write(Command::PutPolicy {
-                policy: isthmus_federation::model::PolicyDoc {
-                    name: name.into(),
-                    body: body.into(),
-                    revision: 0,
-                },
-                expect: Expect::Any,
-            })
-            .await
-            .map_err(err(&format!("policy {name}")))
+        let policy = Policy {
+            name: name.into(),
+            body: isthmus_federation_api::policy::parse(body)
+                .map_err(err(&format!("policy {name}")))?,
+            revision: 0,
+        };
+        let put = PutPolicy {
+            policy,
+            expect: Expect::Any,
+        };
+        let written = self.client()?.put_policy(put).await;
+        Ok(written.map_err(err(&format!("policy {name}")))?.revision)
     }
 
     /// Claims `host` (a name or `*.` wildcard) for `namespace`.
     pub async fn put_claim(&self, host: &str, namespace: &str) -> Result<u64, DevMeshError> {
-        self.any_node()?
-            .federation
-            .write(Command::PutClaim {
-                claim: isthmus_federation::claims::Claim {
-                    host: host.into(),
-                    namespace: namespace.into(),
-                    revision: 0,
-                },
-                expect: Expect::Any,
-            })
-            .await
-            .map_err(err(&format!("claim {host}")))
+        let put = PutClaim {
+            claim: Claim {
+                host: host.into(),
+                namespace: namespace.into(),
+                revision: 0,
+            },
+            expect: Expect::Any,
+        };
+        let written = self.client()?.put_claim(put).await;
+        Ok(written.map_err(err(&format!("claim {host}")))?.revision)
     }
 
     /// Allows every cluster to reach every service of `namespace` (policy
@@ -333,15 +341,14 @@ impl DevMesh {
 
     /// Registers `spec` with a join token and starts its gateway.
     pub async fn add_cluster(&mut self, spec: &ClusterSpec) -> Result<&Member, DevMeshError> {
+        let create = CreateCluster {
+            name: spec.name.clone(),
+            locality: Some(spec.locality.clone()),
+            ttl: None,
+        };
         let token = self
-            .any_node()?
-            .enroller
-            .create_cluster(
-                &spec.name,
-                Some(spec.locality.clone()),
-                None,
-                SystemTime::now(),
-            )
+            .client()?
+            .create_cluster(create)
             .await
             .map_err(err("cluster create"))?;
         let cdir = self.dir.join(&spec.name);
@@ -376,7 +383,7 @@ impl DevMesh {
         let config =
             isthmus_config::load::<GatewayConfigFile>(path).map_err(err("gateway config"))?;
         let base = path.parent().unwrap_or(Path::new("/")).to_owned();
-        let member = crate::membership::start(config, &base)
+        let member = isthmus_gateway::membership::start(config, &base)
             .await
             .map_err(err(&format!("starting the gateway of {cluster}")))?;
         self.members.insert(cluster.to_owned(), member);
@@ -403,59 +410,4 @@ impl DevMesh {
             }
         }
     }
-}
-
-/// Serves a tiny HTTP/1.1 responder on loopback that says who answered and what was
-/// asked; returns its address.
-pub async fn echo_server(label: &str) -> Result<SocketAddr, DevMeshError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(err("echo server"))?;
-    let addr = listener.local_addr().map_err(err("echo server"))?;
-    let label = label.to_owned();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let label = label.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut len = 0;
-                while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-                    match tcp.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => len += n,
-                    }
-                }
-                let request = String::from_utf8_lossy(&buf[..len]).into_owned();
-                let line = request.lines().next().unwrap_or_default().to_owned();
-                // Read the body too: closing with unread bytes would reset the
-                // connection, and the answer could be lost with it.
-                let head_end = request.find("\r\n\r\n").map_or(len, |i| i + 4);
-                let body_len = request
-                    .lines()
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0)
-                    .min(1 << 20);
-                let mut unread = body_len.saturating_sub(len - head_end);
-                while unread > 0 {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => unread = unread.saturating_sub(n),
-                    }
-                }
-                let body = format!("hello from {label}: echo.demo answered \"{line}\"\n");
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tcp.write_all(response.as_bytes()).await;
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
-    Ok(addr)
 }

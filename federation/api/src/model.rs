@@ -1,29 +1,42 @@
-//! The federation's data model, version 1: what member clusters agree on. These are the
+//! The federation's data model, version 2: what member clusters agree on. These are the
 //! values the admin API takes and returns (REST as JSON, gRPC as protobuf) and the Raft
 //! log carries. `docs/federation.md` documents every field.
 //!
 //! Every accepted change bumps one global revision; each object remembers the revision
 //! that last changed it (`revision`), which is what compare-and-set compares.
+//!
+//! Version 2 stores a policy's body as the typed document it was checked as (version 1
+//! stored the JSON text and parsed it again wherever it was used). A version-1 record
+//! still reads: its text is parsed, once, as it is decoded (see [`Policy`]).
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::claims::Claim;
+use crate::policy::PolicyBody;
+
 /// Version of this data model; bumped when a stored or wire form changes incompatibly.
-pub const MODEL_VERSION: u32 = 1;
+pub const MODEL_VERSION: u32 = 2;
+
+/// The oldest model version whose stored records this version still reads.
+pub const OLDEST_READABLE_MODEL: u32 = 1;
 
 /// A member cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     /// DNS-1123 label, unique in the federation.
+    #[schemars(schema_with = "crate::schema::label")]
     pub name: String,
-    /// Where this cluster's east-west gateways accept QUIC from peers.
+    /// Where this cluster's east-west gateways accept QUIC from peers (names unique).
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub gateways: Vec<GatewayEndpoint>,
     /// PEM of the cluster's intermediate CA certificate, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::optional_intermediate")]
     pub intermediate_pem: Option<String>,
     /// Lifecycle state.
     #[serde(default)]
@@ -31,6 +44,7 @@ pub struct Cluster {
     /// Where the cluster runs, `region` or `region/zone`; gateways prefer exporters in
     /// their own region, then any other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::optional_locality")]
     pub locality: Option<String>,
     /// The outstanding join token of a pending cluster (set by `cluster create`, spent by
     /// enrollment; only a hash of its secret is kept).
@@ -60,8 +74,10 @@ pub struct JoinGrant {
 pub struct GatewayEndpoint {
     /// DNS-1123 label, unique within the cluster (the `NAME` of its SPIFFE ID
     /// `spiffe://TD/cluster/C/gateway/NAME`).
+    #[schemars(schema_with = "crate::schema::label")]
     pub name: String,
     /// `host:port` of its QUIC listener.
+    #[schemars(schema_with = "crate::schema::host_port")]
     pub address: String,
 }
 
@@ -85,12 +101,16 @@ pub enum ClusterState {
 #[serde(deny_unknown_fields)]
 pub struct ServiceExport {
     /// The exporting cluster; must exist.
+    #[schemars(schema_with = "crate::schema::label")]
     pub cluster: String,
     /// Namespace, a DNS-1123 label.
+    #[schemars(schema_with = "crate::schema::label")]
     pub namespace: String,
     /// Service name, a DNS-1123 label.
+    #[schemars(schema_with = "crate::schema::label")]
     pub name: String,
     /// At least one port; port numbers and names unique.
+    #[schemars(length(min = 1, max = 64))]
     pub ports: Vec<ExportPort>,
     /// How many of the service's endpoints are healthy, as last reported.
     #[serde(default)]
@@ -117,8 +137,10 @@ impl ServiceExport {
 #[serde(deny_unknown_fields)]
 pub struct ExportPort {
     /// Port name (DNS-1123 label), used in SRV records.
+    #[schemars(schema_with = "crate::schema::label")]
     pub name: String,
     /// 1..=65535.
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// `tcp` (default) or `http`.
     #[serde(default)]
@@ -170,25 +192,31 @@ pub struct TrustBundleDoc {
     /// The federation's trust domain, for example `mesh.example`.
     pub trust_domain: String,
     /// PEM of the roots in force: at least one, several during a rotation.
+    #[schemars(schema_with = "crate::schema::pem")]
     pub roots_pem: String,
     /// PEM of retired roots (chains to them are refused with their own reason).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(schema_with = "crate::schema::pem")]
     pub retired_pem: String,
     /// Revision of the last change (set by the federation; ignored on input).
     #[serde(default)]
     pub revision: u64,
 }
 
-/// Authorization policies. Their shape is specified by a later issue; the catalog
-/// already replicates, snapshots and watches them as opaque named JSON documents so that
-/// adding them needs no storage change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// An authorization policy: a named, checked document of the policy language
+/// ([`crate::policy`]).
+///
+/// Stored and replicated with its body as a JSON object. A record of model version 1
+/// carries the body as JSON text instead; it is parsed as it is decoded, with the same
+/// language that admitted it, so that applying a log entry never parses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PolicyDoc {
+pub struct Policy {
     /// DNS-1123 label.
     pub name: String,
-    /// The policy body (JSON text).
-    pub body: String,
+    /// The document.
+    #[serde(deserialize_with = "crate::policy::stored::deserialize")]
+    pub body: PolicyBody,
     /// Revision of the last change.
     #[serde(default)]
     pub revision: u64,
@@ -206,16 +234,18 @@ pub struct CatalogState {
     /// The trust bundle, once set.
     pub trust_bundle: Option<TrustBundleDoc>,
     /// Policies by name.
-    pub policies: BTreeMap<String, PolicyDoc>,
+    pub policies: BTreeMap<String, Policy>,
     /// Traffic claims by host.
     #[serde(default)]
-    pub claims: BTreeMap<String, crate::claims::Claim>,
+    pub claims: BTreeMap<String, Claim>,
 }
 
-/// One change to one object, as a watch delivers it.
+/// One change to one object, as a watch delivers it. `P` is how a policy travels: the
+/// model's [`Policy`], or a face's own form of it (REST answers with its document as
+/// text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Event {
+pub enum Event<P = Policy> {
     /// A cluster was created or changed.
     ClusterPut {
         /// Its new value.
@@ -248,7 +278,7 @@ pub enum Event {
     /// A policy was created or changed.
     PolicyPut {
         /// Its new value.
-        policy: PolicyDoc,
+        policy: P,
     },
     /// A policy was deleted.
     PolicyDeleted {
@@ -258,7 +288,7 @@ pub enum Event {
     /// A host was claimed (or its claim changed).
     ClaimPut {
         /// The claim.
-        claim: crate::claims::Claim,
+        claim: Claim,
     },
     /// A claim was given up.
     ClaimDeleted {
@@ -267,8 +297,35 @@ pub enum Event {
     },
 }
 
+impl<P> Event<P> {
+    /// The same event with its policy, if it carries one, in another form.
+    pub fn map_policy<Q>(self, form: impl FnOnce(P) -> Q) -> Event<Q> {
+        match self {
+            Self::ClusterPut { cluster } => Event::ClusterPut { cluster },
+            Self::ClusterDeleted { name } => Event::ClusterDeleted { name },
+            Self::ExportPut { export } => Event::ExportPut { export },
+            Self::ExportDeleted {
+                cluster,
+                namespace,
+                name,
+            } => Event::ExportDeleted {
+                cluster,
+                namespace,
+                name,
+            },
+            Self::TrustBundleSet { trust_bundle } => Event::TrustBundleSet { trust_bundle },
+            Self::PolicyPut { policy } => Event::PolicyPut {
+                policy: form(policy),
+            },
+            Self::PolicyDeleted { name } => Event::PolicyDeleted { name },
+            Self::ClaimPut { claim } => Event::ClaimPut { claim },
+            Self::ClaimDeleted { host } => Event::ClaimDeleted { host },
+        }
+    }
+}
+
 /// All events of one revision: a revision is never split across two batches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionEvents {
     /// The revision these events produced.
     pub revision: u64,
@@ -307,5 +364,64 @@ impl CatalogState {
                 .map(|c| Event::ClaimPut { claim: c.clone() }),
         );
         events
+    }
+}
+
+/// What the writer expects of the object's current revision (compare-and-set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// No expectation: last writer wins.
+    #[default]
+    Any,
+    /// The object must not exist (create).
+    Absent,
+    /// The object must exist with exactly this revision.
+    Revision(u64),
+}
+
+/// Why a compare-and-set expectation does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectMiss {
+    /// The object exists (at this revision) and should not.
+    Exists(u64),
+    /// The object does not exist and should.
+    Missing,
+    /// The object is at another revision.
+    Moved {
+        /// What the writer sent.
+        expected: u64,
+        /// What the object has.
+        actual: u64,
+    },
+}
+
+impl Expect {
+    /// From the API's `expect_revision`: absent means any, 0 means "must not exist".
+    pub fn from_api(expect_revision: Option<u64>) -> Self {
+        match expect_revision {
+            None => Self::Any,
+            Some(0) => Self::Absent,
+            Some(r) => Self::Revision(r),
+        }
+    }
+
+    /// The API's `expect_revision` for this expectation.
+    pub fn to_api(self) -> Option<u64> {
+        match self {
+            Self::Any => None,
+            Self::Absent => Some(0),
+            Self::Revision(r) => Some(r),
+        }
+    }
+
+    /// Whether an object at `current` (`None`: absent) meets the expectation (pure).
+    pub fn admits(self, current: Option<u64>) -> Result<(), ExpectMiss> {
+        match (self, current) {
+            (Self::Any, _) | (Self::Absent, None) => Ok(()),
+            (Self::Absent, Some(actual)) => Err(ExpectMiss::Exists(actual)),
+            (Self::Revision(_), None) => Err(ExpectMiss::Missing),
+            (Self::Revision(expected), Some(actual)) if expected == actual => Ok(()),
+            (Self::Revision(expected), Some(actual)) => Err(ExpectMiss::Moved { expected, actual }),
+        }
     }
 }

@@ -158,7 +158,7 @@ async fn enroll_at(
 ) -> Result<(proto::EnrollReply, TrustBundle), Attempt> {
     let retry = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
     let fetch = config(Arc::new(FetchOnly(provider()))).map_err(Attempt::Final)?;
-    let channel = crate::tls::channel(addr, fetch, Some(timeout)).map_err(|e| retry(&e))?;
+    let channel = crate::channel::channel(addr, fetch, Some(timeout)).map_err(|e| retry(&e))?;
     let roots = EnrollmentClient::new(channel)
         .get_roots(proto::GetRootsRequest {})
         .await
@@ -186,7 +186,7 @@ async fn enroll_at(
         ExpectedIdentity::AnyFederationNode,
     );
     let verified = config(verifier).map_err(Attempt::Final)?;
-    let channel = crate::tls::channel(addr, verified, Some(timeout)).map_err(|e| retry(&e))?;
+    let channel = crate::channel::channel(addr, verified, Some(timeout)).map_err(|e| retry(&e))?;
     let request = proto::EnrollRequest {
         token: token.encode(),
         gateway_name: gateway_name.to_owned(),

@@ -5,7 +5,7 @@
 
 use crate::policy::PolicyBody;
 
-/// One mistake: where, and what to do.
+/// One mistake in one object: where, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     /// The field, as the API or the file names it.
@@ -16,12 +16,8 @@ pub struct Finding {
 
 /// Source clusters a policy names that are not known (`known` says which are): a rule
 /// or limit for a cluster that does not exist is a typo or a leftover.
-pub fn policy_clusters(body: &str, known: impl Fn(&str) -> bool) -> Vec<Finding> {
-    let Ok(parsed) = crate::policy::parse(body) else {
-        // The language's own check names the field; this one has nothing to add.
-        return Vec::new();
-    };
-    named_clusters(&parsed)
+pub fn policy_clusters(body: &PolicyBody, known: impl Fn(&str) -> bool) -> Vec<Finding> {
+    body.named_clusters()
         .into_iter()
         .filter(|(_, cluster)| !known(cluster))
         .map(|(field, cluster)| Finding {
@@ -33,29 +29,6 @@ pub fn policy_clusters(body: &str, known: impl Fn(&str) -> bool) -> Vec<Finding>
         .collect()
 }
 
-fn named_clusters(body: &PolicyBody) -> Vec<(String, String)> {
-    let mut named = Vec::new();
-    for (i, rule) in body.rules.iter().enumerate() {
-        for (j, source) in rule.from.iter().enumerate() {
-            if source.cluster != "*" {
-                named.push((
-                    format!("body.rules[{i}].from[{j}].cluster"),
-                    source.cluster.clone(),
-                ));
-            }
-        }
-    }
-    for (i, limit) in body.rate_limits.iter().enumerate() {
-        if limit.from_cluster != "*" {
-            named.push((
-                format!("body.rate_limits[{i}].from_cluster"),
-                limit.from_cluster.clone(),
-            ));
-        }
-    }
-    named
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,10 +37,11 @@ mod tests {
     fn a_policy_naming_an_unknown_cluster_is_found_by_field() {
         let body = r#"{"rules":[{"name":"a","action":"allow","from":[{"cluster":"*"},{"cluster":"esat"}],"to":{"namespace":"shop"}}],
             "rate_limits":[{"name":"l","from_cluster":"west","to":{"namespace":"shop"},"connections_per_second":1}]}"#;
-        let found = policy_clusters(body, |c| c == "west");
+        let body = crate::policy::parse(body).unwrap();
+        let found = policy_clusters(&body, |c| c == "west");
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].field, "body.rules[0].from[1].cluster");
         assert!(found[0].message.contains("unknown cluster \"esat\""));
-        assert!(policy_clusters(body, |_| true).is_empty());
+        assert!(policy_clusters(&body, |_| true).is_empty());
     }
 }

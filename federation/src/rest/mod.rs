@@ -1,0 +1,156 @@
+//! The admin API over REST/JSON (axum): each route authenticates its caller, decodes
+//! its path, query and body ([`call`], [`body`]) and calls one operation of the admin
+//! layer. One table ([`routes`]) makes both the router and the OpenAPI 3.1 document
+//! ([`openapi`]) at `/openapi.json`. Every error answer is one envelope,
+//! `{"error": {"kind", "message", "field"?, "leader"?}}`; bodies over 1 MiB get 413.
+
+pub mod body;
+mod call;
+pub mod openapi;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use isthmus_ca::SpiffeId;
+use isthmus_federation_api::ApiError;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+
+use crate::access::{Grant, Principal};
+use crate::admin::{Admin, Credentials};
+
+/// Largest request body.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// An error as a REST answer: its status and the error envelope.
+#[derive(Debug)]
+pub struct Failure(pub ApiError);
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut error = json!({ "kind": self.0.kind(), "message": self.0.to_string() });
+        if let Some(field) = self.0.field() {
+            error["field"] = json!(field);
+        }
+        if let ApiError::NotLeader {
+            leader: Some(leader),
+        } = &self.0
+        {
+            let (id, info) = &**leader;
+            error["leader"] = json!({ "node_id": id, "admin_addr": info.admin_addr, "rest_addr": info.rest_addr });
+        }
+        (status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// The verified client certificate's SPIFFE ID, if the client sent one (the TLS layer
+/// has checked it).
+#[derive(Debug, Clone)]
+pub struct PeerIdentity(Option<SpiffeId>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for PeerIdentity
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        let (_, session) = stream.io().get_ref();
+        Self(crate::tls::peer_id(session.peer_certificates()))
+    }
+}
+
+/// Authenticates every request (client certificate or bearer token) and hands the
+/// principal to the route; anonymous calls stop here.
+async fn authenticate(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<PeerIdentity>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let credentials = Credentials {
+        peer: peer.0,
+        authorization: request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.to_str().map(str::to_owned).map_err(|_| ())),
+    };
+    match admin.authenticate(&credentials).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => Failure(e).into_response(),
+    }
+}
+
+/// Refuses, before its request is decoded, a caller whose role can never make a call
+/// of the route's kind.
+async fn attempt(
+    State(grant): State<Grant>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let refused = match request.extensions().get::<Principal>() {
+        Some(principal) => principal.may_attempt(grant),
+        None => Err(ApiError::Unauthenticated("no caller".into())),
+    };
+    match refused {
+        Ok(()) => next.run(request).await,
+        Err(e) => Failure(e).into_response(),
+    }
+}
+
+/// The REST router over `admin`.
+pub fn router(admin: Arc<Admin>) -> Router {
+    let auth = axum::middleware::from_fn_with_state(admin.clone(), authenticate);
+    let mut router = Router::new();
+    for route in routes::table() {
+        let grant = axum::middleware::from_fn_with_state(route.grant, attempt);
+        router = router.route(route.path, route.handler.route_layer(grant));
+    }
+    router
+        .fallback(|| async {
+            Failure(ApiError::NotFound(
+                "no such endpoint; see /openapi.json".into(),
+            ))
+        })
+        .layer(auth)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(admin)
+}
+
+/// An axum listener over already-handshaken TLS streams.
+pub struct TlsListener {
+    pub(crate) incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    pub(crate) local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(pair) => pair,
+            // The acceptor stopped: the server is shutting down; wait for it to.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}

@@ -1,0 +1,14 @@
+//! Test and demo support, kept out of the product libraries: a whole mesh on loopback
+//! in one process ([`mesh::DevMesh`]: a root CA, a federation, clusters whose gateways
+//! enroll with join tokens) — what `isthmus dev` runs and the mesh tests drive — a tiny
+//! HTTP echo server, and certificate helpers.
+//!
+//! The mesh is driven the way an operator drives one: through the federation's admin
+//! API with an admin certificate (the typed client), never by writing into Raft.
+
+pub mod echo;
+pub mod mesh;
+pub mod pki;
+
+pub use echo::echo_server;
+pub use mesh::{ClusterSpec, DevMesh, DevMeshError, ExportSpec};
