@@ -94,6 +94,8 @@ pub struct RunningNode {
     pub federation: Arc<Federation>,
     /// Mints join tokens.
     pub enroller: Arc<Enroller>,
+    /// The admin operations both faces call.
+    pub admin: Arc<Admin>,
     raft: Raft,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -359,7 +361,7 @@ pub async fn start(
             }
         }));
     }
-    let router = crate::rest::router(admin);
+    let router = crate::rest::router(admin.clone());
     let shutdown = stop.clone().cancelled_owned();
     tasks.push(tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<crate::rest::PeerIdentity>();
@@ -378,6 +380,7 @@ pub async fn start(
         listen,
         federation,
         enroller,
+        admin,
         raft,
         stop,
         tasks,

@@ -1,7 +1,10 @@
-//! Admin API access control on a real node: every gRPC method and every REST endpoint
-//! called by every role (client certificates and bearer tokens, over real mutual TLS;
-//! `curl` is the REST client), each answer checked against the role table in
-//! `federation/src/access.rs`. "Allowed" means the call got past access control: it may
+//! Admin API access control on a real node. The role matrix — every operation called by
+//! every kind of caller (client certificates and bearer tokens, each role, anonymous, an
+//! unknown token) — is checked once, against the admin layer that both faces call, and
+//! each answer against the role table in `federation/src/access.rs`. Then a smoke test
+//! per face calls every gRPC method and every REST route, over real mutual TLS (`curl` is
+//! the REST client), as a platform admin, a reader and an anonymous caller, to show each
+//! is wired to that decision. "Allowed" means the call got past access control: it may
 //! still fail for its own reasons (a node that is already initialised, a cluster that does
 //! not exist), which is never `PermissionDenied` or `Unauthenticated`.
 
@@ -16,9 +19,14 @@ use std::sync::Arc;
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::{SpiffeVerifier, client_config_without_cert};
 use isthmus_ca::{KeyAlgorithm, SharedBundle, SpiffeId, TrustBundle};
-use isthmus_federation::access::{AccessControl, Role, TokenGrant, token_sha256};
-use isthmus_federation_api::proto;
+use isthmus_federation::access::{AccessControl, Principal, Role, TokenGrant, token_sha256};
+use isthmus_federation::admin::{Admin, Credentials as Presented};
+use isthmus_federation_api::claims::Claim;
+use isthmus_federation_api::model::{Expect, ExportKey, GatewayEndpoint, Policy, TrustBundleDoc};
 use isthmus_federation_api::proto::federation_admin_client::FederationAdminClient;
+use isthmus_federation_api::request::*;
+use isthmus_federation_api::status::{Consistency, NodeInfo};
+use isthmus_federation_api::{ApiError, proto};
 use support::*;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -456,13 +464,228 @@ async fn setup(h: &Harness) -> proto::TrustBundle {
     bundle
 }
 
+/// What each caller presents to the layer: the SPIFFE ID its certificate carries (the
+/// TLS layer has verified it) or the `authorization` header it sends.
+fn presented() -> Vec<Presented> {
+    let cert = |id: &str| Presented {
+        peer: Some(SpiffeId::parse(id).unwrap()),
+        authorization: None,
+    };
+    let token = |t: &str| Presented {
+        peer: None,
+        authorization: Some(Ok(format!("Bearer {t}"))),
+    };
+    vec![
+        cert(ADMIN_ID),
+        cert(BOB),
+        cert(CAROL),
+        cert(GATEWAY),
+        token(READER_TOKEN),
+        token(SHOP_TOKEN),
+        Presented::default(),
+        token("isthmus-admin-v1.guessed"),
+    ]
+}
+
+fn policy_of(name: &str, namespace: &str) -> Policy {
+    Policy::try_from(policy(name, namespace)).unwrap()
+}
+
+/// Runs operation `op` of the table on the admin layer as `who`.
+async fn layer_call(
+    a: &Admin,
+    who: &Principal,
+    op: &str,
+    bundle: &TrustBundleDoc,
+) -> Result<(), ApiError> {
+    let any = Consistency::Stale;
+    let export = |cluster: &str, ns: &str| PutExport {
+        export: isthmus_federation_api::model::ServiceExport::try_from(export_in(cluster, ns))
+            .unwrap(),
+        expect: Expect::Any,
+    };
+    let key = ExportKey {
+        cluster: "west".into(),
+        namespace: "shop".into(),
+        name: "api".into(),
+    };
+    match op {
+        "GetStatus" => a.status(who, any).await.map(drop),
+        "Init" => a.init(who).await.map(drop),
+        "AddMember" => {
+            let info = NodeInfo {
+                name: "n99".into(),
+                raft_addr: "not an address".into(),
+                admin_addr: "not an address".into(),
+                rest_addr: "not an address".into(),
+                enroll_addr: None,
+            };
+            let add = AddMember { node_id: 99, info };
+            a.add_member(who, add).await.map(drop)
+        }
+        "RemoveMember" => a.remove_member(who, 99).await.map(drop),
+        "ListClusters" => a.list_clusters(who, any).await.map(drop),
+        "GetCluster" => a.get_cluster(who, "west", any).await.map(drop),
+        "PutCluster" => {
+            let cluster =
+                isthmus_federation_api::model::Cluster::try_from(cluster("scratch")).unwrap();
+            let put = PutCluster {
+                cluster,
+                expect: Expect::Any,
+            };
+            a.put_cluster(who, put).await.map(drop)
+        }
+        "DeleteCluster" => {
+            let delete = DeleteCluster {
+                name: "ghost".into(),
+                expect: Expect::Any,
+            };
+            a.delete_cluster(who, delete).await.map(drop)
+        }
+        "ListExports" => a.list_exports(who, any).await.map(drop),
+        "GetExport" => a.get_export(who, &key, any).await.map(drop),
+        "PutExport shop in west" => a.put_export(who, export("west", "shop")).await.map(drop),
+        "PutExport bank in east" => a.put_export(who, export("east", "bank")).await.map(drop),
+        "DeleteExport shop in west" => {
+            let delete = DeleteExport {
+                key,
+                expect: Expect::Any,
+            };
+            a.delete_export(who, delete).await.map(drop)
+        }
+        "ListPolicies" => a.list_policies(who, any).await.map(drop),
+        "GetPolicy" => a.get_policy(who, "shop-rules", any).await.map(drop),
+        "PutPolicy governing shop" | "PutPolicy governing bank" => {
+            let policy = if op.contains("shop") {
+                policy_of("shop-rules", "shop")
+            } else {
+                policy_of("bank-rules", "bank")
+            };
+            let put = PutPolicy {
+                policy,
+                expect: Expect::Any,
+            };
+            a.put_policy(who, put).await.map(drop)
+        }
+        "DeletePolicy governing shop" => {
+            let delete = DeletePolicy {
+                name: "shop-rules".into(),
+                expect: Expect::Any,
+            };
+            a.delete_policy(who, delete).await.map(drop)
+        }
+        "ListClaims" => a.list_claims(who, any).await.map(drop),
+        "PutClaim for shop" => {
+            let put = PutClaim {
+                claim: Claim {
+                    host: "shop.example.test".into(),
+                    namespace: "shop".into(),
+                    revision: 0,
+                },
+                expect: Expect::Any,
+            };
+            a.put_claim(who, put).await.map(drop)
+        }
+        "DeleteClaim of shop" => {
+            let delete = DeleteClaim {
+                host: "shop.example.test".into(),
+                expect: Expect::Any,
+            };
+            a.delete_claim(who, delete).await.map(drop)
+        }
+        "GetTrustBundle" => a.get_trust_bundle(who, any).await.map(drop),
+        "SetTrustBundle" => {
+            let set = SetTrustBundle {
+                bundle: bundle.clone(),
+                expect: Expect::Any,
+            };
+            a.set_trust_bundle(who, set).await.map(drop)
+        }
+        "Watch" => a.watch(who, 0).await.map(drop),
+        "CreateCluster" => {
+            let create = CreateCluster {
+                name: "newcomer".into(),
+                locality: None,
+                ttl: None,
+            };
+            a.create_cluster(who, create).await.map(drop)
+        }
+        "RevokeCluster" => {
+            let revoke = RevokeCluster {
+                name: "ghost".into(),
+            };
+            a.revoke_cluster(who, revoke).await.map(drop)
+        }
+        "RegisterGateway of west" => {
+            let register = RegisterGateway {
+                cluster: "west".into(),
+                gateway: GatewayEndpoint {
+                    name: "ew".into(),
+                    address: "127.0.0.1:15443".into(),
+                },
+            };
+            a.register_gateway(who, register).await.map(drop)
+        }
+        other => panic!("no such operation in the table: {other}"),
+    }
+}
+
+fn layer_outcome(result: &Result<(), ApiError>) -> Want {
+    match result {
+        Err(ApiError::PermissionDenied(_)) => D,
+        Err(ApiError::Unauthenticated(_)) => U,
+        _ => A,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_grpc_method_for_every_role() {
+async fn the_role_matrix_holds_for_every_operation() {
+    let h = Harness::build(1, relaxed(), access()).await;
+    setup(&h).await;
+    let admin = h.node(1).admin.clone();
+    let bundle = admin
+        .get_trust_bundle(
+            &admin.authenticate(&presented()[0]).await.unwrap(),
+            Consistency::Linearizable,
+        )
+        .await
+        .unwrap();
+    let mut failures = Vec::new();
+    for (column, (caller, presented)) in CALLERS.iter().zip(presented()).enumerate() {
+        let who = admin.authenticate(&presented).await;
+        for (op, wants) in TABLE {
+            let result = match &who {
+                Ok(who) => layer_call(&admin, who, op, &bundle).await,
+                Err(e) => Err(e.clone()),
+            };
+            let got = layer_outcome(&result);
+            if got != wants[column] {
+                failures.push(format!(
+                    "{caller} / {op}: expected {:?}, got {got:?} ({result:?})",
+                    wants[column]
+                ));
+            }
+            if let Err(ApiError::PermissionDenied(message)) = &result {
+                assert!(message.contains("may not"), "{caller} / {op}: {message}");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    h.shutdown().await;
+}
+
+/// The callers of the face smoke tests: a platform admin (certificate), a reader
+/// (token) and an anonymous caller, by their columns in the table.
+const SMOKE: [usize; 3] = [0, 4, 6];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grpc_method_is_wired_to_the_access_decision() {
     let h = Harness::build(1, relaxed(), access()).await;
     let bundle = setup(&h).await;
     let creds = credentials(&h);
     let mut failures = Vec::new();
-    for (column, (caller, creds)) in CALLERS.iter().zip(&creds).enumerate() {
+    for column in SMOKE {
+        let (caller, creds) = (CALLERS[column], &creds[column]);
         let mut client = grpc_client(&h, creds);
         for (op, wants) in TABLE {
             let status = grpc_call(&mut client, creds, op, &bundle).await;
@@ -486,8 +709,8 @@ async fn every_grpc_method_for_every_role() {
     h.shutdown().await;
 }
 
-/// REST: (method, path, body) for each operation of the table that REST serves.
-fn rest_call(op: &str) -> Option<(&'static str, String, Option<String>)> {
+/// REST: (method, path, body) for each operation of the table.
+fn rest_call(op: &str) -> (&'static str, String, Option<String>) {
     let policy_body = |ns: &str| {
         format!(
             r#"{{"rules":[{{"name":"r","action":"allow","from":[{{"cluster":"*"}}],"to":{{"namespace":"{ns}"}}}}]}}"#
@@ -499,7 +722,7 @@ fn rest_call(op: &str) -> Option<(&'static str, String, Option<String>)> {
         )
     };
     let s = |t: &str| t.to_owned();
-    Some(match op {
+    match op {
         "GetStatus" => ("GET", s("/v1/status?consistency=stale"), None),
         "Init" => ("POST", s("/v1/init"), None),
         "AddMember" => (
@@ -557,9 +780,16 @@ fn rest_call(op: &str) -> Option<(&'static str, String, Option<String>)> {
         // The bundle's JSON form is the catalog's; an empty one is refused after the
         // access check (400), which is all this table needs.
         "SetTrustBundle" => ("PUT", s("/v1/trust-bundle"), Some(s("{}"))),
-        // gRPC only: the watch, join tokens, revocation and gateway registration.
-        _ => return None,
-    })
+        "Watch" => ("GET", s("/v1/watch?after_revision=0"), None),
+        "CreateCluster" => ("POST", s("/v1/clusters/newcomer/join-token"), Some(s("{}"))),
+        "RevokeCluster" => ("POST", s("/v1/clusters/ghost/revoke"), None),
+        "RegisterGateway of west" => (
+            "PUT",
+            s("/v1/clusters/west/gateways/ew"),
+            Some(s(r#"{"address":"127.0.0.1:15443"}"#)),
+        ),
+        other => panic!("no such operation in the table: {other}"),
+    }
 }
 
 fn curl(
@@ -601,7 +831,7 @@ fn curl(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_rest_endpoint_for_every_role() {
+async fn every_rest_route_is_wired_to_the_access_decision() {
     let h = Harness::build(1, relaxed(), access()).await;
     setup(&h).await;
     let creds = credentials(&h);
@@ -611,15 +841,13 @@ async fn every_rest_endpoint_for_every_role() {
     table.push(("GET /openapi.json", READ));
     let failures = tokio::task::spawn_blocking(move || {
         let mut failures = Vec::new();
-        for (column, (caller, creds)) in CALLERS.iter().zip(&creds).enumerate() {
+        for column in SMOKE {
+            let (caller, creds) = (CALLERS[column], &creds[column]);
             for (op, wants) in &table {
-                let call = if *op == "GET /openapi.json" {
-                    Some(("GET", "/openapi.json".to_owned(), None))
+                let (method, path, body) = if *op == "GET /openapi.json" {
+                    ("GET", "/openapi.json".to_owned(), None)
                 } else {
                     rest_call(op)
-                };
-                let Some((method, path, body)) = call else {
-                    continue;
                 };
                 let code = curl(&dir, port, creds, method, &path, body.as_deref());
                 let got = match code {

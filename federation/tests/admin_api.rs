@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use isthmus_federation_api::proto;
@@ -413,5 +413,156 @@ async fn a_client_without_an_admin_identity_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    h.shutdown().await;
+}
+
+/// Every gRPC method of the admin service has a REST route, by the table that makes the
+/// router and the document (the watch polls on REST; `GET /v1/members` is the status's
+/// member list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_is_on_both_faces() {
+    let proto = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("api/proto/isthmus/federation/v1/admin.proto"),
+    )
+    .unwrap();
+    let methods: Vec<&str> = proto
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rpc "))
+        .filter_map(|l| l.split('(').next())
+        .collect();
+    assert_eq!(methods.len(), 25, "{methods:?}");
+    let doc = isthmus_federation::rest::openapi::document(
+        &isthmus_ca::TrustDomain::new("mesh.example").unwrap(),
+    );
+    let ids: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap().to_owned())
+        .collect();
+    for method in methods {
+        // gRPC `GetStatus` is REST `getStatus`, and so on.
+        let mut id = method.to_owned();
+        id[..1].make_ascii_lowercase();
+        assert!(
+            ids.contains(&id),
+            "gRPC {method} has no REST route ({id}); routes: {ids:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_mints_tokens_registers_gateways_revokes_and_polls_the_watch() {
+    let h = Harness::new(1).await;
+    let curl = Curl {
+        dir: h.dir.path().to_owned(),
+        port: h.node(1).listen.rest.port(),
+    };
+    let run = |method: &'static str, path: String, body: Option<String>| {
+        let curl = curl.clone();
+        tokio::task::spawn_blocking(move || curl.call(method, &path, body.as_deref()))
+    };
+    let (code, token) = run(
+        "POST",
+        "/v1/clusters/north/join-token".into(),
+        Some(r#"{"locality":"eu/a","ttl_seconds":60}"#.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{token}");
+    assert!(
+        token["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("isthmus-join-v1.")
+    );
+    let (code, north) = run("GET", "/v1/clusters/north".into(), None).await.unwrap();
+    assert_eq!((code, north["state"].as_str()), (200, Some("pending")));
+    let (code, bad) = run(
+        "POST",
+        "/v1/clusters/north/join-token".into(),
+        Some(r#"{"ttl_seconds":0}"#.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (code, bad["error"]["field"].as_str()),
+        (400, Some("ttl_seconds"))
+    );
+
+    let (code, _) = run("PUT", "/v1/clusters/east".into(), Some("{}".into()))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let (code, registered) = run(
+        "PUT",
+        "/v1/clusters/east/gateways/ew".into(),
+        Some(r#"{"address":"127.0.0.1:15443"}"#.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{registered}");
+    let (_, east) = run("GET", "/v1/clusters/east".into(), None).await.unwrap();
+    assert_eq!(east["gateways"][0]["address"], "127.0.0.1:15443");
+    let (code, bad) = run(
+        "PUT",
+        "/v1/clusters/east/gateways/ew".into(),
+        Some(r#"{"address":"no-port"}"#.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (code, bad["error"]["field"].as_str()),
+        (400, Some("address"))
+    );
+
+    // The watch, polled: everything from the start, then nothing new within the wait,
+    // then the change a write makes while a poll waits.
+    let (code, all) = run("GET", "/v1/watch?after_revision=0".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{all}");
+    let messages = all["messages"].as_array().unwrap();
+    let last = messages.last().unwrap()["revision"].as_u64().unwrap();
+    assert_eq!(last, revision(&h));
+    let kinds: Vec<&str> = messages
+        .iter()
+        .flat_map(|m| m["events"].as_array().unwrap())
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"cluster_put"), "{kinds:?}");
+    let (code, quiet) = run(
+        "GET",
+        format!("/v1/watch?after_revision={last}&wait_seconds=1"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (code, quiet["messages"].as_array().unwrap().len()),
+        (200, 0)
+    );
+    let waiting = run(
+        "GET",
+        format!("/v1/watch?after_revision={last}&wait_seconds=10"),
+        None,
+    );
+    let (code, revoked) = run("POST", "/v1/clusters/east/revoke".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{revoked}");
+    let (code, seen) = waiting.await.unwrap();
+    assert_eq!(code, 200);
+    let event = &seen["messages"][0]["events"][0];
+    assert_eq!(event["kind"], "cluster_put", "{seen}");
+    assert_eq!(event["cluster"]["state"], "revoked", "{seen}");
+    let (code, too_long) = run("GET", "/v1/watch?wait_seconds=11".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, too_long["error"]["field"].as_str()),
+        (400, Some("wait_seconds"))
+    );
     h.shutdown().await;
 }

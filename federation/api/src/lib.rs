@@ -23,6 +23,7 @@ pub mod convert;
 pub mod enroll;
 pub mod error;
 pub mod join;
+pub mod json;
 pub mod mirror;
 pub mod model;
 pub mod policy;

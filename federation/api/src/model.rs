@@ -192,11 +192,11 @@ pub struct TrustBundleDoc {
     /// The federation's trust domain, for example `mesh.example`.
     pub trust_domain: String,
     /// PEM of the roots in force: at least one, several during a rotation.
-    #[schemars(schema_with = "crate::schema::pem")]
+    #[schemars(schema_with = "crate::schema::trust_roots")]
     pub roots_pem: String,
     /// PEM of retired roots (chains to them are refused with their own reason).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(schema_with = "crate::schema::pem")]
+    #[schemars(schema_with = "crate::schema::retired_roots")]
     pub retired_pem: String,
     /// Revision of the last change (set by the federation; ignored on input).
     #[serde(default)]

@@ -62,6 +62,13 @@ pub fn host_port(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// An optional `host:port`.
+pub fn optional_host_port(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = host_port(generator);
+    schema.insert("type".into(), serde_json::json!(["string", "null"]));
+    schema
+}
+
 /// A host claim's host.
 pub fn host_pattern(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
@@ -73,13 +80,25 @@ pub fn host_pattern(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// PEM certificates, at most `crate::validate::MAX_PEM_BYTES`.
-pub fn pem(_: &mut SchemaGenerator) -> Schema {
+/// The roots in force: PEM CA certificates of the trust domain.
+pub fn trust_roots(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
         "maxLength": crate::validate::MAX_PEM_BYTES,
         "contentMediaType": "application/pem-certificate-chain",
-        "format": "x-isthmus-pem-certificates",
+        "format": "x-isthmus-trust-roots",
+        "description": "PEM of at least one root CA certificate of this trust domain; several during a rotation",
+    })
+}
+
+/// Retired roots: PEM CA certificates no longer in force (none of the roots in force).
+pub fn retired_roots(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": crate::validate::MAX_PEM_BYTES,
+        "contentMediaType": "application/pem-certificate-chain",
+        "format": "x-isthmus-retired-roots",
+        "description": "PEM of roots removed from the bundle (empty for none); a root cannot be both in force and retired",
     })
 }
 

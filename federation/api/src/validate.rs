@@ -79,6 +79,16 @@ pub fn host_port(field: &str, value: &str) -> Result<(), ApiError> {
             ),
         )
     };
+    if value.len() > crate::schema::MAX_HOST_PORT {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{} characters; an address is at most {}",
+                value.len(),
+                crate::schema::MAX_HOST_PORT
+            ),
+        ));
+    }
     if value.parse::<std::net::SocketAddr>().is_ok() {
         return Ok(());
     }

@@ -52,7 +52,7 @@ pub struct Admin {
 }
 
 /// The longest a blocking watch query may wait for a change.
-pub const MAX_WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const MAX_WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Admin {
     /// The operations over `federation`; `enroller` mints join tokens; `access` says

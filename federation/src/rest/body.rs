@@ -148,6 +148,7 @@ pub struct MemberBody {
     pub rest_addr: String,
     /// `host:port` of its enrollment listener, if it has one.
     #[serde(default)]
+    #[schemars(schema_with = "isthmus_federation_api::schema::optional_host_port")]
     pub enroll_addr: Option<String>,
 }
 

@@ -150,22 +150,7 @@ impl Call {
         } else {
             bytes
         };
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            // serde reports a missing field at its parent; name the field itself.
-            let missing = message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next());
-            let field = match (path.as_str(), missing) {
-                (".", Some(name)) => name.to_owned(),
-                (parent, Some(name)) => format!("{parent}.{name}"),
-                (".", None) => "body".to_owned(),
-                (path, None) => path.to_owned(),
-            };
-            ApiError::invalid(field, message)
-        })
+        isthmus_federation_api::json::from_slice(bytes, "body", None)
     }
 }
 

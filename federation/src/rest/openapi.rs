@@ -102,6 +102,28 @@ fn query(query: Query) -> Vec<Value> {
     }
 }
 
+/// Adds the bound each unsigned integer's width sets (schemars writes only
+/// `"format": "uint32"`, which validators do not enforce).
+fn integer_bounds(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            let max = match fields.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some(u64::from(u8::MAX)),
+                Some("uint16") => Some(u64::from(u16::MAX)),
+                Some("uint32") => Some(u64::from(u32::MAX)),
+                Some("uint64") => Some(u64::MAX),
+                _ => None,
+            };
+            if let Some(max) = max {
+                fields.entry("maximum").or_insert_with(|| json!(max));
+            }
+            fields.values_mut().for_each(integer_bounds);
+        }
+        Value::Array(items) => items.iter_mut().for_each(integer_bounds),
+        _ => {}
+    }
+}
+
 /// The document, for a federation of `trust_domain`.
 pub fn document(trust_domain: &TrustDomain) -> Value {
     let mut settings = SchemaSettings::draft2020_12().for_deserialize();
@@ -148,7 +170,10 @@ pub fn document(trust_domain: &TrustDomain) -> Value {
             .or_insert_with(|| json!({}));
         item[route.method.name()] = operation;
     }
+    let mut paths = Value::Object(paths);
+    integer_bounds(&mut paths);
     let mut schemas = Value::Object(generator.take_definitions(true).into_iter().collect());
+    integer_bounds(&mut schemas);
     // The trust domain is this federation's: no other is accepted.
     if let Some(doc) = schemas.get_mut("TrustBundleDoc") {
         doc["properties"]["trust_domain"] =

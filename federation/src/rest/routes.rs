@@ -464,6 +464,12 @@ impl<T> From<Listed<T>> for ListedView<T> {
     }
 }
 
+/// Names a field as this face's body does, where the operation names it under the
+/// model's enclosing object.
+fn unnest(prefix: &'static str) -> impl Fn(ApiError) -> ApiError {
+    move |e| e.rename_field(|f| f.strip_prefix(prefix).map(str::to_owned).unwrap_or(f))
+}
+
 fn json<T, V: From<T>>(answer: Result<T, ApiError>) -> Answer<V> {
     Ok(Json(V::from(answer?)))
 }
@@ -503,7 +509,8 @@ async fn add_member(State(a): St, Extension(who): Who, call: Call) -> Answer<Sta
             enroll_addr: body.enroll_addr,
         },
     };
-    json(a.add_member(&who, request).await)
+    // The body is the member itself: its fields are not under `member.`.
+    json(a.add_member(&who, request).await.map_err(unnest("member.")))
 }
 
 async fn remove_member(State(a): St, Extension(who): Who, call: Call) -> Answer<StatusReport> {
@@ -568,7 +575,11 @@ async fn register_gateway(State(a): St, Extension(who): Who, call: Call) -> Answ
             address: body.address,
         },
     };
-    json(a.register_gateway(&who, request).await)
+    json(
+        a.register_gateway(&who, request)
+            .await
+            .map_err(unnest("gateway.")),
+    )
 }
 
 async fn list_exports(

@@ -14,16 +14,7 @@ pub fn parse(body: &str) -> Result<PolicyBody, ApiError> {
 
 /// [`parse`] for bytes (a request body as received).
 pub fn parse_slice(body: &[u8]) -> Result<PolicyBody, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: PolicyBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_owned()
-        } else {
-            format!("body.{path}")
-        };
-        ApiError::invalid(field, e.inner().to_string())
-    })?;
+    let parsed: PolicyBody = crate::json::from_slice(body, "body", Some("body"))?;
     check(&parsed)?;
     Ok(parsed)
 }
