@@ -208,6 +208,16 @@ pub struct Permit {
     key: Option<Key>,
 }
 
+impl Permit {
+    /// A permit no limit counts (a connection no limit applies to).
+    pub fn unlimited(limiter: &Arc<Limiter>) -> Self {
+        Self {
+            limiter: limiter.clone(),
+            key: None,
+        }
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
@@ -236,10 +246,7 @@ impl Limiter {
         now: Instant,
     ) -> Result<Permit, OverLimit> {
         let Some(NamedLimit { id, limit }) = limit else {
-            return Ok(Permit {
-                limiter: self.clone(),
-                key: None,
-            });
+            return Ok(Permit::unlimited(self));
         };
         let key = (cluster.to_owned(), namespace.to_owned(), service.to_owned());
         let mut entries = self.lock();

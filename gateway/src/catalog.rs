@@ -25,6 +25,18 @@ impl ServicePort {
     }
 }
 
+/// A host served for a namespace that holds no claim to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{host} is not claimed by namespace {namespace}; claim it first (isthmus federation claim put {host} --namespace {namespace})"
+)]
+pub struct Unclaimed {
+    /// The host.
+    pub host: String,
+    /// The namespace serving it.
+    pub namespace: String,
+}
+
 /// What is known now.
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -106,7 +118,7 @@ impl Catalog {
         &self,
         pattern: &isthmus_federation_api::claims::HostPattern,
         namespace: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Unclaimed> {
         match &self.claims {
             None => Ok(()),
             Some(claims)
@@ -114,9 +126,10 @@ impl Catalog {
             {
                 Ok(())
             }
-            Some(_) => Err(format!(
-                "{pattern} is not claimed by namespace {namespace}; claim it first (isthmus federation claim put {pattern} --namespace {namespace})"
-            )),
+            Some(_) => Err(Unclaimed {
+                host: pattern.to_string(),
+                namespace: namespace.to_owned(),
+            }),
         }
     }
 

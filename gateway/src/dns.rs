@@ -180,33 +180,59 @@ pub fn answer(table: &DnsTable, name: &Name, kind: RecordType) -> Answer {
 /// How long an upstream resolver has to answer a forwarded question.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Why a forwarded question got no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// The system's random source failed (the query id is random).
+    #[error("no randomness for the query id")]
+    Random,
+    /// The question could not be encoded.
+    #[error("cannot encode the question: {0}")]
+    Encode(String),
+    /// A socket operation failed.
+    #[error("asking {upstream}: {source}")]
+    Io {
+        /// The resolver asked.
+        upstream: SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The resolver did not answer in time.
+    #[error("{0} did not answer within {FORWARD_TIMEOUT:?}")]
+    Timeout(SocketAddr),
+}
+
 /// Asks `upstream` the question `query` over UDP and returns its answer section and code.
-pub async fn forward(upstream: SocketAddr, query: Query) -> Result<Answer, String> {
+pub async fn forward(upstream: SocketAddr, query: Query) -> Result<Answer, ForwardError> {
     use ring::rand::SecureRandom;
     let mut id = [0u8; 2];
     ring::rand::SystemRandom::new()
         .fill(&mut id)
-        .map_err(|_| "no randomness for the query id".to_owned())?;
+        .map_err(|_| ForwardError::Random)?;
     let id = u16::from_le_bytes(id);
     let mut message = Message::new(id, MessageType::Query, OpCode::Query);
     message.metadata.recursion_desired = true;
     message.add_query(query.clone());
-    let bytes = message.to_vec().map_err(|e| e.to_string())?;
+    let bytes = message
+        .to_vec()
+        .map_err(|e| ForwardError::Encode(e.to_string()))?;
     let local: SocketAddr = match upstream {
         SocketAddr::V4(a) if a.ip().is_loopback() => SocketAddr::from(([127, 0, 0, 1], 0)),
         SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
     };
-    let socket = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
-    socket.connect(upstream).await.map_err(|e| e.to_string())?;
-    socket.send(&bytes).await.map_err(|e| e.to_string())?;
+    let io = |source| ForwardError::Io { upstream, source };
+    let socket = UdpSocket::bind(local).await.map_err(io)?;
+    socket.connect(upstream).await.map_err(io)?;
+    socket.send(&bytes).await.map_err(io)?;
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
     loop {
         let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
             .await
-            .map_err(|_| format!("{upstream} did not answer within {FORWARD_TIMEOUT:?}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ForwardError::Timeout(upstream))?
+            .map_err(io)?;
         let Ok(reply) = Message::from_vec(&buf[..n]) else {
             continue;
         };

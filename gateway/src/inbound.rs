@@ -7,11 +7,10 @@ use std::time::Instant;
 use isthmus_ca::{CertFacts, Identity, SpiffeId};
 use quinn::{RecvStream, SendStream};
 use rustls_pki_types::CertificateDer;
-use tokio::net::TcpStream;
 
-use isthmus_federation_api::policy::{Caller, Target};
-
-use crate::catalog::Catalog;
+use crate::admission::{self, Destination, Here, Refusal, Request, Source, UNKNOWN};
+use crate::authz::Verdict;
+use crate::endpoints;
 use crate::gateway::Shared;
 use crate::header::{FrameError, MAX_BODY, Response, Status, StreamHeader};
 use crate::metrics::{ConnLabels, Direction, RefusalLabels, Security};
@@ -108,10 +107,6 @@ fn peer_cluster(connection: &quinn::Connection) -> Option<String> {
     }
 }
 
-/// Refusal label for names that are not exported here: peer input must not create
-/// label values without bound.
-const UNKNOWN: &str = "unknown";
-
 async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared: Arc<Shared>) {
     let read = tokio::time::timeout(
         shared.timeouts.stream_open,
@@ -122,15 +117,8 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         Ok(Ok(frame)) => frame,
         Ok(Err(ReadFrameError::Frame(FrameError::UnsupportedVersion(v)))) => {
             let msg = format!("protocol version {v} is not supported; this gateway speaks 1");
-            return refuse(
-                &mut send,
-                &shared,
-                &peer,
-                UNKNOWN,
-                Status::UnsupportedVersion,
-                &msg,
-            )
-            .await;
+            let status = Status::UnsupportedVersion;
+            return refuse(&mut send, &shared, &peer, UNKNOWN, status, &msg).await;
         }
         Ok(Err(e)) => {
             let msg = format!("bad stream header: {e}");
@@ -141,46 +129,62 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
             return refuse(&mut send, &shared, &peer, UNKNOWN, Status::Error, msg).await;
         }
     };
-    let catalog = shared.catalog.current();
-    let export = catalog.export(&header.namespace, &header.service, header.port);
-    let service = format!("{}.{}", header.service, header.namespace);
-    let label = if export.is_some() {
-        service.as_str()
-    } else {
-        UNKNOWN
-    };
     let id = header.request_id;
-    // Peers can be removed while their connection stays up: check on every stream.
-    if catalog.peer(&peer).is_none() {
-        let msg = format!("cluster {peer} is no longer a peer of this gateway");
-        return refuse(&mut send, &shared, &peer, label, Status::Denied, &msg).await;
-    }
-    // The source identity must belong to the cluster whose gateway carries it.
-    if header.source.trust_domain() != shared.own_id.trust_domain()
-        || header
-            .source
-            .identity()
-            .ok()
-            .and_then(|i| i.cluster().map(str::to_owned))
-            .as_deref()
-            != Some(peer.as_str())
-    {
-        let msg = format!(
-            "source {} is not an identity of cluster {peer}",
-            header.source
-        );
-        return refuse(&mut send, &shared, &peer, label, Status::Denied, &msg).await;
-    }
-    // Policy comes before the export lookup, so that a caller that may not reach a
-    // namespace cannot learn what it exports.
-    if let Err(msg) = authorize(&shared, &catalog, &peer, &header, label) {
-        return refuse(&mut send, &shared, &peer, label, Status::Denied, &msg).await;
-    }
-    let Some(port) = export else {
-        let msg = format!(
-            "{}/{} port {} is not exported by cluster {}",
-            header.namespace, header.service, header.port, shared.cluster
-        );
+    let catalog = shared.catalog.current();
+    let here = Here {
+        cluster: &shared.cluster,
+        trust_domain: shared.own_id.trust_domain(),
+        catalog: &catalog,
+        limiter: &shared.limiter,
+    };
+    let request = Request {
+        source: Source::Peer {
+            cluster: &peer,
+            identity: &header.source,
+        },
+        namespace: &header.namespace,
+        service: &header.service,
+        port: header.port,
+        http: None,
+    };
+    let decided = admission::admit(&here, &request, Instant::now(), shared.sample());
+    let admitted = match decided {
+        Ok(admitted) => {
+            count(
+                &shared,
+                &peer,
+                &admitted.label,
+                Some(&admitted.verdict),
+                None,
+                id,
+                &header,
+            );
+            admitted
+        }
+        Err(refusal) => {
+            let verdict = refusal.verdict.as_deref();
+            count(
+                &shared,
+                &peer,
+                &refusal.label,
+                verdict,
+                refusal.limit.as_deref(),
+                id,
+                &header,
+            );
+            let Refusal {
+                status,
+                reason,
+                label,
+                ..
+            } = refusal;
+            return refuse(&mut send, &shared, &peer, &label, status, &reason).await;
+        }
+    };
+    let service = admitted.label;
+    let Destination::Local { port, order } = admitted.destination else {
+        // A peer's stream is only admitted to an export of this cluster.
+        let msg = format!("{service} is not exported here");
         return refuse(
             &mut send,
             &shared,
@@ -191,88 +195,31 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         )
         .await;
     };
-    // Limits apply to exported services only, so that peer input cannot grow the
-    // limiter's map.
-    let limit = catalog
-        .authorization()
-        .rate_limit(&peer, &header.namespace, &header.service);
-    let permit = match shared.limiter.admit(
-        limit,
-        &peer,
-        &header.namespace,
-        &header.service,
-        Instant::now(),
-    ) {
-        Ok(permit) => permit,
-        Err(over) => {
-            shared
-                .metrics
-                .count_decision(&peer, &service, "rate_limited", over.limit());
-            let msg = over.to_string();
+    // All endpoint attempts together stay inside the sender's wait for an answer.
+    let budget = tokio::time::Instant::now() + shared.timeouts.stream_open.mul_f64(0.8);
+    let connected = endpoints::connect(
+        &port,
+        &service,
+        &order,
+        shared.timeouts.connect,
+        Some(budget),
+    )
+    .await;
+    let (tcp, addr) = match connected {
+        Ok(pair) => pair,
+        Err(e) => {
+            let msg = e.to_string();
             return refuse(
                 &mut send,
                 &shared,
                 &peer,
                 &service,
-                Status::RateLimited,
+                Status::NoHealthyEndpoint,
                 &msg,
             )
             .await;
         }
     };
-    let order = port.balancer().order(Instant::now(), shared.sample());
-    if order.is_empty() {
-        let msg = format!("every endpoint of {service} is ejected after failures");
-        return refuse(
-            &mut send,
-            &shared,
-            &peer,
-            &service,
-            Status::NoHealthyEndpoint,
-            &msg,
-        )
-        .await;
-    }
-    let mut connected = None;
-    let mut last_error = String::new();
-    // All endpoint attempts together stay inside the sender's wait for an answer.
-    let budget = tokio::time::Instant::now() + shared.timeouts.stream_open.mul_f64(0.8);
-    for addr in &order {
-        let until = budget.min(tokio::time::Instant::now() + shared.timeouts.connect);
-        if tokio::time::Instant::now() >= budget {
-            last_error = format!("{addr}: not tried, the time for answering ran out");
-            break;
-        }
-        match tokio::time::timeout_at(until, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => {
-                port.balancer().connected(*addr);
-                connected = Some((tcp, *addr));
-                break;
-            }
-            Ok(Err(e)) => last_error = format!("{addr}: {e}"),
-            Err(_) => {
-                last_error = format!("{addr}: no answer within {:?}", shared.timeouts.connect)
-            }
-        }
-        let ejected = port.balancer().failed(*addr, Instant::now());
-        tracing::warn!(request = id, %service, endpoint = %addr, error = %last_error, ejected, "endpoint connect failed");
-    }
-    let Some((tcp, addr)) = connected else {
-        let msg = format!(
-            "all {} endpoints of {service} failed; last: {last_error}",
-            order.len()
-        );
-        return refuse(
-            &mut send,
-            &shared,
-            &peer,
-            &service,
-            Status::NoHealthyEndpoint,
-            &msg,
-        )
-        .await;
-    };
-    let _ = tcp.set_nodelay(true);
     if send
         .write_all(&Response::new(Status::Ok, "").encode())
         .await
@@ -311,53 +258,37 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
     )
     .await;
     port.balancer().closed(addr);
-    drop(permit);
+    drop(admitted.permit);
     m.connections_active.get_or_create(&labels).dec();
     m.connections_closed.get_or_create(&labels).inc();
     tracing::debug!(request = id, %service, ?summary, "inbound connection closed");
 }
 
-/// Decides whether `peer` may open this stream under the policy in force. Every
-/// decision is counted by the rule that made it; denials and shadow findings are logged
-/// with it.
-fn authorize(
+/// Counts and logs what the policy (or a limit) decided for one stream.
+fn count(
     shared: &Shared,
-    catalog: &Catalog,
     peer: &str,
-    header: &StreamHeader,
     label: &str,
-) -> Result<(), String> {
-    let identity = header.source.identity().ok();
-    let workload = match &identity {
-        Some(Identity::Workload {
-            namespace,
-            service_account,
-            ..
-        }) => Some((namespace.as_str(), service_account.as_str())),
-        _ => None,
-    };
-    let caller = Caller {
-        cluster: peer,
-        workload,
-    };
-    let target = Target {
-        namespace: &header.namespace,
-        service: &header.service,
-        port: header.port,
-        http: None,
-    };
-    let verdict = catalog.authorization().decide(&caller, &target);
-    let id = header.request_id;
-    shared.metrics.count_verdict(peer, label, &verdict);
-    if let Some(shadow) = &verdict.shadow {
-        let would = if verdict.allowed { "deny" } else { "allow" };
-        tracing::info!(request = id, peer, service = label, source = %header.source, rule = %shadow, would, "shadow rule would decide otherwise");
+    verdict: Option<&Verdict>,
+    limit: Option<&str>,
+    id: u64,
+    header: &StreamHeader,
+) {
+    if let Some(verdict) = verdict {
+        shared.metrics.count_verdict(peer, label, verdict);
+        if let Some(shadow) = &verdict.shadow {
+            let would = if verdict.allowed { "deny" } else { "allow" };
+            tracing::info!(request = id, peer, service = label, source = %header.source, rule = %shadow, would, "shadow rule would decide otherwise");
+        }
+        if !verdict.allowed {
+            tracing::warn!(request = id, peer, service = label, source = %header.source, rule = %verdict.rule, "connection denied by authorization policy");
+        }
     }
-    if !verdict.allowed {
-        tracing::warn!(request = id, peer, service = label, source = %header.source, rule = %verdict.rule, "connection denied by authorization policy");
-        return Err(verdict.reason);
+    if let Some(limit) = limit {
+        shared
+            .metrics
+            .count_decision(peer, label, "rate_limited", limit);
     }
-    Ok(())
 }
 
 pub(crate) fn byte_labels(

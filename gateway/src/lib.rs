@@ -10,12 +10,15 @@
 //! outbound sides, [`splice`] and [`metrics`].
 
 pub mod addresses;
+mod admission;
 pub mod authz;
+pub mod backoff;
 pub mod balancer;
 pub mod catalog;
 pub mod config;
 pub mod dns;
 pub mod egress;
+mod endpoints;
 pub mod gateway;
 pub mod header;
 pub mod identity;

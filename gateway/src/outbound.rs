@@ -19,14 +19,14 @@ use crate::stream::{OpenError, open};
 
 /// Where one client connection goes: a service port, and the clusters to try in order.
 #[derive(Debug, Clone)]
-pub(crate) struct Target {
+pub(crate) struct RemoteService {
     pub(crate) namespace: String,
     pub(crate) name: String,
     pub(crate) port: u16,
     pub(crate) clusters: Vec<String>,
 }
 
-impl Target {
+impl RemoteService {
     fn of(import: &ImportEntry) -> Self {
         Self {
             namespace: import.namespace.clone(),
@@ -39,7 +39,7 @@ impl Target {
 
 /// Accepts clients of one import until the gateway stops.
 pub(crate) async fn serve_import(listener: TcpListener, import: ImportEntry, shared: Arc<Shared>) {
-    let target = Arc::new(Target::of(&import));
+    let target = Arc::new(RemoteService::of(&import));
     accept_loop(listener, shared, move |tcp, shared| {
         let target = target.clone();
         async move { client(tcp, &target, Vec::new(), shared).await }
@@ -55,7 +55,7 @@ pub(crate) async fn serve_catalog_import<R>(
     stop: tokio_util::sync::CancellationToken,
     route: R,
 ) where
-    R: Fn(&Arc<Shared>) -> Option<Target> + Send + Sync + 'static,
+    R: Fn(&Arc<Shared>) -> Option<RemoteService> + Send + Sync + 'static,
 {
     let route = Arc::new(route);
     let accepting = accept_loop(listener, shared, move |tcp, shared| {
@@ -118,12 +118,23 @@ where
     }
 }
 
+/// Why no server name could be read from a client's first bytes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HelloError {
+    /// The bytes are not a ClientHello with a server name.
+    #[error(transparent)]
+    Sni(#[from] crate::sni::SniError),
+    /// The client sent no whole ClientHello in time.
+    #[error("no ClientHello in time")]
+    Timeout,
+}
+
 /// Reads the TLS ClientHello from the start of `tcp` within `within`: the server name
 /// and the bytes read (to be passed on, since nothing is decrypted here).
 pub(crate) async fn read_client_hello(
     tcp: &mut TcpStream,
     within: Duration,
-) -> Result<(String, Vec<u8>), String> {
+) -> Result<(String, Vec<u8>), HelloError> {
     let mut hello = Vec::with_capacity(1024);
     let read = tokio::time::timeout(within, async {
         loop {
@@ -145,15 +156,17 @@ pub(crate) async fn read_client_hello(
     .await;
     match read {
         Ok(Ok(name)) => Ok((name, hello)),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no ClientHello in time".into()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(HelloError::Timeout),
     }
 }
 
 async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Shared>) {
     let (name, hello) = match read_client_hello(&mut tcp, shared.timeouts.stream_open).await {
         Ok(read) => read,
-        Err(e) => return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e),
+        Err(e) => {
+            return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e.to_string());
+        }
     };
     let Some((namespace, service)) = clusterset_service(&name) else {
         let msg = format!("{name} is not a <service>.<namespace>.svc.clusterset.local name");
@@ -166,7 +179,7 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
         let msg = format!("{service}.{namespace} is not imported by this gateway");
         return refuse_local(tcp, &shared, "unknown", "unknown_service", &msg);
     };
-    client(tcp, &Target::of(import), hello, shared).await;
+    client(tcp, &RemoteService::of(import), hello, shared).await;
 }
 
 /// Opens a stream to the first of `target.clusters` that accepts: a cluster whose
@@ -174,7 +187,7 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
 /// refusal ends the search.
 pub(crate) async fn open_any(
     shared: &Shared,
-    target: &Target,
+    target: &RemoteService,
     header: &StreamHeader,
 ) -> Result<(crate::stream::Opened, String), OpenError> {
     let mut last = None;
@@ -202,7 +215,12 @@ pub(crate) async fn open_any(
 
 /// One local client of `target`: open a stream, then splice. `first` holds bytes already
 /// read from the client (the ClientHello on the SNI listener).
-pub(crate) async fn client(tcp: TcpStream, target: &Target, first: Vec<u8>, shared: Arc<Shared>) {
+pub(crate) async fn client(
+    tcp: TcpStream,
+    target: &RemoteService,
+    first: Vec<u8>,
+    shared: Arc<Shared>,
+) {
     let _ = tcp.set_nodelay(true);
     let service = format!("{}.{}", target.name, target.namespace);
     let header = StreamHeader {

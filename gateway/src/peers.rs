@@ -9,13 +9,14 @@ use isthmus_ca::SharedBundle;
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::SpiffeVerifier;
 
+use crate::backoff::{Backoff, Retry};
 use crate::catalog::SharedCatalog;
 use crate::live_cert::LiveCert;
 use crate::metrics::Metrics;
 use crate::quic::{quic_client_config, transport_config};
 
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Redials of a peer whose gateway could not be reached.
+const REDIAL: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
 /// Longest wait for a peer's handshake; a dial holds its peer's slot meanwhile.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -57,11 +58,20 @@ pub enum PeerHealth {
     },
 }
 
-#[derive(Default)]
 struct Slot {
     connection: Option<quinn::Connection>,
-    failures: u32,
+    redial: Retry,
     retry_at: Option<Instant>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            connection: None,
+            redial: Retry::new(REDIAL),
+            retry_at: None,
+        }
+    }
 }
 
 /// The connections to peer gateways.
@@ -135,17 +145,13 @@ impl PeerPool {
         match dialled {
             Ok(connection) => {
                 slot.connection = Some(connection.clone());
-                slot.failures = 0;
+                slot.redial.succeeded();
                 slot.retry_at = None;
                 self.down_map().remove(cluster);
                 Ok(connection)
             }
             Err(err) => {
-                slot.failures += 1;
-                let factor = 1u32 << (slot.failures - 1).min(16);
-                let retry_at = Instant::now() + (BACKOFF_START * factor).min(BACKOFF_MAX);
-                slot.retry_at = Some(retry_at);
-                self.down_map().insert(cluster.to_owned(), retry_at);
+                self.failed(cluster, &mut slot);
                 Err(err)
             }
         }
@@ -195,9 +201,13 @@ impl PeerPool {
             return;
         }
         slot.connection = None;
-        slot.failures += 1;
-        let factor = 1u32 << (slot.failures - 1).min(16);
-        let retry_at = Instant::now() + (BACKOFF_START * factor).min(BACKOFF_MAX);
+        self.failed(cluster, &mut slot);
+    }
+
+    /// Counts a failure to reach `cluster`: it is down until a dial succeeds, and the
+    /// next dial waits out its backoff.
+    fn failed(&self, cluster: &str, slot: &mut Slot) {
+        let retry_at = Instant::now() + slot.redial.failed();
         slot.retry_at = Some(retry_at);
         self.down_map().insert(cluster.to_owned(), retry_at);
     }

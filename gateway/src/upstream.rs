@@ -1,38 +1,27 @@
-//! Reaching a named service port from this gateway, wherever it runs: an endpoint of
-//! this cluster's own export (direct TCP, through its balancer), or another cluster's
-//! export through a tunnel stream (static imports, or the federation's catalog). Used by
-//! the ingress, whose routes name services rather than listeners.
+//! Reaching a named service port from this gateway once admission has said where it
+//! goes: an endpoint of this cluster's own export (direct TCP, in the balancer's order),
+//! or another cluster's export through a tunnel stream (static imports, or the
+//! federation's catalog). Used by the ingress, whose routes name services rather than
+//! listeners.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::admission::Destination;
 use crate::catalog::ServicePort;
 use crate::gateway::Shared;
 use crate::header::{Status, StreamHeader};
 use crate::ingress::table::ServiceRef;
-use crate::outbound::Target;
+use crate::outbound::RemoteService;
 use crate::stream::OpenError;
 
-/// Where a service port is.
-pub(crate) enum Location {
-    /// Exported by this cluster.
-    Local(Arc<ServicePort>),
-    /// Exported elsewhere: the clusters to try, in order.
-    Remote(Target),
-}
-
-/// Finds `service`: this cluster's export first, then static imports, then the
-/// federation's catalog.
-pub(crate) fn locate(shared: &Arc<Shared>, service: &ServiceRef) -> Option<Location> {
-    let catalog = shared.catalog.current();
-    if let Some(port) = catalog.export(&service.namespace, &service.name, service.port) {
-        return Some(Location::Local(port));
-    }
+/// The clusters that export `service`, when this cluster does not: static imports
+/// first, then the federation's catalog (in the order a new connection tries them).
+fn remote(shared: &Arc<Shared>, service: &ServiceRef) -> Option<RemoteService> {
     let clusters: Vec<String> = shared
         .static_imports
         .iter()
@@ -42,12 +31,12 @@ pub(crate) fn locate(shared: &Arc<Shared>, service: &ServiceRef) -> Option<Locat
         .map(|i| i.cluster.clone())
         .collect();
     if !clusters.is_empty() {
-        return Some(Location::Remote(Target {
+        return Some(RemoteService {
             namespace: service.namespace.clone(),
             name: service.name.clone(),
             port: service.port,
             clusters,
-        }));
+        });
     }
     crate::membership::imports::route(
         &shared.import_routes,
@@ -55,7 +44,6 @@ pub(crate) fn locate(shared: &Arc<Shared>, service: &ServiceRef) -> Option<Locat
         service.port,
         shared,
     )
-    .map(Location::Remote)
 }
 
 /// Why a service could not be reached, with the status it maps to.
@@ -108,15 +96,28 @@ impl Drop for EndpointSlot {
     }
 }
 
-/// Connects to `service`.
+/// Connects to `service` where admission sent it: an endpoint of this cluster's
+/// export, in the admitted order, or another cluster's through a tunnel stream.
 pub(crate) async fn connect(
     shared: &Arc<Shared>,
     service: &ServiceRef,
+    destination: Destination,
 ) -> Result<Upstream, UpstreamError> {
-    match locate(shared, service) {
-        None => Err(UpstreamError::Unknown(service.to_string())),
-        Some(Location::Local(port)) => connect_local(shared, service, port).await,
-        Some(Location::Remote(target)) => {
+    match destination {
+        Destination::Local { port, order } => {
+            let label = format!("{}.{}", service.name, service.namespace);
+            let (tcp, addr) =
+                crate::endpoints::connect(&port, &label, &order, shared.timeouts.connect, None)
+                    .await
+                    .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+            Ok(Upstream::Local {
+                tcp,
+                slot: EndpointSlot { port, addr },
+            })
+        }
+        Destination::Elsewhere => {
+            let target = remote(shared, service)
+                .ok_or_else(|| UpstreamError::Unknown(service.to_string()))?;
             let header = StreamHeader {
                 request_id: shared.next_request_id(),
                 namespace: target.namespace.clone(),
@@ -140,31 +141,6 @@ pub(crate) async fn connect(
             }
         }
     }
-}
-
-async fn connect_local(
-    shared: &Arc<Shared>,
-    service: &ServiceRef,
-    port: Arc<ServicePort>,
-) -> Result<Upstream, UpstreamError> {
-    let order = port.balancer().order(Instant::now(), shared.sample());
-    let mut last = format!("every endpoint of {service} is ejected after failures");
-    for addr in order {
-        match tokio::time::timeout(shared.timeouts.connect, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => {
-                port.balancer().connected(addr);
-                let _ = tcp.set_nodelay(true);
-                return Ok(Upstream::Local {
-                    tcp,
-                    slot: EndpointSlot { port, addr },
-                });
-            }
-            Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: no answer within {:?}", shared.timeouts.connect),
-        }
-        port.balancer().failed(addr, Instant::now());
-    }
-    Err(UpstreamError::Unavailable(last))
 }
 
 impl Upstream {

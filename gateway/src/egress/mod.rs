@@ -107,13 +107,15 @@ async fn connection(
     shared: Arc<Shared>,
 ) {
     let (host, first) = match listener.mode {
-        EgressMode::Passthrough => read_client_hello(&mut tcp, shared.timeouts.stream_open).await,
+        EgressMode::Passthrough => read_client_hello(&mut tcp, shared.timeouts.stream_open)
+            .await
+            .map_err(|e| HostError::Hello(e.to_string())),
         EgressMode::Originate => read_host_header(&mut tcp, shared.timeouts.stream_open).await,
     }
     .map_or_else(|e| (Err(e), Vec::new()), |(h, f)| (Ok(h), f));
     let host = match host {
         Ok(host) => host,
-        Err(e) => return refuse_local(tcp, &shared, "egress", "bad_request", &e),
+        Err(e) => return refuse_local(tcp, &shared, "egress", "bad_request", &e.to_string()),
     };
     let port = listener.port;
     let count = |pattern: &str, decision: &str| {
@@ -149,7 +151,7 @@ async fn connection(
     {
         count(&entry.pattern.to_string(), "deny");
         tracing::warn!(%host, port, reason = %why, "egress denied");
-        return refuse_local(tcp, &shared, "egress", "unclaimed_host", &why);
+        return refuse_local(tcp, &shared, "egress", "unclaimed_host", &why.to_string());
     }
     count(&entry.pattern.to_string(), "allow");
     tracing::info!(%host, port, mode = ?listener.mode, namespace = %entry.namespace, "egress allowed");
@@ -157,7 +159,7 @@ async fn connection(
         Ok(out) => out,
         Err(e) => {
             tracing::warn!(%host, port, error = %e, "egress connect failed");
-            return refuse_local(tcp, &shared, "egress", "unavailable", &e);
+            return refuse_local(tcp, &shared, "egress", "unavailable", &e.to_string());
         }
     };
     let _ = tcp.set_nodelay(true);
@@ -223,21 +225,45 @@ async fn connection(
     tracing::debug!(%host, port, ?copied, "egress connection closed");
 }
 
+/// Why an external host could not be reached.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    /// DNS gave no answer.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Every address failed (`last` says how the last did).
+    #[error("{host}: {last}")]
+    Unreachable {
+        /// The host.
+        host: String,
+        /// The last failure.
+        last: String,
+    },
+}
+
 /// Connects to the host: its fixed address, else what DNS says.
 async fn dial(
     host: &str,
     port: u16,
     entry: &AllowedHost,
     shared: &Shared,
-) -> Result<TcpStream, String> {
+) -> Result<TcpStream, DialError> {
     let addrs: Vec<SocketAddr> = match entry.address {
         Some(addr) => vec![addr],
         None => tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .map_err(|source| DialError::Resolve {
+                host: host.to_owned(),
+                source,
+            })?
             .collect(),
     };
-    let mut last = format!("{host} has no address");
+    let mut last = "no address".to_owned();
     for addr in addrs {
         match tokio::time::timeout(shared.timeouts.connect, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => {
@@ -248,7 +274,36 @@ async fn dial(
             Err(_) => last = format!("{addr}: no answer within {:?}", shared.timeouts.connect),
         }
     }
-    Err(last)
+    Err(DialError::Unreachable {
+        host: host.to_owned(),
+        last,
+    })
+}
+
+/// Why no host could be read from a client's request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum HostError {
+    /// The client's first bytes are not a ClientHello with a name.
+    #[error("{0}")]
+    Hello(String),
+    /// The request head is too long.
+    #[error("no end of the request head in {MAX_HEAD} bytes")]
+    TooLong,
+    /// The client closed first.
+    #[error("connection closed before a request head")]
+    Closed,
+    /// The client sent no whole head in time.
+    #[error("no request head in time")]
+    Timeout,
+    /// The head is not text.
+    #[error("the request head is not text")]
+    NotText,
+    /// It names no host.
+    #[error("the request has no Host header")]
+    NoHost,
+    /// Its `Host` is empty.
+    #[error("the Host header is empty")]
+    EmptyHost,
 }
 
 /// Reads an HTTP/1.1 request head and returns its `Host` (without a port) and the bytes
@@ -256,7 +311,7 @@ async fn dial(
 async fn read_host_header(
     tcp: &mut TcpStream,
     within: std::time::Duration,
-) -> Result<(String, Vec<u8>), String> {
+) -> Result<(String, Vec<u8>), HostError> {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(within, async {
         let mut chunk = [0u8; 4096];
@@ -265,10 +320,10 @@ async fn read_host_header(
                 return host_of(&head[..end]);
             }
             if head.len() >= MAX_HEAD {
-                return Err(format!("no end of the request head in {MAX_HEAD} bytes"));
+                return Err(HostError::TooLong);
             }
             match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => return Err("connection closed before a request head".into()),
+                Ok(0) | Err(_) => return Err(HostError::Closed),
                 Ok(n) => head.extend_from_slice(&chunk[..n]),
             }
         }
@@ -277,47 +332,45 @@ async fn read_host_header(
     match read {
         Ok(Ok(host)) => Ok((host, head)),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err("no request head in time".into()),
+        Err(_) => Err(HostError::Timeout),
     }
 }
 
 /// The `Host` of a request head, without its port.
-fn host_of(head: &[u8]) -> Result<String, String> {
-    let text = std::str::from_utf8(head).map_err(|_| "the request head is not text".to_owned())?;
+fn host_of(head: &[u8]) -> Result<String, HostError> {
+    let text = std::str::from_utf8(head).map_err(|_| HostError::NotText)?;
     let value = text
         .split("\r\n")
         .skip(1)
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
         .map(|(_, v)| v.trim())
-        .ok_or_else(|| "the request has no Host header".to_owned())?;
+        .ok_or(HostError::NoHost)?;
     let host = match value.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => value,
     };
     if host.is_empty() {
-        return Err("the Host header is empty".into());
+        return Err(HostError::EmptyHost);
     }
     Ok(host.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{HostError, host_of};
 
     #[test]
     fn the_host_header_is_found_and_its_port_dropped() {
         let head = b"GET / HTTP/1.1\r\nUser-Agent: x\r\nHOST: api.partner.test:443";
         assert_eq!(host_of(head).unwrap(), "api.partner.test");
-        assert!(
-            host_of(b"GET / HTTP/1.1\r\nUser-Agent: x")
-                .unwrap_err()
-                .contains("no Host")
+        assert_eq!(
+            host_of(b"GET / HTTP/1.1\r\nUser-Agent: x"),
+            Err(HostError::NoHost)
         );
-        assert!(
-            host_of(b"GET / HTTP/1.1\r\nHost: ")
-                .unwrap_err()
-                .contains("empty")
+        assert_eq!(
+            host_of(b"GET / HTTP/1.1\r\nHost: "),
+            Err(HostError::EmptyHost)
         );
     }
 }

@@ -130,7 +130,7 @@ impl IngressSection {
             let service =
                 |field: String, text: &str, push: &mut dyn FnMut(String, String, &str)| {
                     ServiceRef::parse(text)
-                        .map_err(|e| push(field, format!("{text:?}"), &e))
+                        .map_err(|e| push(field, format!("{text:?}"), &e.to_string()))
                         .ok()
                 };
             let mode = match (&h.passthrough, &h.cert, &h.key) {
@@ -214,7 +214,7 @@ impl IngressSection {
                 Err(e) => push(
                     format!("ingress.tcp[{i}].service"),
                     format!("{:?}", t.service),
-                    &e,
+                    &e.to_string(),
                 ),
             }
         }

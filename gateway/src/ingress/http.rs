@@ -14,10 +14,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::table::{HttpRoute, route};
+use crate::admission::Destination;
 use crate::gateway::Shared;
 use crate::header::Status;
 use crate::metrics::IngressLabels;
-use crate::upstream::{Location, UpstreamError};
+use crate::upstream::UpstreamError;
 use hyper::client::conn::http1::SendRequest;
 
 use super::pool::Pool;
@@ -146,10 +147,17 @@ async fn forward(
     pool: &Pool,
     shared: &Arc<Shared>,
 ) -> Response<Body> {
-    if let Err(reason) = super::authorize(shared, &r.service, Some((method, path))) {
-        drain(request).await;
-        return answer(StatusCode::FORBIDDEN, reason);
-    }
+    let admitted = match super::admit(shared, &r.service, Some((method, path))) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            drain(request).await;
+            let status = match refusal.status {
+                Status::Denied => StatusCode::FORBIDDEN,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return answer(status, refusal.reason);
+        }
+    };
     // Upstream is HTTP/1.1 with a Host header and an origin-form target, whatever the
     // client spoke.
     let authority = request
@@ -188,7 +196,7 @@ async fn forward(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("https"),
     );
-    let (mut sender, endpoint) = match sender(shared, pool, r, host).await {
+    let (mut sender, endpoint) = match sender(shared, pool, r, host, admitted.destination).await {
         Ok(pair) => pair,
         Err(response) => return response,
     };
@@ -214,19 +222,16 @@ async fn sender(
     pool: &Pool,
     r: &HttpRoute,
     host: &str,
+    destination: Destination,
 ) -> Result<(SendRequest<Incoming>, Option<std::net::SocketAddr>), Response<Body>> {
-    if let Some(Location::Local(port)) = crate::upstream::locate(shared, &r.service) {
-        let order = port
-            .balancer()
-            .order(std::time::Instant::now(), shared.sample());
-        if let Some((sender, addr)) = order
+    if let Destination::Local { order, .. } = &destination
+        && let Some((sender, addr)) = order
             .iter()
             .find_map(|addr| pool.take(*addr).map(|s| (s, *addr)))
-        {
-            return Ok((sender, Some(addr)));
-        }
+    {
+        return Ok((sender, Some(addr)));
     }
-    let upstream = match crate::upstream::connect(shared, &r.service).await {
+    let upstream = match crate::upstream::connect(shared, &r.service, destination).await {
         Ok(u) => u,
         Err(e) => {
             let status = match &e {

@@ -15,12 +15,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use isthmus_federation_api::policy::{Caller, Target};
+use std::time::Instant;
+
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::admission::{self, Admission, Here, Refusal, Request, Source};
 use crate::gateway::{RunningGateway, Shared, StartError};
+use crate::header::Status;
 use crate::outbound::{accept_loop, read_client_hello, refuse_local};
 use config::IngressSettings;
 use table::{HostMode, HostTable, ServiceRef};
@@ -184,41 +187,47 @@ impl RunningGateway {
     }
 }
 
-/// Decides whether the ingress may send this connection or request to `service`: the
-/// policy in force, with this gateway's cluster as the source (callers from outside
-/// have no mesh identity) and the HTTP method and path when known. Counted and logged
-/// like inbound decisions.
-pub(crate) fn authorize(
+/// Decides whether the ingress may send this connection or request to `service`, and
+/// where: the same admission as a peer's stream, with this gateway's cluster as the
+/// source (callers from outside have no mesh identity) and the HTTP method and path when
+/// known. Counted and logged like inbound decisions.
+pub(crate) fn admit(
     shared: &Shared,
     service: &ServiceRef,
     http: Option<(&str, &str)>,
-) -> Result<(), String> {
+) -> Result<Admission, Refusal> {
     let catalog = shared.catalog.current();
-    let verdict = catalog.authorization().decide(
-        &Caller {
-            cluster: &shared.cluster,
-            workload: None,
-        },
-        &Target {
-            namespace: &service.namespace,
-            service: &service.name,
-            port: service.port,
-            http,
-        },
-    );
-    let label = format!("{}.{}", service.name, service.namespace);
-    shared
-        .metrics
-        .count_verdict(&shared.cluster, &label, &verdict);
-    if let Some(shadow) = &verdict.shadow {
-        tracing::info!(service = %service, rule = %shadow, "ingress: shadow rule would decide otherwise");
+    let here = Here {
+        cluster: &shared.cluster,
+        trust_domain: shared.own_id.trust_domain(),
+        catalog: &catalog,
+        limiter: &shared.limiter,
+    };
+    let request = Request {
+        source: Source::Ingress,
+        namespace: &service.namespace,
+        service: &service.name,
+        port: service.port,
+        http,
+    };
+    let decided = admission::admit(&here, &request, Instant::now(), shared.sample());
+    let verdict = match &decided {
+        Ok(admitted) => Some(&admitted.verdict),
+        Err(refusal) => refusal.verdict.as_deref(),
+    };
+    if let Some(verdict) = verdict {
+        let label = format!("{}.{}", service.name, service.namespace);
+        shared
+            .metrics
+            .count_verdict(&shared.cluster, &label, verdict);
+        if let Some(shadow) = &verdict.shadow {
+            tracing::info!(service = %service, rule = %shadow, "ingress: shadow rule would decide otherwise");
+        }
+        if !verdict.allowed {
+            tracing::warn!(service = %service, rule = %verdict.rule, ?http, "ingress: denied by authorization policy");
+        }
     }
-    if verdict.allowed {
-        Ok(())
-    } else {
-        tracing::warn!(service = %service, rule = %verdict.rule, ?http, "ingress: denied by authorization policy");
-        Err(verdict.reason)
-    }
+    decided
 }
 
 async fn tls_connection(
@@ -230,17 +239,20 @@ async fn tls_connection(
 ) {
     let (name, hello) = match read_client_hello(&mut tcp, shared.timeouts.stream_open).await {
         Ok(read) => read,
-        Err(e) => return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e),
+        Err(e) => {
+            return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e.to_string());
+        }
     };
     let Some(entry) = hosts.host(&name) else {
         let msg = format!("no ingress host serves {name:?}");
         return refuse_local(tcp, &shared, "unknown", "unknown_host", &msg);
     };
-    if let Err(msg) = shared
+    if let Err(unclaimed) = shared
         .catalog
         .current()
         .check_claim(&entry.pattern, &entry.namespace)
     {
+        let msg = unclaimed.to_string();
         return refuse_local(tcp, &shared, "unknown", "unclaimed_host", &msg);
     }
     match &entry.mode {
@@ -272,10 +284,18 @@ async fn pass_through(
     shared: Arc<Shared>,
 ) {
     let label = format!("{}.{}", service.name, service.namespace);
-    if let Err(msg) = authorize(&shared, service, None) {
-        return refuse_local(tcp, &shared, &label, "denied", &msg);
-    }
-    let mut upstream = match crate::upstream::connect(&shared, service).await {
+    let admitted = match admit(&shared, service, None) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let status = match refusal.status {
+                Status::Denied => "denied",
+                _ => "unavailable",
+            };
+            return refuse_local(tcp, &shared, &label, status, &refusal.reason);
+        }
+    };
+    let mut upstream = match crate::upstream::connect(&shared, service, admitted.destination).await
+    {
         Ok(u) => u,
         Err(e) => return refuse_local(tcp, &shared, &label, "unavailable", &e.to_string()),
     };

@@ -17,11 +17,15 @@ pub struct ServiceRef {
     pub port: u16,
 }
 
+/// Why a text is not a service reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not <service>.<namespace>:<port>, for example api.shop:8080")]
+pub struct NotAServiceRef(pub String);
+
 impl ServiceRef {
     /// Parses `<service>.<namespace>:<port>`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad =
-            || format!("{text:?} is not <service>.<namespace>:<port>, for example api.shop:8080");
+    pub fn parse(text: &str) -> Result<Self, NotAServiceRef> {
+        let bad = || NotAServiceRef(text.to_owned());
         let (name_ns, port) = text.rsplit_once(':').ok_or_else(bad)?;
         let (name, namespace) = name_ns.split_once('.').ok_or_else(bad)?;
         let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
@@ -160,7 +164,7 @@ mod tests {
             "api.shop:x",
             ".shop:80",
         ] {
-            let e = ServiceRef::parse(bad).unwrap_err();
+            let e = ServiceRef::parse(bad).unwrap_err().to_string();
             assert!(e.contains("<service>.<namespace>:<port>"), "{bad}: {e}");
         }
     }

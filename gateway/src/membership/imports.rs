@@ -15,7 +15,7 @@ use crate::dns::{DnsTable, ServiceRecord};
 use crate::gateway::Shared;
 use crate::membership::choose;
 use crate::membership::view::{GatewayView, Imported};
-use crate::outbound::{Target, serve_catalog_import};
+use crate::outbound::{RemoteService, serve_catalog_import};
 use crate::peers::PeerHealth;
 
 type Key = (String, String);
@@ -149,7 +149,7 @@ pub(crate) fn route(
     key: &Key,
     port: u16,
     shared: &Arc<Shared>,
-) -> Option<Target> {
+) -> Option<RemoteService> {
     let routes = routes.read().unwrap_or_else(|p| p.into_inner());
     let imported = routes.imports.get(key)?;
     if !imported.ports.iter().any(|(_, p)| *p == port) {
@@ -175,7 +175,7 @@ pub(crate) fn route(
         },
         shared.sample(),
     );
-    Some(Target {
+    Some(RemoteService {
         namespace: key.0.clone(),
         name: key.1.clone(),
         port,

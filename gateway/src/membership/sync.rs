@@ -16,6 +16,7 @@ use isthmus_federation_api::request::{DeleteExport, PutExport, RegisterGateway};
 use isthmus_federation_api::status::Consistency;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{Backoff, Retry};
 use crate::config::Export;
 use crate::gateway::Shared;
 use crate::live_cert::LiveCert;
@@ -25,7 +26,9 @@ use crate::membership::view::{GatewayView, derive};
 
 /// How often an open watch is confirmed with a cheap status call.
 const CONFIRM_EVERY: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Reconnections after the watch is lost (kept growing across sessions, as a federation
+/// that keeps dropping the watch should not be hammered).
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// The longest any one call to the federation may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,7 +76,7 @@ pub(crate) struct Sync {
 impl Sync {
     /// Runs until `stop`.
     pub(crate) async fn run(mut self, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut reconnect = Retry::new(RECONNECT);
         let mut next = 0usize;
         let mut age = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -87,7 +90,7 @@ impl Sync {
                     tracing::warn!(federation = %addr, error = %e, revision = self.mirror.revision(), "catalog watch lost; serving the last known catalog");
                 }
             }
-            let wait = tokio::time::sleep(backoff);
+            let wait = tokio::time::sleep(reconnect.failed());
             tokio::pin!(wait);
             loop {
                 tokio::select! {
@@ -96,7 +99,6 @@ impl Sync {
                     _ = age.tick() => self.report_age(),
                 }
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
