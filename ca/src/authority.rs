@@ -24,7 +24,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::cert::{CaRole, CertFacts};
+use crate::cert::{CaRole, CertFacts, CertParseError};
 use crate::error::CaError;
 use crate::keys::KeyAlgorithm;
 use crate::spiffe::{Identity, SpiffeId, TrustDomain, dns_label};
@@ -275,7 +275,8 @@ impl Authority {
         validity: Duration,
         now: SystemTime,
     ) -> Result<CertificateDer<'static>, CaError> {
-        let facts = CertFacts::parse(current).map_err(CaError::BadCertificate)?;
+        let facts =
+            CertFacts::parse(current).map_err(|e| CaError::BadCertificate(e.to_string()))?;
         if facts.ca_role() != CaRole::Cluster(cluster.to_owned()) {
             return Err(CaError::BadCertificate(format!(
                 "{} is not the intermediate of cluster {cluster:?}",
@@ -560,11 +561,11 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// Parses `der` fully, refusing trailing bytes.
-pub(crate) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+pub(crate) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, CertParseError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, _)) if !rest.is_empty() => Err("trailing bytes after the certificate".into()),
+        Ok((rest, _)) if !rest.is_empty() => Err(CertParseError::TrailingBytes),
         Ok((_, cert)) => Ok(cert),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(CertParseError::Der(e.to_string())),
     }
 }
 

@@ -19,6 +19,35 @@ const KNOWN_EXTENSIONS: [&str; 7] = [
     "2.5.29.37", // extKeyUsage
 ];
 
+/// Why DER bytes are not a certificate Isthmus can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertParseError {
+    /// Not DER X.509 (x509-parser's words).
+    #[error("{0}")]
+    Der(String),
+    /// More bytes follow the certificate.
+    #[error("trailing bytes after the certificate")]
+    TrailingBytes,
+    /// An extension Isthmus reads is malformed.
+    #[error("{extension}: {reason}")]
+    Extension {
+        /// Its name, or its OID when it has none here.
+        extension: String,
+        /// The parser's words.
+        reason: String,
+    },
+}
+
+impl CertParseError {
+    fn extension(extension: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self::Extension {
+            extension: extension.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// What a CA certificate is for, read from its subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaRole {
@@ -113,30 +142,34 @@ pub struct Eku {
 
 impl CertFacts {
     /// Parses `der`, refusing trailing bytes and malformed extensions.
-    pub fn parse(der: &[u8]) -> Result<Self, String> {
+    pub fn parse(der: &[u8]) -> Result<Self, CertParseError> {
         let cert = parse_x509(der)?;
         Self::from_x509(&cert, der)
     }
 
     /// Reads the facts of an already parsed certificate.
-    pub fn from_x509(cert: &X509Certificate<'_>, der: &[u8]) -> Result<Self, String> {
+    pub fn from_x509(cert: &X509Certificate<'_>, der: &[u8]) -> Result<Self, CertParseError> {
+        let bad = CertParseError::extension;
         let bc = cert
             .basic_constraints()
-            .map_err(|e| format!("basicConstraints: {e}"))?;
-        let ku = cert.key_usage().map_err(|e| format!("keyUsage: {e}"))?;
+            .map_err(|e| bad("basicConstraints", e))?;
+        let ku = cert.key_usage().map_err(|e| bad("keyUsage", e))?;
         let eku = cert
             .extended_key_usage()
-            .map_err(|e| format!("extKeyUsage: {e}"))?;
+            .map_err(|e| bad("extKeyUsage", e))?;
         let san = cert
             .subject_alternative_name()
-            .map_err(|e| format!("subjectAltName: {e}"))?;
+            .map_err(|e| bad("subjectAltName", e))?;
         let nc = cert
             .name_constraints()
-            .map_err(|e| format!("nameConstraints: {e}"))?;
+            .map_err(|e| bad("nameConstraints", e))?;
         let mut unknown_critical = Vec::new();
         for ext in cert.extensions() {
             if let ParsedExtension::ParseError { error } = ext.parsed_extension() {
-                return Err(format!("extension {}: {error}", ext.oid));
+                return Err(CertParseError::extension(
+                    format!("extension {}", ext.oid),
+                    error,
+                ));
             }
             let oid = ext.oid.to_id_string();
             if ext.critical && !KNOWN_EXTENSIONS.contains(&oid.as_str()) {

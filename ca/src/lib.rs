@@ -29,7 +29,7 @@ pub use authority::{
     Authority, AuthorityKind, BACKDATE, CLUSTER_OU, IssuedLeaf, LeafRequest, ROOT_OU, cluster_csr,
 };
 pub use bundle::{Root, SharedBundle, TrustBundle};
-pub use cert::{CaRole, CertFacts, Constraints, Eku, fingerprint};
+pub use cert::{CaRole, CertFacts, CertParseError, Constraints, Eku, fingerprint};
 pub use error::CaError;
 pub use keys::{KeyAlgorithm, UnknownKeyAlgorithm, key_from_pem};
 pub use spiffe::{Identity, SpiffeId, SpiffeIdError, TrustDomain};

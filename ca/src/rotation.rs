@@ -23,6 +23,18 @@ impl Default for RenewalPolicy {
     }
 }
 
+/// Why a [`RenewalPolicy`] cannot plan renewals.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenewalPolicyError {
+    /// `at_fraction` is not strictly between 0 and 1.
+    #[error("at_fraction {0} must be between 0 and 1")]
+    AtFraction(f64),
+    /// The jitter window is negative or leaves the lifetime.
+    #[error("jitter_fraction {0} must be at least 0 and keep the window inside the lifetime")]
+    JitterFraction(f64),
+}
+
 /// Where a certificate stands at `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RenewalState {
@@ -48,22 +60,16 @@ pub struct RenewalPlan {
 impl RenewalPolicy {
     /// Checks the fractions: `at_fraction` in (0, 1), the jitter window inside the
     /// lifetime.
-    pub fn validate(self) -> Result<Self, String> {
+    pub fn validate(self) -> Result<Self, RenewalPolicyError> {
         if !(self.at_fraction > 0.0 && self.at_fraction < 1.0) {
-            return Err(format!(
-                "at_fraction {} must be between 0 and 1",
-                self.at_fraction
-            ));
+            return Err(RenewalPolicyError::AtFraction(self.at_fraction));
         }
         let half = self.jitter_fraction / 2.0;
         if !(self.jitter_fraction >= 0.0
             && self.at_fraction - half > 0.0
             && self.at_fraction + half < 1.0)
         {
-            return Err(format!(
-                "jitter_fraction {} must be at least 0 and keep the window inside the lifetime",
-                self.jitter_fraction
-            ));
+            return Err(RenewalPolicyError::JitterFraction(self.jitter_fraction));
         }
         Ok(self)
     }

@@ -228,7 +228,10 @@ impl Default for RaftTiming {
 
 impl RaftTiming {
     /// The openraft config for this timing.
-    pub fn openraft_config(&self, cluster_name: &str) -> Result<openraft::Config, String> {
+    pub fn openraft_config(
+        &self,
+        cluster_name: &str,
+    ) -> Result<openraft::Config, Box<openraft::ConfigError>> {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         openraft::Config {
             cluster_name: cluster_name.to_owned(),
@@ -243,7 +246,7 @@ impl RaftTiming {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| e.to_string())
+        .map_err(Box::new)
     }
 }
 

@@ -243,7 +243,7 @@ pub async fn start(
     let raft_config = config
         .raft
         .openraft_config(&format!("isthmus-{trust_domain}"))
-        .map_err(StartError::Raft)?;
+        .map_err(|e| StartError::Raft(e.to_string()))?;
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),

@@ -71,9 +71,15 @@ fn as_gateway(config: &Path) {
             &config.cluster,
         )
         .unwrap();
-        let gateway = isthmus_gateway::start(config, identity).await.unwrap();
-        let mut line = format!("READY {}", gateway.quic_addr);
-        for (import, addr) in &gateway.imports {
+        let gateway = isthmus_gateway::Gateway::start_with_identity(
+            config,
+            identity,
+            std::path::Path::new("."),
+        )
+        .await
+        .unwrap();
+        let mut line = format!("READY {}", gateway.quic_addr());
+        for (import, addr) in &gateway.addresses().imports {
             line.push_str(&format!(" {}={addr}", import.name));
         }
         println!("{line}");

@@ -1,29 +1,39 @@
-//! Wiring one gateway: the QUIC endpoint (serving peers and dialling them), the import
-//! listeners, the SNI listener, the metrics endpoint, and drain on shutdown.
+//! One gateway's whole life, in one place. [`Gateway::start`] makes its identity —
+//! certificate files (`[tls]`), or enrollment in a federation (`[federation]`); tests
+//! and benchmarks may hand one over in memory — binds every listener the config names
+//! and starts serving them; [`Gateway::run`] serves until told to stop, then drains.
+//! The CLI only prints what `start` returns.
 //!
 //! ```text
-//!   app ─TCP─▶ import listener ─┐                          ┌─▶ inbound stream ─TCP─▶ endpoint
-//!   app ─TLS─▶ SNI listener ────┴─▶ peer pool ══QUIC══▶ peer │  (header, authz, LB)
-//!                                                          peer ══QUIC══▶ this endpoint
+//!   app ─TCP─▶ import listener ─┐                           ┌─▶ inbound stream ─TCP─▶ endpoint
+//!   app ─TLS─▶ SNI listener ────┼─▶ peer pool ══QUIC══▶ peer │  (admission, endpoints)
+//!   client ──▶ ingress ─────────┘                           peer ══QUIC══▶ this endpoint
+//!   app ─────▶ egress ──▶ allow-listed host outside
 //! ```
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use isthmus_ca::SharedBundle;
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::SpiffeVerifier;
+use isthmus_ca::{SharedBundle, SpiffeId};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::authz::Authorization;
+use crate::authz::{Authorization, Limiter};
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::config::{GatewayConfig, ImportEntry, Timeouts};
-use crate::identity::GatewayIdentity;
+use crate::connections::Connections;
+use crate::identity::{GatewayIdentity, IdentityError};
+use crate::ingress::IngressAddrs;
 use crate::live_cert::LiveCert;
+use crate::membership::MemberTasks;
+use crate::membership::identity::MembershipError;
 use crate::metrics::Metrics;
 use crate::peers::PeerPool;
 use crate::quic::quic_server_config;
@@ -45,53 +55,85 @@ pub enum StartError {
     /// The TLS or QUIC configuration was refused.
     #[error("TLS/QUIC configuration: {0}")]
     Tls(String),
+    /// The certificate files are unusable.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Enrollment in the federation, or its certificates, failed.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    /// The config names no way to get an identity (built in code without `[tls]` or
+    /// `[federation]`; a config file that does is refused when it is loaded).
+    #[error("tls: neither certificate files nor a [federation] section")]
+    NoIdentity,
 }
 
-/// State shared by every task of a gateway.
-pub(crate) struct Shared {
+/// Who this gateway is and how patient it is: fixed at start.
+#[derive(Debug)]
+pub(crate) struct Me {
+    /// Its cluster.
     pub(crate) cluster: String,
-    pub(crate) own_id: isthmus_ca::SpiffeId,
-    pub(crate) catalog: SharedCatalog,
-    pub(crate) metrics: Arc<Metrics>,
+    /// Its SPIFFE ID (stable across renewals).
+    pub(crate) id: SpiffeId,
+    /// Its timeouts.
     pub(crate) timeouts: Timeouts,
-    pub(crate) pool: PeerPool,
-    /// Live tunnelled connections; drain waits for them.
-    pub(crate) tunnels: TaskTracker,
+}
+
+/// Where services that are not exported here are: the config's static imports, and
+/// what the federation says (member gateways).
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    /// Static imports, for routes that name a service (ingress).
+    pub(crate) imports: Vec<ImportEntry>,
+    /// Who exports what, as the federation says.
+    pub(crate) federation: std::sync::RwLock<crate::membership::imports::Routes>,
+}
+
+/// Every tunnelled connection's task, and the two signals drain gives them.
+#[derive(Debug, Default)]
+pub(crate) struct Tunnels {
+    tracker: TaskTracker,
     /// Cancelled when the gateway stops accepting (drain begins).
     pub(crate) stop: CancellationToken,
     /// Cancelled at the drain deadline: live tunnels are cut.
     pub(crate) cut: CancellationToken,
-    /// Peer connections accepted and open, by stable id, so that a cluster that stops
-    /// being a peer (revoked) is cut at once.
-    pub(crate) inbound:
-        std::sync::Mutex<std::collections::HashMap<usize, (String, quinn::Connection)>>,
+}
+
+impl Tunnels {
+    /// Runs `task` as a tracked tunnel: drain waits for it.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(task);
+    }
+
+    /// Tunnels open now.
+    pub(crate) fn live(&self) -> usize {
+        self.tracker.len()
+    }
+}
+
+/// State shared by every task of a gateway, by concern.
+pub(crate) struct Shared {
+    /// Who it is.
+    pub(crate) me: Me,
+    /// The services and peers in force.
+    pub(crate) catalog: SharedCatalog,
+    /// Where services not exported here are.
+    pub(crate) routes: Routes,
+    /// Its peer connections, both ways.
+    pub(crate) connections: Connections,
     /// Connection limits' buckets and counts.
-    pub(crate) limiter: Arc<crate::authz::Limiter>,
-    /// The config's static imports, for routes that name a service (ingress).
-    pub(crate) static_imports: Vec<ImportEntry>,
-    /// Who exports what, as the federation says (member gateways).
-    pub(crate) import_routes: Arc<std::sync::RwLock<crate::membership::imports::Routes>>,
+    pub(crate) limiter: Arc<Limiter>,
+    /// Its metrics.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Its tunnels' tasks and drain signals.
+    pub(crate) tunnels: Tunnels,
     request_ids: AtomicU64,
     random: AtomicU64,
 }
 
 impl Shared {
-    /// Closes every connection with `cluster`'s gateways, both ways.
-    pub(crate) async fn cut_cluster(&self, cluster: &str, reason: &str) {
-        let cut: Vec<quinn::Connection> = self
-            .inbound
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|(c, _)| c == cluster)
-            .map(|(_, conn)| conn.clone())
-            .collect();
-        for conn in cut {
-            conn.close(2u32.into(), reason.as_bytes());
-        }
-        self.pool.close(cluster, reason).await;
-    }
-
     pub(crate) fn next_request_id(&self) -> u64 {
         self.request_ids.fetch_add(1, Ordering::Relaxed)
     }
@@ -107,26 +149,42 @@ impl Shared {
     }
 }
 
+/// Where a started gateway listens.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    /// The QUIC endpoint (peers dial it).
+    pub quic: SocketAddr,
+    /// The metrics endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// The SNI listener.
+    pub sni: Option<SocketAddr>,
+    /// The DNS server (UDP and TCP), for a member with `[dns]`.
+    pub dns: Option<SocketAddr>,
+    /// Each static import with its bound address.
+    pub imports: Vec<(ImportEntry, SocketAddr)>,
+    /// The ingress listeners.
+    pub ingress: Option<IngressAddrs>,
+    /// The egress listeners, in config order.
+    pub egress: Vec<SocketAddr>,
+}
+
 /// A running gateway.
-pub struct RunningGateway {
+pub struct Gateway {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
     tasks: TaskTracker,
-    /// The bound QUIC address.
-    pub quic_addr: SocketAddr,
-    /// The bound metrics address.
-    pub metrics_addr: Option<SocketAddr>,
-    /// The bound SNI listener address.
-    pub sni_addr: Option<SocketAddr>,
-    /// Each import with its bound address.
-    pub imports: Vec<(ImportEntry, SocketAddr)>,
+    /// The watch, renewal and DNS of a federation member.
+    member: Option<MemberTasks>,
+    addresses: Addresses,
+    revision: tokio::sync::watch::Receiver<u64>,
+    drain: Duration,
 }
 
-impl std::fmt::Debug for RunningGateway {
+impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningGateway")
-            .field("cluster", &self.shared.cluster)
-            .field("quic_addr", &self.quic_addr)
+        f.debug_struct("Gateway")
+            .field("cluster", &self.shared.me.cluster)
+            .field("addresses", &self.addresses)
             .finish_non_exhaustive()
     }
 }
@@ -148,7 +206,7 @@ pub struct GatewayTls {
     /// This gateway's certificate.
     pub cert: Arc<LiveCert>,
     /// Its SPIFFE ID (stable across renewals).
-    pub id: isthmus_ca::SpiffeId,
+    pub id: SpiffeId,
     /// The stateless-reset key.
     pub reset_key: Arc<ring::hmac::Key>,
 }
@@ -166,157 +224,200 @@ impl GatewayTls {
     }
 }
 
-/// Starts a gateway. Binding happens here, so a port-0 address is resolved in the result.
-pub async fn start(
-    config: GatewayConfig,
-    identity: GatewayIdentity,
-) -> Result<RunningGateway, StartError> {
-    start_with(config, GatewayTls::from_identity(&identity)?).await
+async fn bind_tcp(what: String, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bound = TcpListener::bind(addr).await;
+    let bind_err = |source| StartError::Bind {
+        what: what.clone(),
+        addr,
+        source,
+    };
+    let listener = bound.map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, local))
 }
 
-/// Starts a gateway with live TLS material.
-pub async fn start_with(
-    config: GatewayConfig,
-    tls: GatewayTls,
-) -> Result<RunningGateway, StartError> {
-    let metrics = Metrics::new();
-    let bundle = tls.bundle.clone();
-    let observer_metrics = metrics.clone();
-    let server_verifier = SpiffeVerifier::with_observer(
-        bundle.clone(),
-        ExpectedIdentity::AnyGateway,
-        Arc::new(move |e| observer_metrics.handshake_failed(e.reason())),
-    );
-    let server_config = quic_server_config(server_verifier, tls.cert.clone())
-        .map_err(|e| StartError::Tls(e.to_string()))?;
-    let socket = crate::quic::bind_udp(config.listen.quic).map_err(|source| StartError::Bind {
-        what: "listen.quic".into(),
-        addr: config.listen.quic,
-        source,
-    })?;
-    let endpoint_config = quinn::EndpointConfig::new(tls.reset_key.clone());
-    let endpoint = quinn::Endpoint::new(
-        endpoint_config,
-        Some(server_config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|source| StartError::Bind {
-        what: "listen.quic".into(),
-        addr: config.listen.quic,
-        source,
-    })?;
-    let quic_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
-        what: "listen.quic".into(),
-        addr: config.listen.quic,
-        source,
-    })?;
+impl Gateway {
+    /// Starts the gateway of `config` (relative paths against `base`): its identity
+    /// from its `[tls]` files or by enrollment in its federation, every listener bound,
+    /// every task serving. A port-0 address is resolved in [`Self::addresses`].
+    pub async fn start(config: GatewayConfig, base: &Path) -> Result<Self, StartError> {
+        match (&config.tls, &config.federation) {
+            (Some(files), _) => {
+                let identity = GatewayIdentity::load(files, base, &config.cluster)?;
+                Self::start_with_identity(config, identity, base).await
+            }
+            (None, Some(_)) => crate::membership::start(config, base).await,
+            (None, None) => Err(StartError::NoIdentity),
+        }
+    }
 
-    // A federation member denies everything until the federation's policies arrive.
-    let authorization = if config.federation.is_some() {
-        Authorization::default()
-    } else {
-        Authorization::ConfiguredPeers
-    };
-    let catalog = SharedCatalog::new(Catalog::new(
-        &config.exports,
-        &config.peers,
-        config.outlier,
-        authorization,
-    ));
-    let seed = {
-        let digest = ring::digest::digest(&ring::digest::SHA256, tls.id.as_str().as_bytes());
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&digest.as_ref()[..8]);
-        u64::from_le_bytes(bytes) | 1
-    };
-    let shared = Arc::new(Shared {
-        cluster: config.cluster.clone(),
-        own_id: tls.id.clone(),
-        catalog: catalog.clone(),
-        metrics: metrics.clone(),
-        timeouts: config.timeouts,
-        pool: PeerPool::new(
+    /// [`Self::start`] with an identity handed over in memory (tests, benchmarks).
+    pub async fn start_with_identity(
+        config: GatewayConfig,
+        identity: GatewayIdentity,
+        base: &Path,
+    ) -> Result<Self, StartError> {
+        Self::bind(config, GatewayTls::from_identity(&identity)?, base).await
+    }
+
+    /// Binds and serves everything but what membership adds (the watch, DNS).
+    pub(crate) async fn bind(
+        config: GatewayConfig,
+        tls: GatewayTls,
+        base: &Path,
+    ) -> Result<Self, StartError> {
+        let metrics = Metrics::new();
+        let observer_metrics = metrics.clone();
+        let server_verifier = SpiffeVerifier::with_observer(
+            tls.bundle.clone(),
+            ExpectedIdentity::AnyGateway,
+            Arc::new(move |e| observer_metrics.handshake_failed(e.reason())),
+        );
+        let server_config = quic_server_config(server_verifier, tls.cert.clone())
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let quic_err = |source| StartError::Bind {
+            what: "listen.quic".into(),
+            addr: config.listen.quic,
+            source,
+        };
+        let socket = crate::quic::bind_udp(config.listen.quic).map_err(quic_err)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::new(tls.reset_key.clone()),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(quic_err)?;
+        let quic_addr = endpoint.local_addr().map_err(quic_err)?;
+
+        // A federation member denies everything until the federation's policies arrive.
+        let authorization = if config.federation.is_some() {
+            Authorization::default()
+        } else {
+            Authorization::ConfiguredPeers
+        };
+        let catalog = SharedCatalog::new(Catalog::new(
+            &config.exports,
+            &config.peers,
+            config.outlier,
+            authorization,
+        ));
+        let seed = {
+            let digest = ring::digest::digest(&ring::digest::SHA256, tls.id.as_str().as_bytes());
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&digest.as_ref()[..8]);
+            u64::from_le_bytes(bytes) | 1
+        };
+        let pool = PeerPool::new(
             endpoint.clone(),
-            catalog,
-            bundle,
+            catalog.clone(),
+            tls.bundle.clone(),
             tls.cert.clone(),
             metrics.clone(),
-        ),
-        tunnels: TaskTracker::new(),
-        stop: CancellationToken::new(),
-        cut: CancellationToken::new(),
-        inbound: std::sync::Mutex::new(std::collections::HashMap::new()),
-        limiter: Arc::default(),
-        static_imports: config.imports.clone(),
-        import_routes: Arc::default(),
-        request_ids: AtomicU64::new(1),
-        random: AtomicU64::new(seed),
-    });
+        );
+        let shared = Arc::new(Shared {
+            me: Me {
+                cluster: config.cluster.clone(),
+                id: tls.id.clone(),
+                timeouts: config.timeouts,
+            },
+            catalog,
+            routes: Routes {
+                imports: config.imports.clone(),
+                federation: Default::default(),
+            },
+            connections: Connections::new(pool),
+            limiter: Arc::default(),
+            metrics: metrics.clone(),
+            tunnels: Tunnels::default(),
+            request_ids: AtomicU64::new(1),
+            random: AtomicU64::new(seed),
+        });
 
-    let bind = |what: String, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { what, addr, source })
-    };
-    let tasks = TaskTracker::new();
-    let mut imports = Vec::new();
-    for (i, import) in config.imports.iter().enumerate() {
-        let listener = bind(format!("imports[{i}].listen"), import.listen).await?;
-        let local = listener.local_addr().map_err(|source| StartError::Bind {
-            what: format!("imports[{i}].listen"),
-            addr: import.listen,
-            source,
-        })?;
-        imports.push((import.clone(), local));
-        tasks.spawn(crate::outbound::serve_import(
-            listener,
-            import.clone(),
-            shared.clone(),
-        ));
-    }
-    let sni_addr = match config.listen.sni {
-        Some(addr) => {
-            let listener = bind("listen.sni".into(), addr).await?;
-            let local = listener.local_addr().ok();
+        let tasks = TaskTracker::new();
+        let mut addresses = Addresses {
+            quic: quic_addr,
+            metrics: None,
+            sni: None,
+            dns: None,
+            imports: Vec::new(),
+            ingress: None,
+            egress: Vec::new(),
+        };
+        for (i, import) in config.imports.iter().enumerate() {
+            let (listener, local) = bind_tcp(format!("imports[{i}].listen"), import.listen).await?;
+            addresses.imports.push((import.clone(), local));
+            tasks.spawn(crate::outbound::serve_import(
+                listener,
+                import.clone(),
+                shared.clone(),
+            ));
+        }
+        if let Some(addr) = config.listen.sni {
+            let (listener, local) = bind_tcp("listen.sni".into(), addr).await?;
+            addresses.sni = Some(local);
             tasks.spawn(crate::outbound::serve_sni(
                 listener,
                 config.imports.clone(),
                 shared.clone(),
             ));
-            local
         }
-        None => None,
-    };
-    let metrics_addr = match config.listen.metrics {
-        Some(addr) => {
-            let listener = bind("listen.metrics".into(), addr).await?;
-            let local = listener.local_addr().ok();
-            let stop = shared.stop.clone();
-            let metrics = metrics.clone();
+        if let Some(addr) = config.listen.metrics {
+            let (listener, local) = bind_tcp("listen.metrics".into(), addr).await?;
+            addresses.metrics = Some(local);
+            let (stop, metrics) = (shared.tunnels.stop.clone(), metrics.clone());
             tasks.spawn(async move {
                 if let Err(e) = crate::metrics::serve(metrics, listener, stop).await {
                     tracing::error!(error = %e, "metrics endpoint failed");
                 }
             });
-            local
         }
-        None => None,
-    };
-    tasks.spawn(crate::inbound::serve(endpoint.clone(), shared.clone()));
-    tracing::info!(cluster = %config.cluster, id = %tls.id, quic = %quic_addr, "gateway started");
-    Ok(RunningGateway {
-        shared,
-        endpoint,
-        tasks,
-        quic_addr,
-        metrics_addr,
-        sni_addr,
-        imports,
-    })
-}
+        if let Some(settings) = &config.ingress {
+            addresses.ingress = Some(crate::ingress::start(&shared, settings, base).await?);
+        }
+        if let Some(settings) = &config.egress {
+            addresses.egress = crate::egress::start(&shared, settings, base).await?;
+        }
+        tasks.spawn(crate::inbound::serve(endpoint.clone(), shared.clone()));
+        tracing::info!(cluster = %config.cluster, id = %tls.id, quic = %quic_addr, "gateway started");
+        let (_, revision) = tokio::sync::watch::channel(0);
+        Ok(Self {
+            shared,
+            endpoint,
+            tasks,
+            member: None,
+            addresses,
+            revision,
+            drain: config.timeouts.drain,
+        })
+    }
 
-impl RunningGateway {
+    /// Makes this gateway a federation member: its watch and renewal tasks, its DNS.
+    pub(crate) fn join(
+        &mut self,
+        member: MemberTasks,
+        dns: Option<SocketAddr>,
+        revision: tokio::sync::watch::Receiver<u64>,
+    ) {
+        self.member = Some(member);
+        self.addresses.dns = dns;
+        self.revision = revision;
+    }
+
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Where it listens.
+    pub fn addresses(&self) -> &Addresses {
+        &self.addresses
+    }
+
+    /// The bound QUIC address.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.addresses.quic
+    }
+
     /// The gateway's metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.shared.metrics.clone()
@@ -328,36 +429,51 @@ impl RunningGateway {
     }
 
     /// This gateway's SPIFFE ID.
-    pub fn id(&self) -> &isthmus_ca::SpiffeId {
-        &self.shared.own_id
+    pub fn id(&self) -> &SpiffeId {
+        &self.shared.me.id
     }
 
-    pub(crate) fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
+    /// The federation catalog revision applied (stays 0 for a gateway that is no
+    /// member).
+    pub fn revision(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revision.clone()
     }
 
     /// Tunnelled connections open now.
     pub fn live_connections(&self) -> usize {
-        self.shared.tunnels.len()
+        self.shared.tunnels.live()
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the config's
+    /// `timeouts.drain`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> DrainReport {
+        shutdown.await;
+        let deadline = self.drain;
+        self.drain(deadline).await
     }
 
     /// Stops accepting, lets live connections finish for up to `deadline`, cuts what is
     /// left, then closes everything. While draining, peers' new connections and streams
-    /// are refused at once (not left to time out).
+    /// are refused at once (not left to time out). A member first stops its watch,
+    /// renewal and DNS.
     pub async fn drain(self, deadline: Duration) -> DrainReport {
-        self.shared.stop.cancel();
-        self.shared.tunnels.close();
-        let completed = tokio::time::timeout(deadline, self.shared.tunnels.wait())
+        if let Some(member) = self.member {
+            member.stop().await;
+        }
+        let tunnels = &self.shared.tunnels;
+        tunnels.stop.cancel();
+        tunnels.tracker.close();
+        let completed = tokio::time::timeout(deadline, tunnels.tracker.wait())
             .await
             .is_ok();
-        let cut = self.shared.tunnels.len();
-        self.shared.cut.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.tunnels.wait()).await;
+        let cut = tunnels.live();
+        tunnels.cut.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tunnels.tracker.wait()).await;
         self.endpoint.close(0u32.into(), b"gateway shutting down");
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        tracing::info!(cluster = %self.shared.cluster, completed, cut, "gateway stopped");
+        tracing::info!(cluster = %self.shared.me.cluster, completed, cut, "gateway stopped");
         DrainReport { completed, cut }
     }
 

@@ -21,7 +21,7 @@ use crate::stream::{ReadFrameError, read_frame};
 /// once so that peers dial elsewhere instead of waiting for a timeout.
 pub(crate) async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
-        if shared.stop.is_cancelled() {
+        if shared.tunnels.stop.is_cancelled() {
             incoming.refuse();
             continue;
         }
@@ -53,12 +53,7 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         return;
     }
     tracing::debug!(%remote, cluster = %peer_cluster, "peer connected");
-    let stable = connection.stable_id();
-    shared
-        .inbound
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(stable, (peer_cluster.clone(), connection.clone()));
+    let _registered = shared.connections.accepted(&peer_cluster, &connection);
     // The cluster may have stopped being a peer between the check above and the
     // registration: check again so that a revocation cannot slip through.
     if shared.catalog.current().peer(&peer_cluster).is_none() {
@@ -67,7 +62,7 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     // Runs until the connection closes; streams opened while draining are refused with a
     // status so that the peer fails fast and its other streams go on.
     while let Ok((mut send, recv)) = connection.accept_bi().await {
-        if shared.stop.is_cancelled() {
+        if shared.tunnels.stop.is_cancelled() {
             let msg = "the gateway is draining";
             refuse(
                 &mut send,
@@ -86,11 +81,6 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             .tunnels
             .spawn(async move { stream(send, recv, cluster, shared2).await });
     }
-    shared
-        .inbound
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&stable);
 }
 
 /// The peer's cluster, from its verified certificate.
@@ -109,7 +99,7 @@ fn peer_cluster(connection: &quinn::Connection) -> Option<String> {
 
 async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared: Arc<Shared>) {
     let read = tokio::time::timeout(
-        shared.timeouts.stream_open,
+        shared.me.timeouts.stream_open,
         read_frame(&mut recv, 4 + MAX_BODY, StreamHeader::decode),
     )
     .await;
@@ -132,8 +122,8 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
     let id = header.request_id;
     let catalog = shared.catalog.current();
     let here = Here {
-        cluster: &shared.cluster,
-        trust_domain: shared.own_id.trust_domain(),
+        cluster: &shared.me.cluster,
+        trust_domain: shared.me.id.trust_domain(),
         catalog: &catalog,
         limiter: &shared.limiter,
     };
@@ -196,12 +186,12 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         .await;
     };
     // All endpoint attempts together stay inside the sender's wait for an answer.
-    let budget = tokio::time::Instant::now() + shared.timeouts.stream_open.mul_f64(0.8);
+    let budget = tokio::time::Instant::now() + shared.me.timeouts.stream_open.mul_f64(0.8);
     let connected = endpoints::connect(
         &port,
         &service,
         &order,
-        shared.timeouts.connect,
+        shared.me.timeouts.connect,
         Some(budget),
     )
     .await;
@@ -252,9 +242,9 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         send,
         recv,
         &early,
-        shared.timeouts.idle,
+        shared.me.timeouts.idle,
         &counters,
-        &shared.cut,
+        &shared.tunnels.cut,
     )
     .await;
     port.balancer().closed(addr);

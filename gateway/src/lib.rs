@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod balancer;
 pub mod catalog;
 pub mod config;
+mod connections;
 pub mod dns;
 pub mod egress;
 mod endpoints;
@@ -37,4 +38,4 @@ pub mod splice;
 pub mod stream;
 mod upstream;
 
-pub use gateway::{DrainReport, GatewayTls, RunningGateway, StartError, start, start_with};
+pub use gateway::{Addresses, DrainReport, Gateway, GatewayTls, StartError};

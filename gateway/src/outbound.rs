@@ -103,7 +103,7 @@ where
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = shared.stop.cancelled() => return,
+            () = shared.tunnels.stop.cancelled() => return,
         };
         match accepted {
             Ok((tcp, _)) => {
@@ -162,7 +162,7 @@ pub(crate) async fn read_client_hello(
 }
 
 async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Shared>) {
-    let (name, hello) = match read_client_hello(&mut tcp, shared.timeouts.stream_open).await {
+    let (name, hello) = match read_client_hello(&mut tcp, shared.me.timeouts.stream_open).await {
         Ok(read) => read,
         Err(e) => {
             return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e.to_string());
@@ -195,15 +195,15 @@ pub(crate) async fn open_any(
         // Split the budget among the clusters left, so that one unreachable gateway
         // cannot use up the whole of it before the others are tried.
         let left = u32::try_from(target.clusters.len() - i).unwrap_or(u32::MAX);
-        let budget = shared.timeouts.stream_open / left;
-        match open(&shared.pool, cluster, header, budget).await {
+        let budget = shared.me.timeouts.stream_open / left;
+        match open(shared.connections.dialled(), cluster, header, budget).await {
             Ok(opened) => return Ok((opened, cluster.clone())),
             Err(OpenError::Refused(r)) if r.status == crate::header::Status::Denied => {
                 return Err(OpenError::Refused(r));
             }
             Err(err) => {
                 if matches!(err, OpenError::NoAnswer(_)) {
-                    shared.pool.mark_failed(cluster).await;
+                    shared.connections.dialled().mark_failed(cluster).await;
                 }
                 tracing::info!(request = header.request_id, %cluster, error = %err, "exporting cluster failed; trying the next");
                 last = Some(err);
@@ -228,7 +228,7 @@ pub(crate) async fn client(
         namespace: target.namespace.clone(),
         service: target.name.clone(),
         port: target.port,
-        source: shared.own_id.clone(),
+        source: shared.me.id.clone(),
     };
     let id = header.request_id;
     let (mut opened, cluster) = match open_any(&shared, target, &header).await {
@@ -264,7 +264,7 @@ pub(crate) async fn client(
     }
     let labels = ConnLabels {
         direction: Direction::Outbound,
-        source_cluster: shared.cluster.clone(),
+        source_cluster: shared.me.cluster.clone(),
         destination_service: service.clone(),
         security: Security::MutualTls,
     };
@@ -285,9 +285,9 @@ pub(crate) async fn client(
         opened.send,
         opened.recv,
         &opened.early,
-        shared.timeouts.idle,
+        shared.me.timeouts.idle,
         &counters,
-        &shared.cut,
+        &shared.tunnels.cut,
     )
     .await;
     m.connections_active.get_or_create(&labels).dec();

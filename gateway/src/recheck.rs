@@ -48,15 +48,7 @@ pub(crate) fn still_trusted(
 
 /// Checks every live peer connection against `bundle`.
 pub(crate) async fn recheck(shared: &Arc<Shared>, bundle: &TrustBundle) {
-    let retired = shared.pool.retire_untrusted(bundle).await;
-    let stale: Vec<(String, quinn::Connection)> = shared
-        .inbound
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .filter(|(cluster, conn)| !still_trusted(conn, bundle, cluster, PeerRole::Client))
-        .cloned()
-        .collect();
+    let (retired, stale) = shared.connections.untrusted(bundle).await;
     if retired > 0 || !stale.is_empty() {
         tracing::warn!(
             retired,
@@ -65,7 +57,7 @@ pub(crate) async fn recheck(shared: &Arc<Shared>, bundle: &TrustBundle) {
         );
     }
     for (cluster, conn) in stale {
-        let cut = shared.cut.clone();
+        let cut = shared.tunnels.cut.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(GRACE) => {}

@@ -23,7 +23,8 @@ use crate::stream::OpenError;
 /// first, then the federation's catalog (in the order a new connection tries them).
 fn remote(shared: &Arc<Shared>, service: &ServiceRef) -> Option<RemoteService> {
     let clusters: Vec<String> = shared
-        .static_imports
+        .routes
+        .imports
         .iter()
         .filter(|i| {
             i.namespace == service.namespace && i.name == service.name && i.port == service.port
@@ -39,7 +40,7 @@ fn remote(shared: &Arc<Shared>, service: &ServiceRef) -> Option<RemoteService> {
         });
     }
     crate::membership::imports::route(
-        &shared.import_routes,
+        &shared.routes.federation,
         &(service.namespace.clone(), service.name.clone()),
         service.port,
         shared,
@@ -107,7 +108,7 @@ pub(crate) async fn connect(
         Destination::Local { port, order } => {
             let label = format!("{}.{}", service.name, service.namespace);
             let (tcp, addr) =
-                crate::endpoints::connect(&port, &label, &order, shared.timeouts.connect, None)
+                crate::endpoints::connect(&port, &label, &order, shared.me.timeouts.connect, None)
                     .await
                     .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
             Ok(Upstream::Local {
@@ -123,7 +124,7 @@ pub(crate) async fn connect(
                 namespace: target.namespace.clone(),
                 service: target.name.clone(),
                 port: target.port,
-                source: shared.own_id.clone(),
+                source: shared.me.id.clone(),
             };
             match crate::outbound::open_any(shared, &target, &header).await {
                 Ok((opened, _cluster)) => {

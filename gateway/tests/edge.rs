@@ -18,8 +18,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use isthmus_gateway::egress::config::EgressSection;
-use isthmus_gateway::ingress::config::IngressSection;
 use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -256,6 +254,7 @@ fn spec(name: &str, range: &str, exports: Vec<ExportSpec>) -> ClusterSpec {
         import_range: range.into(),
         dns: false,
         exports,
+        extra_config: String::new(),
     }
 }
 
@@ -299,18 +298,53 @@ async fn ingress_terminates_passes_through_and_routes_to_any_cluster() {
     ))
     .await
     .unwrap();
-    mesh.add_cluster(&spec(
-        "east",
-        "127.137.0.0/16",
-        vec![export("web", 8080, east_web), export("kept", 8080, kept)],
-    ))
+    // East runs the ingress (started with east's gateway, from its config).
+    let (cert, key) = openssl_cert(d, "shop.example.test");
+    let (cert_path, key_path) = (d.join(&cert), d.join(&key));
+    let ingress = format!(
+        r#"
+[ingress]
+listen = "127.0.0.1:0"
+[[ingress.hosts]]
+host = "shop.example.test"
+namespace = "demo"
+cert = "{}"
+key = "{}"
+routes = [
+  {{ path_prefix = "/", service = "web.demo:8080" }},
+  {{ path_prefix = "/echo", service = "echo.demo:8080" }},
+  {{ path_prefix = "/kept", service = "kept.demo:8080" }},
+]
+[[ingress.hosts]]
+host = "secure.example.test"
+namespace = "demo"
+passthrough = "secure.demo:8443"
+[[ingress.hosts]]
+host = "unclaimed.example.test"
+namespace = "demo"
+passthrough = "secure.demo:8443"
+[[ingress.tcp]]
+listen = "127.0.0.1:0"
+service = "echo.demo:8080"
+"#,
+        cert_path.display(),
+        key_path.display()
+    );
+    mesh.add_cluster(&ClusterSpec {
+        extra_config: ingress,
+        ..spec(
+            "east",
+            "127.137.0.0/16",
+            vec![export("web", 8080, east_web), export("kept", 8080, kept)],
+        )
+    })
     .await
     .unwrap();
     // The policy names cluster east, so it can be written once east exists (admission
     // refuses a policy for an unknown cluster).
     mesh.put_policy("edge", policy).await.unwrap();
     let east = &mesh.members["east"];
-    let metrics = east.gateway.metrics();
+    let metrics = east.metrics();
     let deadline = Instant::now() + BOUND;
     while metrics.imported_services.get() < 2 {
         assert!(
@@ -319,39 +353,7 @@ async fn ingress_terminates_passes_through_and_routes_to_any_cluster() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-
-    let (cert, key) = openssl_cert(d, "shop.example.test");
-    let section: IngressSection = toml::from_str(&format!(
-        r#"
-listen = "127.0.0.1:0"
-[[hosts]]
-host = "shop.example.test"
-namespace = "demo"
-cert = "{cert}"
-key = "{key}"
-routes = [
-  {{ path_prefix = "/", service = "web.demo:8080" }},
-  {{ path_prefix = "/echo", service = "echo.demo:8080" }},
-  {{ path_prefix = "/kept", service = "kept.demo:8080" }},
-]
-[[hosts]]
-host = "secure.example.test"
-namespace = "demo"
-passthrough = "secure.demo:8443"
-[[hosts]]
-host = "unclaimed.example.test"
-namespace = "demo"
-passthrough = "secure.demo:8443"
-[[tcp]]
-listen = "127.0.0.1:0"
-service = "echo.demo:8080"
-"#
-    ))
-    .unwrap();
-    let mut problems = Vec::new();
-    let settings = section.validate(&mut problems);
-    assert!(problems.is_empty(), "{problems:?}");
-    let addrs = east.gateway.start_ingress(&settings, d).await.unwrap();
+    let addrs = east.addresses().ingress.clone().unwrap();
     let tls = addrs.tls.unwrap();
     let shop = |path: &str| https(d, "shop.example.test", tls, &cert, path);
 
@@ -493,11 +495,43 @@ async fn egress_allows_only_listed_hosts_and_ports_and_serves_other_clusters() {
     // West runs the egress and exports its passthrough listener as egress.demo:15443.
     let egress_port = free_port();
     let egress_addr: SocketAddr = format!("127.0.0.1:{egress_port}").parse().unwrap();
-    mesh.add_cluster(&spec(
-        "west",
-        "127.148.0.0/16",
-        vec![export("egress", 15443, egress_addr)],
-    ))
+    let partner_ca = d.join(&partner_ca).display().to_string();
+    let egress = format!(
+        r#"
+[egress]
+listeners = [
+  {{ listen = "{egress_addr}", mode = "passthrough" }},
+  {{ listen = "127.0.0.1:0", mode = "originate" }},
+  {{ listen = "127.0.0.1:0", mode = "passthrough", port = 8443 }},
+]
+[[egress.hosts]]
+host = "api.partner.test"
+ports = [443]
+namespace = "demo"
+address = "{outside}"
+ca = "{partner_ca}"
+[[egress.hosts]]
+host = "*.partner.test"
+ports = [443]
+namespace = "demo"
+address = "{outside}"
+ca = "{partner_ca}"
+[[egress.hosts]]
+host = "mirror.example.test"
+ports = [443]
+namespace = "demo"
+address = "{imposter}"
+ca = "{partner_ca}"
+"#
+    );
+    mesh.add_cluster(&ClusterSpec {
+        extra_config: egress,
+        ..spec(
+            "west",
+            "127.148.0.0/16",
+            vec![export("egress", 15443, egress_addr)],
+        )
+    })
     .await
     .unwrap();
     mesh.add_cluster(&ClusterSpec {
@@ -506,41 +540,10 @@ async fn egress_allows_only_listed_hosts_and_ports_and_serves_other_clusters() {
     })
     .await
     .unwrap();
-    let section: EgressSection = toml::from_str(&format!(
-        r#"
-listeners = [
-  {{ listen = "{egress_addr}", mode = "passthrough" }},
-  {{ listen = "127.0.0.1:0", mode = "originate" }},
-  {{ listen = "127.0.0.1:0", mode = "passthrough", port = 8443 }},
-]
-[[hosts]]
-host = "api.partner.test"
-ports = [443]
-namespace = "demo"
-address = "{outside}"
-ca = "{partner_ca}"
-[[hosts]]
-host = "*.partner.test"
-ports = [443]
-namespace = "demo"
-address = "{outside}"
-ca = "{partner_ca}"
-[[hosts]]
-host = "mirror.example.test"
-ports = [443]
-namespace = "demo"
-address = "{imposter}"
-ca = "{partner_ca}"
-"#
-    ))
-    .unwrap();
-    let mut problems = Vec::new();
-    let settings = section.validate(&mut problems);
-    assert!(problems.is_empty(), "{problems:?}");
     let west = &mesh.members["west"];
-    let listeners = west.gateway.start_egress(&settings, d).await.unwrap();
+    let listeners = west.addresses().egress.clone();
     let (passthrough, originate, wrong_port) = (listeners[0], listeners[1], listeners[2]);
-    let metrics = west.gateway.metrics();
+    let metrics = west.metrics();
     let decisions = |host: &str, port: &str, decision: &str| {
         metrics
             .egress_decisions
@@ -617,8 +620,8 @@ ca = "{partner_ca}"
     let deadline = Instant::now() + BOUND;
     let address = loop {
         let out = Command::new("dig")
-            .args([&format!("@{}", east.dns_addr.unwrap().ip()), "-p"])
-            .arg(east.dns_addr.unwrap().port().to_string())
+            .args([&format!("@{}", east.addresses().dns.unwrap().ip()), "-p"])
+            .arg(east.addresses().dns.unwrap().port().to_string())
             .args([
                 "+short",
                 "+tries=1",

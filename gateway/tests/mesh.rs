@@ -84,6 +84,7 @@ fn spec(
         import_range: range.into(),
         dns,
         exports,
+        extra_config: String::new(),
     }
 }
 
@@ -126,9 +127,9 @@ async fn west_and_east(dir: &std::path::Path, octet: u8) -> DevMesh {
 async fn a_federation_outage_keeps_known_services_and_the_watch_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let mut mesh = west_and_east(dir.path(), 77).await;
-    let metrics = mesh.members["east"].gateway.metrics();
+    let metrics = mesh.members["east"].metrics();
     until("east imports echo", || metrics.imported_services.get() == 1).await;
-    let dns = mesh.members["east"].dns_addr.unwrap();
+    let dns = mesh.members["east"].addresses().dns.unwrap();
     let address = dig(dns, "echo.demo.svc.clusterset.local").await;
     let url = format!("http://{address}:8080/");
     assert!(curl(&url).await.unwrap().contains("hello from west"));
@@ -300,19 +301,18 @@ async fn new_connections_fail_over_to_the_other_exporting_cluster() {
         .await
         .unwrap()
         .revision;
-    let mut east_revision = mesh.members["east"].revision.clone();
+    let mut east_revision = mesh.members["east"].revision();
     tokio::time::timeout(BOUND, east_revision.wait_for(|r| *r >= target))
         .await
         .unwrap()
         .unwrap();
-    let dns = mesh.members["east"].dns_addr.unwrap();
+    let dns = mesh.members["east"].addresses().dns.unwrap();
     let deadline = Instant::now() + BOUND;
     let url = loop {
         let address = dig(dns, "echo.demo.svc.clusterset.local").await;
         // Both exporters known: wait until east has seen both clusters' exports.
         if !address.is_empty()
             && mesh.members["east"]
-                .gateway
                 .catalog()
                 .current()
                 .peer("south")
@@ -370,7 +370,7 @@ async fn new_connections_fail_over_to_the_other_exporting_cluster() {
         );
         assert!(curl(&url).await.is_err(), "no cluster can serve now");
     }
-    let north = mesh.members["north"].gateway.metrics().encode();
+    let north = mesh.members["north"].metrics().encode();
     assert!(
         north
             .lines()
@@ -449,16 +449,16 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
     let dir = tempfile::tempdir().unwrap();
     let mut mesh = west_and_east(dir.path(), 97).await;
     let (east, west) = (
-        mesh.members["east"].gateway.metrics(),
-        mesh.members["west"].gateway.metrics(),
+        mesh.members["east"].metrics(),
+        mesh.members["west"].metrics(),
     );
     until("east imports echo", || east.imported_services.get() == 1).await;
-    let dns = mesh.members["east"].dns_addr.unwrap();
+    let dns = mesh.members["east"].addresses().dns.unwrap();
     let url = format!(
         "http://{}:8080/",
         dig(dns, "echo.demo.svc.clusterset.local").await
     );
-    let west_quic = mesh.members["west"].gateway.quic_addr;
+    let west_quic = mesh.members["west"].quic_addr();
 
     // Traffic for the whole rotation: every request must succeed.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -627,9 +627,9 @@ async fn a_revoked_cluster_is_refused_by_its_peers() {
     use isthmus_ca::KeyAlgorithm;
     let dir = tempfile::tempdir().unwrap();
     let mesh = west_and_east(dir.path(), 107).await;
-    let east = mesh.members["east"].gateway.metrics();
+    let east = mesh.members["east"].metrics();
     until("east imports echo", || east.imported_services.get() == 1).await;
-    let east_quic = mesh.members["east"].gateway.quic_addr;
+    let east_quic = mesh.members["east"].quic_addr();
     let bundle =
         isthmus_ca::TrustBundle::from_pem(mesh.trust_domain.clone(), &mesh.root.cert_chain_pem())
             .unwrap();
@@ -655,7 +655,7 @@ async fn a_revoked_cluster_is_refused_by_its_peers() {
         })
         .await
         .unwrap();
-    let catalog = mesh.members["east"].gateway.catalog();
+    let catalog = mesh.members["east"].catalog();
     until("east drops west as a peer", || {
         catalog.current().peer("west").is_none()
     })
@@ -733,11 +733,11 @@ async fn cross_cluster_traffic_is_denied_unless_allowed_and_shadow_rules_only_co
     mesh.add_cluster(&spec("east", "us-east", "127.117.0.0/16", true, vec![]))
         .await
         .unwrap();
-    let east = mesh.members["east"].gateway.metrics();
-    let west = mesh.members["west"].gateway.metrics();
+    let east = mesh.members["east"].metrics();
+    let west = mesh.members["west"].metrics();
     until("east imports echo", || east.imported_services.get() == 1).await;
     let address = dig(
-        mesh.members["east"].dns_addr.unwrap(),
+        mesh.members["east"].addresses().dns.unwrap(),
         "echo.demo.svc.clusterset.local",
     )
     .await;
@@ -834,11 +834,11 @@ async fn rate_limits_refuse_the_excess_and_recover() {
     mesh.add_cluster(&spec("east", "us-east", "127.127.0.0/16", true, vec![]))
         .await
         .unwrap();
-    let east = mesh.members["east"].gateway.metrics();
-    let west = mesh.members["west"].gateway.metrics();
+    let east = mesh.members["east"].metrics();
+    let west = mesh.members["west"].metrics();
     until("east imports echo", || east.imported_services.get() == 1).await;
     let address = dig(
-        mesh.members["east"].dns_addr.unwrap(),
+        mesh.members["east"].addresses().dns.unwrap(),
         "echo.demo.svc.clusterset.local",
     )
     .await;

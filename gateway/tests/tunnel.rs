@@ -256,10 +256,13 @@ async fn a_gateway_from_another_root_is_refused() {
     )
     .unwrap();
     let mut cfg = config("east");
-    cfg.peers = vec![peer("west", pair.west.quic_addr)];
+    cfg.peers = vec![peer("west", pair.west.quic_addr())];
     cfg.imports = vec![import("demo", "echo", "west", 8080)];
-    let fake = isthmus_gateway::start(cfg, identity).await.unwrap();
-    let result = tokio::time::timeout(BOUND, round_trip(fake.imports[0].1, b"x"))
+    let fake =
+        isthmus_gateway::Gateway::start_with_identity(cfg, identity, std::path::Path::new("."))
+            .await
+            .unwrap();
+    let result = tokio::time::timeout(BOUND, round_trip(fake.addresses().imports[0].1, b"x"))
         .await
         .unwrap();
     assert!(result.is_err() || result.unwrap().is_empty());
@@ -285,12 +288,16 @@ async fn a_gateway_from_another_root_is_refused() {
     // A gateway of the other root that does not trust ours is refused by its own side.
     let plain = Pki::new(&["east"]);
     let mut cfg = config("east");
-    cfg.peers = vec![peer("west", pair.west.quic_addr)];
+    cfg.peers = vec![peer("west", pair.west.quic_addr())];
     cfg.imports = vec![import("demo", "echo", "west", 8080)];
-    let lone = isthmus_gateway::start(cfg, plain.gateway_identity("east"))
-        .await
-        .unwrap();
-    let result = tokio::time::timeout(BOUND, round_trip(lone.imports[0].1, b"x"))
+    let lone = isthmus_gateway::Gateway::start_with_identity(
+        cfg,
+        plain.gateway_identity("east"),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    let result = tokio::time::timeout(BOUND, round_trip(lone.addresses().imports[0].1, b"x"))
         .await
         .unwrap();
     assert!(result.is_err() || result.unwrap().is_empty());
@@ -310,14 +317,22 @@ async fn new_connections_succeed_after_the_peer_restarts() {
     let (echo, _server) = echo_server().await;
     let pki = Pki::new(&["east", "west"]);
     let mut west_config = west_config(vec![echo]);
-    let west = isthmus_gateway::start(west_config.clone(), pki.gateway_identity("west"))
-        .await
-        .unwrap();
-    let west_addr = west.quic_addr;
-    let east = isthmus_gateway::start(east_config(west_addr), pki.gateway_identity("east"))
-        .await
-        .unwrap();
-    let addr = east.imports[0].1;
+    let west = isthmus_gateway::Gateway::start_with_identity(
+        west_config.clone(),
+        pki.gateway_identity("west"),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    let west_addr = west.quic_addr();
+    let east = isthmus_gateway::Gateway::start_with_identity(
+        east_config(west_addr),
+        pki.gateway_identity("east"),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    let addr = east.addresses().imports[0].1;
     assert_eq!(round_trip(addr, b"before").await.unwrap(), b"before");
 
     west.abort().await;
@@ -326,7 +341,13 @@ async fn new_connections_succeed_after_the_peer_restarts() {
     // would not wait, an in-process restart waits for the port (bounded).
     let deadline = Instant::now() + BOUND;
     let west = loop {
-        match isthmus_gateway::start(west_config.clone(), pki.gateway_identity("west")).await {
+        match isthmus_gateway::Gateway::start_with_identity(
+            west_config.clone(),
+            pki.gateway_identity("west"),
+            std::path::Path::new("."),
+        )
+        .await
+        {
             Ok(gateway) => break gateway,
             Err(e) => {
                 assert!(Instant::now() < deadline, "the QUIC port stayed busy: {e}");
@@ -334,7 +355,7 @@ async fn new_connections_succeed_after_the_peer_restarts() {
             }
         }
     };
-    assert_eq!(west.quic_addr, west_addr);
+    assert_eq!(west.quic_addr(), west_addr);
     // The first connection may meet the stale QUIC connection; the gateway retries on a
     // fresh one, so every connection succeeds.
     for i in 0..5u8 {
@@ -509,7 +530,9 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     })
     .await;
     let east = &pair.east;
-    let mut tcp = TcpStream::connect(east.imports[0].1).await.unwrap();
+    let mut tcp = TcpStream::connect(east.addresses().imports[0].1)
+        .await
+        .unwrap();
     tcp.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
     tcp.read_exact(&mut one).await.unwrap();

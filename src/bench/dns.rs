@@ -73,6 +73,7 @@ pub(crate) fn propagation(args: &PropagationArgs) -> anyhow::Result<ExitCode> {
                 import_range: format!("127.{}.0.0/16", 100 + i % 150),
                 dns: i == 0,
                 exports: vec![],
+                extra_config: String::new(),
             };
             mesh.add_cluster(&spec).await?;
         }
@@ -96,7 +97,7 @@ pub(crate) fn propagation(args: &PropagationArgs) -> anyhow::Result<ExitCode> {
                 expect: Expect::Any,
             })
             .await?;
-        let watchers: Vec<_> = mesh.members.values().map(|m| m.revision.clone()).collect();
+        let watchers: Vec<_> = mesh.members.values().map(|m| m.revision()).collect();
         let mut samples = Vec::with_capacity(args.changes * watchers.len());
         let mut commits = Vec::with_capacity(args.changes);
         for change in 0..args.changes {
@@ -144,7 +145,7 @@ pub(crate) fn propagation(args: &PropagationArgs) -> anyhow::Result<ExitCode> {
             }
         }
         // The last state is visible through real DNS on the gateway that serves it.
-        let dns = mesh.members.values().find_map(|m| m.dns_addr).context("no DNS")?;
+        let dns = mesh.members.values().find_map(|m| m.addresses().dns).context("no DNS")?;
         let last = format!("svc-{}.bench.svc.clusterset.local.", (args.changes - 1) / 2);
         let answer = isthmus_gateway::dns::forward(dns, Query::query(Name::from_ascii(&last)?, RecordType::A))
             .await

@@ -63,6 +63,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         locality: "us-west".into(),
         import_range: "127.78.0.0/16".into(),
         dns: false,
+        extra_config: String::new(),
         exports: vec![ExportSpec {
             namespace: "demo".into(),
             name: "echo".into(),
@@ -77,13 +78,14 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         import_range: "127.77.0.0/16".into(),
         dns: true,
         exports: vec![],
+        extra_config: String::new(),
     })
     .await?;
 
     step(4, "waiting for east to import demo/echo from west");
     let east = &mesh.members["east"];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while east.gateway.metrics().imported_services.get() < 1 {
+    while east.metrics().imported_services.get() < 1 {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
             "east did not import demo/echo within 30 s"
@@ -92,7 +94,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
 
     step(5, "ready");
-    let dns = east.dns_addr.context("east has no DNS")?;
+    let dns = east.addresses().dns.context("east has no DNS")?;
     println!();
     println!("  state     {}", dir.display());
     for node in mesh.nodes.iter().flatten() {
@@ -107,10 +109,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     for (cluster, member) in &mesh.members {
         println!(
             "  {cluster:<8}  gateway quic {}  metrics http://{}/metrics",
-            member.gateway.quic_addr,
+            member.quic_addr(),
             member
-                .gateway
-                .metrics_addr
+                .addresses()
+                .metrics
                 .map_or("-".into(), |m| m.to_string())
         );
     }
@@ -136,7 +138,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     );
     println!("isthmus dev mesh ready (Ctrl-C to stop)");
 
-    super::gateway::shutdown_signal().await?;
+    super::gateway::shutdown_signal()?.await;
     eprintln!("stopping");
     mesh.shutdown().await;
     eprintln!("stopped");

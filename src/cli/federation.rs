@@ -561,7 +561,7 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         println!("  metrics  http://{addr}/metrics");
     }
     println!("isthmus federation node {} ready", node.info.name);
-    super::gateway::shutdown_signal().await?;
+    super::gateway::shutdown_signal()?.await;
     eprintln!("stopping");
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)

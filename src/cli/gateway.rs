@@ -1,13 +1,13 @@
-//! `isthmus gateway run`: load and check the config and certificates, start the gateway,
-//! print where it listens, and drain on SIGTERM or Ctrl-C.
+//! `isthmus gateway run`: load and check the config, start the gateway (its identity,
+//! every listener), print where it listens, and drain on SIGTERM or Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
+use isthmus_gateway::Gateway;
 use isthmus_gateway::config::GatewayConfigFile;
-use isthmus_gateway::identity::GatewayIdentity;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GatewayCommand {
@@ -35,36 +35,19 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
     }
     .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
         let drain = config.timeouts.drain;
         let cluster = config.cluster.clone();
-        let ingress = config.ingress.clone();
-        let egress = config.egress.clone();
-        let running = match &config.tls {
-            Some(tls) => {
-                let identity = GatewayIdentity::load(tls, &base, &config.cluster)?;
-                Running::Alone(isthmus_gateway::start(config, identity).await?)
-            }
-            None => Running::Member(
-                isthmus_gateway::membership::start(config, &base)
-                    .await
-                    .with_context(|| path.display().to_string())?,
-            ),
-        };
-        let gateway = match &running {
-            Running::Alone(g) => g,
-            Running::Member(m) => {
-                if let Some(addr) = m.dns_addr {
-                    println!("  dns      {addr} (udp and tcp)");
-                }
-                &m.gateway
-            }
-        };
-        println!("  quic     {}", gateway.quic_addr);
-        if let Some(ingress) = &ingress {
-            let addrs = gateway
-                .start_ingress(ingress, &base)
-                .await
-                .with_context(|| path.display().to_string())?;
+        let (ingress, egress) = (config.ingress.clone(), config.egress.clone());
+        let gateway = Gateway::start(config, &base)
+            .await
+            .with_context(|| path.display().to_string())?;
+        let at = gateway.addresses();
+        if let Some(addr) = at.dns {
+            println!("  dns      {addr} (udp and tcp)");
+        }
+        println!("  quic     {}", gateway.quic_addr());
+        if let (Some(ingress), Some(addrs)) = (&ingress, &at.ingress) {
             if let Some(addr) = addrs.tls {
                 println!("  ingress  {addr} (tls: {} hosts)", ingress.hosts.len());
             }
@@ -73,11 +56,7 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
             }
         }
         if let Some(egress) = &egress {
-            let addrs = gateway
-                .start_egress(egress, &base)
-                .await
-                .with_context(|| path.display().to_string())?;
-            for (addr, listener) in addrs.iter().zip(&egress.listeners) {
+            for (addr, listener) in at.egress.iter().zip(&egress.listeners) {
                 println!(
                     "  egress   {addr} ({:?} to port {}; {} allowed hosts)",
                     listener.mode,
@@ -86,25 +65,25 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        if let Some(addr) = gateway.metrics_addr {
+        if let Some(addr) = at.metrics {
             println!("  metrics  http://{addr}/metrics");
         }
-        if let Some(addr) = gateway.sni_addr {
+        if let Some(addr) = at.sni {
             println!("  sni      {addr}");
         }
-        for (import, addr) in &gateway.imports {
+        for (import, addr) in &at.imports {
             println!(
                 "  import   {}/{}:{} from {} on {addr}",
                 import.namespace, import.name, import.port, import.cluster
             );
         }
         println!("isthmus gateway {cluster} ({}) ready", gateway.id());
-        shutdown_signal().await?;
-        eprintln!("draining (up to {drain:?})");
-        let report = match running {
-            Running::Alone(g) => g.drain(drain).await,
-            Running::Member(m) => m.drain(drain).await,
-        };
+        let report = gateway
+            .run(async {
+                shutdown.await;
+                eprintln!("draining (up to {drain:?})");
+            })
+            .await;
         if report.completed {
             eprintln!("drained: every connection finished");
         } else {
@@ -114,17 +93,19 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-enum Running {
-    Alone(isthmus_gateway::RunningGateway),
-    Member(isthmus_gateway::membership::Member),
-}
-
-pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
+/// Resolves on SIGTERM or Ctrl-C. Listening starts here, so that a signal that comes
+/// while the process is still starting is not lost.
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("listening for Ctrl-C")?,
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            result = tokio::signal::ctrl_c() => {
+                if let Err(e) = result {
+                    eprintln!("error: listening for Ctrl-C: {e}");
+                }
+            }
+        }
+    })
 }

@@ -141,7 +141,10 @@ pub fn verify_chain(
 }
 
 fn parse_link<'a>(der: &'a CertificateDer<'_>, position: usize) -> Result<Link<'a>, VerifyError> {
-    let malformed = |detail| VerifyError::Malformed { position, detail };
+    let malformed = |e: crate::cert::CertParseError| VerifyError::Malformed {
+        position,
+        detail: e.to_string(),
+    };
     let x509 = parse_x509(der).map_err(malformed)?;
     let facts = CertFacts::from_x509(&x509, der).map_err(malformed)?;
     if let Some(oid) = facts.unknown_critical.first() {
@@ -315,9 +318,9 @@ fn find_roots<'r>(
         .filter(|r| r.facts.subject_raw == child.facts.issuer_raw)
     {
         named = true;
-        let x509 = parse_x509(&root.der).map_err(|detail| VerifyError::Malformed {
+        let x509 = parse_x509(&root.der).map_err(|e| VerifyError::Malformed {
             position: usize::MAX,
-            detail,
+            detail: e.to_string(),
         })?;
         if signed_by(&child.x509, &x509) {
             found.push(Link {

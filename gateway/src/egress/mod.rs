@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::gateway::{RunningGateway, Shared, StartError};
+use crate::gateway::{Shared, StartError};
 use crate::metrics::EgressLabels;
 use crate::outbound::{accept_loop, read_client_hello, refuse_local};
 use config::{AllowedHost, EgressDecision, EgressListener, EgressMode, EgressSettings};
@@ -46,15 +46,14 @@ fn client_config(ca: &Path, field: &str) -> Result<Arc<rustls::ClientConfig>, St
     Ok(Arc::new(config))
 }
 
-impl RunningGateway {
-    /// Starts the egress of `settings` (CA paths relative to `base`); returns the
-    /// listeners' addresses in config order.
-    pub async fn start_egress(
-        &self,
-        settings: &EgressSettings,
-        base: &Path,
-    ) -> Result<Vec<SocketAddr>, StartError> {
-        let shared = self.shared();
+/// Binds the egress listeners (CA paths relative to `base`) and serves them as tracked
+/// tunnel tasks; returns their addresses in config order.
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    settings: &EgressSettings,
+    base: &Path,
+) -> Result<Vec<SocketAddr>, StartError> {
+    {
         let mut tls = Vec::new();
         for (i, host) in settings.hosts.iter().enumerate() {
             tls.push(match &host.ca {
@@ -107,10 +106,10 @@ async fn connection(
     shared: Arc<Shared>,
 ) {
     let (host, first) = match listener.mode {
-        EgressMode::Passthrough => read_client_hello(&mut tcp, shared.timeouts.stream_open)
+        EgressMode::Passthrough => read_client_hello(&mut tcp, shared.me.timeouts.stream_open)
             .await
             .map_err(|e| HostError::Hello(e.to_string())),
-        EgressMode::Originate => read_host_header(&mut tcp, shared.timeouts.stream_open).await,
+        EgressMode::Originate => read_host_header(&mut tcp, shared.me.timeouts.stream_open).await,
     }
     .map_or_else(|e| (Err(e), Vec::new()), |(h, f)| (Ok(h), f));
     let host = match host {
@@ -170,7 +169,7 @@ async fn connection(
             }
             tokio::select! {
                 copied = tokio::io::copy_bidirectional(&mut tcp, &mut out) => copied,
-                () = shared.cut.cancelled() => return,
+                () = shared.tunnels.cut.cancelled() => return,
             }
         }
         EgressMode::Originate => {
@@ -193,32 +192,34 @@ async fn connection(
                 return refuse_local(tcp, &shared, "egress", "bad_request", "not a server name");
             };
             let connector = tokio_rustls::TlsConnector::from(config);
-            let mut tls =
-                match tokio::time::timeout(shared.timeouts.connect, connector.connect(name, out))
-                    .await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        let msg = format!("TLS to {host}:{port} failed: {e}");
-                        tracing::warn!(%host, port, error = %e, "egress TLS origination failed");
-                        return refuse_local(tcp, &shared, "egress", "unavailable", &msg);
-                    }
-                    Err(_) => {
-                        return refuse_local(
-                            tcp,
-                            &shared,
-                            "egress",
-                            "unavailable",
-                            "TLS handshake timed out",
-                        );
-                    }
-                };
+            let mut tls = match tokio::time::timeout(
+                shared.me.timeouts.connect,
+                connector.connect(name, out),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    let msg = format!("TLS to {host}:{port} failed: {e}");
+                    tracing::warn!(%host, port, error = %e, "egress TLS origination failed");
+                    return refuse_local(tcp, &shared, "egress", "unavailable", &msg);
+                }
+                Err(_) => {
+                    return refuse_local(
+                        tcp,
+                        &shared,
+                        "egress",
+                        "unavailable",
+                        "TLS handshake timed out",
+                    );
+                }
+            };
             if tls.write_all(&first).await.is_err() {
                 return;
             }
             tokio::select! {
                 copied = tokio::io::copy_bidirectional(&mut tcp, &mut tls) => copied,
-                () = shared.cut.cancelled() => return,
+                () = shared.tunnels.cut.cancelled() => return,
             }
         }
     };
@@ -265,13 +266,13 @@ async fn dial(
     };
     let mut last = "no address".to_owned();
     for addr in addrs {
-        match tokio::time::timeout(shared.timeouts.connect, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(shared.me.timeouts.connect, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => {
                 let _ = tcp.set_nodelay(true);
                 return Ok(tcp);
             }
             Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: no answer within {:?}", shared.timeouts.connect),
+            Err(_) => last = format!("{addr}: no answer within {:?}", shared.me.timeouts.connect),
         }
     }
     Err(DialError::Unreachable {

@@ -49,8 +49,8 @@ pub(super) async fn serve<S>(
 {
     let routes = Arc::new(routes);
     let host = Arc::new(host);
-    let cut = shared.cut.clone();
-    let header_timeout = shared.timeouts.stream_open;
+    let cut = shared.tunnels.cut.clone();
+    let header_timeout = shared.me.timeouts.stream_open;
     let service = hyper::service::service_fn(move |request| {
         let routes = routes.clone();
         let shared = shared.clone();

@@ -22,7 +22,7 @@ use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::admission::{self, Admission, Here, Refusal, Request, Source};
-use crate::gateway::{RunningGateway, Shared, StartError};
+use crate::gateway::{Shared, StartError};
 use crate::header::Status;
 use crate::outbound::{accept_loop, read_client_hello, refuse_local};
 use config::IngressSettings;
@@ -104,14 +104,14 @@ fn load_certificate(
     Ok(Arc::new(certified))
 }
 
-impl RunningGateway {
-    /// Starts the ingress of `settings` (certificate paths relative to `base`).
-    pub async fn start_ingress(
-        &self,
-        settings: &IngressSettings,
-        base: &Path,
-    ) -> Result<IngressAddrs, StartError> {
-        let shared = self.shared();
+/// Binds the ingress's listeners (certificate paths relative to `base`) and serves them
+/// as tracked tunnel tasks.
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    settings: &IngressSettings,
+    base: &Path,
+) -> Result<IngressAddrs, StartError> {
+    {
         let mut hosts = Vec::new();
         for (i, h) in settings.hosts.iter().enumerate() {
             let field = format!("ingress.hosts[{i}]");
@@ -198,8 +198,8 @@ pub(crate) fn admit(
 ) -> Result<Admission, Refusal> {
     let catalog = shared.catalog.current();
     let here = Here {
-        cluster: &shared.cluster,
-        trust_domain: shared.own_id.trust_domain(),
+        cluster: &shared.me.cluster,
+        trust_domain: shared.me.id.trust_domain(),
         catalog: &catalog,
         limiter: &shared.limiter,
     };
@@ -219,7 +219,7 @@ pub(crate) fn admit(
         let label = format!("{}.{}", service.name, service.namespace);
         shared
             .metrics
-            .count_verdict(&shared.cluster, &label, verdict);
+            .count_verdict(&shared.me.cluster, &label, verdict);
         if let Some(shadow) = &verdict.shadow {
             tracing::info!(service = %service, rule = %shadow, "ingress: shadow rule would decide otherwise");
         }
@@ -237,7 +237,7 @@ async fn tls_connection(
     pool: Arc<pool::Pool>,
     shared: Arc<Shared>,
 ) {
-    let (name, hello) = match read_client_hello(&mut tcp, shared.timeouts.stream_open).await {
+    let (name, hello) = match read_client_hello(&mut tcp, shared.me.timeouts.stream_open).await {
         Ok(read) => read,
         Err(e) => {
             return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e.to_string());
@@ -260,7 +260,7 @@ async fn tls_connection(
         HostMode::Terminate { routes, .. } => {
             let stream = prefixed::Prefixed::new(hello, tcp);
             let tls =
-                match tokio::time::timeout(shared.timeouts.stream_open, acceptor.accept(stream))
+                match tokio::time::timeout(shared.me.timeouts.stream_open, acceptor.accept(stream))
                     .await
                 {
                     Ok(Ok(tls)) => tls,
@@ -306,7 +306,7 @@ async fn pass_through(
     let _ = tcp.set_nodelay(true);
     let copied = tokio::select! {
         copied = tokio::io::copy_bidirectional(&mut tcp, &mut upstream) => copied,
-        () = shared.cut.cancelled() => return,
+        () = shared.tunnels.cut.cancelled() => return,
     };
     tracing::debug!(service = %service, ?copied, "ingress connection closed");
 }

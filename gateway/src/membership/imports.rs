@@ -36,7 +36,6 @@ pub(crate) struct ImportRuntime {
     shared: Arc<Shared>,
     pool: AddressPool<Key>,
     table: Arc<DnsTable>,
-    routes: Arc<RwLock<Routes>>,
     listening: BTreeMap<Key, Listening>,
 }
 
@@ -45,7 +44,6 @@ impl ImportRuntime {
         Self {
             pool: AddressPool::new(range),
             table,
-            routes: shared.import_routes.clone(),
             listening: BTreeMap::new(),
             shared,
         }
@@ -54,7 +52,12 @@ impl ImportRuntime {
     /// Brings listeners, addresses and DNS in line with `view`.
     pub(crate) async fn apply(&mut self, view: &GatewayView) {
         {
-            let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+            let mut routes = self
+                .shared
+                .routes
+                .federation
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             routes.imports = view.imports.clone();
             routes.locality = view.locality.clone();
         }
@@ -110,13 +113,14 @@ impl ImportRuntime {
                 };
                 let stop = CancellationToken::new();
                 listening.ports.insert(port, stop.clone());
-                let routes = self.routes.clone();
                 let key2 = key.clone();
                 self.shared.tunnels.spawn(serve_catalog_import(
                     listener,
                     self.shared.clone(),
                     stop,
-                    move |shared: &Arc<Shared>| route(&routes, &key2, port, shared),
+                    move |shared: &Arc<Shared>| {
+                        route(&shared.routes.federation, &key2, port, shared)
+                    },
                 ));
                 tracing::info!(%addr, namespace = %key.0, service = %key.1, "import listening");
             }
@@ -158,16 +162,16 @@ pub(crate) fn route(
     let clusters = choose::order(
         &imported.exporters,
         routes.locality.as_deref(),
-        |c| match shared.pool.health(c) {
+        |c| match shared.connections.dialled().health(c) {
             PeerHealth::Up => false,
             PeerHealth::Down { probe_due } => {
-                if probe_due && shared.pool.claim_probe(c) {
+                if probe_due && shared.connections.dialled().claim_probe(c) {
                     // Find out in the background whether it is back, so that no client
                     // waits on a gateway that is probably still down.
                     let shared = shared.clone();
                     let cluster = c.to_owned();
                     tokio::spawn(async move {
-                        let _ = shared.pool.connection(&cluster).await;
+                        let _ = shared.connections.dialled().connection(&cluster).await;
                     });
                 }
                 true

@@ -23,50 +23,33 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::dns::{DnsServer, DnsTable};
-use crate::gateway::{GatewayTls, RunningGateway, StartError};
+use crate::gateway::{Gateway, GatewayTls, StartError};
 use crate::live_cert::LiveCert;
-use identity::MembershipError;
 
-/// Why a member gateway did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum MemberError {
-    /// Enrollment or certificates.
-    #[error(transparent)]
-    Membership(#[from] MembershipError),
-    /// The gateway itself.
-    #[error(transparent)]
-    Start(#[from] StartError),
-    /// The config has no `[federation]` section.
-    #[error("the config has no [federation] section")]
-    NotAMember,
-}
-
-/// A running member gateway.
-pub struct Member {
-    /// The gateway.
-    pub gateway: RunningGateway,
-    /// The bound DNS address, when `[dns]` is set.
-    pub dns_addr: Option<SocketAddr>,
-    /// The catalog revision applied, updated on every watch message.
-    pub revision: tokio::sync::watch::Receiver<u64>,
+/// What a member runs besides the gateway: the catalog watch, leaf renewal, DNS.
+pub(crate) struct MemberTasks {
     dns: Option<DnsServer>,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Member {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Member")
-            .field("gateway", &self.gateway)
-            .field("dns_addr", &self.dns_addr)
-            .finish_non_exhaustive()
+impl MemberTasks {
+    /// Stops the watch, renewal and DNS.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        if let Some(dns) = self.dns {
+            dns.stop().await;
+        }
     }
 }
 
 /// Enrolls (or loads the enrollment), starts the gateway, its DNS server, the catalog
 /// watch and leaf renewal. `base` resolves the config's relative paths.
-pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberError> {
-    let settings = config.federation.clone().ok_or(MemberError::NotAMember)?;
+pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway, StartError> {
+    let settings = config.federation.clone().ok_or(StartError::NoIdentity)?;
     let advertise = settings.advertise.unwrap_or(config.listen.quic);
     let enrolled = identity::load_or_enroll(&settings, base, &config.cluster, advertise).await?;
     let id = identity::gateway_id(
@@ -106,8 +89,11 @@ pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberE
     let exports = config.exports.clone();
     let cluster = config.cluster.clone();
     let dns_config = config.dns.clone();
-    let gateway = crate::gateway::start_with(config, tls).await?;
-    let advertise = settings.advertise.unwrap_or(gateway.quic_addr).to_string();
+    let mut gateway = Gateway::bind(config, tls, base).await?;
+    let advertise = settings
+        .advertise
+        .unwrap_or(gateway.quic_addr())
+        .to_string();
 
     let table = DnsTable::new();
     let (dns, dns_addr) = match &dns_config {
@@ -158,28 +144,8 @@ pub async fn start(config: GatewayConfig, base: &Path) -> Result<Member, MemberE
         }),
         stop.clone(),
     )));
-    Ok(Member {
-        gateway,
-        dns_addr,
-        revision,
-        dns,
-        stop,
-        tasks,
-    })
-}
-
-impl Member {
-    /// Stops the watch, renewal and DNS, then drains the gateway.
-    pub async fn drain(self, deadline: Duration) -> crate::gateway::DrainReport {
-        self.stop.cancel();
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-        }
-        if let Some(dns) = self.dns {
-            dns.stop().await;
-        }
-        self.gateway.drain(deadline).await
-    }
+    gateway.join(MemberTasks { dns, stop, tasks }, dns_addr, revision);
+    Ok(gateway)
 }
 
 /// The UDP sockets, the TCP listener and the address they share.

@@ -340,6 +340,7 @@ impl Sync {
         for gone in before.iter().filter(|c| !view.peers.contains_key(*c)) {
             tracing::warn!(cluster = %gone, "cluster is no longer a peer (revoked or removed); cutting its connections");
             self.shared
+                .connections
                 .cut_cluster(gone, "cluster is no longer a peer")
                 .await;
         }

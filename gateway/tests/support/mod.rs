@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustBundle, TrustDomain};
-use isthmus_gateway::RunningGateway;
+use isthmus_gateway::Gateway;
 use isthmus_gateway::balancer::{OutlierPolicy, Policy};
 use isthmus_gateway::config::{
     Export, ExportPort, GatewayConfig, ImportEntry, ListenSection, PeerEntry, Timeouts,
@@ -148,8 +148,8 @@ pub fn peer(cluster: &str, address: SocketAddr) -> PeerEntry {
 /// East imports `demo/echo:8080` from west, which exports it on `endpoints`.
 pub struct Pair {
     pub pki: Pki,
-    pub east: RunningGateway,
-    pub west: RunningGateway,
+    pub east: Gateway,
+    pub west: Gateway,
 }
 
 /// West exports `demo/echo:8080` on `endpoints`; east is its peer (west never dials it,
@@ -183,20 +183,29 @@ impl Pair {
         tweak: impl FnOnce(&mut GatewayConfig),
     ) -> Self {
         let pki = Pki::new(&["east", "west"]);
-        let west = isthmus_gateway::start(west_config(endpoints), pki.gateway_identity("west"))
-            .await
-            .unwrap();
-        let mut east_config = east_config(west.quic_addr);
+        let west = isthmus_gateway::Gateway::start_with_identity(
+            west_config(endpoints),
+            pki.gateway_identity("west"),
+            std::path::Path::new("."),
+        )
+        .await
+        .unwrap();
+        let mut east_config = east_config(west.quic_addr());
         tweak(&mut east_config);
-        let east = isthmus_gateway::start(east_config, pki.gateway_identity("east"))
-            .await
-            .unwrap();
+        let east = isthmus_gateway::Gateway::start_with_identity(
+            east_config,
+            pki.gateway_identity("east"),
+            std::path::Path::new("."),
+        )
+        .await
+        .unwrap();
         Self { pki, east, west }
     }
 
     /// The local address of east's import of `name`.
     pub fn import_addr(&self, name: &str) -> SocketAddr {
         self.east
+            .addresses()
             .imports
             .iter()
             .find(|(i, _)| i.name == name)
@@ -241,8 +250,8 @@ pub async fn round_trip(addr: SocketAddr, payload: &[u8]) -> std::io::Result<Vec
 }
 
 /// Fetches `/metrics` of a gateway as text.
-pub async fn scrape(gateway: &RunningGateway) -> String {
-    let addr = gateway.metrics_addr.unwrap();
+pub async fn scrape(gateway: &Gateway) -> String {
+    let addr = gateway.addresses().metrics.unwrap();
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(
         format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),

@@ -22,8 +22,8 @@ use isthmus_federation_api::model::{Expect, Policy, TrustBundleDoc};
 use isthmus_federation_api::request::{
     AddMember, CreateCluster, PutClaim, PutPolicy, SetTrustBundle,
 };
+use isthmus_gateway::Gateway;
 use isthmus_gateway::config::GatewayConfigFile;
-use isthmus_gateway::membership::Member;
 
 use crate::pki::leaf_pem;
 
@@ -68,6 +68,10 @@ pub struct ClusterSpec {
     pub dns: bool,
     /// What it exports.
     pub exports: Vec<ExportSpec>,
+    /// More of its gateway's config, as TOML appended to the file the mesh writes (an
+    /// `[ingress]` or `[egress]` section, say); paths in it are relative to the
+    /// cluster's directory.
+    pub extra_config: String,
 }
 
 /// The running mesh.
@@ -82,7 +86,7 @@ pub struct DevMesh {
     pub nodes: Vec<Option<RunningNode>>,
     configs: Vec<FederationConfig>,
     /// Member gateways by cluster.
-    pub members: BTreeMap<String, Member>,
+    pub members: BTreeMap<String, Gateway>,
     leaf_lifetime: Duration,
 }
 
@@ -340,7 +344,7 @@ impl DevMesh {
     }
 
     /// Registers `spec` with a join token and starts its gateway.
-    pub async fn add_cluster(&mut self, spec: &ClusterSpec) -> Result<&Member, DevMeshError> {
+    pub async fn add_cluster(&mut self, spec: &ClusterSpec) -> Result<&Gateway, DevMeshError> {
         let create = CreateCluster {
             name: spec.name.clone(),
             locality: Some(spec.locality.clone()),
@@ -369,21 +373,23 @@ impl DevMesh {
                 e.namespace, e.name, e.port, e.endpoint
             ));
         }
+        text.push('\n');
+        text.push_str(&spec.extra_config);
         let path = write(&cdir, "gateway.toml", &text)?;
         self.start_member(&spec.name, &path).await
     }
 
     /// Starts (or restarts, from its state directory) the gateway of `cluster`.
-    pub async fn restart_member(&mut self, cluster: &str) -> Result<&Member, DevMeshError> {
+    pub async fn restart_member(&mut self, cluster: &str) -> Result<&Gateway, DevMeshError> {
         let path = self.dir.join(cluster).join("gateway.toml");
         self.start_member(cluster, &path).await
     }
 
-    async fn start_member(&mut self, cluster: &str, path: &Path) -> Result<&Member, DevMeshError> {
+    async fn start_member(&mut self, cluster: &str, path: &Path) -> Result<&Gateway, DevMeshError> {
         let config =
             isthmus_config::load::<GatewayConfigFile>(path).map_err(err("gateway config"))?;
         let base = path.parent().unwrap_or(Path::new("/")).to_owned();
-        let member = isthmus_gateway::membership::start(config, &base)
+        let member = Gateway::start(config, &base)
             .await
             .map_err(err(&format!("starting the gateway of {cluster}")))?;
         self.members.insert(cluster.to_owned(), member);
