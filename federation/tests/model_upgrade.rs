@@ -11,9 +11,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use isthmus_ca::{Authority, KeyAlgorithm, TrustDomain};
+use isthmus_ca::{Authority, TrustDomain};
 use isthmus_federation::config::{Enrollment, FederationConfig, FederationListen};
 use isthmus_federation::node::{NodeOptions, start};
 use isthmus_federation::store;
@@ -107,17 +107,8 @@ async fn a_node_on_the_previous_releases_data_serves_its_catalog_and_takes_write
     let root_key = std::fs::read_to_string(fixture().join("root.key")).unwrap();
     let td = TrustDomain::new("mesh.example").unwrap();
     let root = Authority::from_pem(&root_pem, &root_key, Some(&td)).unwrap();
-    let ops = root
-        .new_cluster_intermediate("ops", KeyAlgorithm::EcdsaP256, 30 * DAY, SystemTime::now())
-        .unwrap();
-    let pki = Pki {
-        td,
-        root,
-        ops,
-        dir: dir.path().to_owned(),
-    };
-    std::fs::write(dir.path().join("bundle.pem"), &root_pem).unwrap();
-    std::fs::write(dir.path().join("root.key.pem"), &root_key).unwrap();
+    let kit = isthmus_testkit::TestPki::with_root(td, root, &["ops"]).unwrap();
+    let pki = Pki::from_kit(kit, dir.path());
     let (cert, key) = pki.admin_files();
     let loopback = "127.0.0.1:0".parse().unwrap();
     let mut config = FederationConfig {

@@ -15,9 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustDomain};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -269,33 +268,16 @@ impl Files {
 }
 
 fn pki(files: &Files) {
-    let now = SystemTime::now();
     let day = Duration::from_secs(86_400);
-    let td = TrustDomain::new("mesh.example").unwrap();
-    let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 30 * day, now).unwrap();
-    files.write("root.pem", &root.cert_chain_pem());
+    let pki = isthmus_testkit::TestPki::new("mesh.example", &["east", "west"]).unwrap();
+    files.write("root.pem", &pki.root.cert_chain_pem());
     for cluster in ["east", "west"] {
-        let ca = root
-            .new_cluster_intermediate(cluster, KeyAlgorithm::EcdsaP256, 10 * day, now)
-            .unwrap();
-        let id = SpiffeId::parse(&format!(
-            "spiffe://mesh.example/cluster/{cluster}/gateway/gw"
-        ))
-        .unwrap();
-        let leaf = ca
-            .issue_leaf(
-                &LeafRequest {
-                    id,
-                    lifetime: day,
-                    dns_names: vec![format!("{cluster}.gateway")],
-                    key_algorithm: KeyAlgorithm::EcdsaP256,
-                },
-                now,
-            )
-            .unwrap();
-        let chain = isthmus_ca::pem::certs_to_pem(std::iter::once(&leaf.cert).chain(&leaf.chain));
-        files.write(&format!("{cluster}-chain.pem"), &chain);
-        files.write(&format!("{cluster}-key.pem"), &leaf.key.serialize_pem());
+        let id = format!("spiffe://mesh.example/cluster/{cluster}/gateway/gw");
+        let dns = format!("{cluster}.gateway");
+        let ca = pki.intermediate(cluster).unwrap();
+        let leaf = isthmus_testkit::pki::issue(ca, &id, &[&dns], day).unwrap();
+        files.write(&format!("{cluster}-chain.pem"), &leaf.chain_pem());
+        files.write(&format!("{cluster}-key.pem"), &leaf.key_pem());
     }
 }
 

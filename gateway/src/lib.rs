@@ -3,11 +3,16 @@
 //! SPIFFE certificates.
 //!
 //! Pure cores: [`header`] (stream header codec), [`sni`] (ClientHello server name),
-//! [`balancer`] (endpoint choice and outlier detection), [`config`] (validation),
-//! [`names`] (which DNS names a gateway answers) and [`addresses`] (an address per
-//! imported service). [`dns`] serves `clusterset.local` from a live table.
-//! IO around them: [`gateway`] wires the [`quic`] endpoint, [`peers`] pool, inbound and
-//! outbound sides, [`splice`] and [`metrics`].
+//! `admission` (whether a tunnel stream or an ingress request may go, and where),
+//! [`authz`] (the policy in force, connection limits), [`balancer`] (endpoint choice and
+//! outlier detection), [`backoff`], [`config`] (validation), [`names`] (which DNS names
+//! a gateway answers) and [`addresses`] (an address per imported service). [`dns`]
+//! serves `clusterset.local` from a live table.
+//!
+//! IO around them: [`Gateway`] is the whole life of one gateway (start binds every
+//! listener and returns the addresses; run serves; drain stops), over the [`quic`]
+//! endpoint, the [`peers`] pool, the inbound and outbound sides, [`ingress`], [`egress`],
+//! [`splice`], [`metrics`] and, for a federation member, [`membership`].
 
 pub mod addresses;
 mod admission;

@@ -396,16 +396,10 @@ async fn probe(
         "spiffe://{}/cluster/{cluster}/gateway/probe",
         isthmus_testkit::mesh::TRUST_DOMAIN
     );
-    let (chain_pem, key_pem) =
-        isthmus_testkit::pki::leaf_pem(intermediate, &id, Duration::from_secs(600)).unwrap();
-    let chain = isthmus_ca::pem::certs_from_pem(&chain_pem).unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
-        isthmus_ca::key_from_pem(&key_pem)
-            .unwrap()
-            .serialize_der()
-            .into(),
-    );
-    let cert = isthmus_gateway::live_cert::LiveCert::new(chain, &key).unwrap();
+    let leaf =
+        isthmus_testkit::pki::issue(intermediate, &id, &[], Duration::from_secs(600)).unwrap();
+    let cert =
+        isthmus_gateway::live_cert::LiveCert::new(leaf.chain.clone(), &leaf.key_der()).unwrap();
     let verifier = SpiffeVerifier::new(
         isthmus_ca::SharedBundle::new(server_bundle),
         ExpectedIdentity::AnyGateway,

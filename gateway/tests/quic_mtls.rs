@@ -15,18 +15,21 @@ use isthmus_ca::verify::tls::{SpiffeVerifier, provider};
 use isthmus_ca::{SharedBundle, TrustBundle};
 use isthmus_gateway::live_cert::LiveCert;
 use isthmus_gateway::quic::{ALPN, quic_client_config, quic_server_config};
+use isthmus_testkit::TestPki;
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use support::Pki;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn pki() -> Pki {
-    Pki::new(&["east", "west"])
+fn pki() -> TestPki {
+    support::pki(&["east", "west"])
 }
 
-fn gateway(pki: &Pki, cluster: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    pki.leaf(cluster, &format!("cluster/{cluster}/gateway/gw"))
+fn gateway(pki: &TestPki, cluster: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let leaf = pki
+        .leaf(cluster, &format!("cluster/{cluster}/gateway/gw"))
+        .unwrap();
+    (leaf.chain.clone(), leaf.key_der())
 }
 
 fn verifier(bundle: &TrustBundle, expected: ExpectedIdentity) -> Arc<SpiffeVerifier> {
@@ -39,10 +42,13 @@ fn loopback() -> SocketAddr {
 
 /// A west gateway endpoint that accepts one connection and echoes one stream; returns
 /// its address and the outcome of the server-side handshake.
-fn spawn_west(pki: &Pki) -> (SocketAddr, tokio::task::JoinHandle<Result<(), String>>) {
+fn spawn_west(pki: &TestPki) -> (SocketAddr, tokio::task::JoinHandle<Result<(), String>>) {
     let (chain, key) = gateway(pki, "west");
     let config = quic_server_config(
-        verifier(&pki.bundle(), ExpectedIdentity::GatewayOf("east".into())),
+        verifier(
+            &pki.bundle().unwrap(),
+            ExpectedIdentity::GatewayOf("east".into()),
+        ),
         LiveCert::new(chain, &key).unwrap(),
     )
     .unwrap();
@@ -100,7 +106,10 @@ async fn gateways_of_two_clusters_connect_with_mutual_tls() {
     let (chain, key) = gateway(&pki, "east");
     let client = client_endpoint(
         quic_client_config(
-            verifier(&pki.bundle(), ExpectedIdentity::GatewayOf("west".into())),
+            verifier(
+                &pki.bundle().unwrap(),
+                ExpectedIdentity::GatewayOf("west".into()),
+            ),
             LiveCert::new(chain, &key).unwrap(),
         )
         .unwrap(),
@@ -125,7 +134,7 @@ async fn a_client_without_a_certificate_is_refused() {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(verifier(&pki.bundle(), ExpectedIdentity::Any))
+        .with_custom_certificate_verifier(verifier(&pki.bundle().unwrap(), ExpectedIdentity::Any))
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
@@ -153,7 +162,7 @@ async fn a_client_from_another_root_is_refused() {
     let (chain, key) = gateway(&impostor, "east");
     let client = client_endpoint(
         quic_client_config(
-            verifier(&pki.bundle(), ExpectedIdentity::Any),
+            verifier(&pki.bundle().unwrap(), ExpectedIdentity::Any),
             LiveCert::new(chain, &key).unwrap(),
         )
         .unwrap(),
@@ -178,7 +187,10 @@ async fn a_gateway_of_the_wrong_cluster_is_refused_by_the_client() {
     // The client dials west but expects a gateway of east: the server's SVID does not match.
     let client = client_endpoint(
         quic_client_config(
-            verifier(&pki.bundle(), ExpectedIdentity::GatewayOf("east".into())),
+            verifier(
+                &pki.bundle().unwrap(),
+                ExpectedIdentity::GatewayOf("east".into()),
+            ),
             LiveCert::new(chain, &key).unwrap(),
         )
         .unwrap(),

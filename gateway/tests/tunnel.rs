@@ -243,14 +243,14 @@ async fn a_gateway_from_another_root_is_refused() {
     let pair = Pair::start(vec![echo]).await;
     // The impostor has its own root but also trusts the real one, so that the handshake
     // gets as far as west checking the impostor's certificate.
-    let impostor = Pki::new(&["east"]);
-    let mut trusting = impostor.bundle();
+    let impostor = pki(&["east"]);
+    let mut trusting = impostor.bundle().unwrap();
     trusting.add_root(pair.pki.root.cert().clone()).unwrap();
-    let (chain, key) = impostor.leaf("east", "cluster/east/gateway/gw");
+    let leaf = impostor.leaf("east", "cluster/east/gateway/gw").unwrap();
     let identity = isthmus_gateway::identity::GatewayIdentity::new(
         trusting,
-        chain,
-        key,
+        leaf.chain.clone(),
+        leaf.key_der(),
         "east",
         std::time::SystemTime::now(),
     )
@@ -286,13 +286,13 @@ async fn a_gateway_from_another_root_is_refused() {
     );
 
     // A gateway of the other root that does not trust ours is refused by its own side.
-    let plain = Pki::new(&["east"]);
+    let plain = pki(&["east"]);
     let mut cfg = config("east");
     cfg.peers = vec![peer("west", pair.west.quic_addr())];
     cfg.imports = vec![import("demo", "echo", "west", 8080)];
     let lone = isthmus_gateway::Gateway::start_with_identity(
         cfg,
-        plain.gateway_identity("east"),
+        plain.gateway_identity("east").unwrap(),
         std::path::Path::new("."),
     )
     .await
@@ -315,11 +315,11 @@ async fn a_gateway_from_another_root_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_connections_succeed_after_the_peer_restarts() {
     let (echo, _server) = echo_server().await;
-    let pki = Pki::new(&["east", "west"]);
+    let pki = pki(&["east", "west"]);
     let mut west_config = west_config(vec![echo]);
     let west = isthmus_gateway::Gateway::start_with_identity(
         west_config.clone(),
-        pki.gateway_identity("west"),
+        pki.gateway_identity("west").unwrap(),
         std::path::Path::new("."),
     )
     .await
@@ -327,7 +327,7 @@ async fn new_connections_succeed_after_the_peer_restarts() {
     let west_addr = west.quic_addr();
     let east = isthmus_gateway::Gateway::start_with_identity(
         east_config(west_addr),
-        pki.gateway_identity("east"),
+        pki.gateway_identity("east").unwrap(),
         std::path::Path::new("."),
     )
     .await
@@ -343,7 +343,7 @@ async fn new_connections_succeed_after_the_peer_restarts() {
     let west = loop {
         match isthmus_gateway::Gateway::start_with_identity(
             west_config.clone(),
-            pki.gateway_identity("west"),
+            pki.gateway_identity("west").unwrap(),
             std::path::Path::new("."),
         )
         .await

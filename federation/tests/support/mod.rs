@@ -9,10 +9,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use isthmus_ca::verify::ExpectedIdentity;
-use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustDomain};
+use isthmus_ca::{Authority, SpiffeId, TrustDomain};
 use isthmus_federation::config::{
     Enrollment, FederationConfig, FederationListen, FederationTls, RaftTiming,
 };
@@ -23,6 +23,8 @@ use isthmus_federation::service::ServiceTimeouts;
 use isthmus_federation_api::mirror::CatalogMirror;
 use isthmus_federation_api::proto;
 use isthmus_federation_api::proto::federation_admin_client::FederationAdminClient;
+use isthmus_testkit::TestPki;
+use isthmus_testkit::pki::{issue, write_file};
 use tonic::transport::Channel;
 
 pub const DAY: Duration = Duration::from_secs(86_400);
@@ -63,18 +65,19 @@ pub const ADMIN_ID: &str = "spiffe://mesh.example/cluster/ops/ns/admin/sa/tester
 
 impl Pki {
     pub fn new(dir: &Path) -> Self {
-        let now = SystemTime::now();
-        let td = TrustDomain::new("mesh.example").unwrap();
-        let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 365 * DAY, now).unwrap();
-        let ops = root
-            .new_cluster_intermediate("ops", KeyAlgorithm::EcdsaP256, 30 * DAY, now)
-            .unwrap();
-        std::fs::write(
-            dir.join("bundle.pem"),
-            isthmus_ca::pem::certs_to_pem([root.cert()]),
-        )
-        .unwrap();
-        std::fs::write(dir.join("root.key.pem"), root.key_pem()).unwrap();
+        Self::from_kit(TestPki::new("mesh.example", &["ops"]).unwrap(), dir)
+    }
+
+    /// Writes the kit's root as `bundle.pem` and its key as `root.key.pem` in `dir`.
+    pub fn from_kit(kit: TestPki, dir: &Path) -> Self {
+        let TestPki {
+            trust_domain: td,
+            root,
+            mut intermediates,
+        } = kit;
+        let ops = intermediates.remove("ops").unwrap();
+        write_file(&dir.join("bundle.pem"), &root.cert_chain_pem()).unwrap();
+        write_file(&dir.join("root.key.pem"), &root.key_pem()).unwrap();
         Self {
             td,
             root,
@@ -83,31 +86,17 @@ impl Pki {
         }
     }
 
-    /// Writes `<name>.cert.pem` and `<name>.key.pem` for `id`, issued by `ca`.
+    /// Writes `<name>.cert.pem` and `<name>.key.pem` for `id`, issued by `ca` (with the
+    /// DNS name `localhost` unless `id` is a workload's).
     pub fn write_leaf(&self, ca: &Authority, name: &str, id: &str) -> (PathBuf, PathBuf) {
-        let request = LeafRequest {
-            id: SpiffeId::parse(id).unwrap(),
-            lifetime: DAY,
-            dns_names: vec!["localhost".into()],
-            key_algorithm: KeyAlgorithm::EcdsaP256,
-        };
-        let request = if id.contains("/ns/") {
-            LeafRequest {
-                dns_names: vec![],
-                ..request
-            }
+        let dns: &[&str] = if id.contains("/ns/") {
+            &[]
         } else {
-            request
+            &["localhost"]
         };
-        let leaf = ca.issue_leaf(&request, SystemTime::now()).unwrap();
         let cert = self.dir.join(format!("{name}.cert.pem"));
         let key = self.dir.join(format!("{name}.key.pem"));
-        std::fs::write(
-            &cert,
-            isthmus_ca::pem::certs_to_pem(std::iter::once(&leaf.cert).chain(&leaf.chain)),
-        )
-        .unwrap();
-        std::fs::write(&key, leaf.key.serialize_pem()).unwrap();
+        issue(ca, id, dns, DAY).unwrap().write(&cert, &key).unwrap();
         (cert, key)
     }
 

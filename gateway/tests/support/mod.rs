@@ -3,85 +3,23 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustBundle, TrustDomain};
 use isthmus_gateway::Gateway;
 use isthmus_gateway::balancer::{OutlierPolicy, Policy};
 use isthmus_gateway::config::{
     Export, ExportPort, GatewayConfig, ImportEntry, ListenSection, PeerEntry, Timeouts,
 };
-use isthmus_gateway::identity::GatewayIdentity;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use isthmus_testkit::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const DAY: Duration = Duration::from_secs(86_400);
 pub const BOUND: Duration = Duration::from_secs(30);
 
-/// A trust domain with a root and cluster intermediates.
-pub struct Pki {
-    pub td: TrustDomain,
-    pub root: Authority,
-    pub clusters: Vec<(String, Authority)>,
-}
-
-impl Pki {
-    pub fn new(clusters: &[&str]) -> Self {
-        let now = SystemTime::now();
-        let td = TrustDomain::new("mesh.example").unwrap();
-        let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 365 * DAY, now).unwrap();
-        let clusters = clusters
-            .iter()
-            .map(|c| {
-                let ca = root
-                    .new_cluster_intermediate(c, KeyAlgorithm::EcdsaP256, 30 * DAY, now)
-                    .unwrap();
-                ((*c).to_owned(), ca)
-            })
-            .collect();
-        Self { td, root, clusters }
-    }
-
-    pub fn bundle(&self) -> TrustBundle {
-        TrustBundle::new(self.td.clone(), [self.root.cert().clone()]).unwrap()
-    }
-
-    fn ca(&self, cluster: &str) -> &Authority {
-        &self.clusters.iter().find(|(c, _)| c == cluster).unwrap().1
-    }
-
-    /// A leaf for `path` (after `spiffe://TD/`) from `cluster`'s intermediate.
-    pub fn leaf(
-        &self,
-        cluster: &str,
-        path: &str,
-    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let id = SpiffeId::parse(&format!("spiffe://{}/{path}", self.td)).unwrap();
-        let leaf = self
-            .ca(cluster)
-            .issue_leaf(
-                &LeafRequest {
-                    id,
-                    lifetime: DAY,
-                    dns_names: vec![],
-                    key_algorithm: KeyAlgorithm::EcdsaP256,
-                },
-                SystemTime::now(),
-            )
-            .unwrap();
-        let mut chain = vec![leaf.cert];
-        chain.extend(leaf.chain);
-        (
-            chain,
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der())),
-        )
-    }
-
-    pub fn gateway_identity(&self, cluster: &str) -> GatewayIdentity {
-        let (chain, key) = self.leaf(cluster, &format!("cluster/{cluster}/gateway/gw"));
-        GatewayIdentity::new(self.bundle(), chain, key, cluster, SystemTime::now()).unwrap()
-    }
+/// The tests' trust domain, `mesh.example`, with intermediates for `clusters`.
+pub fn pki(clusters: &[&str]) -> TestPki {
+    TestPki::new("mesh.example", clusters).unwrap()
 }
 
 /// A gateway config on loopback port 0 with short timeouts.
@@ -147,7 +85,7 @@ pub fn peer(cluster: &str, address: SocketAddr) -> PeerEntry {
 
 /// East imports `demo/echo:8080` from west, which exports it on `endpoints`.
 pub struct Pair {
-    pub pki: Pki,
+    pub pki: TestPki,
     pub east: Gateway,
     pub west: Gateway,
 }
@@ -182,10 +120,10 @@ impl Pair {
         endpoints: Vec<SocketAddr>,
         tweak: impl FnOnce(&mut GatewayConfig),
     ) -> Self {
-        let pki = Pki::new(&["east", "west"]);
+        let pki = pki(&["east", "west"]);
         let west = isthmus_gateway::Gateway::start_with_identity(
             west_config(endpoints),
-            pki.gateway_identity("west"),
+            pki.gateway_identity("west").unwrap(),
             std::path::Path::new("."),
         )
         .await
@@ -194,7 +132,7 @@ impl Pair {
         tweak(&mut east_config);
         let east = isthmus_gateway::Gateway::start_with_identity(
             east_config,
-            pki.gateway_identity("east"),
+            pki.gateway_identity("east").unwrap(),
             std::path::Path::new("."),
         )
         .await

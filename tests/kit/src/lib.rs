@@ -1,7 +1,8 @@
 //! Test and demo support, kept out of the product libraries: a whole mesh on loopback
 //! in one process ([`mesh::DevMesh`]: a root CA, a federation, clusters whose gateways
 //! enroll with join tokens) — what `isthmus dev` runs and the mesh tests drive — a tiny
-//! HTTP echo server, and certificate helpers.
+//! HTTP echo server, and the test PKI ([`pki::TestPki`]: a root, intermediates per
+//! cluster, leaves in memory or as files).
 //!
 //! The mesh is driven the way an operator drives one: through the federation's admin
 //! API with an admin certificate (the typed client), never by writing into Raft.
@@ -12,3 +13,4 @@ pub mod pki;
 
 pub use echo::echo_server;
 pub use mesh::{ClusterSpec, DevMesh, DevMeshError, ExportSpec};
+pub use pki::{Leaf, PkiError, TestPki};

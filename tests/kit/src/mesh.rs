@@ -25,7 +25,7 @@ use isthmus_federation_api::request::{
 use isthmus_gateway::Gateway;
 use isthmus_gateway::config::GatewayConfigFile;
 
-use crate::pki::leaf_pem;
+use crate::pki::{PkiError, issue};
 
 const DAY: Duration = Duration::from_secs(86_400);
 /// The dev mesh's trust domain.
@@ -37,6 +37,12 @@ pub const ADMIN_ID: &str = "spiffe://dev.isthmus/cluster/ops/ns/admin/sa/dev";
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct DevMeshError(pub String);
+
+impl From<PkiError> for DevMeshError {
+    fn from(e: PkiError) -> Self {
+        Self(e.to_string())
+    }
+}
 
 fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> DevMeshError + '_ {
     move |e| DevMeshError(format!("{what}: {e}"))
@@ -126,14 +132,18 @@ impl DevMesh {
         let ops = root
             .new_cluster_intermediate("ops", KeyAlgorithm::EcdsaP256, 30 * DAY, SystemTime::now())
             .map_err(err("ops intermediate"))?;
-        let (cert, key) = leaf_pem(&ops, ADMIN_ID, 7 * DAY)?;
-        write(dir, "admin.pem", &cert)?;
-        write(dir, "admin.key", &key)?;
+        let admin = issue(&ops, ADMIN_ID, &[], 7 * DAY)?;
+        write(dir, "admin.pem", &admin.chain_pem())?;
+        write(dir, "admin.key", &admin.key_pem())?;
         let mut configs = Vec::new();
         for id in 1..=nodes {
             let name = format!("node-{id}");
-            let (cert, key) =
-                leaf_pem(&root, &format!("spiffe://{td}/federation/{name}"), 7 * DAY)?;
+            let leaf = issue(
+                &root,
+                &format!("spiffe://{td}/federation/{name}"),
+                &["localhost"],
+                7 * DAY,
+            )?;
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
             configs.push(FederationConfig {
                 node_id: id,
@@ -149,8 +159,8 @@ impl DevMesh {
                 advertise: None,
                 tls: FederationTls {
                     bundle: bundle.clone(),
-                    cert: write(dir, &format!("{name}.pem"), &cert)?,
-                    key: write(dir, &format!("{name}.key"), &key)?,
+                    cert: write(dir, &format!("{name}.pem"), &leaf.chain_pem())?,
+                    key: write(dir, &format!("{name}.key"), &leaf.key_pem())?,
                 },
                 access: isthmus_federation::access::AccessControl::new(
                     [(
@@ -328,13 +338,14 @@ impl DevMesh {
     /// next start.
     pub fn reissue_node(&mut self, i: usize, ca: &Authority) -> Result<(), DevMeshError> {
         let name = self.configs[i].name.clone();
-        let (cert, key) = leaf_pem(
+        let leaf = issue(
             ca,
             &format!("spiffe://{}/federation/{name}", self.trust_domain),
+            &["localhost"],
             7 * DAY,
         )?;
-        write(&self.dir, &format!("{name}.pem"), &cert)?;
-        write(&self.dir, &format!("{name}.key"), &key)?;
+        write(&self.dir, &format!("{name}.pem"), &leaf.chain_pem())?;
+        write(&self.dir, &format!("{name}.key"), &leaf.key_pem())?;
         Ok(())
     }
 
