@@ -138,6 +138,36 @@ impl Shared {
         self.request_ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Admits `request` against what is in force now (the catalog, the policy, the
+    /// limits): the one decision for peers' streams and ingress requests.
+    pub(crate) fn admit(
+        &self,
+        request: &crate::admission::Request<'_>,
+    ) -> Result<crate::admission::Admission, crate::admission::Refusal> {
+        let catalog = self.catalog.current();
+        let here = crate::admission::Here {
+            cluster: &self.me.cluster,
+            trust_domain: self.me.id.trust_domain(),
+            catalog: &catalog,
+            limiter: &self.limiter,
+        };
+        crate::admission::admit(&here, request, std::time::Instant::now(), self.sample())
+    }
+
+    /// The header of a new stream to `target` from this gateway.
+    pub(crate) fn stream_header(
+        &self,
+        target: &crate::outbound::RemoteService,
+    ) -> crate::header::StreamHeader {
+        crate::header::StreamHeader {
+            request_id: self.next_request_id(),
+            namespace: target.namespace.clone(),
+            service: target.name.clone(),
+            port: target.port,
+            source: self.me.id.clone(),
+        }
+    }
+
     /// A cheap pseudo-random sample for load-balancing choices (xorshift).
     pub(crate) fn sample(&self) -> u64 {
         let mut x = self.random.load(Ordering::Relaxed);

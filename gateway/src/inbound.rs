@@ -2,13 +2,12 @@
 //! choose an endpoint of the exported service, answer with a status, then splice.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use isthmus_ca::{CertFacts, Identity, SpiffeId};
 use quinn::{RecvStream, SendStream};
 use rustls_pki_types::CertificateDer;
 
-use crate::admission::{self, Destination, Here, Refusal, Request, Source, UNKNOWN};
+use crate::admission::{Destination, Refusal, Request, Source, UNKNOWN};
 use crate::authz::Verdict;
 use crate::endpoints;
 use crate::gateway::Shared;
@@ -120,13 +119,6 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         }
     };
     let id = header.request_id;
-    let catalog = shared.catalog.current();
-    let here = Here {
-        cluster: &shared.me.cluster,
-        trust_domain: shared.me.id.trust_domain(),
-        catalog: &catalog,
-        limiter: &shared.limiter,
-    };
     let request = Request {
         source: Source::Peer {
             cluster: &peer,
@@ -137,7 +129,7 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         port: header.port,
         http: None,
     };
-    let decided = admission::admit(&here, &request, Instant::now(), shared.sample());
+    let decided = shared.admit(&request);
     let admitted = match decided {
         Ok(admitted) => {
             count(

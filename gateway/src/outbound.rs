@@ -223,13 +223,7 @@ pub(crate) async fn client(
 ) {
     let _ = tcp.set_nodelay(true);
     let service = format!("{}.{}", target.name, target.namespace);
-    let header = StreamHeader {
-        request_id: shared.next_request_id(),
-        namespace: target.namespace.clone(),
-        service: target.name.clone(),
-        port: target.port,
-        source: shared.me.id.clone(),
-    };
+    let header = shared.stream_header(target);
     let id = header.request_id;
     let (mut opened, cluster) = match open_any(&shared, target, &header).await {
         Ok(opened) => opened,

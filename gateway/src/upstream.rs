@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use crate::admission::Destination;
 use crate::catalog::ServicePort;
 use crate::gateway::Shared;
-use crate::header::{Status, StreamHeader};
+use crate::header::Status;
 use crate::ingress::table::ServiceRef;
 use crate::outbound::RemoteService;
 use crate::stream::OpenError;
@@ -119,13 +119,7 @@ pub(crate) async fn connect(
         Destination::Elsewhere => {
             let target = remote(shared, service)
                 .ok_or_else(|| UpstreamError::Unknown(service.to_string()))?;
-            let header = StreamHeader {
-                request_id: shared.next_request_id(),
-                namespace: target.namespace.clone(),
-                service: target.name.clone(),
-                port: target.port,
-                source: shared.me.id.clone(),
-            };
+            let header = shared.stream_header(&target);
             match crate::outbound::open_any(shared, &target, &header).await {
                 Ok((opened, _cluster)) => {
                     use tokio::io::AsyncReadExt;

@@ -15,13 +15,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use std::time::Instant;
-
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::admission::{self, Admission, Here, Refusal, Request, Source};
+use crate::admission::{Admission, Refusal, Request, Source};
 use crate::gateway::{Shared, StartError};
 use crate::header::Status;
 use crate::outbound::{accept_loop, read_client_hello, refuse_local};
@@ -196,13 +194,6 @@ pub(crate) fn admit(
     service: &ServiceRef,
     http: Option<(&str, &str)>,
 ) -> Result<Admission, Refusal> {
-    let catalog = shared.catalog.current();
-    let here = Here {
-        cluster: &shared.me.cluster,
-        trust_domain: shared.me.id.trust_domain(),
-        catalog: &catalog,
-        limiter: &shared.limiter,
-    };
     let request = Request {
         source: Source::Ingress,
         namespace: &service.namespace,
@@ -210,7 +201,7 @@ pub(crate) fn admit(
         port: service.port,
         http,
     };
-    let decided = admission::admit(&here, &request, Instant::now(), shared.sample());
+    let decided = shared.admit(&request);
     let verdict = match &decided {
         Ok(admitted) => Some(&admitted.verdict),
         Err(refusal) => refusal.verdict.as_deref(),
