@@ -6,7 +6,10 @@
 //! Stateless checks (names, ports, PEM, the policy language) happen before a command is
 //! proposed ([`Command::validate`]); the checks that depend on the state happen here.
 //! A command carries everything apply needs, already checked and typed: apply never
-//! parses, so every version applies an entry alike.
+//! parses a policy document, so every version applies an entry alike. (The one text it
+//! reads is a claim's host, a dot-separated label list with an optional `*.` in front,
+//! to find overlapping claims; that grammar is part of the stored model, not of a
+//! language that evolves.)
 
 use isthmus_ca::TrustDomain;
 use isthmus_federation_api::ApiError;

@@ -14,8 +14,8 @@ use isthmus_federation_api::{ApiError, request};
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
-use crate::access::{Grant, Principal};
-use crate::admin::{Admin, Credentials};
+use crate::access::Principal;
+use crate::admin::{Admin, Credentials, Op};
 
 /// The gRPC face of the admin layer.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ impl AdminGrpc {
 
     /// The caller, from the verified client certificate and the `authorization`
     /// metadata, refused at once if its role can never make a call of this kind.
-    async fn caller<T>(&self, request: &Request<T>, grant: Grant) -> Result<Principal, Status> {
+    async fn caller<T>(&self, request: &Request<T>, op: Op) -> Result<Principal, Status> {
         let certs = request.peer_certs();
         let credentials = Credentials {
             peer: crate::tls::peer_id(certs.as_deref().map(Vec::as_slice)),
@@ -41,7 +41,7 @@ impl AdminGrpc {
                 .map(|v| v.to_str().map(str::to_owned).map_err(|_| ())),
         };
         let principal = self.admin.authenticate(&credentials).await?;
-        principal.may_attempt(grant)?;
+        principal.may_attempt(op.grant())?;
         Ok(principal)
     }
 }
@@ -56,35 +56,35 @@ fn reply<T, P: From<T>>(answer: Result<T, ApiError>) -> Reply<P> {
 #[tonic::async_trait]
 impl FederationAdmin for AdminGrpc {
     async fn get_status(&self, r: Request<proto::StatusRequest>) -> Reply<proto::Status> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::GetStatus).await?;
         let consistency = convert::consistency(r.into_inner().consistency)?;
         reply(self.admin.status(&who, consistency).await)
     }
 
     async fn init(&self, r: Request<proto::InitRequest>) -> Reply<proto::Status> {
-        let who = self.caller(&r, Grant::Platform).await?;
+        let who = self.caller(&r, Op::Init).await?;
         reply(self.admin.init(&who).await)
     }
 
     async fn add_member(&self, r: Request<proto::AddMemberRequest>) -> Reply<proto::Status> {
-        let who = self.caller(&r, Grant::Platform).await?;
+        let who = self.caller(&r, Op::AddMember).await?;
         let request = request::AddMember::try_from(r.into_inner())?;
         reply(self.admin.add_member(&who, request).await)
     }
 
     async fn remove_member(&self, r: Request<proto::RemoveMemberRequest>) -> Reply<proto::Status> {
-        let who = self.caller(&r, Grant::Platform).await?;
+        let who = self.caller(&r, Op::RemoveMember).await?;
         reply(self.admin.remove_member(&who, r.into_inner().node_id).await)
     }
 
     async fn list_clusters(&self, r: Request<proto::ListRequest>) -> Reply<proto::ClusterList> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::ListClusters).await?;
         let consistency = convert::consistency(r.into_inner().consistency)?;
         reply(self.admin.list_clusters(&who, consistency).await)
     }
 
     async fn get_cluster(&self, r: Request<proto::GetClusterRequest>) -> Reply<proto::Cluster> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::GetCluster).await?;
         let r = r.into_inner();
         let consistency = convert::consistency(r.consistency)?;
         reply(self.admin.get_cluster(&who, &r.name, consistency).await)
@@ -94,7 +94,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::PutClusterRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Platform).await?;
+        let who = self.caller(&r, Op::PutCluster).await?;
         let request = request::PutCluster::try_from(r.into_inner())?;
         reply(
             self.admin
@@ -108,18 +108,18 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::DeleteClusterRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Platform).await?;
+        let who = self.caller(&r, Op::DeleteCluster).await?;
         reply(self.admin.delete_cluster(&who, r.into_inner().into()).await)
     }
 
     async fn list_exports(&self, r: Request<proto::ListRequest>) -> Reply<proto::ExportList> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::ListExports).await?;
         let consistency = convert::consistency(r.into_inner().consistency)?;
         reply(self.admin.list_exports(&who, consistency).await)
     }
 
     async fn get_export(&self, r: Request<proto::GetExportRequest>) -> Reply<proto::ServiceExport> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::GetExport).await?;
         let r = r.into_inner();
         let consistency = convert::consistency(r.consistency)?;
         let key = ExportKey {
@@ -131,7 +131,7 @@ impl FederationAdmin for AdminGrpc {
     }
 
     async fn put_export(&self, r: Request<proto::PutExportRequest>) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Export).await?;
+        let who = self.caller(&r, Op::PutExport).await?;
         let request = request::PutExport::try_from(r.into_inner())?;
         reply(
             self.admin
@@ -145,18 +145,18 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::DeleteExportRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Export).await?;
+        let who = self.caller(&r, Op::DeleteExport).await?;
         reply(self.admin.delete_export(&who, r.into_inner().into()).await)
     }
 
     async fn list_policies(&self, r: Request<proto::ListRequest>) -> Reply<proto::PolicyList> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::ListPolicies).await?;
         let consistency = convert::consistency(r.into_inner().consistency)?;
         reply(self.admin.list_policies(&who, consistency).await)
     }
 
     async fn get_policy(&self, r: Request<proto::GetPolicyRequest>) -> Reply<proto::Policy> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::GetPolicy).await?;
         let r = r.into_inner();
         let consistency = convert::consistency(r.consistency)?;
         let policy = self.admin.get_policy(&who, &r.name, consistency).await?;
@@ -164,7 +164,7 @@ impl FederationAdmin for AdminGrpc {
     }
 
     async fn put_policy(&self, r: Request<proto::PutPolicyRequest>) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Policy).await?;
+        let who = self.caller(&r, Op::PutPolicy).await?;
         let request = request::PutPolicy::try_from(r.into_inner())?;
         reply(
             self.admin
@@ -178,18 +178,18 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::DeletePolicyRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Policy).await?;
+        let who = self.caller(&r, Op::DeletePolicy).await?;
         reply(self.admin.delete_policy(&who, r.into_inner().into()).await)
     }
 
     async fn list_claims(&self, r: Request<proto::ListRequest>) -> Reply<proto::ClaimList> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::ListClaims).await?;
         let consistency = convert::consistency(r.into_inner().consistency)?;
         reply(self.admin.list_claims(&who, consistency).await)
     }
 
     async fn put_claim(&self, r: Request<proto::PutClaimRequest>) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Claim).await?;
+        let who = self.caller(&r, Op::PutClaim).await?;
         let request = request::PutClaim::try_from(r.into_inner())?;
         reply(
             self.admin
@@ -203,7 +203,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::DeleteClaimRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Claim).await?;
+        let who = self.caller(&r, Op::DeleteClaim).await?;
         reply(self.admin.delete_claim(&who, r.into_inner().into()).await)
     }
 
@@ -211,7 +211,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::GetTrustBundleRequest>,
     ) -> Reply<proto::TrustBundleRecord> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::GetTrustBundle).await?;
         let consistency = convert::consistency(r.into_inner().consistency)?;
         let bundle = self.admin.get_trust_bundle(&who, consistency).await?;
         Ok(Response::new(convert::bundle_to_proto(&bundle)?))
@@ -221,7 +221,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::SetTrustBundleRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Platform).await?;
+        let who = self.caller(&r, Op::SetTrustBundle).await?;
         let request = request::SetTrustBundle::try_from(r.into_inner())?;
         reply(
             self.admin
@@ -235,7 +235,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::CreateClusterRequest>,
     ) -> Reply<proto::JoinTokenReply> {
-        let who = self.caller(&r, Grant::Platform).await?;
+        let who = self.caller(&r, Op::CreateCluster).await?;
         reply(self.admin.create_cluster(&who, r.into_inner().into()).await)
     }
 
@@ -243,7 +243,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::RevokeClusterRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::Platform).await?;
+        let who = self.caller(&r, Op::RevokeCluster).await?;
         reply(self.admin.revoke_cluster(&who, r.into_inner().into()).await)
     }
 
@@ -251,7 +251,7 @@ impl FederationAdmin for AdminGrpc {
         &self,
         r: Request<proto::RegisterGatewayRequest>,
     ) -> Reply<proto::WriteResponse> {
-        let who = self.caller(&r, Grant::RegisterGateway).await?;
+        let who = self.caller(&r, Op::RegisterGateway).await?;
         let request = request::RegisterGateway::try_from(r.into_inner())?;
         reply(self.admin.register_gateway(&who, request).await)
     }
@@ -259,7 +259,7 @@ impl FederationAdmin for AdminGrpc {
     type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchResponse, Status>> + Send>>;
 
     async fn watch(&self, r: Request<proto::WatchRequest>) -> Reply<Self::WatchStream> {
-        let who = self.caller(&r, Grant::Read).await?;
+        let who = self.caller(&r, Op::Watch).await?;
         let rx = self
             .admin
             .watch(&who, r.into_inner().after_revision)

@@ -9,10 +9,10 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId};
+use isthmus_federation_api::enroll::IntermediateRequest;
 use isthmus_federation_api::enroll::{EnrollError, enroll};
 use isthmus_federation_api::join::JoinToken;
 use isthmus_federation_api::proto;
-use isthmus_federation_api::proto::enroll_request::Intermediate;
 use isthmus_federation_api::proto::federation_admin_client::FederationAdminClient;
 use support::*;
 use tonic::Code;
@@ -76,7 +76,7 @@ async fn a_token_enrolls_once_and_the_gateway_is_confined_to_its_cluster() {
         &wrong,
         "ew",
         "127.0.0.1:15443",
-        Intermediate::CsrPem(csr.clone()),
+        IntermediateRequest::Csr(csr.clone()),
         timeout,
     )
     .await
@@ -94,27 +94,27 @@ async fn a_token_enrolls_once_and_the_gateway_is_confined_to_its_cluster() {
         &other_pin,
         "ew",
         "127.0.0.1:15443",
-        Intermediate::CsrPem(csr.clone()),
+        IntermediateRequest::Csr(csr.clone()),
         timeout,
     )
     .await
     .unwrap_err();
     assert!(matches!(err, EnrollError::PinMismatch { .. }), "{err}");
 
-    let (reply, bundle) = enroll(
+    let reply = enroll(
         &token,
         "ew",
         "127.0.0.1:15443",
-        Intermediate::CsrPem(csr.clone()),
+        IntermediateRequest::Csr(csr.clone()),
         timeout,
     )
     .await
     .unwrap();
     assert_eq!(reply.cluster, "west");
     assert_eq!(reply.admin_addrs, vec![h.node(1).listen.admin.to_string()]);
-    assert_eq!(bundle.roots().len(), 1);
+    assert_eq!(reply.bundle.roots().len(), 1);
     let intermediate_der = isthmus_ca::pem::certs_from_pem(&reply.intermediate_pem).unwrap();
-    bundle.signer_of(&intermediate_der[0]).unwrap();
+    reply.bundle.signer_of(&intermediate_der[0]).unwrap();
     let cluster = h
         .client(1)
         .get_cluster(proto::GetClusterRequest {
@@ -133,7 +133,7 @@ async fn a_token_enrolls_once_and_the_gateway_is_confined_to_its_cluster() {
         &token,
         "ew2",
         "127.0.0.1:15444",
-        Intermediate::CsrPem(csr),
+        IntermediateRequest::Csr(csr),
         timeout,
     )
     .await
@@ -254,7 +254,7 @@ async fn an_intermediate_from_the_root_holder_is_checked_and_accepted() {
         &token,
         "ew",
         "127.0.0.1:15443",
-        Intermediate::IntermediatePem(foreign.cert_chain_pem()),
+        IntermediateRequest::Signed(foreign.cert_chain_pem()),
         timeout,
     )
     .await
@@ -273,11 +273,11 @@ async fn an_intermediate_from_the_root_holder_is_checked_and_accepted() {
             SystemTime::now(),
         )
         .unwrap();
-    let (reply, _) = enroll(
+    let reply = enroll(
         &token,
         "ew",
         "127.0.0.1:15443",
-        Intermediate::IntermediatePem(good.cert_chain_pem()),
+        IntermediateRequest::Signed(good.cert_chain_pem()),
         timeout,
     )
     .await

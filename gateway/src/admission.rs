@@ -137,7 +137,8 @@ pub(crate) fn admit(
         .catalog
         .export(request.namespace, request.service, request.port);
     let service = format!("{}.{}", request.service, request.namespace);
-    let label = if export.is_some() {
+    // A peer may name anything; the ingress only what its config routes to.
+    let label = if export.is_some() || matches!(request.source, Source::Ingress) {
         service.as_str()
     } else {
         UNKNOWN
@@ -391,6 +392,8 @@ mod tests {
         assert_eq!(refused.status, Status::NoHealthyEndpoint);
         let admitted = decide(&catalog, &limiter, Source::Ingress, "elsewhere", 80, now).unwrap();
         assert!(matches!(admitted.destination, Destination::Elsewhere));
+        // The ingress names only services its config routes to: counted by name.
+        assert_eq!(admitted.label, "elsewhere.shop");
         // No limit counts the ingress's connections.
         assert!(decide(&catalog, &limiter, Source::Ingress, "elsewhere", 80, now).is_ok());
     }

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Refusal, Request, Source};
 use crate::authz::{Authorization, Limiter};
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::config::{GatewayConfig, ImportEntry, Timeouts};
@@ -139,11 +140,13 @@ impl Shared {
     }
 
     /// Admits `request` against what is in force now (the catalog, the policy, the
-    /// limits): the one decision for peers' streams and ingress requests.
+    /// limits), and counts and logs what the policy or a limit decided: the one decision
+    /// for peers' streams and ingress requests. `request_id` is the stream's, for the log.
     pub(crate) fn admit(
         &self,
-        request: &crate::admission::Request<'_>,
-    ) -> Result<crate::admission::Admission, crate::admission::Refusal> {
+        request: &Request<'_>,
+        request_id: Option<u64>,
+    ) -> Result<Admission, Refusal> {
         let catalog = self.catalog.current();
         let here = crate::admission::Here {
             cluster: &self.me.cluster,
@@ -151,7 +154,36 @@ impl Shared {
             catalog: &catalog,
             limiter: &self.limiter,
         };
-        crate::admission::admit(&here, request, std::time::Instant::now(), self.sample())
+        let decided =
+            crate::admission::admit(&here, request, std::time::Instant::now(), self.sample());
+        let (label, verdict, limit) = match &decided {
+            Ok(admitted) => (&admitted.label, Some(&admitted.verdict), None),
+            Err(refused) => (
+                &refused.label,
+                refused.verdict.as_deref(),
+                refused.limit.as_deref(),
+            ),
+        };
+        let (source, identity) = match request.source {
+            Source::Peer { cluster, identity } => (cluster, Some(identity)),
+            Source::Ingress => (self.me.cluster.as_str(), None),
+        };
+        let http = request.http;
+        if let Some(verdict) = verdict {
+            self.metrics.count_verdict(source, label, verdict);
+            if let Some(shadow) = &verdict.shadow {
+                let would = if verdict.allowed { "deny" } else { "allow" };
+                tracing::info!(request = request_id, source, identity = ?identity, service = %label, ?http, rule = %shadow, would, "shadow rule would decide otherwise");
+            }
+            if !verdict.allowed {
+                tracing::warn!(request = request_id, source, identity = ?identity, service = %label, ?http, rule = %verdict.rule, "denied by authorization policy");
+            }
+        }
+        if let Some(limit) = limit {
+            self.metrics
+                .count_decision(source, label, "rate_limited", limit);
+        }
+        decided
     }
 
     /// The header of a new stream to `target` from this gateway.
@@ -266,6 +298,61 @@ async fn bind_tcp(what: String, addr: SocketAddr) -> Result<(TcpListener, Socket
     Ok((listener, local))
 }
 
+/// Binds the listeners the config names besides QUIC and starts serving each; the first
+/// that cannot bind fails the whole start.
+async fn serve_listeners(
+    config: &GatewayConfig,
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    quic_addr: SocketAddr,
+    base: &Path,
+) -> Result<Addresses, StartError> {
+    let mut addresses = Addresses {
+        quic: quic_addr,
+        metrics: None,
+        sni: None,
+        dns: None,
+        imports: Vec::new(),
+        ingress: None,
+        egress: Vec::new(),
+    };
+    for (i, import) in config.imports.iter().enumerate() {
+        let (listener, local) = bind_tcp(format!("imports[{i}].listen"), import.listen).await?;
+        addresses.imports.push((import.clone(), local));
+        tasks.spawn(crate::outbound::serve_import(
+            listener,
+            import.clone(),
+            shared.clone(),
+        ));
+    }
+    if let Some(addr) = config.listen.sni {
+        let (listener, local) = bind_tcp("listen.sni".into(), addr).await?;
+        addresses.sni = Some(local);
+        tasks.spawn(crate::outbound::serve_sni(
+            listener,
+            config.imports.clone(),
+            shared.clone(),
+        ));
+    }
+    if let Some(addr) = config.listen.metrics {
+        let (listener, local) = bind_tcp("listen.metrics".into(), addr).await?;
+        addresses.metrics = Some(local);
+        let (stop, metrics) = (shared.tunnels.stop.clone(), shared.metrics.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::metrics::serve(metrics, listener, stop).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    if let Some(settings) = &config.ingress {
+        addresses.ingress = Some(crate::ingress::start(shared, settings, base).await?);
+    }
+    if let Some(settings) = &config.egress {
+        addresses.egress = crate::egress::start(shared, settings, base).await?;
+    }
+    Ok(addresses)
+}
+
 impl Gateway {
     /// Starts the gateway of `config` (relative paths against `base`): its identity
     /// from its `[tls]` files or by enrollment in its federation, every listener bound,
@@ -365,49 +452,15 @@ impl Gateway {
         });
 
         let tasks = TaskTracker::new();
-        let mut addresses = Addresses {
-            quic: quic_addr,
-            metrics: None,
-            sni: None,
-            dns: None,
-            imports: Vec::new(),
-            ingress: None,
-            egress: Vec::new(),
+        let addresses = match serve_listeners(&config, &shared, &tasks, quic_addr, base).await {
+            Ok(addresses) => addresses,
+            Err(e) => {
+                // Whatever was bound already stops accepting and lets go of its port.
+                shared.tunnels.stop.cancel();
+                endpoint.close(0u32.into(), b"gateway failed to start");
+                return Err(e);
+            }
         };
-        for (i, import) in config.imports.iter().enumerate() {
-            let (listener, local) = bind_tcp(format!("imports[{i}].listen"), import.listen).await?;
-            addresses.imports.push((import.clone(), local));
-            tasks.spawn(crate::outbound::serve_import(
-                listener,
-                import.clone(),
-                shared.clone(),
-            ));
-        }
-        if let Some(addr) = config.listen.sni {
-            let (listener, local) = bind_tcp("listen.sni".into(), addr).await?;
-            addresses.sni = Some(local);
-            tasks.spawn(crate::outbound::serve_sni(
-                listener,
-                config.imports.clone(),
-                shared.clone(),
-            ));
-        }
-        if let Some(addr) = config.listen.metrics {
-            let (listener, local) = bind_tcp("listen.metrics".into(), addr).await?;
-            addresses.metrics = Some(local);
-            let (stop, metrics) = (shared.tunnels.stop.clone(), metrics.clone());
-            tasks.spawn(async move {
-                if let Err(e) = crate::metrics::serve(metrics, listener, stop).await {
-                    tracing::error!(error = %e, "metrics endpoint failed");
-                }
-            });
-        }
-        if let Some(settings) = &config.ingress {
-            addresses.ingress = Some(crate::ingress::start(&shared, settings, base).await?);
-        }
-        if let Some(settings) = &config.egress {
-            addresses.egress = crate::egress::start(&shared, settings, base).await?;
-        }
         tasks.spawn(crate::inbound::serve(endpoint.clone(), shared.clone()));
         tracing::info!(cluster = %config.cluster, id = %tls.id, quic = %quic_addr, "gateway started");
         let (_, revision) = tokio::sync::watch::channel(0);

@@ -8,7 +8,6 @@ use quinn::{RecvStream, SendStream};
 use rustls_pki_types::CertificateDer;
 
 use crate::admission::{Destination, Refusal, Request, Source, UNKNOWN};
-use crate::authz::Verdict;
 use crate::endpoints;
 use crate::gateway::Shared;
 use crate::header::{FrameError, MAX_BODY, Response, Status, StreamHeader};
@@ -129,31 +128,9 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         port: header.port,
         http: None,
     };
-    let decided = shared.admit(&request);
-    let admitted = match decided {
-        Ok(admitted) => {
-            count(
-                &shared,
-                &peer,
-                &admitted.label,
-                Some(&admitted.verdict),
-                None,
-                id,
-                &header,
-            );
-            admitted
-        }
+    let admitted = match shared.admit(&request, Some(id)) {
+        Ok(admitted) => admitted,
         Err(refusal) => {
-            let verdict = refusal.verdict.as_deref();
-            count(
-                &shared,
-                &peer,
-                &refusal.label,
-                verdict,
-                refusal.limit.as_deref(),
-                id,
-                &header,
-            );
             let Refusal {
                 status,
                 reason,
@@ -244,33 +221,6 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
     m.connections_active.get_or_create(&labels).dec();
     m.connections_closed.get_or_create(&labels).inc();
     tracing::debug!(request = id, %service, ?summary, "inbound connection closed");
-}
-
-/// Counts and logs what the policy (or a limit) decided for one stream.
-fn count(
-    shared: &Shared,
-    peer: &str,
-    label: &str,
-    verdict: Option<&Verdict>,
-    limit: Option<&str>,
-    id: u64,
-    header: &StreamHeader,
-) {
-    if let Some(verdict) = verdict {
-        shared.metrics.count_verdict(peer, label, verdict);
-        if let Some(shadow) = &verdict.shadow {
-            let would = if verdict.allowed { "deny" } else { "allow" };
-            tracing::info!(request = id, peer, service = label, source = %header.source, rule = %shadow, would, "shadow rule would decide otherwise");
-        }
-        if !verdict.allowed {
-            tracing::warn!(request = id, peer, service = label, source = %header.source, rule = %verdict.rule, "connection denied by authorization policy");
-        }
-    }
-    if let Some(limit) = limit {
-        shared
-            .metrics
-            .count_decision(peer, label, "rate_limited", limit);
-    }
 }
 
 pub(crate) fn byte_labels(

@@ -517,13 +517,43 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
             .await
             .unwrap()
             .revision;
-        let node = mesh.node_client(i).unwrap();
-        until_async("the restarted node catches up", || async {
-            node.status(Consistency::Stale)
-                .await
-                .is_ok_and(|s| s.revision >= target && s.leader_id.is_some())
-        })
-        .await;
+        let nodes: Vec<_> = (0..3).map(|n| mesh.node_client(n).unwrap()).collect();
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let mut seen = Vec::new();
+            for (n, client) in nodes.iter().enumerate() {
+                let status = client.status(Consistency::Stale).await;
+                let caught_up = n == i
+                    && status
+                        .as_ref()
+                        .is_ok_and(|s| s.revision >= target && s.leader_id.is_some());
+                seen.push(match status {
+                    Ok(s) => format!(
+                        "node {}: {} term {} leader {:?} revision {} applied {:?}",
+                        n + 1,
+                        s.state,
+                        s.term,
+                        s.leader_id,
+                        s.revision,
+                        s.applied_index
+                    ),
+                    Err(e) => format!("node {}: {e}", n + 1),
+                });
+                if caught_up {
+                    seen.clear();
+                    break;
+                }
+            }
+            if seen.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not within {BOUND:?}: restarted node {} catches up to revision {target}; last seen: {seen:#?}",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     // Stage 2: issue from B — the clusters' intermediates, re-signed for their own keys.

@@ -573,3 +573,42 @@ async fn a_service_that_stops_reading_slows_the_client_down() {
         "{written} bytes were taken in with nobody reading"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_cannot_bind_names_the_listener_and_lets_go_of_the_rest() {
+    // The import binds first, on an address no other test uses; the SNI listener's
+    // address is taken, so the start fails after the import is already listening.
+    let taken = tokio::net::TcpListener::bind("127.201.7.2:0")
+        .await
+        .unwrap();
+    let import_addr: std::net::SocketAddr = "127.201.7.1:18080".parse().unwrap();
+    let mut cfg = config("east");
+    cfg.peers = vec![peer("west", "127.0.0.1:9".parse().unwrap())];
+    cfg.imports = vec![isthmus_gateway::config::ImportEntry {
+        listen: import_addr,
+        ..import("demo", "echo", "west", 8080)
+    }];
+    cfg.listen.sni = Some(taken.local_addr().unwrap());
+    let pki = pki(&["east"]);
+    let err = isthmus_gateway::Gateway::start_with_identity(
+        cfg,
+        pki.gateway_identity("east").unwrap(),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, isthmus_gateway::StartError::Bind { what, .. } if what == "listen.sni"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&taken.local_addr().unwrap().to_string()),
+        "{text}"
+    );
+    // The import's listener is released: its address can be bound again.
+    eventually("the import's port to be released", || async {
+        tokio::net::TcpListener::bind(import_addr).await.is_ok()
+    })
+    .await;
+}

@@ -5,14 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::{SpiffeVerifier, client_config};
-use isthmus_ca::{
-    Authority, KeyAlgorithm, LeafRequest, SharedBundle, SpiffeId, Svid, SvidFiles, TrustDomain,
-};
+use isthmus_ca::{Authority, SharedBundle, Svid, SvidFiles};
 use isthmus_federation_api::client::{ClientTls, FederationClient};
 use isthmus_federation_api::model::{Cluster as CatalogCluster, Expect, GatewayEndpoint};
 use isthmus_federation_api::request::{AddMember, PutCluster};
@@ -80,23 +78,11 @@ impl Ops for FederationClients {
     }
 }
 
-fn write_leaf(root: &Authority, dir: &Path, name: &str, id: &SpiffeId) -> anyhow::Result<()> {
-    let leaf = root.issue_leaf(
-        &LeafRequest {
-            id: id.clone(),
-            lifetime: DAY,
-            dns_names: vec!["localhost".into()],
-            key_algorithm: KeyAlgorithm::EcdsaP256,
-        },
-        SystemTime::now(),
-    )?;
-    std::fs::write(
-        dir.join(format!("{name}.cert.pem")),
-        isthmus_ca::pem::certs_to_pem([&leaf.cert]),
-    )?;
-    std::fs::write(
-        dir.join(format!("{name}.key.pem")),
-        leaf.key.serialize_pem(),
+fn write_leaf(root: &Authority, dir: &Path, name: &str, id: &str) -> anyhow::Result<()> {
+    let leaf = isthmus_testkit::pki::issue(root, id, &["localhost"], DAY)?;
+    leaf.write(
+        &dir.join(format!("{name}.cert.pem")),
+        &dir.join(format!("{name}.key.pem")),
     )?;
     Ok(())
 }
@@ -107,28 +93,25 @@ impl Federation {
         dir: &Path,
         connections: usize,
     ) -> anyhow::Result<(Self, Arc<rustls::ClientConfig>)> {
-        let td = TrustDomain::new("bench.example")?;
-        let root = Authority::new_root(&td, KeyAlgorithm::EcdsaP256, 7 * DAY, SystemTime::now())?;
-        std::fs::write(
-            dir.join("bundle.pem"),
-            isthmus_ca::pem::certs_to_pem([root.cert()]),
+        let pki = isthmus_testkit::TestPki::new("bench.example", &[])?;
+        let root = &pki.root;
+        isthmus_testkit::pki::write_file(&dir.join("bundle.pem"), &root.cert_chain_pem())?;
+        write_leaf(
+            root,
+            dir,
+            "client",
+            "spiffe://bench.example/federation/bench-client",
         )?;
-        let client_id = SpiffeId::parse("spiffe://bench.example/federation/bench-client")?;
-        write_leaf(&root, dir, "client", &client_id)?;
         // Certificates for etcd too, for the like-for-like run (`--etcd-tls`).
         for i in 1..=3 {
-            let id = SpiffeId::parse(&format!("spiffe://bench.example/federation/etcd-{i}"))?;
-            write_leaf(&root, dir, &format!("etcd-{i}"), &id)?;
+            let id = format!("spiffe://bench.example/federation/etcd-{i}");
+            write_leaf(root, dir, &format!("etcd-{i}"), &id)?;
         }
         let mut nodes = Vec::new();
         for i in 1..=3 {
             let name = format!("node-{i}");
-            write_leaf(
-                &root,
-                dir,
-                &name,
-                &SpiffeId::parse(&format!("spiffe://bench.example/federation/{name}"))?,
-            )?;
+            let id = format!("spiffe://bench.example/federation/{name}");
+            write_leaf(root, dir, &name, &id)?;
             let (raft, admin, rest) = (free_port()?, free_port()?, free_port()?);
             let config = dir.join(format!("{name}.toml"));
             std::fs::write(

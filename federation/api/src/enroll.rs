@@ -106,15 +106,47 @@ fn config(verifier: Arc<dyn ServerCertVerifier>) -> Result<Arc<rustls::ClientCon
     Ok(Arc::new(config))
 }
 
-/// Enrolls with `token`, trying its enrollment addresses in turn. `intermediate` is the
-/// CSR or the root-signed intermediate.
+/// The cluster intermediate a gateway enrolls with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntermediateRequest {
+    /// A CSR (PEM) for the federation's root to sign; the key stays with the gateway.
+    Csr(String),
+    /// An intermediate (PEM) the root holder already signed, for the federation to check.
+    Signed(String),
+}
+
+impl From<IntermediateRequest> for proto::enroll_request::Intermediate {
+    fn from(request: IntermediateRequest) -> Self {
+        match request {
+            IntermediateRequest::Csr(pem) => Self::CsrPem(pem),
+            IntermediateRequest::Signed(pem) => Self::IntermediatePem(pem),
+        }
+    }
+}
+
+/// What enrollment gave.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    /// The cluster the federation enrolled this gateway in.
+    pub cluster: String,
+    /// The cluster's intermediate certificate (PEM).
+    pub intermediate_pem: String,
+    /// The roots every member trusts now, received over a connection verified against
+    /// the token's pinned root.
+    pub bundle: TrustBundle,
+    /// `host:port` of every federation node's admin gRPC listener.
+    pub admin_addrs: Vec<String>,
+}
+
+/// Enrolls with `token`, trying its enrollment addresses in turn.
 pub async fn enroll(
     token: &JoinToken,
     gateway_name: &str,
     gateway_address: &str,
-    intermediate: proto::enroll_request::Intermediate,
+    intermediate: IntermediateRequest,
     timeout: Duration,
-) -> Result<(proto::EnrollReply, TrustBundle), EnrollError> {
+) -> Result<Enrolled, EnrollError> {
+    let intermediate = proto::enroll_request::Intermediate::from(intermediate);
     let mut last = String::from("no address");
     for addr in &token.enroll {
         match enroll_at(
@@ -155,7 +187,7 @@ async fn enroll_at(
     gateway_address: &str,
     intermediate: proto::enroll_request::Intermediate,
     timeout: Duration,
-) -> Result<(proto::EnrollReply, TrustBundle), Attempt> {
+) -> Result<Enrolled, Attempt> {
     let retry = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
     let fetch = config(Arc::new(FetchOnly(provider()))).map_err(Attempt::Final)?;
     let channel = crate::channel::channel(addr, fetch, Some(timeout)).map_err(|e| retry(&e))?;
@@ -207,5 +239,10 @@ async fn enroll_at(
     // the federation's word.
     let bundle = TrustBundle::from_pem(trust_domain, &reply.roots)
         .map_err(|e| Attempt::Final(EnrollError::Refused(format!("roots in the reply: {e}"))))?;
-    Ok((reply, bundle))
+    Ok(Enrolled {
+        cluster: reply.cluster,
+        intermediate_pem: reply.intermediate_pem,
+        bundle,
+        admin_addrs: reply.admin_addrs,
+    })
 }

@@ -16,7 +16,10 @@
 
 mod catalog;
 mod members;
+mod op;
 mod policy;
+
+pub use op::Op;
 
 use std::sync::Arc;
 

@@ -118,7 +118,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
     let auth = axum::middleware::from_fn_with_state(admin.clone(), authenticate);
     let mut router = Router::new();
     for route in routes::table() {
-        let grant = axum::middleware::from_fn_with_state(route.grant, attempt);
+        let grant = axum::middleware::from_fn_with_state(route.op.grant(), attempt);
         router = router.route(route.path, route.handler.route_layer(grant));
     }
     router

@@ -153,9 +153,9 @@ pub fn document(trust_domain: &TrustDomain) -> Value {
             );
         }
         let mut operation = json!({
-            "operationId": route.id,
+            "operationId": route.op.id(),
             "summary": route.summary,
-            "description": format!("Who may call: {}", grant(route.grant)),
+            "description": format!("Who may call: {}", grant(route.op.grant())),
             "parameters": parameters,
             "responses": responses,
         });

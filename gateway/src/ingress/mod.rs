@@ -188,7 +188,7 @@ pub(crate) async fn start(
 /// Decides whether the ingress may send this connection or request to `service`, and
 /// where: the same admission as a peer's stream, with this gateway's cluster as the
 /// source (callers from outside have no mesh identity) and the HTTP method and path when
-/// known. Counted and logged like inbound decisions.
+/// known.
 pub(crate) fn admit(
     shared: &Shared,
     service: &ServiceRef,
@@ -201,24 +201,7 @@ pub(crate) fn admit(
         port: service.port,
         http,
     };
-    let decided = shared.admit(&request);
-    let verdict = match &decided {
-        Ok(admitted) => Some(&admitted.verdict),
-        Err(refusal) => refusal.verdict.as_deref(),
-    };
-    if let Some(verdict) = verdict {
-        let label = format!("{}.{}", service.name, service.namespace);
-        shared
-            .metrics
-            .count_verdict(&shared.me.cluster, &label, verdict);
-        if let Some(shadow) = &verdict.shadow {
-            tracing::info!(service = %service, rule = %shadow, "ingress: shadow rule would decide otherwise");
-        }
-        if !verdict.allowed {
-            tracing::warn!(service = %service, rule = %verdict.rule, ?http, "ingress: denied by authorization policy");
-        }
-    }
-    decided
+    shared.admit(&request, None)
 }
 
 async fn tls_connection(

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use isthmus_ca::rotation::RenewalPolicy;
 use isthmus_ca::{Authority, KeyAlgorithm, LeafRequest, SpiffeId, TrustBundle, TrustDomain};
+use isthmus_federation_api::enroll::IntermediateRequest;
 use isthmus_federation_api::join::JoinToken;
-use isthmus_federation_api::proto::enroll_request::Intermediate;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -174,14 +174,14 @@ pub async fn load_or_enroll(
     let (key_pem, request) = match &settings.intermediate {
         Some((cert, key)) => (
             read("federation.intermediate_key", &base.join(key))?,
-            Intermediate::IntermediatePem(read("federation.intermediate_cert", &base.join(cert))?),
+            IntermediateRequest::Signed(read("federation.intermediate_cert", &base.join(cert))?),
         ),
         None => {
             let (key, csr) = isthmus_ca::cluster_csr(&td, cluster, KeyAlgorithm::EcdsaP256)?;
-            (key.serialize_pem(), Intermediate::CsrPem(csr))
+            (key.serialize_pem(), IntermediateRequest::Csr(csr))
         }
     };
-    let (reply, bundle) = isthmus_federation_api::enroll::enroll(
+    let reply = isthmus_federation_api::enroll::enroll(
         &token,
         &settings.gateway_name,
         &advertise.to_string(),
@@ -196,7 +196,7 @@ pub async fn load_or_enroll(
         &reply.intermediate_pem,
         false,
     )?;
-    write(&dir.join("bundle.pem"), &bundle.to_pem(), false)?;
+    write(&dir.join("bundle.pem"), &reply.bundle.to_pem(), false)?;
     let record = Record {
         cluster: cluster.to_owned(),
         trust_domain: td.to_string(),
@@ -211,7 +211,7 @@ pub async fn load_or_enroll(
     Ok(Enrolled {
         trust_domain: td,
         intermediate,
-        bundle,
+        bundle: reply.bundle,
         admin_addrs: reply.admin_addrs,
         state_dir: dir,
     })

@@ -99,7 +99,13 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
     let (dns, dns_addr) = match &dns_config {
         Some(d) => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let (udp, tcp, local) = bind_dns(d.listen, cores).await?;
+            let (udp, tcp, local) = match bind_dns(d.listen, cores).await {
+                Ok(bound) => bound,
+                Err(e) => {
+                    gateway.abort().await;
+                    return Err(e);
+                }
+            };
             let server = DnsServer::start_many(table.clone(), udp, tcp, d.forward);
             (Some(server), Some(local))
         }
