@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use isthmus_ca::verify::ExpectedIdentity;
-use isthmus_ca::{Identity, Svid, SvidFileError, SvidFiles};
+use isthmus_ca::{Identity, Svid, SvidFileError, SvidFiles, TrustBundle};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
@@ -402,6 +402,9 @@ async fn follow_bundle(
             if applied.as_ref() != Some(&key) {
                 match isthmus_federation_api::validate::trust_bundle(&doc, None) {
                     Ok(new) => {
+                        if applied.is_none() {
+                            warn_of_dropped_roots(&bundle.current(), &new, doc.revision);
+                        }
                         bundle.replace(new);
                         tracing::info!(
                             revision = doc.revision,
@@ -419,6 +422,26 @@ async fn follow_bundle(
             () = stop.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// At start the catalog's bundle replaces the one in the node's files. When the catalog
+/// this node has applied is behind (it missed the write that added a root), it refuses
+/// peers that already present certificates from that root, and cannot catch up while
+/// every peer does: say so, naming the roots.
+fn warn_of_dropped_roots(file: &TrustBundle, catalog: &TrustBundle, revision: u64) {
+    let dropped: Vec<String> = file
+        .roots()
+        .iter()
+        .filter(|root| !catalog.roots().iter().any(|r| r.der == root.der))
+        .map(|root| root.facts.subject.clone())
+        .collect();
+    if !dropped.is_empty() {
+        tracing::warn!(
+            revision,
+            roots = ?dropped,
+            "the catalog this node has applied does not trust roots its bundle file does; until it catches up it refuses peers with certificates from them"
+        );
     }
 }
 

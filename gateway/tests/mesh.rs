@@ -494,15 +494,29 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
     let updates = |m: &isthmus_gateway::metrics::Metrics| m.bundle_updates.get();
 
     // Stage 1: trust A and B everywhere.
-    mesh.client()
+    let staged = mesh
+        .client()
         .unwrap()
         .set_trust_bundle(set_bundle(format!("{a}{b}"), String::new()))
         .await
-        .unwrap();
+        .unwrap()
+        .revision;
     until("both gateways trust A+B", || {
         updates(&east) >= 2 && updates(&west) >= 2
     })
     .await;
+    // Every node must trust B before any node presents a certificate from B: a write is
+    // acknowledged once a majority has it, and a node still without A+B would refuse
+    // its peers' new certificates and never catch up.
+    for i in 0..3 {
+        let node = mesh.node_client(i).unwrap();
+        until_async("every node applies the A+B bundle", || async {
+            node.status(Consistency::Stale)
+                .await
+                .is_ok_and(|s| s.revision >= staged)
+        })
+        .await;
+    }
 
     // The federation nodes move to certificates from B, one at a time.
     mesh.write_bundle_file(&format!("{a}{b}")).unwrap();
