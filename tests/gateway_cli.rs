@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use support::{BOUND, Dir, Proc, free_port};
+use support::{BOUND, Dir, Proc, eventually, free_port, json_lines};
 
 /// A tiny HTTP server that answers every request with `body`.
 fn http_server(body: &'static str) -> SocketAddr {
@@ -103,6 +103,9 @@ quic = "127.0.0.1:0"
 metrics = "127.0.0.1:0"
 [runtime]
 worker_threads = 1   # west on one thread, east on the default: both modes run
+[access_log]
+output = "file"
+path = "west-access.log"
 [[peers]]
 cluster = "east"
 address = "127.0.0.1:9"
@@ -136,6 +139,7 @@ endpoints = ["{tls_backend}"]
   "cluster": "east",
   "tls": {{"bundle": "east-gw/bundle.pem", "cert": "east-gw/cert.pem", "key": "east-gw/key.pem"}},
   "listen": {{"quic": "127.0.0.1:0", "metrics": "127.0.0.1:0", "sni": "127.0.0.1:0"}},
+  "access_log": {{"output": "file", "path": "east-access.log"}},
   "peers": [{{"cluster": "west", "address": "{west_quic}"}}],
   "imports": [
     {{"namespace": "demo", "name": "web", "cluster": "west", "port": 80, "listen": "127.0.0.1:0"}},
@@ -222,6 +226,78 @@ endpoints = ["{tls_backend}"]
     assert!(
         east_metrics.contains("destination_service=\"echo.demo\""),
         "{east_metrics}"
+    );
+
+    // Each connection wrote one JSON line on each gateway, and the two agree.
+    let (east_log, west_log) = (dir.path("east-access.log"), dir.path("west-access.log"));
+    let web_lines = |path: &str| -> Option<serde_json::Value> {
+        json_lines(path)
+            .into_iter()
+            .find(|l| l["destination_service"] == "web.demo")
+    };
+    let sent = eventually("the web connection's line on east", || web_lines(&east_log));
+    let received = eventually("the web connection's line on west", || web_lines(&west_log));
+    assert_eq!(sent["direction"], "outbound", "{sent}");
+    assert_eq!(received["direction"], "inbound", "{received}");
+    assert_eq!(sent["request_id"], received["request_id"]);
+    assert!(
+        sent["request_id"].as_str().is_some_and(|id| id.len() == 16),
+        "{sent}"
+    );
+    for key in ["bytes_received", "bytes_sent"] {
+        assert_eq!(sent[key], received[key], "{key}: {sent} vs {received}");
+        assert!(sent[key].as_u64().is_some_and(|n| n > 0), "{key}: {sent}");
+    }
+    for line in [&sent, &received] {
+        assert_eq!(line["connection_security_policy"], "mutual_tls", "{line}");
+        assert_eq!(line["source_cluster"], "east", "{line}");
+        assert_eq!(line["destination_cluster"], "west", "{line}");
+        assert_eq!(line["app_tls"], "none", "{line}");
+        assert_eq!(line["response_flags"], "-", "{line}");
+    }
+    assert_eq!(received["policy_decision"], "allow", "{received}");
+    assert_eq!(received["policy_rule"], "configured-peers", "{received}");
+    assert_eq!(received["upstream_host"], web.to_string(), "{received}");
+    assert_eq!(sent["upstream_host"], west_quic.to_string(), "{sent}");
+    // The openssl connection was TLS end to end: passthrough on both sides.
+    let echo = |path: &str| {
+        json_lines(path)
+            .into_iter()
+            .find(|l| l["destination_service"] == "echo.demo")
+    };
+    let echo_sent = eventually("the echo line on east", || echo(&east_log));
+    let echo_received = eventually("the echo line on west", || echo(&west_log));
+    assert_eq!(echo_sent["app_tls"], "passthrough", "{echo_sent}");
+    assert_eq!(
+        echo_sent["requested_server_name"],
+        "echo.demo.svc.clusterset.local"
+    );
+    assert_eq!(echo_received["app_tls"], "passthrough", "{echo_received}");
+
+    // Log rotation: move the file away, SIGHUP, and the next line goes to a new file.
+    let rotated = format!("{east_log}.1");
+    std::fs::rename(&east_log, &rotated).unwrap();
+    east.signal("HUP");
+    eventually("east reopens its access log", || {
+        std::path::Path::new(&east_log).exists().then_some(())
+    });
+    let again = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            &format!("http://{web_import}/again"),
+        ])
+        .output()
+        .expect("curl");
+    assert!(again.status.success(), "{again:?}");
+    eventually("the next line in the reopened file", || {
+        (json_lines(&east_log).len() == 1).then_some(())
+    });
+    assert_eq!(
+        json_lines(&rotated).len(),
+        2,
+        "the rotated file keeps its lines"
     );
 
     // SIGTERM drains and exits cleanly.

@@ -56,6 +56,9 @@ pub struct GatewayConfigFile {
     /// Egress: the allow-listed way out to hosts outside the mesh.
     #[serde(default)]
     pub egress: Option<crate::egress::config::EgressSection>,
+    /// The access log (off unless set).
+    #[serde(default)]
+    pub access_log: Option<crate::access_log::config::AccessLogSection>,
 }
 
 /// Federation membership as written.
@@ -246,6 +249,8 @@ pub struct GatewayConfig {
     pub ingress: Option<crate::ingress::config::IngressSettings>,
     /// The egress.
     pub egress: Option<crate::egress::config::EgressSettings>,
+    /// The access log; `None` when off.
+    pub access_log: Option<crate::access_log::config::AccessLogSettings>,
 }
 
 /// Validated federation membership.
@@ -566,6 +571,7 @@ impl Validate for GatewayConfigFile {
         }
         let ingress = self.ingress.as_ref().map(|i| i.validate(&mut p.0));
         let egress = self.egress.as_ref().map(|e| e.validate(&mut p.0));
+        let access_log = self.access_log.as_ref().and_then(|a| a.validate(&mut p.0));
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -573,6 +579,7 @@ impl Validate for GatewayConfigFile {
             federation,
             ingress,
             egress,
+            access_log,
             dns: self.dns,
             cluster: self.cluster,
             tls: self.tls,

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access_log::AccessLog;
 use crate::admission::{Admission, Refusal, Request, Source};
 use crate::authz::{Authorization, Limiter};
 use crate::catalog::{Catalog, SharedCatalog};
@@ -62,6 +63,9 @@ pub enum StartError {
     /// Enrollment in the federation, or its certificates, failed.
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// The access log cannot be opened.
+    #[error(transparent)]
+    AccessLog(#[from] crate::access_log::AccessLogError),
     /// The config names no way to get an identity (built in code without `[tls]` or
     /// `[federation]`; a config file that does is refused when it is loaded).
     #[error("tls: neither certificate files nor a [federation] section")]
@@ -77,6 +81,8 @@ pub(crate) struct Me {
     pub(crate) id: SpiffeId,
     /// Its timeouts.
     pub(crate) timeouts: Timeouts,
+    /// Its bound QUIC address.
+    pub(crate) quic: SocketAddr,
 }
 
 /// Where services that are not exported here are: the config's static imports, and
@@ -130,6 +136,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// Its tunnels' tasks and drain signals.
     pub(crate) tunnels: Tunnels,
+    /// Its access log.
+    pub(crate) access_log: AccessLog,
     request_ids: AtomicU64,
     random: AtomicU64,
 }
@@ -425,6 +433,18 @@ impl Gateway {
             bytes.copy_from_slice(&digest.as_ref()[..8]);
             u64::from_le_bytes(bytes) | 1
         };
+        let access_log = match &config.access_log {
+            Some(settings) => AccessLog::open(settings, base, metrics.access_log_dropped.clone())?,
+            None => AccessLog::default(),
+        };
+        // Request ids start at random, so that ids from different gateways (and restarts)
+        // do not collide in the logs that gather them.
+        let first_request_id = {
+            let mut bytes = [0u8; 8];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                .map_err(|_| StartError::Tls("no system randomness".into()))?;
+            u64::from_le_bytes(bytes) >> 1
+        };
         let pool = PeerPool::new(
             endpoint.clone(),
             catalog.clone(),
@@ -437,6 +457,7 @@ impl Gateway {
                 cluster: config.cluster.clone(),
                 id: tls.id.clone(),
                 timeouts: config.timeouts,
+                quic: quic_addr,
             },
             catalog,
             routes: Routes {
@@ -447,7 +468,8 @@ impl Gateway {
             limiter: Arc::default(),
             metrics: metrics.clone(),
             tunnels: Tunnels::default(),
-            request_ids: AtomicU64::new(1),
+            access_log,
+            request_ids: AtomicU64::new(first_request_id),
             random: AtomicU64::new(seed),
         });
 
@@ -522,6 +544,11 @@ impl Gateway {
         self.revision.clone()
     }
 
+    /// Its access log (the CLI reopens it on SIGHUP).
+    pub fn access_log(&self) -> AccessLog {
+        self.shared.access_log.clone()
+    }
+
     /// Tunnelled connections open now.
     pub fn live_connections(&self) -> usize {
         self.shared.tunnels.live()
@@ -555,6 +582,8 @@ impl Gateway {
         self.endpoint.close(0u32.into(), b"gateway shutting down");
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+        let log = self.shared.access_log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.flush()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         tracing::info!(cluster = %self.shared.me.cluster, completed, cut, "gateway stopped");
         DrainReport { completed, cut }

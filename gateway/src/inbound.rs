@@ -1,17 +1,20 @@
 //! The receiving side: accept peer gateways' QUIC connections, read each stream's header,
 //! choose an endpoint of the exported service, answer with a status, then splice.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use isthmus_ca::{CertFacts, Identity, SpiffeId};
 use quinn::{RecvStream, SendStream};
 use rustls_pki_types::CertificateDer;
 
+use crate::access_log::Pending;
+use crate::access_log::entry::{AppTls, Direction, ResponseFlag, SecurityPolicy};
 use crate::admission::{Destination, Refusal, Request, Source, UNKNOWN};
 use crate::endpoints;
 use crate::gateway::Shared;
 use crate::header::{FrameError, MAX_BODY, Response, Status, StreamHeader};
-use crate::metrics::{ConnLabels, Direction, RefusalLabels, Security};
+use crate::metrics::{ConnLabels, Direction as MetricDirection, RefusalLabels, Security};
 use crate::splice::{Counters, splice};
 use crate::stream::{ReadFrameError, read_frame};
 
@@ -62,22 +65,16 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     while let Ok((mut send, recv)) = connection.accept_bi().await {
         if shared.tunnels.stop.is_cancelled() {
             let msg = "the gateway is draining";
-            refuse(
-                &mut send,
-                &shared,
-                &peer_cluster,
-                UNKNOWN,
-                Status::Error,
-                msg,
-            )
-            .await;
+            let line = Line::new(&shared, &peer_cluster, remote);
+            line.refuse(&mut send, &shared, UNKNOWN, Status::Error, msg)
+                .await;
             continue;
         }
         let shared2 = shared.clone();
         let cluster = peer_cluster.clone();
         shared
             .tunnels
-            .spawn(async move { stream(send, recv, cluster, shared2).await });
+            .spawn(async move { stream(send, recv, cluster, remote, shared2).await });
     }
 }
 
@@ -95,7 +92,87 @@ fn peer_cluster(connection: &quinn::Connection) -> Option<String> {
     }
 }
 
-async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared: Arc<Shared>) {
+/// The access-log line of one inbound stream, filled in as it is decided.
+struct Line(Pending);
+
+impl std::ops::Deref for Line {
+    type Target = Pending;
+    fn deref(&self) -> &Pending {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Line {
+    fn deref_mut(&mut self) -> &mut Pending {
+        &mut self.0
+    }
+}
+
+impl Line {
+    fn new(shared: &Shared, peer: &str, remote: SocketAddr) -> Self {
+        let mut line = Pending::new(Direction::Inbound);
+        let entry = &mut line.entry;
+        entry.downstream_remote_address = Some(remote.to_string());
+        entry.downstream_local_address = Some(shared.me.quic.to_string());
+        entry.source_cluster = Some(peer.to_owned());
+        entry.destination_cluster = Some(shared.me.cluster.clone());
+        entry.connection_security_policy = SecurityPolicy::MutualTls;
+        Self(line)
+    }
+
+    fn header(&mut self, header: &StreamHeader) {
+        self.0.request(header.request_id);
+        self.entry.source_principal = Some(header.source.to_string());
+        self.entry.destination_service = Some(format!("{}.{}", header.service, header.namespace));
+    }
+
+    fn write(self, shared: &Shared, summary: Option<&crate::splice::Summary>) {
+        self.0.write(&shared.access_log, summary);
+    }
+
+    /// Answers the peer with a refusal, counts and logs it.
+    async fn refuse(
+        mut self,
+        send: &mut SendStream,
+        shared: &Shared,
+        service: &str,
+        status: Status,
+        message: &str,
+    ) {
+        shared
+            .metrics
+            .refusals
+            .get_or_create(&RefusalLabels {
+                direction: MetricDirection::Inbound,
+                status: status.label().to_owned(),
+                destination_service: service.to_owned(),
+            })
+            .inc();
+        let peer = self.entry.source_cluster.as_deref().unwrap_or(UNKNOWN);
+        tracing::warn!(peer, service, %status, message, "refused inbound stream");
+        let _ = send
+            .write_all(&Response::new(status, message).encode())
+            .await;
+        // A finished stream is still delivered after it is dropped.
+        let _ = send.finish();
+        self.entry
+            .response_flags
+            .extend(ResponseFlag::of_status(status));
+        if status == Status::NoHealthyEndpoint {
+            self.entry.upstream_transport_failure_reason = Some(message.to_owned());
+        }
+        self.write(shared, None);
+    }
+}
+
+async fn stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    peer: String,
+    remote: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let mut line = Line::new(&shared, &peer, remote);
     let read = tokio::time::timeout(
         shared.me.timeouts.stream_open,
         read_frame(&mut recv, 4 + MAX_BODY, StreamHeader::decode),
@@ -106,18 +183,26 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         Ok(Err(ReadFrameError::Frame(FrameError::UnsupportedVersion(v)))) => {
             let msg = format!("protocol version {v} is not supported; this gateway speaks 1");
             let status = Status::UnsupportedVersion;
-            return refuse(&mut send, &shared, &peer, UNKNOWN, status, &msg).await;
+            return line.refuse(&mut send, &shared, UNKNOWN, status, &msg).await;
         }
         Ok(Err(e)) => {
             let msg = format!("bad stream header: {e}");
-            return refuse(&mut send, &shared, &peer, UNKNOWN, Status::Error, &msg).await;
+            return line
+                .refuse(&mut send, &shared, UNKNOWN, Status::Error, &msg)
+                .await;
         }
         Err(_) => {
             let msg = "no stream header in time";
-            return refuse(&mut send, &shared, &peer, UNKNOWN, Status::Error, msg).await;
+            line.entry
+                .response_flags
+                .push(ResponseFlag::DownstreamConnectionTermination);
+            return line
+                .refuse(&mut send, &shared, UNKNOWN, Status::Error, msg)
+                .await;
         }
     };
     let id = header.request_id;
+    line.header(&header);
     let request = Request {
         source: Source::Peer {
             cluster: &peer,
@@ -135,24 +220,29 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
                 status,
                 reason,
                 label,
-                ..
+                verdict,
+                limit,
             } = refusal;
-            return refuse(&mut send, &shared, &peer, &label, status, &reason).await;
+            if let Some(verdict) = &verdict {
+                line.entry.decided(verdict);
+            }
+            if let Some(limit) = limit {
+                line.entry.policy_decision = Some("rate_limited".into());
+                line.entry.policy_rule = Some(limit);
+            }
+            return line
+                .refuse(&mut send, &shared, &label, status, &reason)
+                .await;
         }
     };
+    line.entry.decided(&admitted.verdict);
     let service = admitted.label;
     let Destination::Local { port, order } = admitted.destination else {
         // A peer's stream is only admitted to an export of this cluster.
         let msg = format!("{service} is not exported here");
-        return refuse(
-            &mut send,
-            &shared,
-            &peer,
-            UNKNOWN,
-            Status::UnknownService,
-            &msg,
-        )
-        .await;
+        return line
+            .refuse(&mut send, &shared, UNKNOWN, Status::UnknownService, &msg)
+            .await;
     };
     // All endpoint attempts together stay inside the sender's wait for an answer.
     let budget = tokio::time::Instant::now() + shared.me.timeouts.stream_open.mul_f64(0.8);
@@ -168,27 +258,32 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
         Ok(pair) => pair,
         Err(e) => {
             let msg = e.to_string();
-            return refuse(
-                &mut send,
-                &shared,
-                &peer,
-                &service,
-                Status::NoHealthyEndpoint,
-                &msg,
-            )
-            .await;
+            return line
+                .refuse(
+                    &mut send,
+                    &shared,
+                    &service,
+                    Status::NoHealthyEndpoint,
+                    &msg,
+                )
+                .await;
         }
     };
+    line.entry.upstream_host = Some(addr.to_string());
+    line.entry.upstream_cluster = Some(shared.me.cluster.clone());
     if send
         .write_all(&Response::new(Status::Ok, "").encode())
         .await
         .is_err()
     {
         port.balancer().closed(addr);
-        return;
+        line.entry
+            .response_flags
+            .push(ResponseFlag::DownstreamConnectionTermination);
+        return line.write(&shared, None);
     }
     let labels = ConnLabels {
-        direction: Direction::Inbound,
+        direction: MetricDirection::Inbound,
         source_cluster: peer.clone(),
         destination_service: service.clone(),
         security: Security::MutualTls,
@@ -221,6 +316,11 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, peer: String, shared
     m.connections_active.get_or_create(&labels).dec();
     m.connections_closed.get_or_create(&labels).inc();
     tracing::debug!(request = id, %service, ?summary, "inbound connection closed");
+    // The downstream of this hop is the peer gateway: it sends the request bytes.
+    line.entry.bytes_received = summary.from_quic.bytes;
+    line.entry.bytes_sent = summary.from_tcp.bytes;
+    line.entry.app_tls = AppTls::sniff(summary.from_quic.first);
+    line.write(&shared, Some(&summary));
 }
 
 pub(crate) fn byte_labels(
@@ -234,29 +334,4 @@ pub(crate) fn byte_labels(
         destination_service: labels.destination_service.clone(),
         security: labels.security,
     }
-}
-
-async fn refuse(
-    send: &mut SendStream,
-    shared: &Shared,
-    peer: &str,
-    service: &str,
-    status: Status,
-    message: &str,
-) {
-    shared
-        .metrics
-        .refusals
-        .get_or_create(&RefusalLabels {
-            direction: Direction::Inbound,
-            status: status.label().to_owned(),
-            destination_service: service.to_owned(),
-        })
-        .inc();
-    tracing::warn!(peer, service, %status, message, "refused inbound stream");
-    let _ = send
-        .write_all(&Response::new(status, message).encode())
-        .await;
-    // A finished stream is still delivered after it is dropped.
-    let _ = send.finish();
 }

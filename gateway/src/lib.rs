@@ -14,6 +14,7 @@
 //! endpoint, the [`peers`] pool, the inbound and outbound sides, [`ingress`], [`egress`],
 //! [`splice`], [`metrics`] and, for a federation member, [`membership`].
 
+pub mod access_log;
 pub mod addresses;
 mod admission;
 pub mod authz;

@@ -216,6 +216,8 @@ pub struct Metrics {
     pub certificate_renewals: Counter,
     /// Trust bundle replacements applied from the federation.
     pub bundle_updates: Counter,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
     registry: Registry,
 }
 
@@ -274,6 +276,7 @@ impl Metrics {
             imported_services: Gauge::default(),
             certificate_renewals: Counter::default(),
             bundle_updates: Counter::default(),
+            access_log_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -305,6 +308,11 @@ impl Metrics {
             "trust_bundle_updates",
             "Trust bundle replacements applied from the federation",
             metrics.bundle_updates.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer fell behind the traffic",
+            metrics.access_log_dropped.clone(),
         );
         registry.register(
             "connections_opened",

@@ -8,11 +8,15 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::access_log::Pending;
+use crate::access_log::entry::{AppTls, Direction, ResponseFlag, SecurityPolicy};
 use crate::config::ImportEntry;
 use crate::gateway::Shared;
-use crate::header::StreamHeader;
+use crate::header::{Status, StreamHeader};
 use crate::inbound::byte_labels;
-use crate::metrics::{ConnLabels, Direction, Flow, PeerLabels, RefusalLabels, Security};
+use crate::metrics::{
+    ConnLabels, Direction as MetricDirection, Flow, PeerLabels, RefusalLabels, Security,
+};
 use crate::sni::{MAX_CLIENT_HELLO, clusterset_service, server_name};
 use crate::splice::{Counters, splice};
 use crate::stream::{OpenError, open};
@@ -42,7 +46,10 @@ pub(crate) async fn serve_import(listener: TcpListener, import: ImportEntry, sha
     let target = Arc::new(RemoteService::of(&import));
     accept_loop(listener, shared, move |tcp, shared| {
         let target = target.clone();
-        async move { client(tcp, &target, Vec::new(), shared).await }
+        async move {
+            let line = Pending::of_tcp(Direction::Outbound, &tcp);
+            client(tcp, &target, Vec::new(), line, shared).await;
+        }
     })
     .await;
 }
@@ -61,14 +68,16 @@ pub(crate) async fn serve_catalog_import<R>(
     let accepting = accept_loop(listener, shared, move |tcp, shared| {
         let route = route.clone();
         async move {
+            let line = Pending::of_tcp(Direction::Outbound, &tcp);
             match route(&shared) {
-                Some(target) => client(tcp, &target, Vec::new(), shared).await,
+                Some(target) => client(tcp, &target, Vec::new(), line, shared).await,
                 None => refuse_local(
                     tcp,
                     &shared,
                     "unknown",
                     "unknown_service",
                     "the service is no longer imported",
+                    line,
                 ),
             }
         }
@@ -162,24 +171,28 @@ pub(crate) async fn read_client_hello(
 }
 
 async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Shared>) {
+    let mut line = Pending::of_tcp(Direction::Outbound, &tcp);
+    line.entry.app_tls = AppTls::Passthrough;
     let (name, hello) = match read_client_hello(&mut tcp, shared.me.timeouts.stream_open).await {
         Ok(read) => read,
         Err(e) => {
-            return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e.to_string());
+            let msg = e.to_string();
+            return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &msg, line);
         }
     };
+    line.entry.requested_server_name = Some(name.clone());
     let Some((namespace, service)) = clusterset_service(&name) else {
         let msg = format!("{name} is not a <service>.<namespace>.svc.clusterset.local name");
-        return refuse_local(tcp, &shared, "unknown", "unknown_service", &msg);
+        return refuse_local(tcp, &shared, "unknown", "unknown_service", &msg, line);
     };
     let Some(import) = imports
         .iter()
         .find(|i| i.namespace == namespace && i.name == service)
     else {
         let msg = format!("{service}.{namespace} is not imported by this gateway");
-        return refuse_local(tcp, &shared, "unknown", "unknown_service", &msg);
+        return refuse_local(tcp, &shared, "unknown", "unknown_service", &msg, line);
     };
-    client(tcp, &RemoteService::of(import), hello, shared).await;
+    client(tcp, &RemoteService::of(import), hello, line, shared).await;
 }
 
 /// Opens a stream to the first of `target.clusters` that accepts: a cluster whose
@@ -214,38 +227,67 @@ pub(crate) async fn open_any(
 }
 
 /// One local client of `target`: open a stream, then splice. `first` holds bytes already
-/// read from the client (the ClientHello on the SNI listener).
+/// read from the client (the ClientHello on the SNI listener); `line` is its access-log
+/// line so far.
 pub(crate) async fn client(
     tcp: TcpStream,
     target: &RemoteService,
     first: Vec<u8>,
+    mut line: Pending,
     shared: Arc<Shared>,
 ) {
     let _ = tcp.set_nodelay(true);
     let service = format!("{}.{}", target.name, target.namespace);
     let header = shared.stream_header(target);
     let id = header.request_id;
+    line.request(id);
+    let entry = &mut line.entry;
+    entry.source_cluster = Some(shared.me.cluster.clone());
+    entry.source_principal = Some(shared.me.id.to_string());
+    entry.destination_service = Some(service.clone());
     let (mut opened, cluster) = match open_any(&shared, target, &header).await {
         Ok(opened) => opened,
         Err(err) => {
             let status = match &err {
-                OpenError::Refused(response) => response.status.label().to_owned(),
-                OpenError::Peer(_) | OpenError::NoAnswer(_) => "peer_unavailable".to_owned(),
+                OpenError::Refused(response) => {
+                    line.entry
+                        .response_flags
+                        .extend(ResponseFlag::of_status(response.status));
+                    match response.status {
+                        Status::Denied => line.entry.policy_decision = Some("deny".into()),
+                        Status::RateLimited => {
+                            line.entry.policy_decision = Some("rate_limited".into());
+                        }
+                        _ => {}
+                    }
+                    response.status.label().to_owned()
+                }
+                OpenError::Peer(_) | OpenError::NoAnswer(_) => {
+                    line.entry
+                        .response_flags
+                        .push(ResponseFlag::UpstreamConnectionFailure);
+                    line.entry.upstream_transport_failure_reason = Some(err.to_string());
+                    "peer_unavailable".to_owned()
+                }
             };
             shared
                 .metrics
                 .refusals
                 .get_or_create(&RefusalLabels {
-                    direction: Direction::Outbound,
+                    direction: MetricDirection::Outbound,
                     status,
                     destination_service: service.clone(),
                 })
                 .inc();
             tracing::warn!(request = id, %service, clusters = ?target.clusters, error = %err, "outbound connection refused");
             reset(tcp);
-            return;
+            return line.write(&shared.access_log, None);
         }
     };
+    line.entry.destination_cluster = Some(cluster.clone());
+    line.entry.upstream_cluster = Some(cluster.clone());
+    line.entry.upstream_host = Some(opened.peer.to_string());
+    line.entry.connection_security_policy = SecurityPolicy::MutualTls;
     let m = &shared.metrics;
     m.stream_open_seconds
         .get_or_create(&PeerLabels {
@@ -254,10 +296,13 @@ pub(crate) async fn client(
         .observe(opened.latency.as_secs_f64());
     if !first.is_empty() && opened.send.write_all(&first).await.is_err() {
         reset(tcp);
-        return;
+        line.entry
+            .response_flags
+            .push(ResponseFlag::UpstreamConnectionFailure);
+        return line.write(&shared.access_log, None);
     }
     let labels = ConnLabels {
-        direction: Direction::Outbound,
+        direction: MetricDirection::Outbound,
         source_cluster: shared.me.cluster.clone(),
         destination_service: service.clone(),
         security: Security::MutualTls,
@@ -287,26 +332,44 @@ pub(crate) async fn client(
     m.connections_active.get_or_create(&labels).dec();
     m.connections_closed.get_or_create(&labels).inc();
     tracing::debug!(request = id, %service, ?summary, "outbound connection closed");
+    // The downstream of this hop is the local client; the ClientHello already read
+    // counts as received from it.
+    let from_client = first.len() as u64 + summary.from_tcp.bytes;
+    line.entry.bytes_received = from_client;
+    line.entry.bytes_sent = summary.from_quic.bytes;
+    if line.entry.app_tls == AppTls::None {
+        line.entry.app_tls = AppTls::sniff(first.first().copied().or(summary.from_tcp.first));
+    }
+    line.write(&shared.access_log, Some(&summary));
 }
 
+/// Refuses a local client (counted, logged, its access-log `line` written) with RST.
 pub(crate) fn refuse_local(
     tcp: TcpStream,
     shared: &Shared,
     service: &str,
     status: &str,
     message: &str,
+    mut line: Pending,
 ) {
     shared
         .metrics
         .refusals
         .get_or_create(&RefusalLabels {
-            direction: Direction::Outbound,
+            direction: MetricDirection::Outbound,
             status: status.to_owned(),
             destination_service: service.to_owned(),
         })
         .inc();
     tracing::warn!(service, status, message, "refused local client");
     reset(tcp);
+    line.entry
+        .response_flags
+        .push(ResponseFlag::of_label(status));
+    if line.entry.destination_service.is_none() && service != "unknown" {
+        line.entry.destination_service = Some(service.to_owned());
+    }
+    line.write(&shared.access_log, None);
 }
 
 /// Closes with RST, so the client sees a failure at once rather than an empty reply.

@@ -49,6 +49,47 @@ pub struct Summary {
     pub quic_to_tcp: Ending,
     /// Whether the idle timeout closed it.
     pub idle_timeout: bool,
+    /// Whether the drain deadline cut it.
+    pub cut: bool,
+    /// What went from TCP to the stream.
+    pub from_tcp: Carried,
+    /// What went from the stream to TCP (the early bytes included).
+    pub from_quic: Carried,
+}
+
+/// What one direction of a spliced connection carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// Bytes.
+    pub bytes: u64,
+    /// The first byte, if any (whether the app speaks TLS shows in it).
+    pub first: Option<u8>,
+}
+
+/// A direction's running [`Carried`], readable after its future is dropped.
+#[derive(Debug, Default)]
+struct Tally {
+    bytes: AtomicU64,
+    /// The first byte plus one; 0 while none was carried.
+    first: std::sync::atomic::AtomicU16,
+}
+
+impl Tally {
+    fn add(&self, chunk: &[u8]) {
+        if let Some(&b) = chunk.first() {
+            if self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed) == 0 {
+                self.first.store(u16::from(b) + 1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn carried(&self) -> Carried {
+        let first = self.first.load(Ordering::Relaxed);
+        Carried {
+            bytes: self.bytes.load(Ordering::Relaxed),
+            first: first.checked_sub(1).and_then(|b| u8::try_from(b).ok()),
+        }
+    }
 }
 
 /// Byte counters, one per direction.
@@ -81,13 +122,21 @@ pub async fn splice(
     let mut up_end = None;
     let mut down_end = None;
     let mut idle_timeout = false;
+    let mut was_cut = false;
+    let (from_tcp, from_quic) = (Tally::default(), Tally::default());
     {
-        let up = tcp_to_quic(&mut rd, &mut send, &counters.tcp_to_quic, &activity, start);
+        let up = tcp_to_quic(
+            &mut rd,
+            &mut send,
+            (&counters.tcp_to_quic, &from_tcp),
+            &activity,
+            start,
+        );
         let down = quic_to_tcp(
             &mut recv,
             &mut wr,
             early,
-            &counters.quic_to_tcp,
+            (&counters.quic_to_tcp, &from_quic),
             &activity,
             start,
         );
@@ -101,7 +150,10 @@ pub async fn splice(
                     idle_timeout = true;
                     break;
                 }
-                () = cut.cancelled() => break,
+                () = cut.cancelled() => {
+                    was_cut = true;
+                    break;
+                }
             }
             if matches!(up_end, Some(Ending::Reset | Ending::Failed))
                 || matches!(down_end, Some(Ending::Reset | Ending::Failed))
@@ -114,6 +166,9 @@ pub async fn splice(
         tcp_to_quic: up_end.unwrap_or(Ending::Failed),
         quic_to_tcp: down_end.unwrap_or(Ending::Failed),
         idle_timeout,
+        cut: was_cut,
+        from_tcp: from_tcp.carried(),
+        from_quic: from_quic.carried(),
     };
     let clean = summary.tcp_to_quic == Ending::Finished && summary.quic_to_tcp == Ending::Finished;
     if clean {
@@ -141,7 +196,7 @@ fn touch(activity: &AtomicU64, start: Instant) {
 async fn tcp_to_quic(
     rd: &mut OwnedReadHalf,
     send: &mut SendStream,
-    counter: &Counter,
+    (counter, tally): (&Counter, &Tally),
     activity: &AtomicU64,
     start: Instant,
 ) -> Ending {
@@ -162,6 +217,7 @@ async fn tcp_to_quic(
             Ok(n) => {
                 touch(activity, start);
                 counter.inc_by(n as u64);
+                tally.add(&buf);
                 // quinn keeps a chunk until it is acknowledged; a small read must not pin
                 // a whole 64 KiB allocation for that long.
                 let chunk = if n < CHUNK / 4 {
@@ -192,12 +248,13 @@ async fn quic_to_tcp(
     recv: &mut RecvStream,
     wr: &mut OwnedWriteHalf,
     early: &[u8],
-    counter: &Counter,
+    (counter, tally): (&Counter, &Tally),
     activity: &AtomicU64,
     start: Instant,
 ) -> Ending {
     if !early.is_empty() {
         counter.inc_by(early.len() as u64);
+        tally.add(early);
         if let Err(e) = wr.write_all(early).await {
             return tcp_failure(&e);
         }
@@ -211,6 +268,9 @@ async fn quic_to_tcp(
                 touch(activity, start);
                 let bytes: usize = chunks[..n].iter().map(Bytes::len).sum();
                 counter.inc_by(bytes as u64);
+                for chunk in &chunks[..n] {
+                    tally.add(chunk);
+                }
                 if let Err(e) = write_all_vectored(wr, &mut chunks[..n]).await {
                     return tcp_failure(&e);
                 }

@@ -54,6 +54,8 @@ pub struct Opened {
     pub early: Vec<u8>,
     /// Time from opening to the answer.
     pub latency: Duration,
+    /// The peer gateway's address.
+    pub peer: std::net::SocketAddr,
 }
 
 /// Why no stream could be opened.
@@ -126,6 +128,7 @@ pub async fn open(
                     recv,
                     early,
                     latency: started.elapsed(),
+                    peer: connection.remote_address(),
                 });
             }
             Ok(Err(reason)) => last = reason,

@@ -77,6 +77,15 @@ pub(crate) fn run(command: GatewayCommand) -> anyhow::Result<ExitCode> {
                 import.namespace, import.name, import.port, import.cluster
             );
         }
+        // SIGHUP reopens the access log, after a log rotation moved the file away.
+        let log = gateway.access_log();
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                log.reopen();
+            }
+        });
         println!("isthmus gateway {cluster} ({}) ready", gateway.id());
         let report = gateway
             .run(async {

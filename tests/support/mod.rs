@@ -179,6 +179,15 @@ impl Proc {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
+    /// Sends the signal `name` (`HUP`, `TERM`, …).
+    pub(crate) fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        Command::new("sh")
+            .args(["-c", &format!("kill -{name} {pid}")])
+            .status()
+            .expect("kill");
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit.
     pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -203,6 +212,27 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (bounded) until `check` gives a value; panics with `what` if it never does.
+pub(crate) fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The JSON lines of the file at `path` (none while it does not exist).
+pub(crate) fn json_lines(path: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }
 
 /// A loopback address with a port that was free a moment ago.

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::access_log::Pending;
+use crate::access_log::entry::{AppTls, Direction, ResponseFlag, SecurityPolicy};
 use crate::gateway::{Shared, StartError};
 use crate::metrics::EgressLabels;
 use crate::outbound::{accept_loop, read_client_hello, refuse_local};
@@ -105,6 +107,14 @@ async fn connection(
     listener: &EgressListener,
     shared: Arc<Shared>,
 ) {
+    let mut line = Pending::of_tcp(Direction::Egress, &tcp);
+    line.request(shared.next_request_id());
+    line.entry.source_cluster = Some(shared.me.cluster.clone());
+    line.entry.connection_security_policy = SecurityPolicy::None;
+    line.entry.app_tls = match listener.mode {
+        EgressMode::Passthrough => AppTls::Passthrough,
+        EgressMode::Originate => AppTls::None,
+    };
     let (host, first) = match listener.mode {
         EgressMode::Passthrough => read_client_hello(&mut tcp, shared.me.timeouts.stream_open)
             .await
@@ -114,9 +124,11 @@ async fn connection(
     .map_or_else(|e| (Err(e), Vec::new()), |(h, f)| (Ok(h), f));
     let host = match host {
         Ok(host) => host,
-        Err(e) => return refuse_local(tcp, &shared, "egress", "bad_request", &e.to_string()),
+        Err(e) => return refuse_local(tcp, &shared, "egress", "bad_request", &e.to_string(), line),
     };
     let port = listener.port;
+    line.entry.requested_server_name = Some(host.clone());
+    line.entry.destination_service = Some(format!("{host}:{port}"));
     let count = |pattern: &str, decision: &str| {
         shared
             .metrics
@@ -139,8 +151,10 @@ async fn connection(
                 .find(|h| h.pattern.matches(&host.to_ascii_lowercase()))
                 .map_or_else(|| "unlisted".to_owned(), |h| h.pattern.to_string());
             count(&pattern, "deny");
+            line.entry.policy_decision = Some("deny".into());
+            line.entry.policy_rule = Some(format!("egress/{pattern}"));
             tracing::warn!(%host, port, reason = %why, "egress denied");
-            return refuse_local(tcp, &shared, "egress", "denied", &why);
+            return refuse_local(tcp, &shared, "egress", "denied", &why, line);
         }
     };
     if let Err(why) = shared
@@ -149,27 +163,40 @@ async fn connection(
         .check_claim(&entry.pattern, &entry.namespace)
     {
         count(&entry.pattern.to_string(), "deny");
+        line.entry.policy_decision = Some("deny".into());
+        line.entry.policy_rule = Some(format!("egress/{}", entry.pattern));
         tracing::warn!(%host, port, reason = %why, "egress denied");
-        return refuse_local(tcp, &shared, "egress", "unclaimed_host", &why.to_string());
+        return refuse_local(
+            tcp,
+            &shared,
+            "egress",
+            "unclaimed_host",
+            &why.to_string(),
+            line,
+        );
     }
     count(&entry.pattern.to_string(), "allow");
+    line.entry.policy_decision = Some("allow".into());
+    line.entry.policy_rule = Some(format!("egress/{}", entry.pattern));
     tracing::info!(%host, port, mode = ?listener.mode, namespace = %entry.namespace, "egress allowed");
     let mut out = match dial(&host, port, entry, &shared).await {
         Ok(out) => out,
         Err(e) => {
+            line.entry.upstream_transport_failure_reason = Some(e.to_string());
             tracing::warn!(%host, port, error = %e, "egress connect failed");
-            return refuse_local(tcp, &shared, "egress", "unavailable", &e.to_string());
+            return refuse_local(tcp, &shared, "egress", "unavailable", &e.to_string(), line);
         }
     };
     let _ = tcp.set_nodelay(true);
+    line.entry.upstream_host = out.peer_addr().ok().map(|a| a.to_string());
     let copied = match listener.mode {
         EgressMode::Passthrough => {
             if out.write_all(&first).await.is_err() {
-                return;
+                return failed(line, &shared);
             }
             tokio::select! {
                 copied = tokio::io::copy_bidirectional(&mut tcp, &mut out) => copied,
-                () = shared.tunnels.cut.cancelled() => return,
+                () = shared.tunnels.cut.cancelled() => return cut(line, &shared),
             }
         }
         EgressMode::Originate => {
@@ -186,10 +213,18 @@ async fn connection(
                     "egress",
                     "denied",
                     "no ca configured for TLS origination",
+                    line,
                 );
             };
             let Ok(name) = rustls_pki_types::ServerName::try_from(host.to_ascii_lowercase()) else {
-                return refuse_local(tcp, &shared, "egress", "bad_request", "not a server name");
+                return refuse_local(
+                    tcp,
+                    &shared,
+                    "egress",
+                    "bad_request",
+                    "not a server name",
+                    line,
+                );
             };
             let connector = tokio_rustls::TlsConnector::from(config);
             let mut tls = match tokio::time::timeout(
@@ -202,7 +237,7 @@ async fn connection(
                 Ok(Err(e)) => {
                     let msg = format!("TLS to {host}:{port} failed: {e}");
                     tracing::warn!(%host, port, error = %e, "egress TLS origination failed");
-                    return refuse_local(tcp, &shared, "egress", "unavailable", &msg);
+                    return refuse_local(tcp, &shared, "egress", "unavailable", &msg, line);
                 }
                 Err(_) => {
                     return refuse_local(
@@ -211,19 +246,37 @@ async fn connection(
                         "egress",
                         "unavailable",
                         "TLS handshake timed out",
+                        line,
                     );
                 }
             };
             if tls.write_all(&first).await.is_err() {
-                return;
+                return failed(line, &shared);
             }
             tokio::select! {
                 copied = tokio::io::copy_bidirectional(&mut tcp, &mut tls) => copied,
-                () = shared.tunnels.cut.cancelled() => return,
+                () = shared.tunnels.cut.cancelled() => return cut(line, &shared),
             }
         }
     };
     tracing::debug!(%host, port, ?copied, "egress connection closed");
+    if let Ok((from_client, to_client)) = copied {
+        line.entry.bytes_received = first.len() as u64 + from_client;
+        line.entry.bytes_sent = to_client;
+    }
+    line.write(&shared.access_log, None);
+}
+
+fn failed(mut line: Pending, shared: &Shared) {
+    line.entry
+        .response_flags
+        .push(ResponseFlag::UpstreamConnectionFailure);
+    line.write(&shared.access_log, None);
+}
+
+fn cut(mut line: Pending, shared: &Shared) {
+    line.entry.response_flags.push(ResponseFlag::Drained);
+    line.write(&shared.access_log, None);
 }
 
 /// Why an external host could not be reached.

@@ -14,6 +14,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::table::{HttpRoute, route};
+use crate::access_log::entry::{AppTls, Direction, Entry, ResponseFlag, SecurityPolicy};
+use crate::access_log::{AccessLog, Pending};
 use crate::admission::Destination;
 use crate::gateway::Shared;
 use crate::header::Status;
@@ -91,7 +93,7 @@ fn answer(status: StatusCode, message: String) -> Response<Body> {
 }
 
 async fn handle(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     host: &str,
     routes: &[HttpRoute],
     pool: &Pool,
@@ -99,8 +101,82 @@ async fn handle(
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let method = request.method().as_str().to_owned();
-    let chosen = route(routes, &path).cloned();
-    let (response, service) = match chosen {
+    let mut line = Pending::new(Direction::Ingress);
+    line.request(shared.next_request_id());
+    request_line(&mut line.entry, &request, host);
+    line.entry.source_cluster = Some(shared.me.cluster.clone());
+    // The upstream and the service's logs can tell the request by the same id.
+    if !request.headers().contains_key(REQUEST_ID)
+        && let Some(id) = line.entry.request_id.as_deref()
+        && let Ok(value) = HeaderValue::from_str(id)
+    {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    let routed = handle_routed(
+        request, host, routes, pool, shared, &path, &method, &mut line,
+    )
+    .await;
+    finish(routed, host, shared, line)
+}
+
+/// The answer to a request and the service label it counts under.
+type Routed = (Response<Body>, String);
+
+/// Counts the answer and sends it with a body that writes the access-log line when it
+/// has been sent (or dropped).
+fn finish(
+    (response, service): Routed,
+    host: &str,
+    shared: &Arc<Shared>,
+    mut line: Pending,
+) -> Response<Body> {
+    shared
+        .metrics
+        .ingress_requests
+        .get_or_create(&IngressLabels {
+            host: host.to_owned(),
+            destination_service: service,
+            code: response.status().as_u16().to_string(),
+        })
+        .inc();
+    let code = response.status();
+    line.entry.response_code = Some(code.as_u16());
+    let flag = match code {
+        StatusCode::NOT_FOUND if line.entry.destination_service.is_none() => {
+            Some(ResponseFlag::NoRoute)
+        }
+        StatusCode::FORBIDDEN => Some(ResponseFlag::PolicyDenied),
+        StatusCode::TOO_MANY_REQUESTS => Some(ResponseFlag::RateLimited),
+        StatusCode::SERVICE_UNAVAILABLE => Some(ResponseFlag::NoHealthyUpstream),
+        StatusCode::BAD_GATEWAY if line.entry.upstream_transport_failure_reason.is_some() => {
+            Some(ResponseFlag::UpstreamConnectionFailure)
+        }
+        _ => None,
+    };
+    line.entry.response_flags.extend(flag);
+    let (parts, body) = response.into_parts();
+    let logged = Logged {
+        inner: body,
+        line: Some(line),
+        log: shared.access_log.clone(),
+        sent: 0,
+    };
+    Response::from_parts(parts, logged.boxed())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle_routed(
+    request: Request<Incoming>,
+    host: &str,
+    routes: &[HttpRoute],
+    pool: &Pool,
+    shared: &Arc<Shared>,
+    path: &str,
+    method: &str,
+    line: &mut Pending,
+) -> Routed {
+    let chosen = route(routes, path).cloned();
+    match chosen {
         None => {
             drain(request).await;
             (
@@ -113,22 +189,99 @@ async fn handle(
         }
         Some(r) => {
             let label = format!("{}.{}", r.service.name, r.service.namespace);
+            line.entry.destination_service = Some(label.clone());
             (
-                forward(request, host, &r, &method, &path, pool, shared).await,
+                forward(request, host, &r, method, path, pool, shared, line).await,
                 label,
             )
         }
+    }
+}
+
+/// The header that carries a request's id (Envoy's).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The HTTP fields of an access-log line.
+fn request_line(entry: &mut Entry, request: &Request<Incoming>, host: &str) {
+    entry.protocol = match request.version() {
+        hyper::Version::HTTP_2 => "HTTP/2",
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
     };
-    shared
-        .metrics
-        .ingress_requests
-        .get_or_create(&IngressLabels {
-            host: host.to_owned(),
-            destination_service: service,
-            code: response.status().as_u16().to_string(),
-        })
-        .inc();
-    response
+    entry.method = Some(request.method().as_str().to_owned());
+    entry.path = Some(request.uri().path().to_owned());
+    entry.authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| header(request, hyper::header::HOST));
+    entry.user_agent = header(request, hyper::header::USER_AGENT);
+    entry.requested_server_name = Some(host.to_owned());
+    entry.connection_security_policy = SecurityPolicy::None;
+    entry.app_tls = AppTls::Terminated;
+    if let Some(id) = header(request, REQUEST_ID) {
+        entry.request_id = Some(id);
+    }
+    // The declared body size: the body itself streams through uncounted.
+    entry.bytes_received = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+}
+
+fn header(request: &Request<Incoming>, name: HeaderName) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(256).collect())
+}
+
+/// A response body that counts what it sends and writes the request's access-log line
+/// when it is done: sent whole, or dropped because the client went away.
+struct Logged {
+    inner: Body,
+    line: Option<Pending>,
+    log: AccessLog,
+    sent: u64,
+}
+
+impl hyper::body::Body for Logged {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.sent += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(mut line) = self.line.take() {
+            line.entry.bytes_sent = self.sent;
+            line.write(&self.log, None);
+        }
+    }
 }
 
 /// Reads (and drops) up to 64 KiB of a request body the gateway answers itself, so
@@ -138,6 +291,7 @@ async fn drain(request: Request<Incoming>) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), limited.collect()).await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     mut request: Request<Incoming>,
     host: &str,
@@ -146,10 +300,18 @@ async fn forward(
     path: &str,
     pool: &Pool,
     shared: &Arc<Shared>,
+    line: &mut Pending,
 ) -> Response<Body> {
     let admitted = match super::admit(shared, &r.service, Some((method, path))) {
         Ok(admitted) => admitted,
         Err(refusal) => {
+            if let Some(verdict) = &refusal.verdict {
+                line.entry.decided(verdict);
+            }
+            if let Some(limit) = &refusal.limit {
+                line.entry.policy_decision = Some("rate_limited".into());
+                line.entry.policy_rule = Some(limit.clone());
+            }
             drain(request).await;
             let status = match refusal.status {
                 Status::Denied => StatusCode::FORBIDDEN,
@@ -196,10 +358,19 @@ async fn forward(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("https"),
     );
+    line.entry.decided(&admitted.verdict);
+    if let Destination::Local { .. } = &admitted.destination {
+        line.entry.destination_cluster = Some(shared.me.cluster.clone());
+        line.entry.upstream_cluster = Some(shared.me.cluster.clone());
+    }
     let (mut sender, endpoint) = match sender(shared, pool, r, host, admitted.destination).await {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err((response, why)) => {
+            line.entry.upstream_transport_failure_reason = Some(why);
+            return response;
+        }
     };
+    line.entry.upstream_host = endpoint.map(|a| a.to_string());
     match sender.send_request(request).await {
         Ok(response) => {
             // The connection serves the next request once this response is read.
@@ -223,7 +394,7 @@ async fn sender(
     r: &HttpRoute,
     host: &str,
     destination: Destination,
-) -> Result<(SendRequest<Incoming>, Option<std::net::SocketAddr>), Response<Body>> {
+) -> Result<(SendRequest<Incoming>, Option<std::net::SocketAddr>), (Response<Body>, String)> {
     if let Destination::Local { order, .. } = &destination
         && let Some((sender, addr)) = order
             .iter()
@@ -251,7 +422,8 @@ async fn sender(
                 _ => StatusCode::BAD_GATEWAY,
             };
             tracing::warn!(host, service = %r.service, error = %e, "ingress upstream failed");
-            return Err(answer(status, format!("{}: {e}", r.service)));
+            let why = e.to_string();
+            return Err((answer(status, format!("{}: {e}", r.service)), why));
         }
     };
     let endpoint = upstream.local_endpoint();
@@ -259,9 +431,10 @@ async fn sender(
         match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
             Ok(pair) => pair,
             Err(e) => {
-                return Err(answer(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{}: {e}", r.service),
+                let why = e.to_string();
+                return Err((
+                    answer(StatusCode::BAD_GATEWAY, format!("{}: {e}", r.service)),
+                    why,
                 ));
             }
         };

@@ -19,6 +19,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::access_log::Pending;
+use crate::access_log::entry::{AppTls, Direction, ResponseFlag, SecurityPolicy};
 use crate::admission::{Admission, Refusal, Request, Source};
 use crate::gateway::{Shared, StartError};
 use crate::header::Status;
@@ -177,7 +179,10 @@ pub(crate) async fn start(
                 .tunnels
                 .spawn(accept_loop(listener, shared.clone(), move |tcp, shared| {
                     let service = service.clone();
-                    async move { pass_through(tcp, Vec::new(), &service, shared).await }
+                    async move {
+                        let line = Pending::of_tcp(Direction::Ingress, &tcp);
+                        pass_through(tcp, Vec::new(), &service, line, shared).await;
+                    }
                 }));
         }
         tracing::info!(tls = ?addrs.tls, tcp = ?addrs.tcp, hosts = settings.hosts.len(), "ingress started");
@@ -211,15 +216,19 @@ async fn tls_connection(
     pool: Arc<pool::Pool>,
     shared: Arc<Shared>,
 ) {
+    let mut line = Pending::of_tcp(Direction::Ingress, &tcp);
+    line.entry.connection_security_policy = SecurityPolicy::None;
     let (name, hello) = match read_client_hello(&mut tcp, shared.me.timeouts.stream_open).await {
         Ok(read) => read,
         Err(e) => {
-            return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &e.to_string());
+            let msg = e.to_string();
+            return refuse_local(tcp, &shared, "unknown", "bad_client_hello", &msg, line);
         }
     };
+    line.entry.requested_server_name = Some(name.clone());
     let Some(entry) = hosts.host(&name) else {
         let msg = format!("no ingress host serves {name:?}");
-        return refuse_local(tcp, &shared, "unknown", "unknown_host", &msg);
+        return refuse_local(tcp, &shared, "unknown", "unknown_host", &msg, line);
     };
     if let Err(unclaimed) = shared
         .catalog
@@ -227,10 +236,13 @@ async fn tls_connection(
         .check_claim(&entry.pattern, &entry.namespace)
     {
         let msg = unclaimed.to_string();
-        return refuse_local(tcp, &shared, "unknown", "unclaimed_host", &msg);
+        return refuse_local(tcp, &shared, "unknown", "unclaimed_host", &msg, line);
     }
     match &entry.mode {
-        HostMode::Passthrough(service) => pass_through(tcp, hello, service, shared).await,
+        HostMode::Passthrough(service) => {
+            line.entry.app_tls = AppTls::Passthrough;
+            pass_through(tcp, hello, service, line, shared).await;
+        }
         HostMode::Terminate { routes, .. } => {
             let stream = prefixed::Prefixed::new(hello, tcp);
             let tls =
@@ -250,37 +262,62 @@ async fn tls_connection(
 }
 
 /// Splices a client connection (TLS passthrough or a TCP route) to `service`, after
-/// writing `first` (bytes already read from the client).
+/// writing `first` (bytes already read from the client); `line` is its access-log line.
 async fn pass_through(
     mut tcp: TcpStream,
     first: Vec<u8>,
     service: &ServiceRef,
+    mut line: Pending,
     shared: Arc<Shared>,
 ) {
     let label = format!("{}.{}", service.name, service.namespace);
+    line.entry.source_cluster = Some(shared.me.cluster.clone());
+    line.entry.destination_service = Some(label.clone());
     let admitted = match admit(&shared, service, None) {
         Ok(admitted) => admitted,
         Err(refusal) => {
+            if let Some(verdict) = &refusal.verdict {
+                line.entry.decided(verdict);
+            }
             let status = match refusal.status {
                 Status::Denied => "denied",
+                Status::RateLimited => "rate_limited",
                 _ => "unavailable",
             };
-            return refuse_local(tcp, &shared, &label, status, &refusal.reason);
+            return refuse_local(tcp, &shared, &label, status, &refusal.reason, line);
         }
     };
+    line.entry.decided(&admitted.verdict);
     let mut upstream = match crate::upstream::connect(&shared, service, admitted.destination).await
     {
         Ok(u) => u,
-        Err(e) => return refuse_local(tcp, &shared, &label, "unavailable", &e.to_string()),
+        Err(e) => {
+            line.entry.upstream_transport_failure_reason = Some(e.to_string());
+            return refuse_local(tcp, &shared, &label, "unavailable", &e.to_string(), line);
+        }
     };
     use tokio::io::AsyncWriteExt;
     if !first.is_empty() && upstream.write_all(&first).await.is_err() {
-        return;
+        line.entry
+            .response_flags
+            .push(ResponseFlag::UpstreamConnectionFailure);
+        return line.write(&shared.access_log, None);
+    }
+    if line.entry.app_tls == AppTls::None {
+        line.entry.app_tls = AppTls::sniff(first.first().copied());
     }
     let _ = tcp.set_nodelay(true);
     let copied = tokio::select! {
         copied = tokio::io::copy_bidirectional(&mut tcp, &mut upstream) => copied,
-        () = shared.tunnels.cut.cancelled() => return,
+        () = shared.tunnels.cut.cancelled() => {
+            line.entry.response_flags.push(ResponseFlag::Drained);
+            return line.write(&shared.access_log, None);
+        }
     };
     tracing::debug!(service = %service, ?copied, "ingress connection closed");
+    if let Ok((from_client, to_client)) = copied {
+        line.entry.bytes_received = first.len() as u64 + from_client;
+        line.entry.bytes_sent = to_client;
+    }
+    line.write(&shared.access_log, None);
 }

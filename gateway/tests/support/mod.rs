@@ -50,6 +50,7 @@ pub fn config(cluster: &str) -> GatewayConfig {
         dns: None,
         ingress: None,
         egress: None,
+        access_log: None,
     }
 }
 
