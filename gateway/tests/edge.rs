@@ -460,6 +460,46 @@ service = "echo.demo:8080"
     };
     assert_eq!(count("echo.demo", "403"), 1);
     assert_eq!(count("web.demo", "200"), 3);
+
+    // Each request has its access-log line at east: method, path, code, and for the
+    // denied one the rule that denied it.
+    let log = mesh.access_log("east");
+    let line_of = |method: &str, path: &str, code: u64| {
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        lines
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|l| l["method"] == method && l["path"] == path && l["response_code"] == code)
+    };
+    let deadline = Instant::now() + BOUND;
+    let denied = loop {
+        if let Some(line) = line_of("POST", "/echo/admin/reset", 403) {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no line for the denied POST");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(denied["direction"], "ingress", "{denied}");
+    assert_eq!(denied["policy_decision"], "deny", "{denied}");
+    assert_eq!(denied["policy_rule"], "edge/no-admin-writes", "{denied}");
+    assert_eq!(denied["response_flags"], "PD", "{denied}");
+    assert_eq!(
+        denied["requested_server_name"], "shop.example.test",
+        "{denied}"
+    );
+    let h2 = line_of("GET", "/echo/items", 200).expect("the HTTP/2 request's line");
+    assert_eq!(h2["protocol"], "HTTP/2", "{h2}");
+    assert_eq!(h2["destination_service"], "echo.demo", "{h2}");
+    assert_eq!(h2["app_tls"], "terminated", "{h2}");
+    assert_eq!(h2["policy_rule"], "edge/from-edge", "{h2}");
+    assert!(
+        h2["user_agent"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("curl/")),
+        "{h2}"
+    );
+    assert!(h2["bytes_sent"].as_u64().is_some_and(|n| n > 0), "{h2}");
+    assert!(h2["request_id"].as_str().is_some(), "{h2}");
     mesh.shutdown().await;
 }
 

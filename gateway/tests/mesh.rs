@@ -58,6 +58,22 @@ async fn until<F: FnMut() -> bool>(what: &str, mut done: F) {
     }
 }
 
+/// The JSON lines of an access log so far.
+fn access_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Whether the access log at `path` has a line with every `(key, value)` of `fields`.
+fn logged(path: &std::path::Path, fields: &[(&str, &str)]) -> bool {
+    access_lines(path)
+        .iter()
+        .any(|line| fields.iter().all(|(k, v)| line[*k] == *v))
+}
+
 /// [`until`] for a condition that must ask the federation.
 async fn until_async<F, Fut>(what: &str, mut done: F)
 where
@@ -817,6 +833,29 @@ async fn cross_cluster_traffic_is_denied_unless_allowed_and_shadow_rules_only_co
         refused(&east, isthmus_gateway::metrics::Direction::Outbound) >= 1,
         "east sees the status"
     );
+    // Both access logs say so: west names the rule, east the refusal.
+    let (west_log, east_log) = (mesh.access_log("west"), mesh.access_log("east"));
+    let west_denial = [
+        ("direction", "inbound"),
+        ("destination_service", svc),
+        ("policy_decision", "deny"),
+        ("policy_rule", "freeze/freeze"),
+        ("response_flags", "PD"),
+        ("source_cluster", "east"),
+    ];
+    until("west logs the denial with its rule", || {
+        logged(&west_log, &west_denial)
+    })
+    .await;
+    let east_denial = [
+        ("direction", "outbound"),
+        ("destination_service", svc),
+        ("policy_decision", "deny"),
+        ("response_flags", "PD"),
+    ];
+    until("east logs the refusal", || logged(&east_log, &east_denial)).await;
+    let default_deny = [("policy_rule", "default-deny"), ("policy_decision", "deny")];
+    assert!(logged(&west_log, &default_deny), "the first, default deny");
 
     // The same deny in shadow mode lets traffic through and counts what it would deny.
     let shadow = r#"{"rules":[{"name":"freeze","action":"deny","mode":"shadow",
@@ -838,6 +877,15 @@ async fn cross_cluster_traffic_is_denied_unless_allowed_and_shadow_rules_only_co
         denied,
         "no enforced deny since"
     );
+    let finding = [
+        ("policy_decision", "shadow_deny"),
+        ("policy_rule", "freeze/freeze"),
+        ("response_flags", "-"),
+    ];
+    until("west logs the shadow finding", || {
+        logged(&west_log, &finding)
+    })
+    .await;
 
     // A shadow allow on a denied connection is counted and still denied.
     let trial = r#"{"rules":[{"name":"east-reads-echo","action":"allow","mode":"shadow",

@@ -378,6 +378,7 @@ impl DevMesh {
         if spec.dns {
             text.push_str("\n[dns]\nlisten = \"127.0.0.1:0\"\n");
         }
+        text.push_str("\n[access_log]\noutput = \"file\"\npath = \"access.log\"\n");
         for e in &spec.exports {
             text.push_str(&format!(
                 "\n[[exports]]\nnamespace = \"{}\"\nname = \"{}\"\nports = [{{ port = {}, endpoints = [\"{}\"] }}]\n",
@@ -388,6 +389,11 @@ impl DevMesh {
         text.push_str(&spec.extra_config);
         let path = write(&cdir, "gateway.toml", &text)?;
         self.start_member(&spec.name, &path).await
+    }
+
+    /// Where the gateway of `cluster` writes its access log.
+    pub fn access_log(&self, cluster: &str) -> PathBuf {
+        self.dir.join(cluster).join("access.log")
     }
 
     /// Starts (or restarts, from its state directory) the gateway of `cluster`.
