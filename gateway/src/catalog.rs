@@ -160,6 +160,11 @@ impl Catalog {
     pub fn peer(&self, cluster: &str) -> Option<SocketAddr> {
         self.peers.get(cluster).copied()
     }
+
+    /// The peer clusters.
+    pub fn peer_clusters(&self) -> impl Iterator<Item = &str> {
+        self.peers.keys().map(String::as_str)
+    }
 }
 
 /// The catalog in force, shared by every task; replaced as a whole.

@@ -60,6 +60,19 @@ impl Connections {
         }
     }
 
+    /// The peer clusters with an open connection either way.
+    pub(crate) fn connected(&self) -> std::collections::HashSet<String> {
+        let mut connected: std::collections::HashSet<String> =
+            self.dialled.connected().into_iter().collect();
+        connected.extend(
+            lock(&self.accepted)
+                .values()
+                .filter(|(_, c)| c.close_reason().is_none())
+                .map(|(cluster, _)| cluster.clone()),
+        );
+        connected
+    }
+
     /// Closes every connection with `cluster`'s gateways, both ways.
     pub(crate) async fn cut_cluster(&self, cluster: &str, reason: &str) {
         let cut: Vec<quinn::Connection> = lock(&self.accepted)

@@ -36,7 +36,7 @@ use crate::ingress::IngressAddrs;
 use crate::live_cert::LiveCert;
 use crate::membership::MemberTasks;
 use crate::membership::identity::MembershipError;
-use crate::metrics::Metrics;
+use crate::metrics::{KindLabels, Metrics, PeerLabels, Side, StateLabels};
 use crate::peers::PeerPool;
 use crate::quic::quic_server_config;
 
@@ -294,6 +294,70 @@ impl GatewayTls {
     }
 }
 
+/// The cluster a refused certificate claims, when it is a peer of this gateway; else
+/// `unknown` (the claim is unverified: it may only pick among known label values).
+fn claimed_peer(cert: &rustls_pki_types::CertificateDer<'_>, catalog: &Catalog) -> String {
+    let cluster = isthmus_ca::CertFacts::parse(cert)
+        .ok()
+        .and_then(|facts| SpiffeId::parse(facts.uris.first()?).ok())
+        .and_then(|id| match id.identity().ok()? {
+            isthmus_ca::Identity::Gateway { cluster, .. }
+            | isthmus_ca::Identity::Workload { cluster, .. } => Some(cluster),
+            _ => None,
+        });
+    match cluster {
+        Some(cluster) if catalog.peer(&cluster).is_some() => cluster,
+        _ => crate::admission::UNKNOWN.to_owned(),
+    }
+}
+
+/// Sets the gauges that read live state: certificate expiries, bundle roots, peers
+/// connected.
+fn read_live_gauges(m: &Metrics, shared: &Shared, cert: &LiveCert, bundle: &SharedBundle) {
+    let not_after = |der: &rustls_pki_types::CertificateDer<'_>| {
+        isthmus_ca::CertFacts::parse(der).ok().map(|f| f.not_after)
+    };
+    let chain = cert.chain();
+    let bundle = bundle.current();
+    let earliest = |kind: &str, ends: Vec<i64>| {
+        if let Some(end) = ends.into_iter().min() {
+            m.certificate_not_after
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .set(end);
+        }
+    };
+    earliest("leaf", chain.first().and_then(not_after).into_iter().collect());
+    earliest(
+        "intermediate",
+        chain.iter().skip(1).filter_map(not_after).collect(),
+    );
+    earliest(
+        "root",
+        bundle.roots().iter().map(|r| r.facts.not_after).collect(),
+    );
+    for (state, count) in [
+        ("active", bundle.roots().len()),
+        ("retired", bundle.retired().len()),
+    ] {
+        m.trust_bundle_roots
+            .get_or_create(&StateLabels {
+                state: state.into(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    let connected = shared.connections.connected();
+    let catalog = shared.catalog.current();
+    // Peers no longer in the catalog drop out of the gauge.
+    m.peer_connected.clear();
+    for peer in catalog.peer_clusters() {
+        m.peer_connected
+            .get_or_create(&PeerLabels {
+                peer_cluster: peer.to_owned(),
+            })
+            .set(i64::from(connected.contains(peer)));
+    }
+}
+
 async fn bind_tcp(what: String, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     let bound = TcpListener::bind(addr).await;
     let bind_err = |source| StartError::Bind {
@@ -392,11 +456,28 @@ impl Gateway {
         base: &Path,
     ) -> Result<Self, StartError> {
         let metrics = Metrics::new();
-        let observer_metrics = metrics.clone();
+        // A federation member denies everything until the federation's policies arrive.
+        let authorization = if config.federation.is_some() {
+            Authorization::default()
+        } else {
+            Authorization::ConfiguredPeers
+        };
+        let catalog = SharedCatalog::new(Catalog::new(
+            &config.exports,
+            &config.peers,
+            config.outlier,
+            authorization,
+        ));
         let server_verifier = SpiffeVerifier::with_observer(
             tls.bundle.clone(),
             ExpectedIdentity::AnyGateway,
-            Arc::new(move |e| observer_metrics.handshake_failed(e.reason())),
+            Arc::new({
+                let (metrics, catalog) = (metrics.clone(), catalog.clone());
+                move |e, cert| {
+                    let claimed = claimed_peer(cert, &catalog.current());
+                    metrics.handshake_failed(Side::Accept, &claimed, e.reason());
+                }
+            }),
         );
         let server_config = quic_server_config(server_verifier, tls.cert.clone())
             .map_err(|e| StartError::Tls(e.to_string()))?;
@@ -415,18 +496,6 @@ impl Gateway {
         .map_err(quic_err)?;
         let quic_addr = endpoint.local_addr().map_err(quic_err)?;
 
-        // A federation member denies everything until the federation's policies arrive.
-        let authorization = if config.federation.is_some() {
-            Authorization::default()
-        } else {
-            Authorization::ConfiguredPeers
-        };
-        let catalog = SharedCatalog::new(Catalog::new(
-            &config.exports,
-            &config.peers,
-            config.outlier,
-            authorization,
-        ));
         let seed = {
             let digest = ring::digest::digest(&ring::digest::SHA256, tls.id.as_str().as_bytes());
             let mut bytes = [0u8; 8];
@@ -473,6 +542,15 @@ impl Gateway {
             random: AtomicU64::new(seed),
         });
 
+        metrics.on_scrape(Box::new({
+            let shared = Arc::downgrade(&shared);
+            let (cert, bundle) = (tls.cert.clone(), tls.bundle.clone());
+            move |m| {
+                if let Some(shared) = shared.upgrade() {
+                    read_live_gauges(m, &shared, &cert, &bundle);
+                }
+            }
+        }));
         let tasks = TaskTracker::new();
         let addresses = match serve_listeners(&config, &shared, &tasks, quic_addr, base).await {
             Ok(addresses) => addresses,

@@ -14,7 +14,7 @@ use crate::admission::{Destination, Refusal, Request, Source, UNKNOWN};
 use crate::endpoints;
 use crate::gateway::Shared;
 use crate::header::{FrameError, MAX_BODY, Response, Status, StreamHeader};
-use crate::metrics::{ConnLabels, Direction as MetricDirection, RefusalLabels, Security};
+use crate::metrics::{ConnLabels, Direction as MetricDirection, RefusalLabels, Security, Side};
 use crate::splice::{Counters, splice};
 use crate::stream::{ReadFrameError, read_frame};
 
@@ -36,19 +36,23 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         Ok(connection) => connection,
         Err(err) => {
             if let Some(reason) = crate::quic::failure_reason(&err) {
-                shared.metrics.handshake_failed(reason);
+                shared.metrics.handshake_failed(Side::Accept, UNKNOWN, reason);
             }
             tracing::info!(%remote, error = %err, "peer handshake failed");
             return;
         }
     };
     let Some(peer_cluster) = peer_cluster(&connection) else {
-        shared.metrics.handshake_failed("unknown_peer");
+        shared
+            .metrics
+            .handshake_failed(Side::Accept, UNKNOWN, "unknown_peer");
         connection.close(1u32.into(), b"not a gateway identity");
         return;
     };
     if shared.catalog.current().peer(&peer_cluster).is_none() {
-        shared.metrics.handshake_failed("unknown_peer");
+        shared
+            .metrics
+            .handshake_failed(Side::Accept, UNKNOWN, "unknown_peer");
         tracing::warn!(%remote, cluster = %peer_cluster, "refusing a gateway of a cluster that is not a peer");
         connection.close(1u32.into(), b"cluster is not a peer");
         return;

@@ -31,8 +31,28 @@ pub enum Flow {
     Response,
 }
 
-/// The security of the gateway-to-gateway hop; always mutual TLS today, a label so that
-/// dashboards written now keep working if a mode is added.
+/// Which end of a handshake this gateway was.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Side {
+    /// It accepted a peer's connection.
+    Accept,
+    /// It dialled a peer.
+    Dial,
+}
+
+impl Side {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Dial => "dial",
+        }
+    }
+}
+
+/// The security of the gateway-to-gateway hop, Istio's `connection_security_policy`;
+/// always mutual TLS today (a hop is never anything else), a label so that dashboards
+/// written now keep working if a mode is added.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Security {
     /// Both gateways authenticated by SVID.
@@ -77,7 +97,7 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(Direction, Flow, Security);
+label_value!(Direction, Flow, Security, Side);
 
 /// Labels of a tunnelled connection.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,9 +177,30 @@ pub struct EgressLabels {
 
 /// Labels of handshake failures.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// The verifier's reason label, or `no_certificate`, `timeout`, `other`.
+pub struct HandshakeLabels {
+    /// `accept` (a peer dialled us) or `dial`.
+    pub side: Side,
+    /// The peer's cluster: the one dialled, or the one an accepted certificate claims
+    /// when that is a peer of this gateway (else `unknown`: a refused certificate's
+    /// claims are unverified and must not mint label values).
+    pub peer_cluster: String,
+    /// The verifier's reason label, or `no_certificate`, `timeout`, `unknown_peer`,
+    /// `refused_by_peer`, `protocol`, `other`.
     pub reason: String,
+}
+
+/// Labels of certificate expiries.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `leaf`, `intermediate` or `root`.
+    pub kind: String,
+}
+
+/// Labels of trust-bundle roots.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `active` (trusted) or `retired` (removed, refused with its own reason).
+    pub state: String,
 }
 
 /// Labels of stream-open latency.
@@ -176,6 +217,16 @@ pub struct DialLabels {
     pub peer_cluster: String,
     /// `ok` or `failed`.
     pub result: String,
+}
+
+/// What reads live state into gauges before a scrape.
+#[derive(Default)]
+struct ScrapeHook(std::sync::OnceLock<Box<dyn Fn(&Metrics) + Send + Sync>>);
+
+impl std::fmt::Debug for ScrapeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScrapeHook")
+    }
 }
 
 /// Every metric of a gateway.
@@ -198,7 +249,13 @@ pub struct Metrics {
     /// Egress decisions.
     pub egress_decisions: Family<EgressLabels, Counter>,
     /// QUIC/TLS handshakes that failed.
-    pub handshake_failures: Family<ReasonLabels, Counter>,
+    pub handshake_failures: Family<HandshakeLabels, Counter>,
+    /// When the certificates in use expire (the earliest of each kind), Unix seconds.
+    pub certificate_not_after: Family<KindLabels, Gauge>,
+    /// Roots of the trust bundle in force, by state.
+    pub trust_bundle_roots: Family<StateLabels, Gauge>,
+    /// 1 for each peer cluster with an open QUIC connection either way, else 0.
+    pub peer_connected: Family<PeerLabels, Gauge>,
     /// Seconds from opening a stream to the peer's answer.
     pub stream_open_seconds: Family<PeerLabels, Histogram>,
     /// QUIC connections dialled to peer gateways.
@@ -218,6 +275,8 @@ pub struct Metrics {
     pub bundle_updates: Counter,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Sets the gauges read from live state just before each scrape.
+    on_scrape: ScrapeHook,
     registry: Registry,
 }
 
@@ -266,6 +325,9 @@ impl Metrics {
             ingress_requests: Family::default(),
             egress_decisions: Family::default(),
             handshake_failures: Family::default(),
+            certificate_not_after: Family::default(),
+            trust_bundle_roots: Family::default(),
+            peer_connected: Family::default(),
             stream_open_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
             }),
@@ -277,6 +339,7 @@ impl Metrics {
             certificate_renewals: Counter::default(),
             bundle_updates: Counter::default(),
             access_log_dropped: Counter::default(),
+            on_scrape: ScrapeHook::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -360,6 +423,21 @@ impl Metrics {
             metrics.handshake_failures.clone(),
         );
         registry.register(
+            "certificate_not_after_seconds",
+            "When the certificates in use expire (the earliest of each kind), in Unix seconds",
+            metrics.certificate_not_after.clone(),
+        );
+        registry.register(
+            "trust_bundle_roots",
+            "Roots of the trust bundle in force, by state (active or retired)",
+            metrics.trust_bundle_roots.clone(),
+        );
+        registry.register(
+            "peer_connected",
+            "1 for each peer cluster with an open QUIC connection either way, else 0",
+            metrics.peer_connected.clone(),
+        );
+        registry.register(
             "stream_open_seconds",
             "Seconds from opening a tunnel stream to the peer's answer",
             metrics.stream_open_seconds.clone(),
@@ -375,17 +453,27 @@ impl Metrics {
         })
     }
 
-    /// Counts a handshake failure.
-    pub fn handshake_failed(&self, reason: &str) {
+    /// Counts a handshake failure with `peer_cluster` on `side`.
+    pub fn handshake_failed(&self, side: Side, peer_cluster: &str, reason: &str) {
         self.handshake_failures
-            .get_or_create(&ReasonLabels {
+            .get_or_create(&HandshakeLabels {
+                side,
+                peer_cluster: peer_cluster.to_owned(),
                 reason: reason.to_owned(),
             })
             .inc();
     }
 
+    /// Sets how the gauges of live state are read before each scrape (once).
+    pub(crate) fn on_scrape(&self, read: Box<dyn Fn(&Metrics) + Send + Sync>) {
+        let _ = self.on_scrape.0.set(read);
+    }
+
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
+        if let Some(read) = self.on_scrape.0.get() {
+            read(self);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -12,7 +12,7 @@ use isthmus_ca::verify::tls::SpiffeVerifier;
 use crate::backoff::{Backoff, Retry};
 use crate::catalog::SharedCatalog;
 use crate::live_cert::LiveCert;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Side};
 use crate::quic::{quic_client_config, transport_config};
 
 /// Redials of a peer whose gateway could not be reached.
@@ -85,6 +85,9 @@ pub struct PeerPool {
     /// Peers whose last dial failed, with when the next dial may be tried. Kept apart
     /// from the slots so that it can be read while a dial holds a slot.
     down: Mutex<HashMap<String, Instant>>,
+    /// The last connection dialled to each peer, readable without a slot's lock (for
+    /// the `peer_connected` gauge); closed ones are skipped when read.
+    live: Mutex<HashMap<String, quinn::Connection>>,
 }
 
 impl std::fmt::Debug for PeerPool {
@@ -110,7 +113,17 @@ impl PeerPool {
             metrics,
             slots: Mutex::new(HashMap::new()),
             down: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The peers this gateway has an open dialled connection to.
+    pub fn connected(&self) -> Vec<String> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter()
+            .filter(|(_, c)| c.close_reason().is_none())
+            .map(|(cluster, _)| cluster.clone())
+            .collect()
     }
 
     /// The live connection to `cluster`'s gateway, opening one if needed.
@@ -145,6 +158,10 @@ impl PeerPool {
         match dialled {
             Ok(connection) => {
                 slot.connection = Some(connection.clone());
+                self.live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(cluster.to_owned(), connection.clone());
                 slot.redial.succeeded();
                 slot.retry_at = None;
                 self.down_map().remove(cluster);
@@ -297,7 +314,10 @@ impl PeerPool {
         let verifier = SpiffeVerifier::with_observer(
             self.bundle.clone(),
             ExpectedIdentity::GatewayOf(cluster.to_owned()),
-            Arc::new(move |e| metrics.handshake_failed(e.reason())),
+            Arc::new({
+                let cluster = cluster.to_owned();
+                move |e, _| metrics.handshake_failed(Side::Dial, &cluster, e.reason())
+            }),
         );
         let mut config =
             quic_client_config(verifier, self.cert.clone()).map_err(|e| fail(e.to_string()))?;
@@ -308,13 +328,13 @@ impl PeerPool {
             .map_err(|e| fail(e.to_string()))?;
         match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
             Err(_) => {
-                self.metrics.handshake_failed("timeout");
+                self.metrics.handshake_failed(Side::Dial, cluster, "timeout");
                 Err(fail(format!("no handshake within {DIAL_TIMEOUT:?}")))
             }
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(err)) => {
                 if let Some(reason) = crate::quic::failure_reason(&err) {
-                    self.metrics.handshake_failed(reason);
+                    self.metrics.handshake_failed(Side::Dial, cluster, reason);
                 }
                 Err(fail(err.to_string()))
             }

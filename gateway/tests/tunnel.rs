@@ -67,6 +67,39 @@ async fn bytes_cross_both_ways_and_half_close_works() {
         ) >= 2.0,
         "{east}"
     );
+
+    // The gauges of live state: each side sees the other connected; every kind of
+    // certificate in use expires in the future, the leaf first; one active root.
+    let connected = |text: &str, peer: &str| {
+        metric(
+            text,
+            "isthmus_gateway_peer_connected",
+            &[&format!("peer_cluster=\"{peer}\"")],
+        )
+    };
+    assert_eq!(connected(&east, "west"), 1.0, "{east}");
+    assert_eq!(connected(&west, "east"), 1.0, "{west}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let expiry = |kind: &str| {
+        metric(
+            &east,
+            "isthmus_gateway_certificate_not_after_seconds",
+            &[&format!("kind=\"{kind}\"")],
+        )
+    };
+    let (leaf, intermediate, root) = (expiry("leaf"), expiry("intermediate"), expiry("root"));
+    assert!(now < leaf && leaf <= intermediate && intermediate <= root, "{east}");
+    let roots = |state: &str| {
+        metric(
+            &east,
+            "isthmus_gateway_trust_bundle_roots",
+            &[&format!("state=\"{state}\"")],
+        )
+    };
+    assert_eq!((roots("active"), roots("retired")), (1.0, 0.0), "{east}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,10 +302,15 @@ async fn a_gateway_from_another_root_is_refused() {
     let west = &pair.west;
     eventually("west to count the refusal", || async {
         let text = scrape(west).await;
+        // Attributed to the cluster the certificate claims, a peer of west's.
         metric(
             &text,
             "isthmus_gateway_handshake_failures_total",
-            &["reason=\"unknown_root\""],
+            &[
+                "side=\"accept\"",
+                "peer_cluster=\"east\"",
+                "reason=\"unknown_root\"",
+            ],
         ) >= 1.0
     })
     .await;
@@ -306,7 +344,11 @@ async fn a_gateway_from_another_root_is_refused() {
         metric(
             &text,
             "isthmus_gateway_handshake_failures_total",
-            &["reason=\"unknown_root\""]
+            &[
+                "side=\"dial\"",
+                "peer_cluster=\"west\"",
+                "reason=\"unknown_root\""
+            ]
         ) >= 1.0,
         "{text}"
     );

@@ -20,8 +20,10 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Called with every refusal, for counting and logging.
-pub type RefusalObserver = Arc<dyn Fn(&VerifyError) + Send + Sync>;
+/// Called with every refusal and the end-entity certificate refused (unverified: what
+/// it claims is only a hint, such as whose edge a failure belongs to), for counting and
+/// logging.
+pub type RefusalObserver = Arc<dyn Fn(&VerifyError, &CertificateDer<'_>) + Send + Sync>;
 
 /// Verifies peers' SVIDs against a (live-replaceable) trust bundle.
 pub struct SpiffeVerifier {
@@ -111,7 +113,7 @@ impl SpiffeVerifier {
             .map(|_| ())
             .map_err(|e| {
                 if let Some(observer) = &self.observer {
-                    observer(&e);
+                    observer(&e, end_entity);
                 }
                 rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
             })
