@@ -314,26 +314,35 @@ fn claimed_peer(cert: &rustls_pki_types::CertificateDer<'_>, catalog: &Catalog) 
 /// Sets the gauges that read live state: certificate expiries, bundle roots, peers
 /// connected.
 fn read_live_gauges(m: &Metrics, shared: &Shared, cert: &LiveCert, bundle: &SharedBundle) {
-    let not_after = |der: &rustls_pki_types::CertificateDer<'_>| {
-        isthmus_ca::CertFacts::parse(der).ok().map(|f| f.not_after)
+    let validity = |der: &rustls_pki_types::CertificateDer<'_>| {
+        isthmus_ca::CertFacts::parse(der)
+            .ok()
+            .map(|f| (f.not_after, f.not_before))
     };
     let chain = cert.chain();
     let bundle = bundle.current();
-    let earliest = |kind: &str, ends: Vec<i64>| {
-        if let Some(end) = ends.into_iter().min() {
-            m.certificate_not_after
-                .get_or_create(&KindLabels { kind: kind.into() })
-                .set(end);
+    let earliest = |kind: &str, certs: Vec<(i64, i64)>| {
+        if let Some((end, start)) = certs.into_iter().min() {
+            let kind = KindLabels { kind: kind.into() };
+            m.certificate_not_after.get_or_create(&kind).set(end);
+            m.certificate_not_before.get_or_create(&kind).set(start);
         }
     };
-    earliest("leaf", chain.first().and_then(not_after).into_iter().collect());
+    earliest(
+        "leaf",
+        chain.first().and_then(validity).into_iter().collect(),
+    );
     earliest(
         "intermediate",
-        chain.iter().skip(1).filter_map(not_after).collect(),
+        chain.iter().skip(1).filter_map(validity).collect(),
     );
     earliest(
         "root",
-        bundle.roots().iter().map(|r| r.facts.not_after).collect(),
+        bundle
+            .roots()
+            .iter()
+            .map(|r| (r.facts.not_after, r.facts.not_before))
+            .collect(),
     );
     for (state, count) in [
         ("active", bundle.roots().len()),

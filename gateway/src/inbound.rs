@@ -36,7 +36,9 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         Ok(connection) => connection,
         Err(err) => {
             if let Some(reason) = crate::quic::failure_reason(&err) {
-                shared.metrics.handshake_failed(Side::Accept, UNKNOWN, reason);
+                shared
+                    .metrics
+                    .handshake_failed(Side::Accept, UNKNOWN, reason);
             }
             tracing::info!(%remote, error = %err, "peer handshake failed");
             return;

@@ -252,6 +252,9 @@ pub struct Metrics {
     pub handshake_failures: Family<HandshakeLabels, Counter>,
     /// When the certificates in use expire (the earliest of each kind), Unix seconds.
     pub certificate_not_after: Family<KindLabels, Gauge>,
+    /// When the certificates in use began (of the earliest-expiring of each kind), so
+    /// that an alert can tell a late renewal by the share of the lifetime left.
+    pub certificate_not_before: Family<KindLabels, Gauge>,
     /// Roots of the trust bundle in force, by state.
     pub trust_bundle_roots: Family<StateLabels, Gauge>,
     /// 1 for each peer cluster with an open QUIC connection either way, else 0.
@@ -326,6 +329,7 @@ impl Metrics {
             egress_decisions: Family::default(),
             handshake_failures: Family::default(),
             certificate_not_after: Family::default(),
+            certificate_not_before: Family::default(),
             trust_bundle_roots: Family::default(),
             peer_connected: Family::default(),
             stream_open_seconds: Family::new_with_constructor(|| {
@@ -426,6 +430,11 @@ impl Metrics {
             "certificate_not_after_seconds",
             "When the certificates in use expire (the earliest of each kind), in Unix seconds",
             metrics.certificate_not_after.clone(),
+        );
+        registry.register(
+            "certificate_not_before_seconds",
+            "When the earliest-expiring certificate of each kind began, in Unix seconds",
+            metrics.certificate_not_before.clone(),
         );
         registry.register(
             "trust_bundle_roots",

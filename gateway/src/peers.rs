@@ -328,7 +328,8 @@ impl PeerPool {
             .map_err(|e| fail(e.to_string()))?;
         match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
             Err(_) => {
-                self.metrics.handshake_failed(Side::Dial, cluster, "timeout");
+                self.metrics
+                    .handshake_failed(Side::Dial, cluster, "timeout");
                 Err(fail(format!("no handshake within {DIAL_TIMEOUT:?}")))
             }
             Ok(Ok(connection)) => Ok(connection),

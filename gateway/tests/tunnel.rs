@@ -91,7 +91,10 @@ async fn bytes_cross_both_ways_and_half_close_works() {
         )
     };
     let (leaf, intermediate, root) = (expiry("leaf"), expiry("intermediate"), expiry("root"));
-    assert!(now < leaf && leaf <= intermediate && intermediate <= root, "{east}");
+    assert!(
+        now < leaf && leaf <= intermediate && intermediate <= root,
+        "{east}"
+    );
     let roots = |state: &str| {
         metric(
             &east,
