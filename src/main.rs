@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod logs;
 mod vet;
 
 use std::process::ExitCode;
@@ -14,15 +15,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     // One process-wide rustls provider (ring) for every TLS user: quinn, tonic, tokio-rustls.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ISTHMUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = cli::Cli::parse();
+    if let Err(err) = logs::init(args.log_format) {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {

@@ -156,3 +156,62 @@ fn dev_mesh_resolves_connects_renews_and_revokes() {
     let status = dev.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// `--log-format json` makes stderr one JSON object per line, and at the default level
+/// the routine openraft races of a forming cluster are not among them.
+#[test]
+fn dev_logs_are_json_lines_without_routine_raft_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mesh");
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut dev = Proc::spawn_with_stderr(
+        env!("CARGO_BIN_EXE_isthmus"),
+        &[
+            "--log-format",
+            "json",
+            "dev",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        log.into(),
+    );
+    dev.wait_for("mesh ready");
+    // Each gateway's access log is named.
+    for cluster in ["east", "west"] {
+        let line = dev
+            .seen_lines()
+            .iter()
+            .find(|l| l.trim_start().starts_with(cluster) && l.contains("access log"))
+            .unwrap_or_else(|| panic!("no access log line for {cluster}: {:?}", dev.seen_lines()));
+        let path = line.rsplit(' ').next().unwrap();
+        assert_eq!(
+            path,
+            data.join(cluster).join("access.log").to_str().unwrap()
+        );
+    }
+    assert!(dev.terminate().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["target"] == "isthmus_gateway::gateway"),
+        "{text}"
+    );
+    let chatter: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("openraft::core::raft_core"))
+        })
+        .collect();
+    assert!(
+        chatter.is_empty(),
+        "routine raft chatter at the default level: {chatter:?}"
+    );
+}

@@ -22,8 +22,10 @@ pub(crate) struct DevArgs {
     leaf_lifetime: isthmus_config::HumanDuration,
 }
 
+/// Progress for the person who started it, on stdout: stderr carries only the logs
+/// (`--log-format json` keeps it machine-readable).
 fn step(n: usize, what: &str) {
-    eprintln!("[{n}/5] {what}");
+    println!("[{n}/5] {what}");
 }
 
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -117,6 +119,12 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("  east dns  {dns}");
+    for cluster in mesh.members.keys() {
+        println!(
+            "  {cluster:<8}  access log {}",
+            mesh.access_log(cluster).display()
+        );
+    }
     println!();
     println!("try it:");
     println!(
@@ -139,8 +147,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("isthmus dev mesh ready (Ctrl-C to stop)");
 
     super::gateway::shutdown_signal()?.await;
-    eprintln!("stopping");
+    println!("stopping");
     mesh.shutdown().await;
-    eprintln!("stopped");
+    println!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "isthmus", version, about, long_about = None)]
 pub(crate) struct Cli {
+    /// How diagnostic logs (stderr) are written: `text` for people, `json` (one object
+    /// per line) for log shippers. The level is set by ISTHMUS_LOG or RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = crate::logs::LogFormat::Text)]
+    pub(crate) log_format: crate::logs::LogFormat,
     #[command(subcommand)]
     command: Command,
 }

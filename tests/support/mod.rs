@@ -115,11 +115,16 @@ pub(crate) struct Proc {
 
 impl Proc {
     pub(crate) fn spawn(program: &str, args: &[&str]) -> Self {
+        Self::spawn_with_stderr(program, args, Stdio::inherit())
+    }
+
+    /// [`Self::spawn`] with stderr going to `stderr` (a file, say).
+    pub(crate) fn spawn_with_stderr(program: &str, args: &[&str], stderr: Stdio) -> Self {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
