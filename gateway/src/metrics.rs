@@ -219,9 +219,12 @@ pub struct DialLabels {
     pub result: String,
 }
 
+/// Reads live state into gauges.
+type ReadGauges = Box<dyn Fn(&Metrics) + Send + Sync>;
+
 /// What reads live state into gauges before a scrape.
 #[derive(Default)]
-struct ScrapeHook(std::sync::OnceLock<Box<dyn Fn(&Metrics) + Send + Sync>>);
+struct ScrapeHook(std::sync::OnceLock<ReadGauges>);
 
 impl std::fmt::Debug for ScrapeHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -474,7 +477,7 @@ impl Metrics {
     }
 
     /// Sets how the gauges of live state are read before each scrape (once).
-    pub(crate) fn on_scrape(&self, read: Box<dyn Fn(&Metrics) + Send + Sync>) {
+    pub(crate) fn on_scrape(&self, read: ReadGauges) {
         let _ = self.on_scrape.0.set(read);
     }
 
