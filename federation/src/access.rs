@@ -12,6 +12,8 @@
 //! | policies                       | yes            | governing only its namespaces | no | no          |
 //! | claims                         | yes            | its namespaces       | no     | no                 |
 //! | register a gateway endpoint    | yes            | no                   | no     | its own cluster's  |
+//! | report a gateway's status      | yes            | no                   | no     | its own cluster's  |
+//! | the mesh picture and events    | yes            | edges of its namespaces | yes | yes                |
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -89,6 +91,11 @@ pub enum Operation<'a> {
         /// The cluster.
         cluster: &'a str,
     },
+    /// Reporting the status a gateway of a cluster sees.
+    ReportStatus {
+        /// The cluster.
+        cluster: &'a str,
+    },
 }
 
 /// Which kind of call an operation is, before its request is read: the coarse check
@@ -107,7 +114,7 @@ pub enum Grant {
     Policy,
     /// Claims: platform admins, namespace admins.
     Claim,
-    /// Gateway endpoints: platform admins, gateways.
+    /// Gateway endpoints and gateway status reports: platform admins, gateways.
     RegisterGateway,
 }
 
@@ -197,7 +204,8 @@ impl Principal {
                 }
             }
             (Role::Gateway(mine), Operation::Export { cluster, .. })
-            | (Role::Gateway(mine), Operation::RegisterGateway { cluster }) => {
+            | (Role::Gateway(mine), Operation::RegisterGateway { cluster })
+            | (Role::Gateway(mine), Operation::ReportStatus { cluster }) => {
                 if mine == cluster {
                     Ok(())
                 } else {
@@ -219,6 +227,9 @@ impl Principal {
             (_, Operation::RegisterGateway { cluster }) => {
                 denied(format!("register gateways of cluster {cluster}"))
             }
+            (_, Operation::ReportStatus { cluster }) => denied(format!(
+                "report the status of cluster {cluster}'s gateways (only its gateways may)"
+            )),
         }
     }
 }
@@ -454,20 +465,28 @@ mod tests {
                 "register west",
                 Operation::RegisterGateway { cluster: "west" },
             ),
+            ("report west", Operation::ReportStatus { cluster: "west" }),
+            ("report east", Operation::ReportStatus { cluster: "east" }),
         ];
-        let table: [(Role, [bool; 8]); 4] = [
-            (Role::PlatformAdmin, [true; 8]),
+        let table: [(Role, [bool; 10]); 4] = [
+            (Role::PlatformAdmin, [true; 10]),
             (
                 shop(),
-                [true, false, true, false, true, false, false, false],
+                [
+                    true, false, true, false, true, false, false, false, false, false,
+                ],
             ),
             (
                 Role::Reader,
-                [true, false, false, false, false, false, false, false],
+                [
+                    true, false, false, false, false, false, false, false, false, false,
+                ],
             ),
             (
                 Role::Gateway("west".into()),
-                [true, false, true, false, false, false, false, true],
+                [
+                    true, false, true, false, false, false, false, true, true, false,
+                ],
             ),
         ];
         for (role, expected) in table {
@@ -519,7 +538,10 @@ mod tests {
             ),
             (
                 Grant::RegisterGateway,
-                vec![Operation::RegisterGateway { cluster: "west" }],
+                vec![
+                    Operation::RegisterGateway { cluster: "west" },
+                    Operation::ReportStatus { cluster: "west" },
+                ],
             ),
         ];
         for role in roles {

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 use isthmus_federation_api::convert::{self, bundle_field};
+use isthmus_federation_api::mesh::GatewayReport;
 use isthmus_federation_api::model::ExportKey;
 use isthmus_federation_api::proto;
 use isthmus_federation_api::proto::federation_admin_server::FederationAdmin;
 use isthmus_federation_api::{ApiError, request};
+use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
@@ -266,6 +268,51 @@ impl FederationAdmin for AdminGrpc {
             .await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|item| item.and_then(convert::watch_to_proto).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_gateway_status(
+        &self,
+        r: Request<proto::GatewayReport>,
+    ) -> Reply<proto::ReportAck> {
+        let who = self.caller(&r, Op::ReportGatewayStatus).await?;
+        let report = GatewayReport::try_from(r.into_inner())?;
+        self.admin.report_gateway_status(&who, report).await?;
+        Ok(Response::new(proto::ReportAck {}))
+    }
+
+    async fn get_mesh(&self, r: Request<proto::GetMeshRequest>) -> Reply<proto::MeshPicture> {
+        let who = self.caller(&r, Op::GetMesh).await?;
+        reply(self.admin.mesh_picture(&who))
+    }
+
+    type WatchMeshStream = Pin<Box<dyn Stream<Item = Result<proto::MeshEvent, Status>> + Send>>;
+
+    async fn watch_mesh(
+        &self,
+        r: Request<proto::WatchMeshRequest>,
+    ) -> Reply<Self::WatchMeshStream> {
+        let who = self.caller(&r, Op::WatchMesh).await?;
+        let (events, view) = self.admin.watch_mesh(&who)?;
+        // Nothing follows a lost change: the stream ends with the error that says so.
+        let stream = futures_util::stream::unfold(Some((events, view)), |state| async move {
+            let (mut events, view) = state?;
+            loop {
+                match events.recv().await {
+                    Ok(event) if view.shows_event(&event) => {
+                        return Some((Ok(proto::MeshEvent::from(event)), Some((events, view))));
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        let lost = Status::data_loss(format!(
+                            "this watcher fell {n} changes behind; read GetMesh again, then watch"
+                        ));
+                        return Some((Err(lost), None));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -26,6 +26,7 @@ pub mod enroll;
 #[cfg(feature = "testing")]
 pub mod faults;
 pub mod grpc;
+pub mod mesh;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -316,10 +316,16 @@ pub async fn start(
             }
         }));
     }
+    let mesh = Arc::new(crate::mesh::MeshStatus::new(&config.name));
+    {
+        let (mesh, stop) = (mesh.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move { mesh.tick(stop).await }));
+    }
     let admin = Arc::new(Admin::new(
         federation.clone(),
         enroller.clone(),
         access.clone(),
+        mesh,
     ));
     let admin_service = FederationAdminServer::new(AdminGrpc::new(admin.clone()))
         .max_decoding_message_size(MAX_BODY)

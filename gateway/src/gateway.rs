@@ -138,6 +138,8 @@ pub(crate) struct Shared {
     pub(crate) tunnels: Tunnels,
     /// Its access log.
     pub(crate) access_log: AccessLog,
+    /// What it saw of each inbound edge, for the federation's picture.
+    pub(crate) traffic: crate::traffic::Traffic,
     request_ids: AtomicU64,
     random: AtomicU64,
 }
@@ -311,42 +313,76 @@ fn claimed_peer(cert: &rustls_pki_types::CertificateDer<'_>, catalog: &Catalog) 
     }
 }
 
+/// The certificates in use and the bundle in force, as the gauges and the status
+/// report give them.
+pub(crate) struct TlsFacts {
+    /// `(kind, not_after, not_before)` of the earliest-expiring certificate of each kind.
+    pub(crate) certificates: Vec<(&'static str, i64, i64)>,
+    /// Fingerprints of the roots in force.
+    pub(crate) active_roots: Vec<String>,
+    /// Fingerprints of the retired roots.
+    pub(crate) retired_roots: Vec<String>,
+}
+
+impl TlsFacts {
+    pub(crate) fn read(cert: &LiveCert, bundle: &SharedBundle) -> Self {
+        let validity = |der: &rustls_pki_types::CertificateDer<'_>| {
+            isthmus_ca::CertFacts::parse(der)
+                .ok()
+                .map(|f| (f.not_after, f.not_before))
+        };
+        let chain = cert.chain();
+        let bundle = bundle.current();
+        let mut certificates = Vec::new();
+        let mut earliest = |kind: &'static str, certs: Vec<(i64, i64)>| {
+            if let Some((end, start)) = certs.into_iter().min() {
+                certificates.push((kind, end, start));
+            }
+        };
+        earliest(
+            "leaf",
+            chain.first().and_then(validity).into_iter().collect(),
+        );
+        earliest(
+            "intermediate",
+            chain.iter().skip(1).filter_map(validity).collect(),
+        );
+        earliest(
+            "root",
+            bundle
+                .roots()
+                .iter()
+                .map(|r| (r.facts.not_after, r.facts.not_before))
+                .collect(),
+        );
+        let prints = |roots: &[isthmus_ca::Root]| {
+            roots
+                .iter()
+                .map(|r| isthmus_ca::fingerprint(&r.der))
+                .collect()
+        };
+        Self {
+            certificates,
+            active_roots: prints(bundle.roots()),
+            retired_roots: prints(bundle.retired()),
+        }
+    }
+}
+
 /// Sets the gauges that read live state: certificate expiries, bundle roots, peers
 /// connected.
 fn read_live_gauges(m: &Metrics, shared: &Shared, cert: &LiveCert, bundle: &SharedBundle) {
-    let validity = |der: &rustls_pki_types::CertificateDer<'_>| {
-        isthmus_ca::CertFacts::parse(der)
-            .ok()
-            .map(|f| (f.not_after, f.not_before))
-    };
-    let chain = cert.chain();
-    let bundle = bundle.current();
-    let earliest = |kind: &str, certs: Vec<(i64, i64)>| {
-        if let Some((end, start)) = certs.into_iter().min() {
-            let kind = KindLabels { kind: kind.into() };
-            m.certificate_not_after.get_or_create(&kind).set(end);
-            m.certificate_not_before.get_or_create(&kind).set(start);
-        }
-    };
-    earliest(
-        "leaf",
-        chain.first().and_then(validity).into_iter().collect(),
-    );
-    earliest(
-        "intermediate",
-        chain.iter().skip(1).filter_map(validity).collect(),
-    );
-    earliest(
-        "root",
-        bundle
-            .roots()
-            .iter()
-            .map(|r| (r.facts.not_after, r.facts.not_before))
-            .collect(),
-    );
+    let facts = TlsFacts::read(cert, bundle);
+    for (kind, end, start) in &facts.certificates {
+        let kind = KindLabels {
+            kind: (*kind).into(),
+        };
+        m.certificate_not_after.get_or_create(&kind).set(*end);
+        m.certificate_not_before.get_or_create(&kind).set(*start);
+    }
     for (state, count) in [
-        ("active", bundle.roots().len()),
-        ("retired", bundle.retired().len()),
+        ("active", facts.active_roots.len()),
+        ("retired", facts.retired_roots.len()),
     ] {
         m.trust_bundle_roots
             .get_or_create(&StateLabels {
@@ -547,6 +583,7 @@ impl Gateway {
             metrics: metrics.clone(),
             tunnels: Tunnels::default(),
             access_log,
+            traffic: Default::default(),
             request_ids: AtomicU64::new(first_request_id),
             random: AtomicU64::new(seed),
         });

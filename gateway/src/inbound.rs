@@ -98,8 +98,9 @@ fn peer_cluster(connection: &quinn::Connection) -> Option<String> {
     }
 }
 
-/// The access-log line of one inbound stream, filled in as it is decided.
-struct Line(Pending);
+/// The access-log line of one inbound stream, filled in as it is decided, and the edge
+/// it is tallied under once its service is known to be one of ours.
+struct Line(Pending, Option<crate::traffic::EdgeKey>, bool);
 
 impl std::ops::Deref for Line {
     type Target = Pending;
@@ -123,7 +124,21 @@ impl Line {
         entry.source_cluster = Some(peer.to_owned());
         entry.destination_cluster = Some(shared.me.cluster.clone());
         entry.connection_security_policy = SecurityPolicy::MutualTls;
-        Self(line)
+        Self(line, None, false)
+    }
+
+    /// Tallies the stream under its edge (the service is one this gateway knows).
+    fn on_edge(&mut self, header: &StreamHeader) {
+        let source = self.entry.source_cluster.clone().unwrap_or_default();
+        self.1 = Some((source, header.namespace.clone(), header.service.clone()));
+    }
+
+    /// The connection is open and carrying.
+    fn carrying(&mut self, shared: &Shared) {
+        if let Some(key) = &self.1 {
+            shared.traffic.opened(key);
+            self.2 = true;
+        }
     }
 
     fn header(&mut self, header: &StreamHeader) {
@@ -133,6 +148,9 @@ impl Line {
     }
 
     fn write(self, shared: &Shared, summary: Option<&crate::splice::Summary>) {
+        if let Some(key) = &self.1 {
+            shared.traffic.ended(key, &self.0.entry, self.2);
+        }
         self.0.write(&shared.access_log, summary);
     }
 
@@ -236,12 +254,18 @@ async fn stream(
                 line.entry.policy_decision = Some("rate_limited".into());
                 line.entry.policy_rule = Some(limit);
             }
+            // Refusals of a service this gateway names are tallied under its edge;
+            // names only the peer made up are not (they would grow the table).
+            if label != UNKNOWN {
+                line.on_edge(&header);
+            }
             return line
                 .refuse(&mut send, &shared, &label, status, &reason)
                 .await;
         }
     };
     line.entry.decided(&admitted.verdict);
+    line.on_edge(&header);
     let service = admitted.label;
     let Destination::Local { port, order } = admitted.destination else {
         // A peer's stream is only admitted to an export of this cluster.
@@ -297,6 +321,7 @@ async fn stream(
     let m = &shared.metrics;
     m.connections_opened.get_or_create(&labels).inc();
     m.connections_active.get_or_create(&labels).inc();
+    line.carrying(&shared);
     let counters = Counters {
         // Inbound: the stream carries the request, TCP the response.
         quic_to_tcp: m

@@ -42,6 +42,7 @@ pub mod recheck;
 pub mod sni;
 pub mod splice;
 pub mod stream;
+mod traffic;
 mod upstream;
 
 pub use gateway::{Addresses, DrainReport, Gateway, GatewayTls, StartError};

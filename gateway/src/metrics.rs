@@ -32,7 +32,7 @@ pub enum Flow {
 }
 
 /// Which end of a handshake this gateway was.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Side {
     /// It accepted a peer's connection.
     Accept,
@@ -219,6 +219,11 @@ pub struct DialLabels {
     pub result: String,
 }
 
+/// Which handshake failures: the side, the peer cluster, the reason.
+pub type HandshakeKey = (Side, String, String);
+/// How many, and the Unix second of the last.
+pub type Seen = (u64, i64);
+
 /// Reads live state into gauges.
 type ReadGauges = Box<dyn Fn(&Metrics) + Send + Sync>;
 
@@ -283,6 +288,9 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Sets the gauges read from live state just before each scrape.
     on_scrape: ScrapeHook,
+    /// The handshake failures again, with when the last of each happened (for the
+    /// federation's picture; the counter family cannot be read back).
+    handshakes: std::sync::Mutex<std::collections::BTreeMap<HandshakeKey, Seen>>,
     registry: Registry,
 }
 
@@ -347,6 +355,7 @@ impl Metrics {
             bundle_updates: Counter::default(),
             access_log_dropped: Counter::default(),
             on_scrape: ScrapeHook::default(),
+            handshakes: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -474,6 +483,22 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut seen = self.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = seen
+            .entry((side, peer_cluster.to_owned(), reason.to_owned()))
+            .or_default();
+        slot.0 += 1;
+        slot.1 = now;
+    }
+
+    /// Every handshake failure so far by side, peer cluster and reason: how many, and
+    /// the Unix second of the last.
+    pub fn handshake_failures_seen(&self) -> Vec<(HandshakeKey, Seen)> {
+        let seen = self.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Sets how the gauges of live state are read before each scrape (once).

@@ -24,6 +24,8 @@ pub mod enroll;
 pub mod error;
 pub mod join;
 pub mod json;
+pub mod mesh;
+pub mod mesh_wire;
 pub mod mirror;
 pub mod model;
 pub mod policy;

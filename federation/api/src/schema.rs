@@ -35,6 +35,27 @@ pub fn label(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "pattern": LABEL, "minLength": 1, "maxLength": 63 })
 }
 
+/// SHA-256 fingerprints of roots in force (at most 16), lower-case hex.
+pub fn active_fingerprints(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "array", "maxItems": 16,
+        "items": { "type": "string", "pattern": FINGERPRINT } })
+}
+
+/// SHA-256 fingerprints of retired roots (at most 256), lower-case hex.
+pub fn retired_fingerprints(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "array", "maxItems": 256,
+        "items": { "type": "string", "pattern": FINGERPRINT } })
+}
+
+/// SPIFFE IDs as a report names them (at most 256, each 1 to 2048 characters).
+pub fn identities(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "array", "maxItems": 256,
+        "items": { "type": "string", "minLength": 1, "maxLength": 2048 } })
+}
+
+/// A SHA-256 fingerprint: 64 lower-case hex digits.
+pub const FINGERPRINT: &str = "^[0-9a-f]{64}$";
+
 /// A label or `*`.
 pub fn label_or_any(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "pattern": LABEL_OR_ANY, "minLength": 1, "maxLength": 63, "default": "*" })

@@ -16,9 +16,11 @@
 
 mod catalog;
 mod members;
+mod mesh;
 mod op;
 mod policy;
 
+pub use mesh::MeshView;
 pub use op::Op;
 
 use std::sync::Arc;
@@ -52,6 +54,7 @@ pub struct Admin {
     federation: Arc<Federation>,
     enroller: Arc<Enroller>,
     access: Arc<AccessControl>,
+    mesh: Arc<crate::mesh::MeshStatus>,
 }
 
 /// The longest a blocking watch query may wait for a change.
@@ -59,16 +62,18 @@ pub const MAX_WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(1
 
 impl Admin {
     /// The operations over `federation`; `enroller` mints join tokens; `access` says
-    /// who may call.
+    /// who may call; `mesh` holds the gateways' status reports.
     pub fn new(
         federation: Arc<Federation>,
         enroller: Arc<Enroller>,
         access: Arc<AccessControl>,
+        mesh: Arc<crate::mesh::MeshStatus>,
     ) -> Self {
         Self {
             federation,
             enroller,
             access,
+            mesh,
         }
     }
 

@@ -63,6 +63,12 @@ pub enum Op {
     SetTrustBundle,
     /// The changes after a revision.
     Watch,
+    /// A gateway's status report (soft state).
+    ReportGatewayStatus,
+    /// The mesh's security status.
+    GetMesh,
+    /// Changes of the mesh's security status.
+    WatchMesh,
 }
 
 impl Op {
@@ -80,7 +86,9 @@ impl Op {
             | Self::GetPolicy
             | Self::ListClaims
             | Self::GetTrustBundle
-            | Self::Watch => Grant::Read,
+            | Self::Watch
+            | Self::GetMesh
+            | Self::WatchMesh => Grant::Read,
             Self::Init
             | Self::AddMember
             | Self::RemoveMember
@@ -92,7 +100,7 @@ impl Op {
             Self::PutExport | Self::DeleteExport => Grant::Export,
             Self::PutPolicy | Self::DeletePolicy => Grant::Policy,
             Self::PutClaim | Self::DeleteClaim => Grant::Claim,
-            Self::RegisterGateway => Grant::RegisterGateway,
+            Self::RegisterGateway | Self::ReportGatewayStatus => Grant::RegisterGateway,
         }
     }
 
@@ -126,6 +134,9 @@ impl Op {
             Self::GetTrustBundle => "getTrustBundle",
             Self::SetTrustBundle => "setTrustBundle",
             Self::Watch => "watch",
+            Self::ReportGatewayStatus => "reportGatewayStatus",
+            Self::GetMesh => "getMesh",
+            Self::WatchMesh => "watchMesh",
         }
     }
 }

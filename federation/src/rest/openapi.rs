@@ -8,7 +8,7 @@ use isthmus_ca::TrustDomain;
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
-use super::routes::{Query, table};
+use super::routes::{Media, Query, table};
 use crate::access::Grant;
 
 /// Statuses an operation may answer with besides 200, each with the error envelope.
@@ -142,9 +142,17 @@ pub fn document(trust_domain: &TrustDomain) -> Value {
         parameters.extend(query(route.query));
         let answer = (route.answer)(&mut generator).to_value();
         let mut responses = Map::new();
+        let content = match route.media {
+            Media::Json => json!({ "application/json": { "schema": answer } }),
+            // OpenAPI 3.1 describes an event stream by its events' schema.
+            Media::EventStream => json!({ "text/event-stream": {
+                "schema": { "type": "string" },
+                "x-isthmus-event-data": answer,
+            } }),
+        };
         responses.insert(
             "200".into(),
-            json!({ "description": "OK", "content": { "application/json": { "schema": answer } } }),
+            json!({ "description": "OK", "content": content }),
         );
         for (status, _) in ERRORS {
             responses.insert(

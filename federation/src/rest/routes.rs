@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Json};
+use isthmus_federation_api::mesh::{GatewayReport, MeshEvent, MeshPicture};
 use isthmus_federation_api::model::{Cluster, ExportKey, Policy, ServiceExport, TrustBundleDoc};
 use isthmus_federation_api::request::{
     AddMember, CreateCluster, DeleteClaim, DeleteCluster, DeleteExport, DeletePolicy,
@@ -18,6 +20,7 @@ use isthmus_federation_api::status::{MemberStatus, NodeInfo, StatusReport};
 use isthmus_federation_api::{ApiError, claims::Claim, model::GatewayEndpoint};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::Failure;
 use super::body::{
@@ -76,6 +79,15 @@ pub enum Query {
     Watch,
 }
 
+/// How a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// One JSON document.
+    Json,
+    /// Server-Sent Events, each one's data a JSON document of the answer's schema.
+    EventStream,
+}
+
 /// One route.
 pub struct Route {
     /// The method.
@@ -94,6 +106,8 @@ pub struct Route {
     pub body: Option<(SchemaFn, bool)>,
     /// The schema of its answer.
     pub answer: SchemaFn,
+    /// How the answer is sent.
+    pub media: Media,
     /// The handler.
     pub handler: MethodRouter<Arc<Admin>>,
 }
@@ -125,6 +139,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Nothing,
             body: None,
             answer: |_| schemars::json_schema!({ "type": "object" }),
+            media: Media::Json,
             handler: get(openapi),
         },
         Route {
@@ -136,6 +151,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<StatusReport>,
+            media: Media::Json,
             handler: get(status),
         },
         Route {
@@ -147,6 +163,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Nothing,
             body: None,
             answer: schema::<StatusReport>,
+            media: Media::Json,
             handler: post(init),
         },
         Route {
@@ -158,6 +175,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<Vec<MemberStatus>>,
+            media: Media::Json,
             handler: get(list_members),
         },
         Route {
@@ -169,6 +187,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Nothing,
             body: Some((schema::<MemberBody>, false)),
             answer: schema::<StatusReport>,
+            media: Media::Json,
             handler: post(add_member),
         },
         Route {
@@ -180,6 +199,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Nothing,
             body: None,
             answer: schema::<StatusReport>,
+            media: Media::Json,
             handler: delete(remove_member),
         },
         Route {
@@ -191,6 +211,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<ListedView<Cluster>>,
+            media: Media::Json,
             handler: get(list_clusters),
         },
         Route {
@@ -202,6 +223,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<Cluster>,
+            media: Media::Json,
             handler: get(get_cluster),
         },
         Route {
@@ -213,6 +235,7 @@ pub fn table() -> Vec<Route> {
             query: Q::ExpectRevision,
             body: Some((schema::<ClusterBody>, false)),
             answer: schema::<Written>,
+            media: Media::Json,
             handler: put(put_cluster),
         },
         Route {
@@ -224,6 +247,7 @@ pub fn table() -> Vec<Route> {
             query: Q::ExpectRevision,
             body: None,
             answer: schema::<Written>,
+            media: Media::Json,
             handler: delete(delete_cluster),
         },
         Route {
@@ -235,6 +259,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Nothing,
             body: Some((schema::<JoinTokenBody>, true)),
             answer: schema::<JoinTokenReply>,
+            media: Media::Json,
             handler: post(create_cluster),
         },
         Route {
@@ -246,6 +271,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Nothing,
             body: None,
             answer: schema::<Written>,
+            media: Media::Json,
             handler: post(revoke_cluster),
         },
         Route {
@@ -257,6 +283,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Nothing,
             body: Some((schema::<GatewayBody>, false)),
             answer: schema::<Written>,
+            media: Media::Json,
             handler: put(register_gateway),
         },
         Route {
@@ -268,6 +295,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<ListedView<ServiceExport>>,
+            media: Media::Json,
             handler: get(list_exports),
         },
         Route {
@@ -279,6 +307,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<ServiceExport>,
+            media: Media::Json,
             handler: get(get_export),
         },
         Route {
@@ -290,6 +319,7 @@ pub fn table() -> Vec<Route> {
             query: Q::ExpectRevision,
             body: Some((schema::<ExportBody>, false)),
             answer: schema::<Written>,
+            media: Media::Json,
             handler: put(put_export),
         },
         Route {
@@ -301,6 +331,7 @@ pub fn table() -> Vec<Route> {
             query: Q::ExpectRevision,
             body: None,
             answer: schema::<Written>,
+            media: Media::Json,
             handler: delete(delete_export),
         },
         Route {
@@ -312,6 +343,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<ListedView<PolicyText>>,
+            media: Media::Json,
             handler: get(list_policies),
         },
         Route {
@@ -323,6 +355,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<PolicyText>,
+            media: Media::Json,
             handler: get(get_policy),
         },
         Route {
@@ -334,6 +367,7 @@ pub fn table() -> Vec<Route> {
             query: Q::ExpectRevision,
             body: Some((schema::<isthmus_federation_api::policy::PolicyBody>, false)),
             answer: schema::<Written>,
+            media: Media::Json,
             handler: put(put_policy),
         },
         Route {
@@ -345,6 +379,7 @@ pub fn table() -> Vec<Route> {
             query: Q::ExpectRevision,
             body: None,
             answer: schema::<Written>,
+            media: Media::Json,
             handler: delete(delete_policy),
         },
         Route {
@@ -356,6 +391,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<ListedView<Claim>>,
+            media: Media::Json,
             handler: get(list_claims),
         },
         Route {
@@ -367,6 +403,7 @@ pub fn table() -> Vec<Route> {
             query: Q::ExpectRevision,
             body: Some((schema::<ClaimBody>, false)),
             answer: schema::<Written>,
+            media: Media::Json,
             handler: put(put_claim),
         },
         Route {
@@ -378,6 +415,7 @@ pub fn table() -> Vec<Route> {
             query: Q::ExpectRevision,
             body: None,
             answer: schema::<Written>,
+            media: Media::Json,
             handler: delete(delete_claim),
         },
         Route {
@@ -389,6 +427,7 @@ pub fn table() -> Vec<Route> {
             query: Q::Consistency,
             body: None,
             answer: schema::<TrustBundleDoc>,
+            media: Media::Json,
             handler: get(get_bundle),
         },
         Route {
@@ -400,6 +439,7 @@ pub fn table() -> Vec<Route> {
             query: Q::ExpectRevision,
             body: Some((schema::<TrustBundleDoc>, false)),
             answer: schema::<Written>,
+            media: Media::Json,
             handler: put(put_bundle),
         },
         Route {
@@ -411,9 +451,105 @@ pub fn table() -> Vec<Route> {
             query: Q::Watch,
             body: None,
             answer: schema::<Changes>,
+            media: Media::Json,
             handler: get(watch),
         },
+        Route {
+            method: M::Get,
+            path: "/v1/mesh",
+            op: Op::GetMesh,
+            summary: "The mesh's security status as this node holds it: every gateway (up, stale, lost; certificates, bundle roots, catalog age, peers) and every edge (mutual TLS, app legs, connections, bytes, handshake failures, decisions), each with its age",
+            params: &[],
+            query: Q::Nothing,
+            body: None,
+            answer: schema::<MeshPicture>,
+            media: Media::Json,
+            handler: get(get_mesh),
+        },
+        Route {
+            method: M::Get,
+            path: "/v1/mesh/events",
+            op: Op::WatchMesh,
+            summary: "Server-Sent Events, one per change of an edge's or a gateway's status (event `gateway` or `edge`, id the picture's revision); `resync` when this stream fell behind and the picture must be read again",
+            params: &[],
+            query: Q::Nothing,
+            body: None,
+            answer: schema::<MeshEvent>,
+            media: Media::EventStream,
+            handler: get(watch_mesh),
+        },
+        Route {
+            method: M::Post,
+            path: "/v1/mesh/reports",
+            op: Op::ReportGatewayStatus,
+            summary: "A gateway's status report (gateways send one to every node every 2 s; soft state, not replicated)",
+            params: &[],
+            query: Q::Nothing,
+            body: Some((schema::<GatewayReport>, false)),
+            answer: schema::<ReportAccepted>,
+            media: Media::Json,
+            handler: post(report_gateway_status),
+        },
     ]
+}
+
+/// The answer to a status report.
+#[derive(Debug, serde::Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ReportAccepted {}
+
+async fn get_mesh(State(a): St, Extension(who): Who, call: Call) -> Answer<MeshPicture> {
+    call.no_query()?;
+    json(a.mesh_picture(&who))
+}
+
+async fn report_gateway_status(
+    State(a): St,
+    Extension(who): Who,
+    call: Call,
+) -> Answer<ReportAccepted> {
+    call.no_query()?;
+    let report: GatewayReport = call.json(false)?;
+    a.report_gateway_status(&who, report).await?;
+    Ok(Json(ReportAccepted {}))
+}
+
+async fn watch_mesh(
+    State(a): St,
+    Extension(who): Who,
+    call: Call,
+) -> Result<
+    Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>>,
+    Failure,
+> {
+    call.no_query()?;
+    let (events, view) = a.watch_mesh(&who)?;
+    let stream = futures_util::stream::unfold((events, view), |(mut events, view)| async move {
+        loop {
+            let event = match events.recv().await {
+                Ok(event) if view.shows_event(&event) => {
+                    let (name, revision) = match &event {
+                        MeshEvent::Gateway { revision, .. } => ("gateway", *revision),
+                        MeshEvent::Edge { revision, .. } => ("edge", *revision),
+                    };
+                    let data = serde_json::to_string(&event).unwrap_or_default();
+                    SseEvent::default()
+                        .event(name)
+                        .id(revision.to_string())
+                        .data(data)
+                }
+                Ok(_) => continue,
+                // The watcher missed changes: it must read the picture again; the
+                // stream goes on from here.
+                Err(RecvError::Lagged(n)) => SseEvent::default()
+                    .event("resync")
+                    .data(format!("{{\"lagged\":{n}}}")),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((Ok(event), (events, view)));
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// A list's answer, as the document describes it.

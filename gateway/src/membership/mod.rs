@@ -9,6 +9,7 @@
 pub mod choose;
 pub mod identity;
 pub(crate) mod imports;
+mod report;
 mod sync;
 pub mod view;
 
@@ -138,7 +139,19 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
         state_dir: enrolled.state_dir.clone(),
         published: std::collections::HashMap::new(),
     };
-    let mut tasks = vec![tokio::spawn(sync.run(stop.clone()))];
+    let reporter = report::Reporter {
+        shared: shared.clone(),
+        cluster: sync.cluster.clone(),
+        gateway: settings.gateway_name.clone(),
+        admin_addrs: enrolled.admin_addrs.clone(),
+        bundle: sync.bundle.clone(),
+        cert: cert.clone(),
+        revision: revision.clone(),
+    };
+    let mut tasks = vec![
+        tokio::spawn(sync.run(stop.clone())),
+        tokio::spawn(reporter.run(stop.clone())),
+    ];
     let metrics = shared.metrics.clone();
     tasks.push(tokio::spawn(identity::renew(
         issuer,

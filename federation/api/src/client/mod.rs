@@ -23,6 +23,7 @@ pub use tls::{ClientTls, ClientTlsError, bundle_from_pem};
 use crate::ApiError;
 use crate::claims::Claim;
 use crate::convert;
+use crate::mesh::{GatewayReport, MeshEvent, MeshPicture};
 use crate::model::{Cluster, ExportKey, Policy, ServiceExport, TrustBundleDoc};
 use crate::proto;
 use crate::proto::federation_admin_client::FederationAdminClient;
@@ -625,6 +626,64 @@ impl FederationClient {
             Err(status) => Err(ClientError::Api(ApiError::from_status(&status))),
         });
         Ok(WatchStream(Box::pin(stream)))
+    }
+}
+
+impl FederationClient {
+    /// Sends a gateway's status report to the node this client prefers (a gateway keeps
+    /// one client per node and reports to each).
+    pub async fn report_gateway_status(&self, report: GatewayReport) -> Result<(), ClientError> {
+        self.call(
+            Retry::Read,
+            proto::GatewayReport::from(report),
+            |mut c, r| async move { c.report_gateway_status(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The mesh's security status as the answering node holds it.
+    pub async fn mesh(&self) -> Result<MeshPicture, ClientError> {
+        let picture = self
+            .call(
+                Retry::Read,
+                proto::GetMeshRequest {},
+                |mut c, r| async move { c.get_mesh(r).await },
+            )
+            .await?;
+        MeshPicture::try_from(picture).map_err(ClientError::Api)
+    }
+
+    /// The changes of the mesh's status from now on.
+    pub async fn watch_mesh(&self) -> Result<MeshEvents, ClientError> {
+        let stream = self
+            .call(
+                Retry::Read,
+                proto::WatchMeshRequest {},
+                |mut c, r| async move { c.watch_mesh(r).await },
+            )
+            .await?;
+        let stream = stream.map(|item| match item {
+            Ok(event) => MeshEvent::try_from(event).map_err(ClientError::Api),
+            Err(status) => Err(ClientError::Api(ApiError::from_status(&status))),
+        });
+        Ok(MeshEvents(Box::pin(stream)))
+    }
+}
+
+/// The changes of the mesh's status, typed.
+pub struct MeshEvents(std::pin::Pin<Box<dyn Stream<Item = Result<MeshEvent, ClientError>> + Send>>);
+
+impl std::fmt::Debug for MeshEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshEvents").finish_non_exhaustive()
+    }
+}
+
+impl MeshEvents {
+    /// The next change; `None` when the node ended the stream.
+    pub async fn next(&mut self) -> Option<Result<MeshEvent, ClientError>> {
+        self.0.next().await
     }
 }
 

@@ -1,0 +1,116 @@
+//! The mesh's security status operations: a gateway's report (soft state, held by this
+//! node only; see [`crate::mesh`]), the picture, and its changes. A namespace admin sees
+//! the edges to services of its namespaces (and every gateway); everyone else who may
+//! read sees everything.
+
+use isthmus_ca::{Identity, SpiffeId};
+use isthmus_federation_api::ApiError;
+use isthmus_federation_api::mesh::{GatewayReport, MeshEdge, MeshEvent, MeshPicture};
+use isthmus_federation_api::model::ClusterState;
+use isthmus_federation_api::status::Consistency;
+use tokio::sync::broadcast;
+
+use super::Admin;
+use crate::access::{Operation, Principal, Role};
+
+/// Which edges a caller may see.
+#[derive(Debug, Clone)]
+pub struct MeshView(Option<std::collections::BTreeSet<String>>);
+
+impl MeshView {
+    fn of(who: &Principal) -> Self {
+        match &who.role {
+            Role::NamespaceAdmin(mine) => Self(Some(mine.clone())),
+            _ => Self(None),
+        }
+    }
+
+    /// Whether the caller may see `edge`: a namespace admin, only those to a service of
+    /// its namespaces.
+    pub fn shows(&self, edge: &MeshEdge) -> bool {
+        match &self.0 {
+            None => true,
+            Some(mine) => edge
+                .service
+                .as_deref()
+                .and_then(|s| s.rsplit_once('.'))
+                .is_some_and(|(_, namespace)| mine.contains(namespace)),
+        }
+    }
+
+    /// Whether the caller may see `event`.
+    pub fn shows_event(&self, event: &MeshEvent) -> bool {
+        match event {
+            MeshEvent::Gateway { .. } => true,
+            MeshEvent::Edge { edge, .. } => self.shows(edge),
+        }
+    }
+}
+
+impl Admin {
+    /// Takes a gateway's status report: from a gateway of that cluster (with the name of
+    /// its certificate) or a platform admin, for an active cluster.
+    pub async fn report_gateway_status(
+        &self,
+        who: &Principal,
+        report: GatewayReport,
+    ) -> Result<(), ApiError> {
+        who.may(&Operation::ReportStatus {
+            cluster: &report.cluster,
+        })?;
+        report.check()?;
+        if let Role::Gateway(_) = &who.role {
+            let named = SpiffeId::parse(&who.who)
+                .ok()
+                .and_then(|id| match id.identity().ok()? {
+                    Identity::Gateway { name, .. } => Some(name),
+                    _ => None,
+                });
+            if named.as_deref() != Some(report.gateway.as_str()) {
+                return Err(ApiError::PermissionDenied(format!(
+                    "{} may report only as itself, not as gateway {:?}",
+                    who.who, report.gateway
+                )));
+            }
+        }
+        let state = self
+            .federation
+            .read(Consistency::Stale, |s| {
+                s.clusters.get(&report.cluster).map(|c| c.state)
+            })
+            .await?;
+        if state != Some(ClusterState::Active) {
+            return Err(ApiError::admission(
+                "cluster",
+                format!(
+                    "cluster {:?} is not an active member of the federation",
+                    report.cluster
+                ),
+            ));
+        }
+        // A report overtaken by a newer one is not the sender's fault: it is already
+        // superseded, and the call succeeds.
+        if let Err(refused) = self.mesh.record(report) {
+            tracing::debug!(%refused, "gateway status report dropped");
+        }
+        Ok(())
+    }
+
+    /// The mesh's security status as this node holds it.
+    pub fn mesh_picture(&self, who: &Principal) -> Result<MeshPicture, ApiError> {
+        who.may(&Operation::Read)?;
+        let view = MeshView::of(who);
+        let mut picture = self.mesh.picture();
+        picture.edges.retain(|e| view.shows(e));
+        Ok(picture)
+    }
+
+    /// The changes of status from now on, and which of them the caller may see.
+    pub fn watch_mesh(
+        &self,
+        who: &Principal,
+    ) -> Result<(broadcast::Receiver<MeshEvent>, MeshView), ApiError> {
+        who.may(&Operation::Read)?;
+        Ok((self.mesh.subscribe(), MeshView::of(who)))
+    }
+}

@@ -1,0 +1,301 @@
+//! The mesh's security status end to end: a dev mesh's gateways report to every
+//! federation node; any node's `/v1/mesh` shows the east → west edge as mutual TLS with
+//! east's verified SPIFFE ID; a gateway from an unknown root dialling east shows up as
+//! `unknown_root` handshake failures on the west → east hop; when west's gateway stops,
+//! the picture marks it lost within [`LOST_AFTER`] (plus a report round and a tick) and
+//! the Server-Sent Events stream of `/v1/mesh/events` (read with curl) delivers that.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use isthmus_federation_api::mesh::{
+    EdgeSecurity, GatewayState, HandshakeSide, LOST_AFTER, MeshPicture,
+};
+use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, TestPki, echo_server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A change this bound after its cause has not come.
+const WAIT: Duration = Duration::from_secs(40);
+
+async fn picture_until(
+    client: &isthmus_federation_api::client::FederationClient,
+    what: &str,
+    done: impl Fn(&MeshPicture) -> bool,
+) -> MeshPicture {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let picture = client.mesh().await.unwrap();
+        if done(&picture) {
+            return picture;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not within {WAIT:?}: {what}; last {picture:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn dig(dns: SocketAddr, name: &str) -> String {
+    let out = Command::new("dig")
+        .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
+        .args(["+tries=1", "+time=2", "+short", name])
+        .output()
+        .expect("dig (dnsutils) is installed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One request through east's import of echo; its answer.
+async fn request(address: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(format!("{address}:8080"))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /status HTTP/1.1\r\nhost: echo\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    reply
+}
+
+/// The `data:` lines of an SSE stream read by curl, as they come.
+fn sse(mesh: &DevMesh, node: usize) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let rest = mesh.node(node).unwrap().listen.rest;
+    let file = |f: &str| mesh.dir.join(f).to_string_lossy().into_owned();
+    let mut child = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "120"])
+        .args(["--resolve", &format!("localhost:{}:127.0.0.1", rest.port())])
+        .args(["--cacert", &file("bundle.pem")])
+        .args(["--cert", &file("admin.pem"), "--key", &file("admin.key")])
+        .arg(format!("https://localhost:{}/v1/mesh/events", rest.port()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl is installed");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(data) = line.strip_prefix("data:") {
+                if tx.send(data.trim().to_owned()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_picture_shows_mutual_tls_failures_and_a_lost_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    mesh.allow_namespace("demo").await.unwrap();
+    let west_echo = echo_server("west").await.unwrap();
+    mesh.add_cluster(&ClusterSpec {
+        name: "west".into(),
+        locality: "us-west".into(),
+        import_range: "127.150.0.0/16".into(),
+        dns: false,
+        exports: vec![ExportSpec {
+            namespace: "demo".into(),
+            name: "echo".into(),
+            port: 8080,
+            endpoint: west_echo,
+        }],
+        extra_config: String::new(),
+    })
+    .await
+    .unwrap();
+    mesh.add_cluster(&ClusterSpec {
+        name: "east".into(),
+        locality: "us-east".into(),
+        import_range: "127.151.0.0/16".into(),
+        dns: true,
+        exports: vec![],
+        extra_config: String::new(),
+    })
+    .await
+    .unwrap();
+    let (mut curl, events) = sse(&mesh, 1);
+
+    // A connection east → west.
+    let east = mesh.members["east"].metrics();
+    let deadline = Instant::now() + WAIT;
+    while east.imported_services.get() < 1 {
+        assert!(Instant::now() < deadline, "east never imported echo");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dns = mesh.members["east"].addresses().dns.unwrap();
+    let address = tokio::task::spawn_blocking(move || dig(dns, "echo.demo.svc.clusterset.local"))
+        .await
+        .unwrap();
+    let reply = request(&address).await;
+    assert!(reply.contains("hello from west"), "{reply}");
+
+    // Any node answers: the third one shows the edge, mutual TLS with east's identity.
+    let third = mesh.node_client(2).unwrap();
+    let east_id = "spiffe://dev.isthmus/cluster/east/gateway/ew";
+    let picture = picture_until(&third, "the east → west edge, mutual TLS", |p| {
+        p.edges.iter().any(|e| {
+            e.source_cluster == "east"
+                && e.destination_cluster == "west"
+                && e.service.as_deref() == Some("echo.demo")
+                && e.security == EdgeSecurity::MutualTls
+                && e.connections >= 1
+                && e.peer_identities.iter().any(|id| id == east_id)
+        })
+    })
+    .await;
+    let edge = picture
+        .edges
+        .iter()
+        .find(|e| e.service.as_deref() == Some("echo.demo"))
+        .unwrap();
+    assert_eq!(edge.mutual_tls, edge.connections, "{edge:?}");
+    assert!(edge.bytes_received > 0 && edge.bytes_sent > 0, "{edge:?}");
+    assert_eq!(
+        edge.app_tls.none, edge.connections,
+        "plain HTTP is no app TLS: {edge:?}"
+    );
+    assert!(
+        edge.decisions
+            .iter()
+            .any(|d| d.decision == "allow" && d.rule == "allow-demo/every-cluster"),
+        "{edge:?}"
+    );
+    assert_eq!(edge.reported_by, vec!["west/ew"]);
+    for cluster in ["east", "west"] {
+        let g = picture
+            .gateways
+            .iter()
+            .find(|g| g.cluster == cluster)
+            .unwrap_or_else(|| panic!("{cluster} in {picture:#?}"));
+        assert_eq!(g.state, GatewayState::Up, "{g:?}");
+        assert_eq!(g.active_roots.len(), 1, "{g:?}");
+        let kinds: Vec<&str> = g.certificates.iter().map(|c| c.kind.as_str()).collect();
+        assert_eq!(kinds, ["leaf", "intermediate", "root"], "{g:?}");
+        assert!(g.catalog_revision > 0, "{g:?}");
+    }
+    let west = picture
+        .gateways
+        .iter()
+        .find(|g| g.cluster == "west")
+        .unwrap();
+    assert!(
+        west.peers
+            .iter()
+            .any(|p| p.cluster == "east" && p.connected),
+        "{west:?}"
+    );
+
+    // A gateway that claims to be west's, from a root east does not trust, dials east.
+    let impostor_pki = TestPki::new("dev.isthmus", &["west"]).unwrap();
+    let mut trusting = impostor_pki.bundle().unwrap();
+    trusting.add_root(mesh.root.cert().clone()).unwrap();
+    let leaf = impostor_pki
+        .leaf("west", "cluster/west/gateway/ew")
+        .unwrap();
+    let identity = isthmus_gateway::identity::GatewayIdentity::new(
+        trusting,
+        leaf.chain.clone(),
+        leaf.key_der(),
+        "west",
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let mut config = support::config("west");
+    config.peers = vec![support::peer("east", mesh.members["east"].quic_addr())];
+    config.imports = vec![support::import("demo", "echo", "east", 8080)];
+    let impostor =
+        isthmus_gateway::Gateway::start_with_identity(config, identity, std::path::Path::new("."))
+            .await
+            .unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(impostor.addresses().imports[0].1)
+        .await
+        .unwrap();
+    let _ = tcp.write_all(b"x").await;
+    let mut nothing = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut nothing)).await;
+    let first = mesh.node_client(0).unwrap();
+    let picture = picture_until(
+        &first,
+        "unknown_root failures on the west → east hop",
+        |p| {
+            p.edges.iter().any(|e| {
+                e.source_cluster == "west"
+                    && e.destination_cluster == "east"
+                    && e.service.is_none()
+                    && e.security == EdgeSecurity::Failing
+                    && e.handshake_failures
+                        .iter()
+                        .any(|f| f.side == HandshakeSide::Accept && f.reason == "unknown_root")
+            })
+        },
+    )
+    .await;
+    // The real edge is not tainted by the impostor.
+    let edge = picture
+        .edges
+        .iter()
+        .find(|e| e.service.as_deref() == Some("echo.demo"))
+        .unwrap();
+    assert_eq!(edge.security, EdgeSecurity::MutualTls, "{edge:?}");
+    impostor.abort().await;
+
+    // West's gateway stops: within LOST_AFTER (and a report round and a tick) the
+    // picture marks it lost, and the event stream says so.
+    let stopped = Instant::now();
+    mesh.stop_member("west").await;
+    picture_until(&third, "west's gateway lost", |p| {
+        p.gateways
+            .iter()
+            .any(|g| g.cluster == "west" && g.state == GatewayState::Lost)
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert!(
+        took >= LOST_AFTER - Duration::from_secs(3),
+        "lost too soon ({took:?}): a missed report is not a lost gateway"
+    );
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let data = events
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no lost event for west; saw {seen:#?}"));
+        let event: serde_json::Value = serde_json::from_str(&data).unwrap();
+        if event["kind"] == "gateway"
+            && event["gateway"]["cluster"] == "west"
+            && event["gateway"]["state"] == "lost"
+        {
+            assert_eq!(event["previous"], "stale", "{event}");
+            break;
+        }
+        seen.push(event);
+    }
+    // Earlier on the same stream: the east → west edge appeared as mutual TLS.
+    assert!(
+        seen.iter().any(|e| e["kind"] == "edge"
+            && e["edge"]["service"] == "echo.demo"
+            && e["edge"]["security"] == "mutual_tls"),
+        "{seen:#?}"
+    );
+    let _ = curl.kill();
+    let _ = curl.wait();
+    mesh.shutdown().await;
+}
