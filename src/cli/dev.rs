@@ -119,6 +119,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("  east dns  {dns}");
+    println!("  mesh      https://localhost:{}/v1/mesh (and /v1/mesh/events)", mesh.node(0)?.listen.rest.port());
     for cluster in mesh.members.keys() {
         println!(
             "  {cluster:<8}  access log {}",
@@ -136,6 +137,14 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         "  curl http://$(dig @{} -p {} +short echo.demo.svc.clusterset.local):8080/",
         dns.ip(),
         dns.port()
+    );
+    let rest = mesh.node(0)?.listen.rest;
+    println!(
+        "  curl --cacert {bundle} --cert {cert} --key {key} --resolve localhost:{port}:127.0.0.1 https://localhost:{port}/v1/mesh",
+        bundle = dir.join("bundle.pem").display(),
+        cert = dir.join("admin.pem").display(),
+        key = dir.join("admin.key").display(),
+        port = rest.port(),
     );
     println!(
         "  isthmus federation cluster list --server {} --bundle {} --cert {} --key {}",
