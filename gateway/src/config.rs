@@ -59,6 +59,9 @@ pub struct GatewayConfigFile {
     /// The access log (off unless set).
     #[serde(default)]
     pub access_log: Option<crate::access_log::config::AccessLogSection>,
+    /// Traces exported over OTLP (off unless set).
+    #[serde(default)]
+    pub tracing: Option<crate::telemetry::config::TracingSection>,
 }
 
 /// Federation membership as written.
@@ -251,6 +254,8 @@ pub struct GatewayConfig {
     pub egress: Option<crate::egress::config::EgressSettings>,
     /// The access log; `None` when off.
     pub access_log: Option<crate::access_log::config::AccessLogSettings>,
+    /// Tracing; `None` when off.
+    pub tracing: Option<crate::telemetry::config::TracingSettings>,
 }
 
 /// Validated federation membership.
@@ -572,6 +577,7 @@ impl Validate for GatewayConfigFile {
         let ingress = self.ingress.as_ref().map(|i| i.validate(&mut p.0));
         let egress = self.egress.as_ref().map(|e| e.validate(&mut p.0));
         let access_log = self.access_log.as_ref().and_then(|a| a.validate(&mut p.0));
+        let tracing = self.tracing.as_ref().and_then(|t| t.validate(&mut p.0));
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -580,6 +586,7 @@ impl Validate for GatewayConfigFile {
             ingress,
             egress,
             access_log,
+            tracing,
             dns: self.dns,
             cluster: self.cluster,
             tls: self.tls,

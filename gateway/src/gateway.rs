@@ -66,6 +66,9 @@ pub enum StartError {
     /// The access log cannot be opened.
     #[error(transparent)]
     AccessLog(#[from] crate::access_log::AccessLogError),
+    /// The trace exporter cannot be set up.
+    #[error(transparent)]
+    Tracing(#[from] crate::telemetry::TracingError),
     /// The config names no way to get an identity (built in code without `[tls]` or
     /// `[federation]`; a config file that does is refused when it is loaded).
     #[error("tls: neither certificate files nor a [federation] section")]
@@ -140,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) access_log: AccessLog,
     /// What it saw of each inbound edge, for the federation's picture.
     pub(crate) traffic: crate::traffic::Traffic,
+    /// Its tracer.
+    pub(crate) tracing: crate::telemetry::Tracing,
     request_ids: AtomicU64,
     random: AtomicU64,
 }
@@ -196,10 +201,11 @@ impl Shared {
         decided
     }
 
-    /// The header of a new stream to `target` from this gateway.
+    /// The header of a new stream to `target` from this gateway, in the trace `trace`.
     pub(crate) fn stream_header(
         &self,
         target: &crate::outbound::RemoteService,
+        trace: Option<crate::telemetry::TraceParent>,
     ) -> crate::header::StreamHeader {
         crate::header::StreamHeader {
             request_id: self.next_request_id(),
@@ -207,6 +213,7 @@ impl Shared {
             service: target.name.clone(),
             port: target.port,
             source: self.me.id.clone(),
+            trace,
         }
     }
 
@@ -551,6 +558,12 @@ impl Gateway {
             Some(settings) => AccessLog::open(settings, base, metrics.access_log_dropped.clone())?,
             None => AccessLog::default(),
         };
+        let tracing = match &config.tracing {
+            Some(settings) => {
+                crate::telemetry::Tracing::start(settings, &config.cluster, tls.id.as_str())?
+            }
+            None => crate::telemetry::Tracing::default(),
+        };
         // Request ids start at random, so that ids from different gateways (and restarts)
         // do not collide in the logs that gather them.
         let first_request_id = {
@@ -584,6 +597,7 @@ impl Gateway {
             tunnels: Tunnels::default(),
             access_log,
             traffic: Default::default(),
+            tracing,
             request_ids: AtomicU64::new(first_request_id),
             random: AtomicU64::new(seed),
         });
@@ -706,8 +720,12 @@ impl Gateway {
         self.endpoint.close(0u32.into(), b"gateway shutting down");
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
-        let log = self.shared.access_log.clone();
-        let _ = tokio::task::spawn_blocking(move || log.flush()).await;
+        let (log, tracing) = (self.shared.access_log.clone(), self.shared.tracing.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            log.flush();
+            tracing.shutdown();
+        })
+        .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         tracing::info!(cluster = %self.shared.me.cluster, completed, cut, "gateway stopped");
         DrainReport { completed, cut }

@@ -8,8 +8,15 @@
 //! ```text
 //! header:   version u8 | kind u8 = 1 | body_len u16 | request_id u64 | port u16
 //!           | ns_len u8 | namespace | svc_len u8 | service | src_len u16 | source
+//!           [ | ext_type u8 | ext_len u16 | ext ]...        (ALPN isthmus/1.1 only)
 //! response: version u8 | kind u8 = 2 | body_len u16 | status u8 | msg_len u16 | message
 //! ```
+//!
+//! Extensions follow the fields of version 1 inside the body; a receiver skips the types
+//! it does not know. They are sent only on a connection whose ALPN is `isthmus/1.1`:
+//! a gateway of the previous release offers `isthmus/1` alone, whose headers end at
+//! `source` (it refuses bytes left over), so it is never sent one. Type 1 is the W3C
+//! trace context: trace id (16 bytes), parent span id (8), flags (1).
 
 use std::fmt;
 
@@ -40,7 +47,12 @@ pub struct StreamHeader {
     pub port: u16,
     /// The originating identity as the sending gateway knows it.
     pub source: SpiffeId,
+    /// The caller's trace context (extension type 1), when traced or passed on.
+    pub trace: Option<crate::telemetry::TraceParent>,
 }
+
+/// Extension type of the trace context.
+const EXT_TRACE: u8 = 1;
 
 /// What a decoder returns: the frame and the bytes it used once whole, `None` until then.
 pub type Decoded<T> = Result<Option<(T, usize)>, FrameError>;
@@ -155,7 +167,17 @@ impl StreamHeader {
         check_name("namespace", &self.namespace)?;
         check_name("service", &self.service)?;
         let source = self.source.as_str().as_bytes();
-        let body_len = 8 + 2 + 1 + self.namespace.len() + 1 + self.service.len() + 2 + source.len();
+        let trace = self.trace.map(crate::telemetry::TraceParent::to_bytes);
+        let extensions = trace.map_or(0, |t| 3 + t.len());
+        let body_len = 8
+            + 2
+            + 1
+            + self.namespace.len()
+            + 1
+            + self.service.len()
+            + 2
+            + source.len()
+            + extensions;
         if body_len > MAX_BODY {
             return Err(FrameError::TooLong(body_len));
         }
@@ -170,6 +192,11 @@ impl StreamHeader {
         out.extend_from_slice(self.service.as_bytes());
         out.extend_from_slice(&(source.len() as u16).to_be_bytes());
         out.extend_from_slice(source);
+        if let Some(trace) = trace {
+            out.push(EXT_TRACE);
+            out.extend_from_slice(&(trace.len() as u16).to_be_bytes());
+            out.extend_from_slice(&trace);
+        }
         Ok(out)
     }
 
@@ -185,6 +212,20 @@ impl StreamHeader {
         let namespace = r.text(1, "namespace")?;
         let service = r.text(1, "service")?;
         let source = r.text(2, "source")?;
+        let mut trace = None;
+        while !r.0.is_empty() {
+            let kind = r.array::<1>()?[0];
+            let len = usize::from(u16::from_be_bytes(r.array()?));
+            let value = r.take(len)?;
+            if kind == EXT_TRACE {
+                trace = Some(crate::telemetry::TraceParent::from_bytes(value).ok_or(
+                    FrameError::BadField {
+                        field: "trace",
+                        reason: "not a trace context (16-byte trace id, 8-byte span id, flags; ids not zero)".into(),
+                    },
+                )?);
+            }
+        }
         r.finish()?;
         check_name("namespace", &namespace)?;
         check_name("service", &service)?;
@@ -204,6 +245,7 @@ impl StreamHeader {
             service,
             port,
             source,
+            trace,
         };
         Ok(Some((header, PREFIX + body.len())))
     }
@@ -332,7 +374,64 @@ mod tests {
             service: "reviews".into(),
             port: 9080,
             source: SpiffeId::parse("spiffe://mesh.example/cluster/east/gateway/ew").unwrap(),
+            trace: None,
         }
+    }
+
+    fn traced() -> StreamHeader {
+        StreamHeader {
+            trace: crate::telemetry::TraceParent::parse(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ..header()
+        }
+    }
+
+    #[test]
+    fn the_trace_extension_round_trips_and_sits_after_the_version_1_fields() {
+        let plain = header().encode().unwrap();
+        let bytes = traced().encode().unwrap();
+        let (decoded, used) = StreamHeader::decode(&bytes).unwrap().unwrap();
+        assert_eq!(decoded, traced());
+        assert_eq!(used, bytes.len());
+        // The version 1 fields are the same bytes; the extension follows them.
+        assert_eq!(
+            &bytes[4..],
+            &[
+                &plain[4..],
+                &[1, 0, 25][..],
+                &traced().trace.unwrap().to_bytes()[..]
+            ]
+            .concat()[..]
+        );
+        assert_eq!(bytes.len(), plain.len() + 28);
+    }
+
+    #[test]
+    fn unknown_extensions_are_skipped_and_a_bad_trace_is_refused() {
+        let mut bytes = header().encode().unwrap();
+        bytes.extend_from_slice(&[9, 0, 3, 0xaa, 0xbb, 0xcc]);
+        let len = (bytes.len() - 4) as u16;
+        bytes[2..4].copy_from_slice(&len.to_be_bytes());
+        let (decoded, _) = StreamHeader::decode(&bytes).unwrap().unwrap();
+        assert_eq!(decoded, header());
+        let mut bad = header().encode().unwrap();
+        bad.extend_from_slice(&[1, 0, 25]);
+        bad.extend_from_slice(&[0u8; 25]);
+        let len = (bad.len() - 4) as u16;
+        bad[2..4].copy_from_slice(&len.to_be_bytes());
+        assert!(matches!(
+            StreamHeader::decode(&bad),
+            Err(FrameError::BadField { field: "trace", .. })
+        ));
+        let mut short = header().encode().unwrap();
+        short.extend_from_slice(&[1, 0, 25, 7]);
+        let len = (short.len() - 4) as u16;
+        short[2..4].copy_from_slice(&len.to_be_bytes());
+        assert!(matches!(
+            StreamHeader::decode(&short),
+            Err(FrameError::BadLength(_))
+        ));
     }
 
     #[test]

@@ -8,6 +8,9 @@ use isthmus_ca::{CertFacts, Identity, SpiffeId};
 use quinn::{RecvStream, SendStream};
 use rustls_pki_types::CertificateDer;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+
 use crate::access_log::Pending;
 use crate::access_log::entry::{AppTls, Direction, ResponseFlag, SecurityPolicy};
 use crate::admission::{Destination, Refusal, Request, Source, UNKNOWN};
@@ -17,6 +20,7 @@ use crate::header::{FrameError, MAX_BODY, Response, Status, StreamHeader};
 use crate::metrics::{ConnLabels, Direction as MetricDirection, RefusalLabels, Security, Side};
 use crate::splice::{Counters, splice};
 use crate::stream::{ReadFrameError, read_frame};
+use crate::telemetry::{Parent, Span};
 
 /// Accepts peer connections until the endpoint closes; while draining, refuses them at
 /// once so that peers dial elsewhere instead of waiting for a timeout.
@@ -227,6 +231,24 @@ async fn stream(
     };
     let id = header.request_id;
     line.header(&header);
+    let span = shared.tracing.span(
+        "stream.accept",
+        SpanKind::Server,
+        Parent::Remote(header.trace),
+        vec![
+            KeyValue::new("isthmus.source.cluster", peer.clone()),
+            KeyValue::new("isthmus.source.principal", header.source.to_string()),
+            KeyValue::new(
+                "isthmus.destination.service",
+                format!("{}.{}", header.service, header.namespace),
+            ),
+            KeyValue::new(
+                "isthmus.request_id",
+                crate::access_log::entry::request_id(id),
+            ),
+        ],
+    );
+    line.traced(&span);
     let request = Request {
         source: Source::Peer {
             cluster: &peer,
@@ -259,6 +281,8 @@ async fn stream(
             if label != UNKNOWN {
                 line.on_edge(&header);
             }
+            decision_span(&shared, &span, &line.entry);
+            span.fail(&reason);
             return line
                 .refuse(&mut send, &shared, &label, status, &reason)
                 .await;
@@ -266,6 +290,7 @@ async fn stream(
     };
     line.entry.decided(&admitted.verdict);
     line.on_edge(&header);
+    decision_span(&shared, &span, &line.entry);
     let service = admitted.label;
     let Destination::Local { port, order } = admitted.destination else {
         // A peer's stream is only admitted to an export of this cluster.
@@ -276,6 +301,12 @@ async fn stream(
     };
     // All endpoint attempts together stay inside the sender's wait for an answer.
     let budget = tokio::time::Instant::now() + shared.me.timeouts.stream_open.mul_f64(0.8);
+    let connect_span = shared.tracing.span(
+        "upstream.connect",
+        SpanKind::Client,
+        Parent::Span(&span),
+        vec![],
+    );
     let connected = endpoints::connect(
         &port,
         &service,
@@ -288,6 +319,8 @@ async fn stream(
         Ok(pair) => pair,
         Err(e) => {
             let msg = e.to_string();
+            connect_span.fail(&msg);
+            span.fail(&msg);
             return line
                 .refuse(
                     &mut send,
@@ -299,6 +332,8 @@ async fn stream(
                 .await;
         }
     };
+    connect_span.set(KeyValue::new("isthmus.endpoint", addr.to_string()));
+    connect_span.end();
     line.entry.upstream_host = Some(addr.to_string());
     line.entry.upstream_cluster = Some(shared.me.cluster.clone());
     if send
@@ -352,6 +387,18 @@ async fn stream(
     line.entry.bytes_sent = summary.from_tcp.bytes;
     line.entry.app_tls = AppTls::sniff(summary.from_quic.first);
     line.write(&shared, Some(&summary));
+}
+
+/// The policy's decision as an instant span under `span`.
+fn decision_span(shared: &Shared, span: &Span, entry: &crate::access_log::entry::Entry) {
+    let mut attributes = Vec::new();
+    if let Some(decision) = &entry.policy_decision {
+        attributes.push(KeyValue::new("isthmus.policy.decision", decision.clone()));
+    }
+    if let Some(rule) = &entry.policy_rule {
+        attributes.push(KeyValue::new("isthmus.policy.rule", rule.clone()));
+    }
+    crate::telemetry::event(&shared.tracing, "policy.decision", span, attributes);
 }
 
 pub(crate) fn byte_labels(

@@ -42,6 +42,7 @@ pub mod recheck;
 pub mod sni;
 pub mod splice;
 pub mod stream;
+pub mod telemetry;
 mod traffic;
 mod upstream;
 

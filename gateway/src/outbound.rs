@@ -8,6 +8,9 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+
 use crate::access_log::Pending;
 use crate::access_log::entry::{AppTls, Direction, ResponseFlag, SecurityPolicy};
 use crate::config::ImportEntry;
@@ -20,6 +23,7 @@ use crate::metrics::{
 use crate::sni::{MAX_CLIENT_HELLO, clusterset_service, server_name};
 use crate::splice::{Counters, splice};
 use crate::stream::{OpenError, open};
+use crate::telemetry::Parent;
 
 /// Where one client connection goes: a service port, and the clusters to try in order.
 #[derive(Debug, Clone)]
@@ -238,9 +242,27 @@ pub(crate) async fn client(
 ) {
     let _ = tcp.set_nodelay(true);
     let service = format!("{}.{}", target.name, target.namespace);
-    let header = shared.stream_header(target);
+    let attributes = vec![
+        KeyValue::new("isthmus.destination.service", service.clone()),
+        KeyValue::new("isthmus.source.cluster", shared.me.cluster.clone()),
+    ];
+    let span = shared
+        .tracing
+        .span("outbound", SpanKind::Client, Parent::Root, attributes);
+    let open_span = shared.tracing.span(
+        "stream.open",
+        SpanKind::Client,
+        Parent::Span(&span),
+        vec![KeyValue::new("isthmus.clusters", target.clusters.join(","))],
+    );
+    let header = shared.stream_header(target, open_span.traceparent());
     let id = header.request_id;
     line.request(id);
+    line.traced(&span);
+    span.set(KeyValue::new(
+        "isthmus.request_id",
+        crate::access_log::entry::request_id(id),
+    ));
     let entry = &mut line.entry;
     entry.source_cluster = Some(shared.me.cluster.clone());
     entry.source_principal = Some(shared.me.id.to_string());
@@ -280,10 +302,17 @@ pub(crate) async fn client(
                 })
                 .inc();
             tracing::warn!(request = id, %service, clusters = ?target.clusters, error = %err, "outbound connection refused");
+            open_span.fail(&err.to_string());
+            span.fail(&err.to_string());
             reset(tcp);
             return line.write(&shared.access_log, None);
         }
     };
+    open_span.set(KeyValue::new(
+        "isthmus.destination.cluster",
+        cluster.clone(),
+    ));
+    open_span.end();
     line.entry.destination_cluster = Some(cluster.clone());
     line.entry.upstream_cluster = Some(cluster.clone());
     line.entry.upstream_host = Some(opened.peer.to_string());

@@ -14,6 +14,24 @@ use crate::live_cert::LiveCert;
 
 /// The ALPN protocol of the Isthmus gateway tunnel, version 1.
 pub const ALPN: &[u8] = b"isthmus/1";
+/// Version 1 whose stream headers may carry extensions (the trace context); offered
+/// first, so that two gateways of this release speak it and one of the previous
+/// release (which offers `isthmus/1` alone) is never sent an extension.
+pub const ALPN_EXTENDED: &[u8] = b"isthmus/1.1";
+
+/// The protocols a gateway offers and accepts, preferred first.
+fn protocols() -> Vec<Vec<u8>> {
+    vec![ALPN_EXTENDED.to_vec(), ALPN.to_vec()]
+}
+
+/// Whether the peer of `connection` reads stream-header extensions.
+pub fn speaks_extensions(connection: &quinn::Connection) -> bool {
+    connection
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == ALPN_EXTENDED)
+}
 
 /// Why a QUIC config could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +114,7 @@ pub fn quic_server_config(
     // retired or whose leaf expired could come back on an old ticket.
     tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     tls.send_tls13_tickets = 0;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = protocols();
     let quic = QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport_config());
@@ -115,7 +133,7 @@ pub fn quic_client_config(
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(cert);
     tls.resumption = rustls::client::Resumption::disabled();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = protocols();
     let quic = QuicClientConfig::try_from(tls)?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
 }

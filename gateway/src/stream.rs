@@ -83,15 +83,26 @@ pub async fn open(
     header: &StreamHeader,
     timeout: Duration,
 ) -> Result<Opened, OpenError> {
-    let bytes = header
-        .encode()
-        .map_err(|e| OpenError::NoAnswer(format!("cannot encode the header: {e}")))?;
+    let encode = |connection: &quinn::Connection| {
+        // Extensions only to a peer that reads them (ALPN isthmus/1.1).
+        let bytes = if crate::quic::speaks_extensions(connection) {
+            header.encode()
+        } else {
+            StreamHeader {
+                trace: None,
+                ..header.clone()
+            }
+            .encode()
+        };
+        bytes.map_err(|e| OpenError::NoAnswer(format!("cannot encode the header: {e}")))
+    };
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::new();
     for _ in 0..2 {
         let connection = tokio::time::timeout_at(deadline, pool.connection(cluster))
             .await
             .map_err(|_| OpenError::NoAnswer(format!("no connection within {timeout:?}")))??;
+        let bytes = encode(&connection)?;
         let started = Instant::now();
         let (mut send, mut recv) =
             match tokio::time::timeout_at(deadline, connection.open_bi()).await {

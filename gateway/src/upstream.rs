@@ -103,6 +103,7 @@ pub(crate) async fn connect(
     shared: &Arc<Shared>,
     service: &ServiceRef,
     destination: Destination,
+    trace: Option<crate::telemetry::TraceParent>,
 ) -> Result<Upstream, UpstreamError> {
     match destination {
         Destination::Local { port, order } => {
@@ -119,7 +120,7 @@ pub(crate) async fn connect(
         Destination::Elsewhere => {
             let target = remote(shared, service)
                 .ok_or_else(|| UpstreamError::Unknown(service.to_string()))?;
-            let header = shared.stream_header(&target);
+            let header = shared.stream_header(&target, trace);
             match crate::outbound::open_any(shared, &target, &header).await {
                 Ok((opened, _cluster)) => {
                     use tokio::io::AsyncReadExt;

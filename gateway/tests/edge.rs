@@ -267,6 +267,9 @@ fn export(name: &str, port: u16, endpoint: SocketAddr) -> ExportSpec {
     }
 }
 
+/// A W3C trace id a client sends.
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_terminates_passes_through_and_routes_to_any_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -371,8 +374,13 @@ service = "echo.demo:8080"
     };
     assert_eq!((code, version.as_str()), (200, "1.1"), "{body}");
     assert!(body.contains("hello from east"), "{body}");
-    // HTTP/2 to the client, "/echo/..." through the tunnel to west.
-    let mut h2 = vec!["--http2".to_owned()];
+    // HTTP/2 to the client, "/echo/..." through the tunnel to west, in the client's
+    // trace (passed on as it came: neither gateway records traces here).
+    let mut h2 = vec![
+        "--http2".to_owned(),
+        "-H".into(),
+        format!("traceparent: 00-{TRACE}-00f067aa0ba902b7-01"),
+    ];
     h2.extend(shop("/echo/items?id=7"));
     let (code, version, body) = curl(h2).await;
     assert_eq!((code, version.as_str()), (200, "2"), "{body}");
@@ -500,6 +508,25 @@ service = "echo.demo:8080"
     );
     assert!(h2["bytes_sent"].as_u64().is_some_and(|n| n > 0), "{h2}");
     assert!(h2["request_id"].as_str().is_some(), "{h2}");
+    // The client's trace went in at the ingress and on through the tunnel to west.
+    assert_eq!(h2["trace_id"], TRACE, "{h2}");
+    let west_log = mesh.access_log("west");
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let text = std::fs::read_to_string(&west_log).unwrap_or_default();
+        if text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|l| l["direction"] == "inbound" && l["trace_id"] == TRACE)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "west never logged the client's trace"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     mesh.shutdown().await;
 }
 

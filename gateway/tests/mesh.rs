@@ -436,6 +436,7 @@ async fn probe(
             service: "nothing".into(),
             port: 1,
             source: isthmus_ca::SpiffeId::parse(&id).unwrap(),
+            trace: None,
         };
         send.write_all(&header.encode().unwrap())
             .await

@@ -119,7 +119,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("  east dns  {dns}");
-    println!("  mesh      https://localhost:{}/v1/mesh (and /v1/mesh/events)", mesh.node(0)?.listen.rest.port());
+    println!(
+        "  mesh      https://localhost:{}/v1/mesh (and /v1/mesh/events)",
+        mesh.node(0)?.listen.rest.port()
+    );
     for cluster in mesh.members.keys() {
         println!(
             "  {cluster:<8}  access log {}",

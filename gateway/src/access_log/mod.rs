@@ -179,6 +179,11 @@ impl Pending {
         self.entry.request_id = Some(entry::request_id(id));
     }
 
+    /// Sets `trace_id` and `span_id` from this gateway's span of the connection.
+    pub(crate) fn traced(&mut self, span: &crate::telemetry::Span) {
+        (self.entry.trace_id, self.entry.span_id) = span.ids();
+    }
+
     /// Ends the line (its duration; how `summary`'s splice ended) and writes it.
     pub(crate) fn write(mut self, log: &AccessLog, summary: Option<&crate::splice::Summary>) {
         self.entry.ended(self.began, summary);

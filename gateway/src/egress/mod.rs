@@ -127,6 +127,16 @@ async fn connection(
         Err(e) => return refuse_local(tcp, &shared, "egress", "bad_request", &e.to_string(), line),
     };
     let port = listener.port;
+    let span = shared.tracing.span(
+        "egress.decision",
+        opentelemetry::trace::SpanKind::Client,
+        crate::telemetry::Parent::Root,
+        vec![
+            opentelemetry::KeyValue::new("server.address", host.clone()),
+            opentelemetry::KeyValue::new("server.port", i64::from(port)),
+        ],
+    );
+    line.traced(&span);
     line.entry.requested_server_name = Some(host.clone());
     line.entry.destination_service = Some(format!("{host}:{port}"));
     let count = |pattern: &str, decision: &str| {
@@ -153,6 +163,7 @@ async fn connection(
             count(&pattern, "deny");
             line.entry.policy_decision = Some("deny".into());
             line.entry.policy_rule = Some(format!("egress/{pattern}"));
+            span.fail("denied: not on the allow-list");
             tracing::warn!(%host, port, reason = %why, "egress denied");
             return refuse_local(tcp, &shared, "egress", "denied", &why, line);
         }
@@ -178,6 +189,10 @@ async fn connection(
     count(&entry.pattern.to_string(), "allow");
     line.entry.policy_decision = Some("allow".into());
     line.entry.policy_rule = Some(format!("egress/{}", entry.pattern));
+    span.set(opentelemetry::KeyValue::new(
+        "isthmus.policy.rule",
+        format!("egress/{}", entry.pattern),
+    ));
     tracing::info!(%host, port, mode = ?listener.mode, namespace = %entry.namespace, "egress allowed");
     let mut out = match dial(&host, port, entry, &shared).await {
         Ok(out) => out,

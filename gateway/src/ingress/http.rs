@@ -20,8 +20,11 @@ use crate::admission::Destination;
 use crate::gateway::Shared;
 use crate::header::Status;
 use crate::metrics::IngressLabels;
+use crate::telemetry::{Parent, Span, TraceParent};
 use crate::upstream::UpstreamError;
 use hyper::client::conn::http1::SendRequest;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 use super::pool::Pool;
 
@@ -105,6 +108,27 @@ async fn handle(
     line.request(shared.next_request_id());
     request_line(&mut line.entry, &request, host);
     line.entry.source_cluster = Some(shared.me.cluster.clone());
+    let remote = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
+    let span = shared.tracing.span(
+        "ingress.request",
+        SpanKind::Server,
+        Parent::Remote(remote),
+        vec![
+            KeyValue::new("http.request.method", method.clone()),
+            KeyValue::new("url.path", path.clone()),
+            KeyValue::new("server.address", host.to_owned()),
+        ],
+    );
+    line.traced(&span);
+    // The service (and a gateway it is behind) continues this trace.
+    let trace = span.traceparent();
+    if let Some(value) = trace.and_then(|t| HeaderValue::from_str(&t.to_string()).ok()) {
+        request.headers_mut().insert(TRACEPARENT, value);
+    }
     // The upstream and the service's logs can tell the request by the same id.
     if !request.headers().contains_key(REQUEST_ID)
         && let Some(id) = line.entry.request_id.as_deref()
@@ -113,10 +137,10 @@ async fn handle(
         request.headers_mut().insert(REQUEST_ID, value);
     }
     let routed = handle_routed(
-        request, host, routes, pool, shared, &path, &method, &mut line,
+        request, host, routes, pool, shared, &path, &method, &mut line, trace,
     )
     .await;
-    finish(routed, host, shared, line)
+    finish(routed, host, shared, line, span)
 }
 
 /// The answer to a request and the service label it counts under.
@@ -129,6 +153,7 @@ fn finish(
     host: &str,
     shared: &Arc<Shared>,
     mut line: Pending,
+    span: Span,
 ) -> Response<Body> {
     shared
         .metrics
@@ -141,6 +166,13 @@ fn finish(
         .inc();
     let code = response.status();
     line.entry.response_code = Some(code.as_u16());
+    span.set(KeyValue::new(
+        "http.response.status_code",
+        i64::from(code.as_u16()),
+    ));
+    if code.is_server_error() || code == StatusCode::FORBIDDEN {
+        span.fail(code.as_str());
+    }
     let flag = match code {
         StatusCode::NOT_FOUND if line.entry.destination_service.is_none() => {
             Some(ResponseFlag::NoRoute)
@@ -160,6 +192,7 @@ fn finish(
         line: Some(line),
         log: shared.access_log.clone(),
         sent: 0,
+        _span: span,
     };
     Response::from_parts(parts, logged.boxed())
 }
@@ -174,6 +207,7 @@ async fn handle_routed(
     path: &str,
     method: &str,
     line: &mut Pending,
+    trace: Option<TraceParent>,
 ) -> Routed {
     let chosen = route(routes, path).cloned();
     match chosen {
@@ -191,7 +225,7 @@ async fn handle_routed(
             let label = format!("{}.{}", r.service.name, r.service.namespace);
             line.entry.destination_service = Some(label.clone());
             (
-                forward(request, host, &r, method, path, pool, shared, line).await,
+                forward(request, host, &r, method, path, pool, shared, line, trace).await,
                 label,
             )
         }
@@ -200,6 +234,8 @@ async fn handle_routed(
 
 /// The header that carries a request's id (Envoy's).
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The W3C trace context header.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The HTTP fields of an access-log line.
 fn request_line(entry: &mut Entry, request: &Request<Incoming>, host: &str) {
@@ -246,6 +282,8 @@ struct Logged {
     line: Option<Pending>,
     log: AccessLog,
     sent: u64,
+    /// The request's span, ended with the response.
+    _span: Span,
 }
 
 impl hyper::body::Body for Logged {
@@ -301,6 +339,7 @@ async fn forward(
     pool: &Pool,
     shared: &Arc<Shared>,
     line: &mut Pending,
+    trace: Option<TraceParent>,
 ) -> Response<Body> {
     let admitted = match super::admit(shared, &r.service, Some((method, path))) {
         Ok(admitted) => admitted,
@@ -363,13 +402,14 @@ async fn forward(
         line.entry.destination_cluster = Some(shared.me.cluster.clone());
         line.entry.upstream_cluster = Some(shared.me.cluster.clone());
     }
-    let (mut sender, endpoint) = match sender(shared, pool, r, host, admitted.destination).await {
-        Ok(pair) => pair,
-        Err((response, why)) => {
-            line.entry.upstream_transport_failure_reason = Some(why);
-            return response;
-        }
-    };
+    let (mut sender, endpoint) =
+        match sender(shared, pool, r, host, admitted.destination, trace).await {
+            Ok(pair) => pair,
+            Err((response, why)) => {
+                line.entry.upstream_transport_failure_reason = Some(why);
+                return response;
+            }
+        };
     line.entry.upstream_host = endpoint.map(|a| a.to_string());
     match sender.send_request(request).await {
         Ok(response) => {
@@ -394,6 +434,7 @@ async fn sender(
     r: &HttpRoute,
     host: &str,
     destination: Destination,
+    trace: Option<TraceParent>,
 ) -> Result<(SendRequest<Incoming>, Option<std::net::SocketAddr>), (Response<Body>, String)> {
     if let Destination::Local { order, .. } = &destination
         && let Some((sender, addr)) = order
@@ -402,7 +443,7 @@ async fn sender(
     {
         return Ok((sender, Some(addr)));
     }
-    let upstream = match crate::upstream::connect(shared, &r.service, destination).await {
+    let upstream = match crate::upstream::connect(shared, &r.service, destination, trace).await {
         Ok(u) => u,
         Err(e) => {
             let status = match &e {

@@ -273,6 +273,16 @@ async fn pass_through(
     let label = format!("{}.{}", service.name, service.namespace);
     line.entry.source_cluster = Some(shared.me.cluster.clone());
     line.entry.destination_service = Some(label.clone());
+    let span = shared.tracing.span(
+        "ingress.connection",
+        opentelemetry::trace::SpanKind::Server,
+        crate::telemetry::Parent::Root,
+        vec![opentelemetry::KeyValue::new(
+            "isthmus.destination.service",
+            label.clone(),
+        )],
+    );
+    line.traced(&span);
     let admitted = match admit(&shared, service, None) {
         Ok(admitted) => admitted,
         Err(refusal) => {
@@ -288,8 +298,9 @@ async fn pass_through(
         }
     };
     line.entry.decided(&admitted.verdict);
-    let mut upstream = match crate::upstream::connect(&shared, service, admitted.destination).await
-    {
+    let connected =
+        crate::upstream::connect(&shared, service, admitted.destination, span.traceparent()).await;
+    let mut upstream = match connected {
         Ok(u) => u,
         Err(e) => {
             line.entry.upstream_transport_failure_reason = Some(e.to_string());

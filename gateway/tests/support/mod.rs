@@ -51,6 +51,7 @@ pub fn config(cluster: &str) -> GatewayConfig {
         ingress: None,
         egress: None,
         access_log: None,
+        tracing: None,
     }
 }
 

@@ -1,0 +1,266 @@
+//! Traces across clusters: two gateways export to an OTLP/gRPC receiver on loopback
+//! (built on the OTLP protobuf definitions, `opentelemetry-proto`); one connection
+//! through them is one trace, with east's `outbound` and `stream.open` and west's
+//! `stream.accept`, `policy.decision` and `upstream.connect`, each parented as it
+//! happened, and both access-log lines carry its trace id. A peer of the previous
+//! release (ALPN `isthmus/1` only) is sent headers without the extension.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use isthmus_gateway::access_log::config::{AccessLogSettings, AccessLogSink};
+use isthmus_gateway::telemetry::config::TracingSettings;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use support::*;
+
+/// Every span the receiver was sent, with its resource's `service.name`.
+#[derive(Debug, Clone, Default)]
+struct Received(Arc<Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>);
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s),
+                    ) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    spans.push((service.clone(), span));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+async fn receiver() -> (std::net::SocketAddr, Received) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Received::default();
+    let service = TraceServiceServer::new(received.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+    (addr, received)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn traced(
+    receiver: std::net::SocketAddr,
+    log: &std::path::Path,
+) -> impl Fn(&mut isthmus_gateway::config::GatewayConfig) {
+    let log = log.to_owned();
+    move |config| {
+        config.tracing = Some(TracingSettings {
+            otlp_endpoint: format!("http://{receiver}"),
+            sample: 1.0,
+        });
+        config.access_log = Some(AccessLogSettings {
+            sink: AccessLogSink::File(log.join(format!("{}.log", config.cluster))),
+            sample: 1.0,
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_across_two_clusters_is_one_trace() {
+    let (addr, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (echo, _server) = echo_server().await;
+    let tweak = traced(addr, dir.path());
+    let pki = pki(&["east", "west"]);
+    let mut west_config = west_config(vec![echo]);
+    tweak(&mut west_config);
+    let west = isthmus_gateway::Gateway::start_with_identity(
+        west_config,
+        pki.gateway_identity("west").unwrap(),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    let mut east_config = east_config(west.quic_addr());
+    tweak(&mut east_config);
+    let east = isthmus_gateway::Gateway::start_with_identity(
+        east_config,
+        pki.gateway_identity("east").unwrap(),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    let import = east.addresses().imports[0].1;
+    let reply = tokio::time::timeout(BOUND, round_trip(import, b"traced"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"traced");
+    // Draining exports what is batched.
+    east.drain(Duration::from_secs(5)).await;
+    west.drain(Duration::from_secs(5)).await;
+
+    let spans = received.0.lock().unwrap().clone();
+    let named = |service: &str, name: &str| {
+        spans
+            .iter()
+            .find(|(s, span)| s == service && span.name == name)
+            .map(|(_, span)| span.clone())
+            .unwrap_or_else(|| panic!("no {name} from {service}: {spans:#?}"))
+    };
+    let outbound = named("isthmus-gateway-east", "outbound");
+    let open = named("isthmus-gateway-east", "stream.open");
+    let accept = named("isthmus-gateway-west", "stream.accept");
+    let decision = named("isthmus-gateway-west", "policy.decision");
+    let connect = named("isthmus-gateway-west", "upstream.connect");
+    for span in [&open, &accept, &decision, &connect] {
+        assert_eq!(span.trace_id, outbound.trace_id, "one trace: {spans:#?}");
+    }
+    assert!(
+        outbound.parent_span_id.is_empty(),
+        "the outbound span is the root"
+    );
+    assert_eq!(open.parent_span_id, outbound.span_id);
+    assert_eq!(
+        accept.parent_span_id, open.span_id,
+        "west continues east's stream.open"
+    );
+    assert_eq!(decision.parent_span_id, accept.span_id);
+    assert_eq!(connect.parent_span_id, accept.span_id);
+    let attribute = |span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .map(|v| format!("{:?}", v.value))
+            .unwrap_or_default()
+    };
+    assert!(attribute(&decision, "isthmus.policy.rule").contains("configured-peers"));
+    // Both access-log lines carry the trace, each with its own span.
+    let trace = hex(&outbound.trace_id);
+    for (cluster, span) in [("east", &outbound), ("west", &accept)] {
+        let text = std::fs::read_to_string(dir.path().join(format!("{cluster}.log"))).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(line["trace_id"], trace.as_str(), "{cluster}: {line}");
+        assert_eq!(
+            line["span_id"],
+            hex(&span.span_id).as_str(),
+            "{cluster}: {line}"
+        );
+    }
+}
+
+/// A raw QUIC server that speaks only ALPN `isthmus/1`, as the previous release does,
+/// and hands over the first stream header it receives.
+async fn previous_release_peer(
+    pki: &isthmus_testkit::TestPki,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Receiver<Vec<u8>>,
+) {
+    let identity = pki.gateway_identity("west").unwrap();
+    let cert =
+        isthmus_gateway::live_cert::LiveCert::new(identity.chain.clone(), &identity.key).unwrap();
+    let verifier = isthmus_ca::verify::tls::SpiffeVerifier::new(
+        isthmus_ca::SharedBundle::new(identity.bundle.clone()),
+        isthmus_ca::verify::ExpectedIdentity::AnyGateway,
+    );
+    let mut tls = rustls::ServerConfig::builder_with_provider(isthmus_ca::verify::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    tls.alpn_protocols = vec![b"isthmus/1".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let connection = endpoint.accept().await.unwrap().await.unwrap();
+        let (_send, mut recv) = connection.accept_bi().await.unwrap();
+        let mut prefix = [0u8; 4];
+        recv.read_exact(&mut prefix).await.unwrap();
+        let len = usize::from(u16::from_be_bytes([prefix[2], prefix[3]]));
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body).await.unwrap();
+        let _ = tx.send([&prefix[..], &body].concat());
+        // Hold the connection until the test is done with it.
+        tokio::time::sleep(BOUND).await;
+        drop(endpoint);
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_the_previous_release_is_sent_no_extension() {
+    let (addr, _received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(&["east", "west"]);
+    let (old, header) = previous_release_peer(&pki).await;
+    let mut config = east_config(old);
+    traced(addr, dir.path())(&mut config);
+    let east = isthmus_gateway::Gateway::start_with_identity(
+        config,
+        pki.gateway_identity("east").unwrap(),
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    let import = east.addresses().imports[0].1;
+    let client = tokio::spawn(async move { round_trip(import, b"x").await });
+    let bytes = tokio::time::timeout(BOUND, header).await.unwrap().unwrap();
+    let (decoded, used) = isthmus_gateway::header::StreamHeader::decode(&bytes)
+        .unwrap()
+        .unwrap();
+    assert_eq!(used, bytes.len());
+    assert_eq!(
+        decoded.trace, None,
+        "no extension on an isthmus/1 connection"
+    );
+    // The body is exactly the version 1 fields: what the previous release reads whole.
+    let v1 = 8
+        + 2
+        + 1
+        + decoded.namespace.len()
+        + 1
+        + decoded.service.len()
+        + 2
+        + decoded.source.as_str().len();
+    assert_eq!(bytes.len() - 4, v1);
+    client.abort();
+    east.abort().await;
+}
