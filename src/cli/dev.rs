@@ -20,12 +20,20 @@ pub(crate) struct DevArgs {
     /// Lifetime of gateway certificates (renewed at about half of it).
     #[arg(long, default_value = "1h")]
     leaf_lifetime: isthmus_config::HumanDuration,
+    /// Export both gateways' traces to this OTLP/gRPC collector (`http://host:port`).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
 }
 
 /// Progress for the person who started it, on stdout: stderr carries only the logs
 /// (`--log-format json` keeps it machine-readable).
 fn step(n: usize, what: &str) {
     println!("[{n}/5] {what}");
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
 }
 
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -60,12 +68,17 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         3,
         "clusters west and east: join tokens, enrollment, gateways",
     );
+    // The gateway config checks the endpoint, naming the field, when it is loaded.
+    let extra_config = match &args.otlp_endpoint {
+        Some(endpoint) => format!("[tracing]\notlp_endpoint = {}\n", toml_string(endpoint)),
+        None => String::new(),
+    };
     mesh.add_cluster(&ClusterSpec {
         name: "west".into(),
         locality: "us-west".into(),
         import_range: "127.78.0.0/16".into(),
         dns: false,
-        extra_config: String::new(),
+        extra_config: extra_config.clone(),
         exports: vec![ExportSpec {
             namespace: "demo".into(),
             name: "echo".into(),
@@ -80,7 +93,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         import_range: "127.77.0.0/16".into(),
         dns: true,
         exports: vec![],
-        extra_config: String::new(),
+        extra_config,
     })
     .await?;
 
