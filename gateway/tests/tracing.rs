@@ -101,25 +101,7 @@ async fn one_connection_across_two_clusters_is_one_trace() {
     let dir = tempfile::tempdir().unwrap();
     let (echo, _server) = echo_server().await;
     let tweak = traced(addr, dir.path());
-    let pki = pki(&["east", "west"]);
-    let mut west_config = west_config(vec![echo]);
-    tweak(&mut west_config);
-    let west = isthmus_gateway::Gateway::start_with_identity(
-        west_config,
-        pki.gateway_identity("west").unwrap(),
-        std::path::Path::new("."),
-    )
-    .await
-    .unwrap();
-    let mut east_config = east_config(west.quic_addr());
-    tweak(&mut east_config);
-    let east = isthmus_gateway::Gateway::start_with_identity(
-        east_config,
-        pki.gateway_identity("east").unwrap(),
-        std::path::Path::new("."),
-    )
-    .await
-    .unwrap();
+    let Pair { east, west, .. } = Pair::start_tweaked(vec![echo], &tweak, &tweak).await;
     let import = east.addresses().imports[0].1;
     let reply = tokio::time::timeout(BOUND, round_trip(import, b"traced"))
         .await
@@ -263,4 +245,96 @@ async fn a_peer_of_the_previous_release_is_sent_no_extension() {
     assert_eq!(bytes.len() - 4, v1);
     client.abort();
     east.abort().await;
+}
+
+/// Through a dev mesh (enrolled members, policy from the federation): the connection's
+/// lines on both gateways agree on request id, trace id and bytes, and the trace is the
+/// one the collector received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_mesh_connection_is_one_line_on_each_gateway_in_one_trace() {
+    use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec};
+    let (addr, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    mesh.allow_namespace("demo").await.unwrap();
+    let traced = format!("[tracing]\notlp_endpoint = \"http://{addr}\"\n");
+    let (echo, _server) = echo_server().await;
+    let spec = |name: &str, range: &str, exports: Vec<ExportSpec>| ClusterSpec {
+        name: name.into(),
+        locality: "us".into(),
+        import_range: range.into(),
+        dns: false,
+        exports,
+        extra_config: traced.clone(),
+    };
+    let echo_export = ExportSpec {
+        namespace: "demo".into(),
+        name: "echo".into(),
+        port: 8080,
+        endpoint: echo,
+    };
+    mesh.add_cluster(&spec("west", "127.160.0.0/16", vec![echo_export]))
+        .await
+        .unwrap();
+    mesh.add_cluster(&spec("east", "127.161.0.0/16", vec![]))
+        .await
+        .unwrap();
+    let east = mesh.members["east"].metrics();
+    let deadline = std::time::Instant::now() + BOUND;
+    while east.imported_services.get() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "east never imported echo"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // East's import of echo listens on the first address of its range.
+    let reply = tokio::time::timeout(
+        BOUND,
+        round_trip("127.161.0.1:8080".parse().unwrap(), b"one line each"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(reply, b"one line each");
+    let (east_log, west_log) = (mesh.access_log("east"), mesh.access_log("west"));
+    mesh.shutdown().await;
+
+    let line = |path: &std::path::Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        lines[0].clone()
+    };
+    let (sent, got) = (line(&east_log), line(&west_log));
+    assert_eq!(
+        (sent["direction"].as_str(), got["direction"].as_str()),
+        (Some("outbound"), Some("inbound"))
+    );
+    for key in ["request_id", "trace_id", "bytes_sent", "bytes_received"] {
+        assert!(!sent[key].is_null(), "{key}: {sent}");
+        assert_eq!(sent[key], got[key], "{key}: {sent} / {got}");
+    }
+    assert_ne!(sent["span_id"], got["span_id"]);
+    let spans = received.0.lock().unwrap().clone();
+    let trace = sent["trace_id"].as_str().unwrap();
+    let in_trace: Vec<&str> = spans
+        .iter()
+        .filter(|(_, s)| hex(&s.trace_id) == trace)
+        .map(|(_, s)| s.name.as_str())
+        .collect();
+    for name in [
+        "outbound",
+        "stream.open",
+        "stream.accept",
+        "policy.decision",
+        "upstream.connect",
+    ] {
+        assert!(in_trace.contains(&name), "{name} not in {in_trace:?}");
+    }
 }

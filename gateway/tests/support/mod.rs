@@ -122,9 +122,20 @@ impl Pair {
         endpoints: Vec<SocketAddr>,
         tweak: impl FnOnce(&mut GatewayConfig),
     ) -> Self {
+        Self::start_tweaked(endpoints, |_| {}, tweak).await
+    }
+
+    /// Like [`Pair::start`], with `west_tweak` and `east_tweak` applied to the configs.
+    pub async fn start_tweaked(
+        endpoints: Vec<SocketAddr>,
+        west_tweak: impl FnOnce(&mut GatewayConfig),
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
         let pki = pki(&["east", "west"]);
+        let mut west_config = west_config(endpoints);
+        west_tweak(&mut west_config);
         let west = isthmus_gateway::Gateway::start_with_identity(
-            west_config(endpoints),
+            west_config,
             pki.gateway_identity("west").unwrap(),
             std::path::Path::new("."),
         )
