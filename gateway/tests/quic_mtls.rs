@@ -14,7 +14,7 @@ use isthmus_ca::verify::ExpectedIdentity;
 use isthmus_ca::verify::tls::{SpiffeVerifier, provider};
 use isthmus_ca::{SharedBundle, TrustBundle};
 use isthmus_gateway::live_cert::LiveCert;
-use isthmus_gateway::quic::{ALPN, quic_client_config, quic_server_config};
+use isthmus_gateway::quic::{ALPN, ALPN_EXTENDED, quic_client_config, quic_server_config};
 use isthmus_testkit::TestPki;
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -65,7 +65,8 @@ fn spawn_west(pki: &TestPki) -> (SocketAddr, tokio::task::JoinHandle<Result<(), 
                 .unwrap()
                 .protocol
                 .as_deref(),
-            Some(ALPN)
+            Some(ALPN_EXTENDED),
+            "two gateways of this release speak isthmus/1.1"
         );
         let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
         let data = recv.read_to_end(1 << 20).await.map_err(|e| e.to_string())?;

@@ -549,7 +549,13 @@ async fn watch_mesh(
             return Some((Ok(event), (events, view)));
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    // A comment first: the client knows it is subscribed, and changes from here on
+    // reach it.
+    let subscribed = futures_util::stream::once(async {
+        Ok(SseEvent::default().comment("watching the mesh's status"))
+    });
+    Ok(Sse::new(futures_util::StreamExt::chain(subscribed, stream))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// A list's answer, as the document describes it.
