@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod alerts;
 pub mod command;
 pub mod config;
 pub mod enroll;
