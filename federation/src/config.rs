@@ -42,6 +42,9 @@ pub struct FederationConfigFile {
     /// Enrollment of new clusters' gateways (join tokens).
     #[serde(default)]
     pub enrollment: EnrollmentSection,
+    /// Alerts on the mesh's security status.
+    #[serde(default)]
+    pub alerts: crate::alerts::config::AlertsSection,
 }
 
 /// Enrollment settings as written.
@@ -183,6 +186,8 @@ pub struct FederationConfig {
     pub raft: RaftTiming,
     /// Enrollment.
     pub enrollment: Enrollment,
+    /// Alerts on the mesh's security status.
+    pub alerts: crate::alerts::config::AlertSettings,
 }
 
 /// Enrollment settings, validated.
@@ -397,10 +402,12 @@ impl Validate for FederationConfigFile {
                 "at least 1h (leaves are issued from it)",
             ));
         }
+        let alerts = self.alerts.validate(&mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(FederationConfig {
+            alerts,
             enrollment: Enrollment {
                 root,
                 intermediate_lifetime,

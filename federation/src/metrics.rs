@@ -54,7 +54,18 @@ pub struct FederationMetrics {
     revision: Gauge,
     voters: Gauge,
     learners: Gauge,
+    /// Alerts firing, as this node (when it leads) evaluates them.
+    pub alerts_firing: Family<AlertLabels, Gauge>,
     registry: Registry,
+}
+
+/// Labels of firing alerts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// The alert's name.
+    pub alertname: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
 }
 
 const STATES: [&str; 5] = ["leader", "follower", "candidate", "learner", "shutdown"];
@@ -66,7 +77,7 @@ fn gauge(value: Option<u64>) -> i64 {
 impl FederationMetrics {
     /// Registers every metric.
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("isthmus_federation");
+        let mut registry = Registry::with_prefix("isthmus");
         let metrics = Self {
             writes: Family::default(),
             reads: Family::default(),
@@ -79,48 +90,66 @@ impl FederationMetrics {
             revision: Gauge::default(),
             voters: Gauge::default(),
             learners: Gauge::default(),
+            alerts_firing: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("writes", "Admin writes by outcome", metrics.writes.clone());
-        registry.register("reads", "Admin reads by consistency", metrics.reads.clone());
         registry.register(
-            "watch_streams",
+            "alerts_firing",
+            "Alerts firing, by name and severity, as this node evaluates them while it leads (0 elsewhere)",
+            metrics.alerts_firing.clone(),
+        );
+        registry.register(
+            "federation_writes",
+            "Admin writes by outcome",
+            metrics.writes.clone(),
+        );
+        registry.register(
+            "federation_reads",
+            "Admin reads by consistency",
+            metrics.reads.clone(),
+        );
+        registry.register(
+            "federation_watch_streams",
             "Open watch streams",
             metrics.watches.clone(),
         );
-        registry.register("raft_term", "Current Raft term", metrics.term.clone());
         registry.register(
-            "raft_is_leader",
+            "federation_raft_term",
+            "Current Raft term",
+            metrics.term.clone(),
+        );
+        registry.register(
+            "federation_raft_is_leader",
             "1 when this node leads",
             metrics.leader.clone(),
         );
         registry.register(
-            "raft_state",
+            "federation_raft_state",
             "1 for this node's Raft role",
             metrics.state.clone(),
         );
         registry.register(
-            "raft_last_log_index",
+            "federation_raft_last_log_index",
             "Index of the last log entry (-1: none)",
             metrics.last_log_index.clone(),
         );
         registry.register(
-            "raft_applied_index",
+            "federation_raft_applied_index",
             "Index of the last applied entry (-1: none)",
             metrics.applied_index.clone(),
         );
         registry.register(
-            "catalog_revision",
+            "federation_catalog_revision",
             "Catalog revision applied on this node",
             metrics.revision.clone(),
         );
         registry.register(
-            "raft_voters",
+            "federation_raft_voters",
             "Voters in the membership",
             metrics.voters.clone(),
         );
         registry.register(
-            "raft_learners",
+            "federation_raft_learners",
             "Learners in the membership",
             metrics.learners.clone(),
         );

@@ -321,6 +321,15 @@ pub async fn start(
         let (mesh, stop) = (mesh.clone(), stop.clone());
         tasks.push(tokio::spawn(async move { mesh.tick(stop).await }));
     }
+    let engine = crate::alerts::engine::AlertEngine {
+        settings: config.alerts.clone(),
+        mesh: mesh.clone(),
+        metrics: federation.metrics().clone(),
+        raft: raft.clone(),
+        node_id: config.node_id,
+        firing: Arc::default(),
+    };
+    tasks.push(tokio::spawn(engine.run(stop.clone())));
     let admin = Arc::new(Admin::new(
         federation.clone(),
         enroller.clone(),

@@ -118,6 +118,16 @@ impl DevMesh {
         nodes: u64,
         leaf_lifetime: Duration,
     ) -> Result<Self, DevMeshError> {
+        Self::start_with_alerts(dir, nodes, leaf_lifetime, Default::default()).await
+    }
+
+    /// [`Self::start`] with every node's `[alerts]` settings.
+    pub async fn start_with_alerts(
+        dir: &Path,
+        nodes: u64,
+        leaf_lifetime: Duration,
+        alerts: isthmus_federation::alerts::config::AlertSettings,
+    ) -> Result<Self, DevMeshError> {
         if dir.join("bundle.pem").exists() {
             return Err(DevMeshError(format!(
                 "{} holds a previous dev mesh; use an empty directory",
@@ -177,6 +187,7 @@ impl DevMesh {
                     election_timeout: (Duration::from_millis(500), Duration::from_millis(800)),
                     ..RaftTiming::default()
                 },
+                alerts: alerts.clone(),
                 enrollment: Enrollment {
                     root: Some((bundle.clone(), root_key.clone())),
                     intermediate_lifetime: 30 * DAY,
