@@ -36,6 +36,7 @@ pub mod rest;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod ui;
 
 /// Generated protobuf types of the node-to-node Raft protocol (`raft.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -140,7 +140,7 @@ impl Line {
     /// The connection is open and carrying.
     fn carrying(&mut self, shared: &Shared) {
         if let Some(key) = &self.1 {
-            shared.traffic.opened(key);
+            shared.traffic.opened(key, &self.0.entry);
             self.2 = true;
         }
     }

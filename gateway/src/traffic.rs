@@ -28,6 +28,24 @@ struct Tally {
     last_connection_at: Option<i64>,
 }
 
+impl Tally {
+    /// A stream decided: its caller and the policy's decision.
+    fn decided(&mut self, entry: &Entry) {
+        self.streams += 1;
+        if let Some(principal) = &entry.source_principal
+            && self.identities.len() < MAX_ITEMS
+        {
+            self.identities.insert(principal.clone());
+        }
+        if let (Some(decision), Some(rule)) = (&entry.policy_decision, &entry.policy_rule) {
+            let key = (decision.clone(), rule.clone());
+            if self.decisions.len() < MAX_ITEMS || self.decisions.contains_key(&key) {
+                *self.decisions.entry(key).or_default() += 1;
+            }
+        }
+    }
+}
+
 /// The inbound edges' tallies.
 #[derive(Debug, Default)]
 pub(crate) struct Traffic {
@@ -53,37 +71,33 @@ impl Traffic {
         f(edges.entry(key.clone()).or_default());
     }
 
-    /// A connection on `key` is open and carrying.
-    pub(crate) fn opened(&self, key: &EdgeKey) {
-        self.with(key, |t| t.active += 1);
-    }
-
-    /// A stream on `key` ended (`carried`: it had been [`Self::opened`]); `entry` is its
-    /// access-log line.
-    pub(crate) fn ended(&self, key: &EdgeKey, entry: &Entry, carried: bool) {
+    /// A connection on `key` is open and carrying; `entry` is its access-log line so far.
+    /// It counts from now (a long-lived connection shows on its edge while it is open).
+    pub(crate) fn opened(&self, key: &EdgeKey, entry: &Entry) {
         self.with(key, |t| {
-            t.streams += 1;
-            if let Some(principal) = &entry.source_principal
-                && t.identities.len() < MAX_ITEMS
-            {
-                t.identities.insert(principal.clone());
-            }
-            if let (Some(decision), Some(rule)) = (&entry.policy_decision, &entry.policy_rule)
-                && (t.decisions.len() < MAX_ITEMS
-                    || t.decisions.contains_key(&(decision.clone(), rule.clone())))
-            {
-                *t.decisions
-                    .entry((decision.clone(), rule.clone()))
-                    .or_default() += 1;
-            }
-            if !carried {
-                return;
-            }
-            t.active = t.active.saturating_sub(1);
+            t.active += 1;
             t.connections += 1;
             if entry.connection_security_policy == SecurityPolicy::MutualTls {
                 t.mutual_tls += 1;
             }
+            t.decided(entry);
+            let at = entry
+                .start_time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            t.last_connection_at = t.last_connection_at.max(Some(at));
+        });
+    }
+
+    /// A stream on `key` ended: `carried`, one [`Self::opened`] closed (its bytes and
+    /// app leg are known now); else a stream refused.
+    pub(crate) fn ended(&self, key: &EdgeKey, entry: &Entry, carried: bool) {
+        self.with(key, |t| {
+            if !carried {
+                t.decided(entry);
+                return;
+            }
+            t.active = t.active.saturating_sub(1);
             t.bytes_received += entry.bytes_received;
             t.bytes_sent += entry.bytes_sent;
             match entry.app_tls {
@@ -91,11 +105,6 @@ impl Traffic {
                 AppTls::Terminated => t.app_tls.terminated += 1,
                 AppTls::None => t.app_tls.none += 1,
             }
-            let at = entry
-                .start_time
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            t.last_connection_at = t.last_connection_at.max(Some(at));
         });
     }
 
@@ -151,8 +160,9 @@ mod tests {
     fn carried_and_refused_streams_are_tallied_apart() {
         let traffic = Traffic::default();
         let key: EdgeKey = ("east".into(), "demo".into(), "echo".into());
-        traffic.opened(&key);
-        traffic.opened(&key);
+        // Two connections open (one still is), one stream refused.
+        traffic.opened(&key, &line("allow", 0));
+        traffic.opened(&key, &line("allow", 0));
         traffic.ended(&key, &line("allow", 10), true);
         traffic.ended(&key, &line("deny", 0), false);
         let report = traffic.report();
@@ -160,7 +170,7 @@ mod tests {
         let e = &report[0];
         assert_eq!(
             (e.streams, e.connections, e.mutual_tls, e.active),
-            (2, 1, 1, 1)
+            (3, 2, 2, 1)
         );
         assert_eq!((e.bytes_received, e.bytes_sent), (10, 20));
         assert_eq!(e.app_tls.passthrough, 1);

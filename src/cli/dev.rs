@@ -132,9 +132,16 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("  east dns  {dns}");
+    let rest_port = mesh.node(0)?.listen.rest.port();
+    println!("  mesh      https://localhost:{rest_port}/v1/mesh (and /v1/mesh/events)");
+    let token_file = dir.join("admin.token");
+    let token =
+        std::fs::read_to_string(&token_file).with_context(|| token_file.display().to_string())?;
     println!(
-        "  mesh      https://localhost:{}/v1/mesh (and /v1/mesh/events)",
-        mesh.node(0)?.listen.rest.port()
+        "  ui        https://localhost:{rest_port}/ui/  sign in with the dev admin's token {} (in {}; the server certificate is from the dev root, {})",
+        token.trim(),
+        token_file.display(),
+        dir.join("bundle.pem").display()
     );
     for cluster in mesh.members.keys() {
         println!(

@@ -80,12 +80,26 @@ async fn authenticate(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let mut authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().map(str::to_owned).map_err(|_| ()));
+    // The UI's session cookie is a bearer token, for reads only: a cross-site page
+    // cannot make a signed-in browser write (and SameSite=Strict keeps it from sending
+    // the cookie at all).
+    let read = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if authorization.is_none()
+        && read
+        && let Some(token) = crate::ui::session(request.headers())
+    {
+        authorization = Some(Ok(format!("Bearer {token}")));
+    }
     let credentials = Credentials {
         peer: peer.0,
-        authorization: request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|v| v.to_str().map(str::to_owned).map_err(|_| ())),
+        authorization,
     };
     match admin.authenticate(&credentials).await {
         Ok(principal) => {
@@ -116,18 +130,21 @@ async fn attempt(
 /// The REST router over `admin`.
 pub fn router(admin: Arc<Admin>) -> Router {
     let auth = axum::middleware::from_fn_with_state(admin.clone(), authenticate);
-    let mut router = Router::new();
+    let mut api = Router::new();
     for route in routes::table() {
         let grant = axum::middleware::from_fn_with_state(route.op.grant(), attempt);
-        router = router.route(route.path, route.handler.route_layer(grant));
+        api = api.route(route.path, route.handler.route_layer(grant));
     }
-    router
+    let api = api
         .fallback(|| async {
             Failure(ApiError::NotFound(
                 "no such endpoint; see /openapi.json".into(),
             ))
         })
-        .layer(auth)
+        .layer(auth);
+    Router::new()
+        .merge(crate::ui::router())
+        .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(admin)
 }

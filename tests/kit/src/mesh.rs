@@ -145,6 +145,14 @@ impl DevMesh {
         let admin = issue(&ops, ADMIN_ID, &[], 7 * DAY)?;
         write(dir, "admin.pem", &admin.chain_pem())?;
         write(dir, "admin.key", &admin.key_pem())?;
+        // A bearer token for the dev admin (the UI's sign-in), platform-admin.
+        let (token, _) = isthmus_federation::access::mint_token().map_err(err("admin token"))?;
+        write(dir, "admin.token", &token)?;
+        let token_grant = isthmus_federation::access::TokenGrant {
+            name: "dev-admin".into(),
+            sha256: isthmus_federation::access::token_sha256(&token),
+            role: isthmus_federation::access::Role::PlatformAdmin,
+        };
         let mut configs = Vec::new();
         for id in 1..=nodes {
             let name = format!("node-{id}");
@@ -177,7 +185,7 @@ impl DevMesh {
                         SpiffeId::parse(ADMIN_ID).map_err(err("admin ID"))?,
                         isthmus_federation::access::Role::PlatformAdmin,
                     )],
-                    vec![],
+                    vec![token_grant.clone()],
                 ),
                 // Slower than the default: several meshes share the cores when tests run
                 // in parallel, and openraft bounds each replication call by the
