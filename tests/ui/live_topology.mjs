@@ -49,6 +49,9 @@ try {
   await next();
   const before = await page.evaluate(() => performance.timeOrigin);
   await page.waitForSelector('[data-gateway="west/ew"][data-state="lost"]', { timeout: BOUND });
+  // West's edge is still shown, marked as old news; east is still up.
+  await page.waitForSelector(`${edge}[data-fresh="stale"]`, { timeout: BOUND });
+  await page.waitForSelector('[data-gateway="east/ew"][data-state="up"]', { timeout: BOUND });
   const after = await page.evaluate(() => performance.timeOrigin);
   if (before !== after) throw new Error("the page reloaded");
   if (shots) await page.screenshot({ path: `${shots}/west-lost.png`, fullPage: true });

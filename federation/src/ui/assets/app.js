@@ -3,7 +3,11 @@
 // API), so nothing a cluster reports can run here.
 "use strict";
 
-const SECURITY = { mutual_tls: "🔒", partial: "◐", failing: "⚠", unknown: "?" };
+// Words, not emoji: a browser without an emoji font draws those as empty boxes.
+const SECURITY = { mutual_tls: "mTLS", partial: "partial", failing: "FAILING", unknown: "none yet" };
+// An edge whose newest report is older than this is shown as stale (a gateway misses
+// three 2 s reports before the federation calls it stale).
+const STALE_SECONDS = 6;
 let picture = null;
 
 function el(tag, attrs, ...children) {
@@ -41,8 +45,10 @@ function render() {
   const rows = picture.edges
     .filter((e) => !filter || edgeKey(e).toLowerCase().includes(filter))
     .sort((a, b) => edgeKey(a).localeCompare(edgeKey(b)))
-    .map((e) => el("tr", { "data-edge": edgeKey(e), "data-security": e.security },
-      el("td", { title: e.security }, SECURITY[e.security] || "?"),
+    .map((e) => el("tr", { "data-edge": edgeKey(e), "data-security": e.security,
+                           "data-fresh": e.age_seconds > STALE_SECONDS ? "stale" : "live" },
+      el("td", { title: e.security }, SECURITY[e.security] || "none yet",
+        e.age_seconds > STALE_SECONDS ? ` (as of ${Math.round(e.age_seconds)} s ago)` : ""),
       el("td", {}, e.source_cluster),
       el("td", {}, e.destination_cluster),
       el("td", {}, e.service || "(cluster hop)"),
