@@ -12,12 +12,11 @@ use isthmus_federation_api::model::ExportKey;
 use isthmus_federation_api::proto;
 use isthmus_federation_api::proto::federation_admin_server::FederationAdmin;
 use isthmus_federation_api::{ApiError, request};
-use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 use crate::access::Principal;
-use crate::admin::{Admin, Credentials, Op};
+use crate::admin::{Admin, Credentials, MeshChange, Op};
 
 /// The gRPC face of the admin layer.
 #[derive(Debug, Clone)]
@@ -293,23 +292,17 @@ impl FederationAdmin for AdminGrpc {
         r: Request<proto::WatchMeshRequest>,
     ) -> Reply<Self::WatchMeshStream> {
         let who = self.caller(&r, Op::WatchMesh).await?;
-        let (events, view) = self.admin.watch_mesh(&who)?;
+        let watch = self.admin.watch_mesh(&who)?;
         // Nothing follows a lost change: the stream ends with the error that says so.
-        let stream = futures_util::stream::unfold(Some((events, view)), |state| async move {
-            let (mut events, view) = state?;
-            loop {
-                match events.recv().await {
-                    Ok(event) if view.shows_event(&event) => {
-                        return Some((Ok(proto::MeshEvent::from(event)), Some((events, view))));
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(n)) => {
-                        let lost = Status::data_loss(format!(
-                            "this watcher fell {n} changes behind; read GetMesh again, then watch"
-                        ));
-                        return Some((Err(lost), None));
-                    }
-                    Err(RecvError::Closed) => return None,
+        let stream = futures_util::stream::unfold(Some(watch), |watch| async move {
+            let mut watch = watch?;
+            match watch.next().await? {
+                MeshChange::Event(event) => Some((Ok(proto::MeshEvent::from(*event)), Some(watch))),
+                MeshChange::Lagged(n) => {
+                    let lost = Status::data_loss(format!(
+                        "this watcher fell {n} changes behind; read GetMesh again, then watch"
+                    ));
+                    Some((Err(lost), None))
                 }
             }
         });

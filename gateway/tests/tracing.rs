@@ -200,8 +200,8 @@ async fn previous_release_peer(
         let mut body = vec![0u8; len];
         recv.read_exact(&mut body).await.unwrap();
         let _ = tx.send([&prefix[..], &body].concat());
-        // Hold the connection until the test is done with it.
-        tokio::time::sleep(BOUND).await;
+        // Hold the connection until the gateway closes it (at its abort), bounded.
+        let _ = tokio::time::timeout(BOUND, connection.closed()).await;
         drop(endpoint);
     });
     (addr, rx)

@@ -9,6 +9,7 @@ use isthmus_federation_api::mesh::{GatewayReport, MeshEdge, MeshEvent, MeshPictu
 use isthmus_federation_api::model::ClusterState;
 use isthmus_federation_api::status::Consistency;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::Admin;
 use crate::access::{Operation, Principal, Role};
@@ -105,12 +106,44 @@ impl Admin {
         Ok(picture)
     }
 
-    /// The changes of status from now on, and which of them the caller may see.
-    pub fn watch_mesh(
-        &self,
-        who: &Principal,
-    ) -> Result<(broadcast::Receiver<MeshEvent>, MeshView), ApiError> {
+    /// The changes of status from now on that the caller may see.
+    pub fn watch_mesh(&self, who: &Principal) -> Result<MeshWatch, ApiError> {
         who.may(&Operation::Read)?;
-        Ok((self.mesh.subscribe(), MeshView::of(who)))
+        Ok(MeshWatch {
+            events: self.mesh.subscribe(),
+            view: MeshView::of(who),
+        })
+    }
+}
+
+/// What a mesh watcher gets next.
+#[derive(Debug)]
+pub enum MeshChange {
+    /// A change the caller may see.
+    Event(Box<MeshEvent>),
+    /// The watcher fell this many changes behind: it must read the picture again.
+    Lagged(u64),
+}
+
+/// One caller's subscription to the changes of status (both faces read it).
+#[derive(Debug)]
+pub struct MeshWatch {
+    events: broadcast::Receiver<MeshEvent>,
+    view: MeshView,
+}
+
+impl MeshWatch {
+    /// The next change the caller may see; `None` when the node stops.
+    pub async fn next(&mut self) -> Option<MeshChange> {
+        loop {
+            match self.events.recv().await {
+                Ok(event) if self.view.shows_event(&event) => {
+                    return Some(MeshChange::Event(Box::new(event)));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => return Some(MeshChange::Lagged(n)),
+                Err(RecvError::Closed) => return None,
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@ mod mesh;
 mod op;
 mod policy;
 
-pub use mesh::MeshView;
+pub use mesh::{MeshChange, MeshView, MeshWatch};
 pub use op::Op;
 
 use std::sync::Arc;

@@ -7,14 +7,14 @@
 //! alerts by their labels, sees the same alerts).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
 use super::config::AlertSettings;
 use super::state::{Alert, Tracker, Transition};
 use super::{deliver, rules};
-use crate::mesh::MeshStatus;
+use crate::mesh::{MeshStatus, unix_now};
 use crate::metrics::{AlertLabels, FederationMetrics};
 use crate::raft::Raft;
 use isthmus_federation_api::status::NodeId;
@@ -33,12 +33,6 @@ pub struct AlertEngine {
     pub node_id: NodeId,
     /// The alerts firing now (for the UI).
     pub firing: Arc<Mutex<Vec<Alert>>>,
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl AlertEngine {

@@ -24,7 +24,8 @@ pub struct MeshStatus {
     events: broadcast::Sender<MeshEvent>,
 }
 
-fn unix_now() -> i64 {
+/// The wall clock in Unix seconds.
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

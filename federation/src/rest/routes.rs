@@ -20,7 +20,6 @@ use isthmus_federation_api::status::{MemberStatus, NodeInfo, StatusReport};
 use isthmus_federation_api::{ApiError, claims::Claim, model::GatewayEndpoint};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::Failure;
 use super::body::{
@@ -28,7 +27,7 @@ use super::body::{
 };
 use super::call::Call;
 use crate::access::Principal;
-use crate::admin::{Admin, Op};
+use crate::admin::{Admin, MeshChange, Op};
 
 type St = State<Arc<Admin>>;
 type Who = Extension<Principal>;
@@ -523,31 +522,27 @@ async fn watch_mesh(
     Failure,
 > {
     call.no_query()?;
-    let (events, view) = a.watch_mesh(&who)?;
-    let stream = futures_util::stream::unfold((events, view), |(mut events, view)| async move {
-        loop {
-            let event = match events.recv().await {
-                Ok(event) if view.shows_event(&event) => {
-                    let (name, revision) = match &event {
-                        MeshEvent::Gateway { revision, .. } => ("gateway", *revision),
-                        MeshEvent::Edge { revision, .. } => ("edge", *revision),
-                    };
-                    let data = serde_json::to_string(&event).unwrap_or_default();
-                    SseEvent::default()
-                        .event(name)
-                        .id(revision.to_string())
-                        .data(data)
-                }
-                Ok(_) => continue,
-                // The watcher missed changes: it must read the picture again; the
-                // stream goes on from here.
-                Err(RecvError::Lagged(n)) => SseEvent::default()
-                    .event("resync")
-                    .data(format!("{{\"lagged\":{n}}}")),
-                Err(RecvError::Closed) => return None,
-            };
-            return Some((Ok(event), (events, view)));
-        }
+    let watch = a.watch_mesh(&who)?;
+    let stream = futures_util::stream::unfold(watch, |mut watch| async move {
+        let event = match watch.next().await? {
+            MeshChange::Event(event) => {
+                let (name, revision) = match &*event {
+                    MeshEvent::Gateway { revision, .. } => ("gateway", *revision),
+                    MeshEvent::Edge { revision, .. } => ("edge", *revision),
+                };
+                let data = serde_json::to_string(&event).unwrap_or_default();
+                SseEvent::default()
+                    .event(name)
+                    .id(revision.to_string())
+                    .data(data)
+            }
+            // The watcher missed changes: it must read the picture again; the stream
+            // goes on from here.
+            MeshChange::Lagged(n) => SseEvent::default()
+                .event("resync")
+                .data(format!("{{\"lagged\":{n}}}")),
+        };
+        Some((Ok(event), watch))
     });
     // A comment first: the client knows it is subscribed, and changes from here on
     // reach it.
