@@ -285,6 +285,23 @@ impl FederationAdmin for AdminGrpc {
         reply(self.admin.mesh_picture(&who))
     }
 
+    async fn get_decisions(
+        &self,
+        r: Request<proto::GetDecisionsRequest>,
+    ) -> Reply<proto::DecisionWindow> {
+        let who = self.caller(&r, Op::GetDecisions).await?;
+        let window = match r.into_inner().window_seconds {
+            0 => crate::admin::DEFAULT_DECISION_WINDOW,
+            n => n,
+        };
+        reply(self.admin.decision_window(&who, window))
+    }
+
+    async fn list_alerts(&self, r: Request<proto::ListAlertsRequest>) -> Reply<proto::AlertList> {
+        let who = self.caller(&r, Op::ListAlerts).await?;
+        reply(self.admin.alerts(&who))
+    }
+
     type WatchMeshStream = Pin<Box<dyn Stream<Item = Result<proto::MeshEvent, Status>> + Send>>;
 
     async fn watch_mesh(

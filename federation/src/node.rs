@@ -321,13 +321,14 @@ pub async fn start(
         let (mesh, stop) = (mesh.clone(), stop.clone());
         tasks.push(tokio::spawn(async move { mesh.tick(stop).await }));
     }
+    let alerts = Arc::new(crate::alerts::book::AlertBook::default());
     let engine = crate::alerts::engine::AlertEngine {
         settings: config.alerts.clone(),
         mesh: mesh.clone(),
         metrics: federation.metrics().clone(),
         raft: raft.clone(),
         node_id: config.node_id,
-        firing: Arc::default(),
+        book: alerts.clone(),
     };
     tasks.push(tokio::spawn(engine.run(stop.clone())));
     let admin = Arc::new(Admin::new(
@@ -335,6 +336,7 @@ pub async fn start(
         enroller.clone(),
         access.clone(),
         mesh,
+        alerts,
     ));
     let admin_service = FederationAdminServer::new(AdminGrpc::new(admin.clone()))
         .max_decoding_message_size(MAX_BODY)

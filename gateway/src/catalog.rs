@@ -46,6 +46,8 @@ pub struct Catalog {
     /// Traffic claims, for a federation member (`None` when run from a static config,
     /// which has no federation to hold them).
     claims: Option<Arc<Vec<isthmus_federation_api::claims::Claim>>>,
+    /// Clusters the federation revoked: no peers, but named when they still dial.
+    revoked: Arc<std::collections::BTreeSet<String>>,
 }
 
 impl Catalog {
@@ -89,7 +91,24 @@ impl Catalog {
             peers: peers.into_iter().collect(),
             authorization: self.authorization.clone(),
             claims: self.claims.clone(),
+            revoked: self.revoked.clone(),
         }
+    }
+
+    /// The same catalog, knowing the clusters the federation revoked.
+    pub fn with_revoked(&self, revoked: std::collections::BTreeSet<String>) -> Self {
+        Self {
+            exports: self.exports.clone(),
+            peers: self.peers.clone(),
+            authorization: self.authorization.clone(),
+            claims: self.claims.clone(),
+            revoked: Arc::new(revoked),
+        }
+    }
+
+    /// Whether the federation revoked `cluster`.
+    pub fn is_revoked(&self, cluster: &str) -> bool {
+        self.revoked.contains(cluster)
     }
 
     /// The same exports and peers under `authorization`.
@@ -99,6 +118,7 @@ impl Catalog {
             peers: self.peers.clone(),
             authorization: Arc::new(authorization),
             claims: self.claims.clone(),
+            revoked: self.revoked.clone(),
         }
     }
 
@@ -109,6 +129,7 @@ impl Catalog {
             peers: self.peers.clone(),
             authorization: self.authorization.clone(),
             claims: Some(Arc::new(claims)),
+            revoked: self.revoked.clone(),
         }
     }
 

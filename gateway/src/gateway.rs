@@ -303,8 +303,9 @@ impl GatewayTls {
     }
 }
 
-/// The cluster a refused certificate claims, when it is a peer of this gateway; else
-/// `unknown` (the claim is unverified: it may only pick among known label values).
+/// The cluster a refused certificate claims, when it is a peer of this gateway or a
+/// revoked cluster; else `unknown` (the claim is unverified: it may only pick among
+/// known label values).
 fn claimed_peer(cert: &rustls_pki_types::CertificateDer<'_>, catalog: &Catalog) -> String {
     let cluster = isthmus_ca::CertFacts::parse(cert)
         .ok()
@@ -315,7 +316,9 @@ fn claimed_peer(cert: &rustls_pki_types::CertificateDer<'_>, catalog: &Catalog) 
             _ => None,
         });
     match cluster {
-        Some(cluster) if catalog.peer(&cluster).is_some() => cluster,
+        Some(cluster) if catalog.peer(&cluster).is_some() || catalog.is_revoked(&cluster) => {
+            cluster
+        }
         _ => crate::admission::UNKNOWN.to_owned(),
     }
 }

@@ -55,10 +55,19 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         connection.close(1u32.into(), b"not a gateway identity");
         return;
     };
-    if shared.catalog.current().peer(&peer_cluster).is_none() {
-        shared
-            .metrics
-            .handshake_failed(Side::Accept, UNKNOWN, "unknown_peer");
+    let catalog = shared.catalog.current();
+    if catalog.peer(&peer_cluster).is_none() {
+        // A revoked cluster is named (the federation's list bounds the label values),
+        // so that one still dialling raises its own alert; any other stays unknown.
+        if catalog.is_revoked(&peer_cluster) {
+            shared
+                .metrics
+                .handshake_failed(Side::Accept, &peer_cluster, "revoked");
+        } else {
+            shared
+                .metrics
+                .handshake_failed(Side::Accept, UNKNOWN, "unknown_peer");
+        }
         tracing::warn!(%remote, cluster = %peer_cluster, "refusing a gateway of a cluster that is not a peer");
         connection.close(1u32.into(), b"cluster is not a peer");
         return;

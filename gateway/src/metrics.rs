@@ -181,10 +181,11 @@ pub struct HandshakeLabels {
     /// `accept` (a peer dialled us) or `dial`.
     pub side: Side,
     /// The peer's cluster: the one dialled, or the one an accepted certificate claims
-    /// when that is a peer of this gateway (else `unknown`: a refused certificate's
-    /// claims are unverified and must not mint label values).
+    /// when that is a peer of this gateway or a revoked cluster (else `unknown`: a
+    /// refused certificate's claims are unverified and must not mint label values).
     pub peer_cluster: String,
     /// The verifier's reason label, or `no_certificate`, `timeout`, `unknown_peer`,
+    /// `revoked` (a gateway of a cluster the federation revoked, its chain valid),
     /// `refused_by_peer`, `protocol`, `other`.
     pub reason: String,
 }

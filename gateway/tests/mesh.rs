@@ -725,6 +725,16 @@ async fn a_revoked_cluster_is_refused_by_its_peers() {
         refused.is_err(),
         "a gateway of the revoked cluster was accepted"
     );
+    // East names the revoked cluster that still dials (its alert needs the name).
+    let revoked = east
+        .handshake_failures
+        .get_or_create(&isthmus_gateway::metrics::HandshakeLabels {
+            side: isthmus_gateway::metrics::Side::Accept,
+            peer_cluster: "west".into(),
+            reason: "revoked".into(),
+        })
+        .get();
+    assert_eq!(revoked, 1, "the refusal is counted as a revoked cluster's");
     mesh.shutdown().await;
 }
 

@@ -15,6 +15,7 @@
 //! Pure: [`model`], [`policy`], [`claims`], [`validate`], [`vet`], [`join`],
 //! [`mirror`], [`convert`]. IO: [`channel`], [`enroll`], [`client`].
 
+pub mod alerts;
 pub mod bundle;
 pub mod channel;
 pub mod claims;

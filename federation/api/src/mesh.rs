@@ -462,3 +462,40 @@ pub enum MeshEvent {
         edge: MeshEdge,
     },
 }
+
+/// The longest window [`DecisionWindow`] counts over (a node keeps its samples this long).
+pub const DECISION_HISTORY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How many connections one rule decided one way on one edge within a window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WindowedDecision {
+    /// `policy/rule`, `policy/limit`, `default-deny`, …
+    pub rule: String,
+    /// `allow`, `deny`, `shadow_deny`, `shadow_allow` or `rate_limited`.
+    pub decision: String,
+    /// The calling cluster.
+    pub source_cluster: String,
+    /// The serving cluster.
+    pub destination_cluster: String,
+    /// `<service>.<namespace>`.
+    pub service: String,
+    /// How many within the window.
+    pub count: u64,
+}
+
+/// Policy decisions counted over a window ending now: the policy page's analytics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionWindow {
+    /// The answering node.
+    pub node: String,
+    /// The window asked for, in seconds.
+    pub window_seconds: u64,
+    /// Unix seconds the counts start from: later than `to - window_seconds` when this
+    /// node has not held samples that long (it started, or the window is longer than
+    /// the hour it keeps).
+    pub from: i64,
+    /// Unix seconds the counts end at.
+    pub to: i64,
+    /// Every rule, decision and edge with a count above zero in the window.
+    pub decisions: Vec<WindowedDecision>,
+}

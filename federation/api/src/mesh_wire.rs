@@ -1,12 +1,13 @@
-//! The mesh status values ([`crate::mesh`]) to and from their protobuf form. Decoding
+//! The mesh status values ([`crate::mesh`], [`crate::alerts`]) to and from their protobuf form. Decoding
 //! refuses what the typed form cannot hold (an unknown enum value, a missing part),
 //! naming the field; bounds are [`GatewayReport::check`]'s.
 
 use crate::ApiError;
+use crate::alerts::{AlertList, AlertRecord};
 use crate::mesh::{
-    AppTlsCounts, CertificateExpiry, DecisionCount, EdgeReport, EdgeSecurity, FailureCount,
-    GatewayReport, GatewayState, GatewayStatus, HandshakeFailures, HandshakeSide, MeshEdge,
-    MeshEvent, MeshPicture, PeerLink,
+    AppTlsCounts, CertificateExpiry, DecisionCount, DecisionWindow, EdgeReport, EdgeSecurity,
+    FailureCount, GatewayReport, GatewayState, GatewayStatus, HandshakeFailures, HandshakeSide,
+    MeshEdge, MeshEvent, MeshPicture, PeerLink, WindowedDecision,
 };
 use crate::proto;
 
@@ -423,6 +424,100 @@ impl TryFrom<proto::MeshEvent> for MeshEvent {
                 )?,
             }),
             None => Err(ApiError::invalid("change", "missing")),
+        }
+    }
+}
+
+impl From<DecisionWindow> for proto::DecisionWindow {
+    fn from(w: DecisionWindow) -> Self {
+        Self {
+            node: w.node,
+            window_seconds: w.window_seconds,
+            from: w.from,
+            to: w.to,
+            decisions: w
+                .decisions
+                .into_iter()
+                .map(|d| proto::WindowedDecision {
+                    rule: d.rule,
+                    decision: d.decision,
+                    source_cluster: d.source_cluster,
+                    destination_cluster: d.destination_cluster,
+                    service: d.service,
+                    count: d.count,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<proto::DecisionWindow> for DecisionWindow {
+    fn from(w: proto::DecisionWindow) -> Self {
+        Self {
+            node: w.node,
+            window_seconds: w.window_seconds,
+            from: w.from,
+            to: w.to,
+            decisions: w
+                .decisions
+                .into_iter()
+                .map(|d| WindowedDecision {
+                    rule: d.rule,
+                    decision: d.decision,
+                    source_cluster: d.source_cluster,
+                    destination_cluster: d.destination_cluster,
+                    service: d.service,
+                    count: d.count,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn alert_to(a: AlertRecord) -> proto::AlertRecord {
+    proto::AlertRecord {
+        alertname: a.alertname,
+        severity: a.severity,
+        labels: a.labels.into_iter().collect(),
+        summary: a.summary,
+        starts_at: a.starts_at,
+        ends_at: a.ends_at,
+        edge: a.edge,
+    }
+}
+
+fn alert_from(a: proto::AlertRecord) -> AlertRecord {
+    AlertRecord {
+        alertname: a.alertname,
+        severity: a.severity,
+        labels: a.labels.into_iter().collect(),
+        summary: a.summary,
+        starts_at: a.starts_at,
+        ends_at: a.ends_at,
+        edge: a.edge,
+    }
+}
+
+impl From<AlertList> for proto::AlertList {
+    fn from(l: AlertList) -> Self {
+        Self {
+            node: l.node,
+            delivering: l.delivering,
+            evaluated_at: l.evaluated_at,
+            firing: l.firing.into_iter().map(alert_to).collect(),
+            resolved: l.resolved.into_iter().map(alert_to).collect(),
+        }
+    }
+}
+
+impl From<proto::AlertList> for AlertList {
+    fn from(l: proto::AlertList) -> Self {
+        Self {
+            node: l.node,
+            delivering: l.delivering,
+            evaluated_at: l.evaluated_at,
+            firing: l.firing.into_iter().map(alert_from).collect(),
+            resolved: l.resolved.into_iter().map(alert_from).collect(),
         }
     }
 }

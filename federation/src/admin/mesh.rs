@@ -1,11 +1,15 @@
 //! The mesh's security status operations: a gateway's report (soft state, held by this
-//! node only; see [`crate::mesh`]), the picture, and its changes. A namespace admin sees
-//! the edges to services of its namespaces (and every gateway); everyone else who may
-//! read sees everything.
+//! node only; see [`crate::mesh`]), the picture, its changes, the policy decisions over
+//! a window and the alerts. A namespace admin sees the edges, decisions and alerts of
+//! services of its namespaces (and every gateway, and the alerts about gateways);
+//! everyone else who may read sees everything.
 
 use isthmus_ca::{Identity, SpiffeId};
 use isthmus_federation_api::ApiError;
-use isthmus_federation_api::mesh::{GatewayReport, MeshEdge, MeshEvent, MeshPicture};
+use isthmus_federation_api::alerts::{AlertList, AlertRecord};
+use isthmus_federation_api::mesh::{
+    DECISION_HISTORY, DecisionWindow, GatewayReport, MeshEdge, MeshEvent, MeshPicture,
+};
 use isthmus_federation_api::model::ClusterState;
 use isthmus_federation_api::status::Consistency;
 use tokio::sync::broadcast;
@@ -26,16 +30,29 @@ impl MeshView {
         }
     }
 
-    /// Whether the caller may see `edge`: a namespace admin, only those to a service of
-    /// its namespaces.
-    pub fn shows(&self, edge: &MeshEdge) -> bool {
+    /// Whether the caller may see what concerns `service` (`<service>.<namespace>`, or
+    /// none for the cluster hop): a namespace admin, only the services of its
+    /// namespaces.
+    fn shows_service(&self, service: Option<&str>) -> bool {
         match &self.0 {
             None => true,
-            Some(mine) => edge
-                .service
-                .as_deref()
+            Some(mine) => service
                 .and_then(|s| s.rsplit_once('.'))
                 .is_some_and(|(_, namespace)| mine.contains(namespace)),
+        }
+    }
+
+    /// Whether the caller may see `edge`.
+    pub fn shows(&self, edge: &MeshEdge) -> bool {
+        self.shows_service(edge.service.as_deref())
+    }
+
+    /// Whether the caller may see `alert`: one about a service as its edge, any other
+    /// (a gateway, a certificate, a cluster hop) as a gateway.
+    fn shows_alert(&self, alert: &AlertRecord) -> bool {
+        match alert.labels.get("destination_service") {
+            Some(service) => self.shows_service(Some(service)),
+            None => !alert.labels.contains_key("peer_cluster") || self.0.is_none(),
         }
     }
 
@@ -104,6 +121,40 @@ impl Admin {
         let mut picture = self.mesh.picture();
         picture.edges.retain(|e| view.shows(e));
         Ok(picture)
+    }
+
+    /// The policy decisions of the last `window_seconds` (at most an hour).
+    pub fn decision_window(
+        &self,
+        who: &Principal,
+        window_seconds: u64,
+    ) -> Result<DecisionWindow, ApiError> {
+        who.may(&Operation::Read)?;
+        if window_seconds == 0 || window_seconds > DECISION_HISTORY.as_secs() {
+            return Err(ApiError::invalid(
+                "window_seconds",
+                format!(
+                    "1 to {} seconds (a node keeps an hour of samples)",
+                    DECISION_HISTORY.as_secs()
+                ),
+            ));
+        }
+        let view = MeshView::of(who);
+        let mut window = self.mesh.decision_window(window_seconds);
+        window
+            .decisions
+            .retain(|d| view.shows_service(Some(&d.service)));
+        Ok(window)
+    }
+
+    /// The alerts this node holds: firing, and resolved lately.
+    pub fn alerts(&self, who: &Principal) -> Result<AlertList, ApiError> {
+        who.may(&Operation::Read)?;
+        let view = MeshView::of(who);
+        let mut list = self.alerts.list(self.mesh.node());
+        list.firing.retain(|a| view.shows_alert(a));
+        list.resolved.retain(|a| view.shows_alert(a));
+        Ok(list)
     }
 
     /// The changes of status from now on that the caller may see.

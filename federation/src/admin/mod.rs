@@ -55,25 +55,32 @@ pub struct Admin {
     enroller: Arc<Enroller>,
     access: Arc<AccessControl>,
     mesh: Arc<crate::mesh::MeshStatus>,
+    alerts: Arc<crate::alerts::book::AlertBook>,
 }
+
+/// The window of policy decisions counted when none is asked for (15 minutes).
+pub const DEFAULT_DECISION_WINDOW: u64 = 900;
 
 /// The longest a blocking watch query may wait for a change.
 pub const MAX_WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Admin {
     /// The operations over `federation`; `enroller` mints join tokens; `access` says
-    /// who may call; `mesh` holds the gateways' status reports.
+    /// who may call; `mesh` holds the gateways' status reports and `alerts` the alerts
+    /// evaluated on them.
     pub fn new(
         federation: Arc<Federation>,
         enroller: Arc<Enroller>,
         access: Arc<AccessControl>,
         mesh: Arc<crate::mesh::MeshStatus>,
+        alerts: Arc<crate::alerts::book::AlertBook>,
     ) -> Self {
         Self {
             federation,
             enroller,
             access,
             mesh,
+            alerts,
         }
     }
 

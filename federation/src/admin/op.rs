@@ -69,6 +69,10 @@ pub enum Op {
     GetMesh,
     /// Changes of the mesh's security status.
     WatchMesh,
+    /// Policy decisions over a window.
+    GetDecisions,
+    /// The alerts firing and resolved.
+    ListAlerts,
 }
 
 impl Op {
@@ -88,7 +92,9 @@ impl Op {
             | Self::GetTrustBundle
             | Self::Watch
             | Self::GetMesh
-            | Self::WatchMesh => Grant::Read,
+            | Self::WatchMesh
+            | Self::GetDecisions
+            | Self::ListAlerts => Grant::Read,
             Self::Init
             | Self::AddMember
             | Self::RemoveMember
@@ -137,6 +143,8 @@ impl Op {
             Self::ReportGatewayStatus => "reportGatewayStatus",
             Self::GetMesh => "getMesh",
             Self::WatchMesh => "watchMesh",
+            Self::GetDecisions => "getDecisions",
+            Self::ListAlerts => "listAlerts",
         }
     }
 }

@@ -153,6 +153,7 @@ mod tests {
             summary: "The gateway west/ew is lost".into(),
             starts_at: 1_764_633_600,
             ends_at,
+            edge: None,
         }
     }
 

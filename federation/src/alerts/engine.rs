@@ -1,16 +1,21 @@
-//! The alert loop of one node: while it leads, every `evaluate_every` it reads its
-//! picture of the mesh, updates the alerts ([`super::state`]), sets
-//! `isthmus_alerts_firing`, sends each change to the webhooks and the firing alerts
-//! (again every `resend_every`) and each resolution to the Alertmanagers. A node that
-//! does not lead evaluates nothing and reports nothing firing; a new leader starts from
-//! its own picture (its alerts go pending and fire again, and Alertmanager, which keys
-//! alerts by their labels, sees the same alerts).
+//! The alert loop of one node: every `evaluate_every` it reads its own picture of the
+//! mesh and updates the alerts ([`super::state`]) and the [`AlertBook`]. Every node does
+//! this (every gateway reports to every node, so their pictures agree): a new leader
+//! already holds the alerts firing, with their start, and fires none of them again.
+//! Only the leader delivers: it sets `isthmus_alerts_firing`, sends each change to the
+//! webhooks and the firing alerts (again every `resend_every`, and at once when it
+//! takes over, so that nothing the old leader fired and did not send is missed) and
+//! each resolution to the Alertmanagers, which key alerts by their labels. A webhook
+//! hears of a change once, from the node leading when it happened; one that happened
+//! while no node led (an election) is told by the next leader's first evaluation only
+//! if it is still a change there.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use super::book::AlertBook;
 use super::config::AlertSettings;
 use super::state::{Alert, Tracker, Transition};
 use super::{deliver, rules};
@@ -31,8 +36,8 @@ pub struct AlertEngine {
     pub raft: Raft,
     /// This node.
     pub node_id: NodeId,
-    /// The alerts firing now (for the UI).
-    pub firing: Arc<Mutex<Vec<Alert>>>,
+    /// The alerts held for the API and the UI.
+    pub book: Arc<AlertBook>,
 }
 
 impl AlertEngine {
@@ -40,6 +45,7 @@ impl AlertEngine {
     pub async fn run(self, stop: CancellationToken) {
         let mut tracker = Tracker::default();
         let mut previous = None;
+        let mut led = false;
         let mut last_sent: Option<Instant> = None;
         let mut every = tokio::time::interval(self.settings.evaluate_every);
         loop {
@@ -47,21 +53,23 @@ impl AlertEngine {
                 () = stop.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let leads = self.raft.metrics().borrow().current_leader == Some(self.node_id);
-            if !leads {
-                if !tracker.firing().is_empty() || previous.is_some() {
-                    tracker = Tracker::default();
-                    previous = None;
-                    self.publish(&[]);
-                }
-                continue;
-            }
             let picture = self.mesh.picture();
             let conditions = rules::conditions(&picture, previous.as_ref(), &self.settings.rules);
             let (now, unix) = (Instant::now(), unix_now());
             let transitions = tracker.observe(conditions, now, unix, self.settings.keep_firing_for);
             previous = Some(picture);
             let firing = tracker.firing();
+            let leads = self.raft.metrics().borrow().current_leader == Some(self.node_id);
+            self.book.evaluated(unix, leads, &firing, &transitions);
+            if !leads {
+                if led {
+                    self.publish(&[]);
+                    led = false;
+                }
+                continue;
+            }
+            let took_over = !led;
+            led = true;
             self.publish(&firing);
             let changed: Vec<Alert> = transitions
                 .into_iter()
@@ -84,7 +92,8 @@ impl AlertEngine {
                     }
                 }
             }
-            let resend = last_sent.is_none_or(|at| at.elapsed() >= self.settings.resend_every);
+            let resend =
+                took_over || last_sent.is_none_or(|at| at.elapsed() >= self.settings.resend_every);
             if !self.settings.alertmanagers.is_empty() && (resend || !changed.is_empty()) {
                 let resolved = changed.iter().filter(|a| a.ends_at.is_some()).cloned();
                 let batch: Vec<Alert> = firing.iter().cloned().chain(resolved).collect();
@@ -114,6 +123,5 @@ impl AlertEngine {
                 })
                 .inc();
         }
-        *self.firing.lock().unwrap_or_else(|p| p.into_inner()) = firing.to_vec();
     }
 }

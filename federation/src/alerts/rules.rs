@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use isthmus_federation_api::mesh::{EdgeSecurity, GatewayState, MeshPicture};
+use isthmus_federation_api::mesh::{
+    EdgeSecurity, GatewayState, HandshakeSide, MeshEdge, MeshPicture,
+};
 
 /// How urgent an alert is (the rule file's `severity` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,6 +44,8 @@ pub struct Condition {
     pub summary: String,
     /// How long it must hold before the alert fires.
     pub hold: Duration,
+    /// The mesh edge it is about ([`MeshEdge::key`]), when it is about one.
+    pub edge: Option<String>,
 }
 
 /// The thresholds.
@@ -104,6 +108,7 @@ pub fn conditions(
                 labels: labels(who),
                 summary: format!("The gateway {}/{} missed its reports", g.cluster, g.gateway),
                 hold: Duration::ZERO,
+                edge: None,
             }),
             GatewayState::Lost => out.push(Condition {
                 alertname: "IsthmusGatewayLost",
@@ -111,6 +116,7 @@ pub fn conditions(
                 labels: labels(who),
                 summary: format!("The gateway {}/{} is lost", g.cluster, g.gateway),
                 hold: Duration::ZERO,
+                edge: None,
             }),
         }
         for c in g.certificates.iter().filter(|c| c.kind != "leaf") {
@@ -131,6 +137,7 @@ pub fn conditions(
                     c.kind, g.cluster, g.gateway, left
                 ),
                 hold: Duration::ZERO,
+                edge: None,
             });
         }
         if g.active_roots.len() > 1 {
@@ -145,9 +152,15 @@ pub fn conditions(
                     g.gateway
                 ),
                 hold: settings.rotation_half_done,
+                edge: None,
             });
         }
     }
+    // Findings and denials are summed over the callers of each service, as the rule
+    // file's `sum by (destination_service, rule)` does.
+    let mut shadow: BTreeMap<(String, String, String), Growth> = BTreeMap::new();
+    let mut denied: BTreeMap<(String, String), Growth> = BTreeMap::new();
+    let elapsed = previous.map_or(1, |p| (picture.generated_at - p.generated_at).max(1));
     for e in &picture.edges {
         match &e.service {
             Some(service) => {
@@ -158,68 +171,45 @@ pub fn conditions(
                         alertname: "IsthmusEdgeNotMutualTLS",
                         severity: Severity::Critical,
                         labels: labels([
+                            ("cluster", e.destination_cluster.as_str()),
                             ("source_cluster", e.source_cluster.as_str()),
-                            ("destination_cluster", e.destination_cluster.as_str()),
                             ("destination_service", service.as_str()),
                         ]),
                         summary: format!(
-                            "{} → {service} is no longer all mutual TLS ({:?})",
-                            e.source_cluster, e.security
+                            "{} → {service} is no longer all mutual TLS ({})",
+                            e.source_cluster,
+                            match e.security {
+                                EdgeSecurity::Failing => "handshakes fail",
+                                _ => "some connections are not mutual TLS",
+                            }
                         ),
                         hold: Duration::ZERO,
+                        edge: Some(e.key()),
                     });
                 }
-                let before = previous.and_then(|p| {
-                    p.edges
-                        .iter()
-                        .find(|b| b.key() == e.key())
-                        .map(|b| (b, (picture.generated_at - p.generated_at).max(1)))
-                });
+                // The first sight of an edge has no "since": its counts are history.
+                let Some(before) =
+                    previous.and_then(|p| p.edges.iter().find(|b| b.key() == e.key()))
+                else {
+                    continue;
+                };
                 for d in &e.decisions {
                     let earlier = before
-                        .and_then(|(b, _)| {
-                            b.decisions
-                                .iter()
-                                .find(|x| x.decision == d.decision && x.rule == d.rule)
-                        })
+                        .decisions
+                        .iter()
+                        .find(|x| x.decision == d.decision && x.rule == d.rule)
                         .map_or(0, |x| x.count);
                     let grown = d.count.saturating_sub(earlier);
-                    // The first sight of an edge has no "since": its counts are history.
-                    if grown == 0 || before.is_none() {
+                    if grown == 0 {
                         continue;
                     }
-                    let edge = [
-                        ("source_cluster", e.source_cluster.as_str()),
-                        ("destination_service", service.as_str()),
-                        ("rule", d.rule.as_str()),
-                    ];
+                    let at = (e.destination_cluster.clone(), service.clone());
                     match d.decision.as_str() {
-                        "shadow_deny" => out.push(Condition {
-                            alertname: "IsthmusShadowPolicyFindings",
-                            severity: Severity::Info,
-                            labels: labels(edge),
-                            summary: format!(
-                                "Shadow rule {} would deny traffic from {} to {service}",
-                                d.rule, e.source_cluster
-                            ),
-                            hold: Duration::ZERO,
-                        }),
-                        "deny" => {
-                            let elapsed = before.map_or(1, |(_, s)| s);
-                            let rate = grown as f64 / elapsed as f64;
-                            if rate > settings.denial_spike_per_second {
-                                out.push(Condition {
-                                    alertname: "IsthmusDenialSpike",
-                                    severity: Severity::Warning,
-                                    labels: labels(edge),
-                                    summary: format!(
-                                        "Denials of {service} from {} at {rate:.1}/s",
-                                        e.source_cluster
-                                    ),
-                                    hold: Duration::ZERO,
-                                });
-                            }
-                        }
+                        "shadow_deny" => shadow
+                            .entry((at.0, at.1, d.rule.clone()))
+                            .or_default()
+                            .add(grown, e),
+                        "deny" => denied.entry(at).or_default().add(grown, e),
                         _ => {}
                     }
                 }
@@ -229,30 +219,109 @@ pub fn conditions(
                     if now - f.last_at > secs(settings.failure_window) {
                         continue;
                     }
-                    let side = match f.side {
-                        isthmus_federation_api::mesh::HandshakeSide::Accept => "accept",
-                        isthmus_federation_api::mesh::HandshakeSide::Dial => "dial",
+                    // The labels of the gateway that saw it, as its own metric has them.
+                    let (side, cluster, peer) = match f.side {
+                        HandshakeSide::Accept => {
+                            ("accept", &e.destination_cluster, &e.source_cluster)
+                        }
+                        HandshakeSide::Dial => ("dial", &e.source_cluster, &e.destination_cluster),
                     };
+                    if f.reason == REVOKED {
+                        out.push(Condition {
+                            alertname: "IsthmusRevokedClusterDialling",
+                            severity: Severity::Critical,
+                            labels: labels([
+                                ("cluster", cluster.as_str()),
+                                ("peer_cluster", peer.as_str()),
+                            ]),
+                            summary: format!(
+                                "The revoked cluster {peer} still dials {cluster} ({} refused)",
+                                f.count
+                            ),
+                            hold: Duration::ZERO,
+                            edge: Some(e.key()),
+                        });
+                        continue;
+                    }
                     out.push(Condition {
                         alertname: "IsthmusHandshakeFailures",
                         severity: Severity::Warning,
                         labels: labels([
-                            ("source_cluster", e.source_cluster.as_str()),
-                            ("destination_cluster", e.destination_cluster.as_str()),
+                            ("cluster", cluster.as_str()),
                             ("side", side),
+                            ("peer_cluster", peer.as_str()),
                             ("reason", f.reason.as_str()),
                         ]),
                         summary: format!(
-                            "Handshakes from {} to {} fail ({side} side): {}",
-                            e.source_cluster, e.destination_cluster, f.reason
+                            "Handshakes with {peer} fail at {cluster} ({side} side): {}",
+                            f.reason
                         ),
                         hold: Duration::ZERO,
+                        edge: Some(e.key()),
                     });
                 }
             }
         }
     }
+    for ((cluster, service, rule), growth) in shadow {
+        out.push(Condition {
+            alertname: "IsthmusShadowPolicyFindings",
+            severity: Severity::Info,
+            labels: labels([
+                ("cluster", cluster.as_str()),
+                ("destination_service", service.as_str()),
+                ("rule", rule.as_str()),
+            ]),
+            summary: format!(
+                "Shadow rule {rule} would deny traffic to {service} ({} connections)",
+                growth.count
+            ),
+            hold: Duration::ZERO,
+            edge: growth.edge(),
+        });
+    }
+    for ((cluster, service), growth) in denied {
+        let rate = growth.count as f64 / elapsed as f64;
+        if rate > settings.denial_spike_per_second {
+            out.push(Condition {
+                alertname: "IsthmusDenialSpike",
+                severity: Severity::Warning,
+                labels: labels([
+                    ("cluster", cluster.as_str()),
+                    ("destination_service", service.as_str()),
+                ]),
+                summary: format!("Denials of {service} jumped to {rate:.1}/s"),
+                hold: Duration::ZERO,
+                edge: growth.edge(),
+            });
+        }
+    }
     out
+}
+
+/// The reason a gateway gives a handshake with a revoked cluster's gateway.
+pub const REVOKED: &str = "revoked";
+
+/// What grew on the edges to one service between two evaluations.
+#[derive(Debug, Default)]
+struct Growth {
+    count: u64,
+    edges: std::collections::BTreeSet<String>,
+}
+
+impl Growth {
+    fn add(&mut self, n: u64, edge: &MeshEdge) {
+        self.count += n;
+        self.edges.insert(edge.key());
+    }
+
+    /// The edge to link to: the one caller's, when there is one.
+    fn edge(&self) -> Option<String> {
+        match self.edges.len() {
+            1 => self.edges.first().cloned(),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -419,6 +488,27 @@ mod tests {
             .find(|c| c.alertname == "IsthmusRootRotationHalfDone")
             .unwrap();
         assert_eq!(rotation.hold, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn a_revoked_cluster_still_dialling_is_its_own_alert() {
+        let mut hop = edge(None, EdgeSecurity::Failing, &[]);
+        hop.source_cluster = "north".into();
+        hop.handshake_failures = vec![FailureCount {
+            side: HandshakeSide::Accept,
+            reason: REVOKED.into(),
+            count: 7,
+            last_at: 999,
+        }];
+        let found = conditions(
+            &picture(1_000, vec![], vec![hop]),
+            None,
+            &Settings::default(),
+        );
+        assert_eq!(names(&found), ["IsthmusRevokedClusterDialling"]);
+        assert_eq!(found[0].labels["peer_cluster"], "north");
+        assert_eq!(found[0].labels["cluster"], "west");
+        assert_eq!(found[0].edge.as_deref(), Some("north→west"));
     }
 
     #[test]

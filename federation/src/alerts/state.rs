@@ -24,6 +24,8 @@ pub struct Alert {
     pub starts_at: i64,
     /// Unix seconds when it resolved.
     pub ends_at: Option<i64>,
+    /// The mesh edge it is about.
+    pub edge: Option<String>,
 }
 
 /// A change to deliver.
@@ -115,6 +117,7 @@ fn alert(tracked: &Tracked, ends_at: Option<i64>) -> Alert {
         summary: tracked.condition.summary.clone(),
         starts_at: tracked.firing.unwrap_or_default(),
         ends_at,
+        edge: tracked.condition.edge.clone(),
     }
 }
 
@@ -129,6 +132,7 @@ mod tests {
             labels: [("cluster".to_owned(), "west".to_owned())].into(),
             summary: "lost".into(),
             hold,
+            edge: None,
         }
     }
 

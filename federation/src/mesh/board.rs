@@ -13,10 +13,12 @@ use std::time::Duration;
 use std::time::Instant;
 
 use isthmus_federation_api::mesh::{
-    AppTlsCounts, DecisionCount, EdgeSecurity, FailureCount, GatewayReport, GatewayState,
-    GatewayStatus, HandshakeSide, MeshEdge, MeshEvent, MeshPicture,
+    AppTlsCounts, DecisionCount, DecisionWindow, EdgeSecurity, FailureCount, GatewayReport,
+    GatewayState, GatewayStatus, HandshakeSide, MeshEdge, MeshEvent, MeshPicture,
 };
 pub use isthmus_federation_api::mesh::{LOST_AFTER, STALE_AFTER};
+
+use super::decisions::DecisionHistory;
 /// Handshake failures this recent, with no connection since, make an edge `failing`.
 pub const FAILING_WINDOW: i64 = 300;
 
@@ -55,6 +57,7 @@ pub struct Board {
     revision: u64,
     told_gateways: BTreeMap<(String, String), GatewayState>,
     told_edges: BTreeMap<String, EdgeSecurity>,
+    decisions: DecisionHistory,
 }
 
 impl Board {
@@ -152,6 +155,24 @@ impl Board {
                 }
             })
             .collect()
+    }
+
+    /// Samples the policy decision counters (every [`super::decisions::SAMPLE_EVERY`]).
+    pub fn sample_decisions(&mut self, unix: i64) {
+        self.decisions
+            .sample(unix, self.reports.values().map(|held| &held.report));
+    }
+
+    /// The policy decisions within the `seconds` before `unix`.
+    pub fn decision_window(&self, unix: i64, seconds: u64) -> DecisionWindow {
+        let (from, decisions) = self.decisions.window(unix, seconds);
+        DecisionWindow {
+            node: self.node.clone(),
+            window_seconds: seconds,
+            from,
+            to: unix,
+            decisions,
+        }
     }
 
     /// The whole picture now.

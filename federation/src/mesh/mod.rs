@@ -4,11 +4,12 @@
 //! status, broadcast to the watchers of `/v1/mesh/events` and `WatchMesh`.
 
 pub mod board;
+pub mod decisions;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use isthmus_federation_api::mesh::{GatewayReport, MeshEvent, MeshPicture};
+use isthmus_federation_api::mesh::{DecisionWindow, GatewayReport, MeshEvent, MeshPicture};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +21,7 @@ const EVENTS: usize = 1024;
 /// One node's view of the mesh.
 #[derive(Debug)]
 pub struct MeshStatus {
+    node: String,
     board: Mutex<Board>,
     events: broadcast::Sender<MeshEvent>,
 }
@@ -35,9 +37,15 @@ impl MeshStatus {
     /// An empty view of node `node`.
     pub fn new(node: &str) -> Self {
         Self {
+            node: node.to_owned(),
             board: Mutex::new(Board::new(node)),
             events: broadcast::channel(EVENTS).0,
         }
+    }
+
+    /// The node's name.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     fn board(&self) -> std::sync::MutexGuard<'_, Board> {
@@ -64,19 +72,33 @@ impl MeshStatus {
         self.board().picture(Instant::now(), unix_now())
     }
 
+    /// The policy decisions within the last `seconds`.
+    pub fn decision_window(&self, seconds: u64) -> DecisionWindow {
+        self.board().decision_window(unix_now(), seconds)
+    }
+
     /// The changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<MeshEvent> {
         self.events.subscribe()
     }
 
-    /// Tells the changes that time alone makes, every second, until `stop`.
+    /// Tells the changes that time alone makes, every second, and samples the
+    /// decision counters, until `stop`.
     pub async fn tick(&self, stop: CancellationToken) {
         let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut sampled: Option<Instant> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = every.tick() => {
-                    let events = self.board().tick(Instant::now(), unix_now());
+                    let (now, unix) = (Instant::now(), unix_now());
+                    let mut board = self.board();
+                    let events = board.tick(now, unix);
+                    if sampled.is_none_or(|at| now.duration_since(at) >= decisions::SAMPLE_EVERY) {
+                        board.sample_decisions(unix);
+                        sampled = Some(now);
+                    }
+                    drop(board);
                     self.tell(events);
                 }
             }

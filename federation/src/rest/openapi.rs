@@ -90,6 +90,13 @@ fn query(query: Query) -> Vec<Value> {
             "expect_revision",
             "compare-and-set: 0 = must not exist yet; N = must be at revision N",
         )],
+        Query::Window => vec![json!({
+            "name": "window_seconds", "in": "query", "required": false,
+            "description": "count the decisions of this many seconds before now (default 900)",
+            "schema": { "type": "integer", "minimum": 1,
+                        "maximum": isthmus_federation_api::mesh::DECISION_HISTORY.as_secs(),
+                        "default": 900 }
+        })],
         Query::Watch => vec![
             revision(
                 "after_revision",

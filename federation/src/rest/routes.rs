@@ -9,7 +9,8 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Json};
-use isthmus_federation_api::mesh::{GatewayReport, MeshEvent, MeshPicture};
+use isthmus_federation_api::alerts::AlertList;
+use isthmus_federation_api::mesh::{DecisionWindow, GatewayReport, MeshEvent, MeshPicture};
 use isthmus_federation_api::model::{Cluster, ExportKey, Policy, ServiceExport, TrustBundleDoc};
 use isthmus_federation_api::request::{
     AddMember, CreateCluster, DeleteClaim, DeleteCluster, DeleteExport, DeletePolicy,
@@ -76,6 +77,8 @@ pub enum Query {
     ExpectRevision,
     /// `after_revision` and `wait_seconds` (the watch).
     Watch,
+    /// `window_seconds` (the decisions).
+    Window,
 }
 
 /// How a route answers.
@@ -489,7 +492,46 @@ pub fn table() -> Vec<Route> {
             media: Media::Json,
             handler: post(report_gateway_status),
         },
+        Route {
+            method: M::Get,
+            path: "/v1/mesh/decisions",
+            op: Op::GetDecisions,
+            summary: "Policy decisions within the last window_seconds (default 900, at most 3600), per rule, decision and edge: how many connections each rule allowed, denied and, for shadow rules, would have denied",
+            params: &[],
+            query: Q::Window,
+            body: None,
+            answer: schema::<DecisionWindow>,
+            media: Media::Json,
+            handler: get(get_decisions),
+        },
+        Route {
+            method: M::Get,
+            path: "/v1/alerts",
+            op: Op::ListAlerts,
+            summary: "The alerts this node evaluated: firing now and resolved lately (every node evaluates on its own picture; the leader delivers)",
+            params: &[],
+            query: Q::Nothing,
+            body: None,
+            answer: schema::<AlertList>,
+            media: Media::Json,
+            handler: get(list_alerts),
+        },
     ]
+}
+
+async fn get_decisions(State(a): St, Extension(who): Who, call: Call) -> Answer<DecisionWindow> {
+    let [window] = call.integers(&["window_seconds"])?[..] else {
+        return Err(ApiError::Internal("decisions query".into()).into());
+    };
+    json(a.decision_window(
+        &who,
+        window.unwrap_or(crate::admin::DEFAULT_DECISION_WINDOW),
+    ))
+}
+
+async fn list_alerts(State(a): St, Extension(who): Who, call: Call) -> Answer<AlertList> {
+    call.no_query()?;
+    json(a.alerts(&who))
 }
 
 /// The answer to a status report.

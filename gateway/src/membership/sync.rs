@@ -334,9 +334,11 @@ impl Sync {
             .as_ref()
             .map(|v| v.peers.keys().cloned().collect())
             .unwrap_or_default();
-        self.shared
-            .catalog
-            .replace(current.with_peers(view.peers.iter().map(|(c, a)| (c.clone(), *a))));
+        self.shared.catalog.replace(
+            current
+                .with_peers(view.peers.iter().map(|(c, a)| (c.clone(), *a)))
+                .with_revoked(view.revoked.clone()),
+        );
         for gone in before.iter().filter(|c| !view.peers.contains_key(*c)) {
             tracing::warn!(cluster = %gone, "cluster is no longer a peer (revoked or removed); cutting its connections");
             self.shared

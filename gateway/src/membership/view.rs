@@ -51,6 +51,8 @@ pub struct GatewayView {
     pub unreadable_policies: BTreeMap<String, String>,
     /// Traffic claims.
     pub claims: Vec<Claim>,
+    /// Clusters the federation revoked (their gateways are refused and named).
+    pub revoked: std::collections::BTreeSet<String>,
 }
 
 /// Derives the view of `own` from `state`.
@@ -67,6 +69,9 @@ pub fn derive(state: &CatalogState, own: &str) -> GatewayView {
         view.own_active = c.state == ClusterState::Active;
     }
     for (name, cluster) in &state.clusters {
+        if cluster.state == ClusterState::Revoked {
+            view.revoked.insert(name.clone());
+        }
         if name == own || cluster.state != ClusterState::Active {
             continue;
         }
@@ -177,6 +182,10 @@ mod tests {
             echo.exporters.len(),
             1,
             "the revoked cluster's export is not imported"
+        );
+        assert!(
+            view.revoked.contains("north"),
+            "a revoked cluster is known as one"
         );
         assert_eq!(echo.exporters[0].healthy, 2);
         assert_eq!(echo.ports, vec![("p80".to_owned(), 80)]);

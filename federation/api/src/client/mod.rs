@@ -21,9 +21,10 @@ use tonic::transport::Channel;
 pub use tls::{ClientTls, ClientTlsError, bundle_from_pem};
 
 use crate::ApiError;
+use crate::alerts::AlertList;
 use crate::claims::Claim;
 use crate::convert;
-use crate::mesh::{GatewayReport, MeshEvent, MeshPicture};
+use crate::mesh::{DecisionWindow, GatewayReport, MeshEvent, MeshPicture};
 use crate::model::{Cluster, ExportKey, Policy, ServiceExport, TrustBundleDoc};
 use crate::proto;
 use crate::proto::federation_admin_client::FederationAdminClient;
@@ -652,6 +653,30 @@ impl FederationClient {
             )
             .await?;
         MeshPicture::try_from(picture).map_err(ClientError::Api)
+    }
+
+    /// The policy decisions of the last `window_seconds` (1 to 3600), per rule and edge.
+    pub async fn decisions(&self, window_seconds: u64) -> Result<DecisionWindow, ClientError> {
+        let window = self
+            .call(
+                Retry::Read,
+                proto::GetDecisionsRequest { window_seconds },
+                |mut c, r| async move { c.get_decisions(r).await },
+            )
+            .await?;
+        Ok(window.into())
+    }
+
+    /// The alerts the answering node evaluated: firing, and resolved lately.
+    pub async fn alerts(&self) -> Result<AlertList, ClientError> {
+        let list = self
+            .call(
+                Retry::Read,
+                proto::ListAlertsRequest {},
+                |mut c, r| async move { c.list_alerts(r).await },
+            )
+            .await?;
+        Ok(list.into())
     }
 
     /// The changes of the mesh's status from now on.
