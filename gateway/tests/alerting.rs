@@ -2,7 +2,9 @@
 //! alerts to a real Alertmanager (Debian's `prometheus-alertmanager`, on loopback) and
 //! to a webhook receiver. West's gateway stops: `IsthmusGatewayLost` fires, the webhook
 //! gets Alertmanager's version 4 body, and Alertmanager lists the alert through its own
-//! API; west comes back: the alert resolves.
+//! API. The leader stops while the alert fires: the new leader already holds it (every
+//! node evaluates) and fires nothing again. West comes back: the alert resolves, told
+//! once, by the new leader.
 
 #![allow(clippy::unwrap_used)]
 
@@ -233,6 +235,115 @@ async fn a_lost_gateway_fires_at_alertmanager_and_the_webhook_then_resolves() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The leader stops while the alert fires. Another node takes over delivering; it
+    // held the alert already, with the same start, and fires nothing again.
+    let status = mesh
+        .client()
+        .unwrap()
+        .status(isthmus_federation_api::status::Consistency::Stale)
+        .await
+        .unwrap();
+    let leader = status.leader_id.expect("a leader");
+    let leader_index = usize::try_from(leader - 1).unwrap();
+    let before = mesh
+        .node_client(leader_index)
+        .unwrap()
+        .alerts()
+        .await
+        .unwrap();
+    let started = before
+        .firing
+        .iter()
+        .find(|a| a.alertname == "IsthmusGatewayLost")
+        .map(|a| a.starts_at)
+        .expect("the leader lists the alert");
+    mesh.stop_node(leader_index).await;
+    let other = (leader_index + 1) % 3;
+    let deadline = Instant::now() + WAIT;
+    let taken_over = loop {
+        let list = mesh.node_client(other).unwrap().alerts().await;
+        if let Ok(list) = list {
+            let new_leader = mesh
+                .node_client(other)
+                .unwrap()
+                .status(isthmus_federation_api::status::Consistency::Stale)
+                .await
+                .ok()
+                .and_then(|s| s.leader_id);
+            if new_leader.is_some_and(|l| l != leader) {
+                break list;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let held = taken_over
+        .firing
+        .iter()
+        .find(|a| a.alertname == "IsthmusGatewayLost")
+        .expect("the other node holds the alert firing");
+    // Started within an evaluation of the old leader's start (each node saw the same
+    // silence on its own clock).
+    assert!(
+        (held.starts_at - started).abs() <= 2,
+        "{held:?} vs {started}"
+    );
+    // Five evaluations of the new leader: no webhook says the alert fires again.
+    let new_leader_delivers = {
+        let mut rounds = 0;
+        let mut last = None;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let list = mesh.node_client(other).unwrap().alerts().await.unwrap();
+            let new_leader = mesh
+                .node_client(other)
+                .unwrap()
+                .status(isthmus_federation_api::status::Consistency::Stale)
+                .await
+                .unwrap()
+                .leader_id
+                .unwrap();
+            let delivering_node = usize::try_from(new_leader - 1).unwrap();
+            let delivering = mesh
+                .node_client(delivering_node)
+                .unwrap()
+                .alerts()
+                .await
+                .unwrap();
+            if delivering.delivering && delivering.evaluated_at != last {
+                rounds += 1;
+                last = delivering.evaluated_at;
+            }
+            if rounds >= 5 {
+                break list;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new leader does not evaluate"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    assert!(
+        new_leader_delivers
+            .firing
+            .iter()
+            .any(|a| a.alertname == "IsthmusGatewayLost"),
+        "{new_leader_delivers:?}"
+    );
+    let refired: Vec<serde_json::Value> = hooks
+        .try_iter()
+        .filter(|body| {
+            body["alerts"].as_array().into_iter().flatten().any(|a| {
+                a["labels"]["alertname"] == "IsthmusGatewayLost" && a["status"] == "firing"
+            })
+        })
+        .collect();
+    assert!(
+        refired.is_empty(),
+        "the new leader fired the alert again: {refired:?}"
+    );
 
     // West comes back: the alert resolves, with its end.
     mesh.restart_member("west").await.unwrap();
