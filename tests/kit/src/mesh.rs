@@ -153,6 +153,14 @@ impl DevMesh {
             sha256: isthmus_federation::access::token_sha256(&token),
             role: isthmus_federation::access::Role::PlatformAdmin,
         };
+        // And one that may only read, to see what a reader sees.
+        let (reader, _) = isthmus_federation::access::mint_token().map_err(err("reader token"))?;
+        write(dir, "reader.token", &reader)?;
+        let reader_grant = isthmus_federation::access::TokenGrant {
+            name: "dev-reader".into(),
+            sha256: isthmus_federation::access::token_sha256(&reader),
+            role: isthmus_federation::access::Role::Reader,
+        };
         let mut configs = Vec::new();
         for id in 1..=nodes {
             let name = format!("node-{id}");
@@ -185,7 +193,7 @@ impl DevMesh {
                         SpiffeId::parse(ADMIN_ID).map_err(err("admin ID"))?,
                         isthmus_federation::access::Role::PlatformAdmin,
                     )],
-                    vec![token_grant.clone()],
+                    vec![token_grant.clone(), reader_grant.clone()],
                 ),
                 // Slower than the default: several meshes share the cores when tests run
                 // in parallel, and openraft bounds each replication call by the
