@@ -280,6 +280,7 @@ mod tests {
             ports: vec![ExportPort {
                 port: 80,
                 endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+                app_protocol: Default::default(),
             }],
         }];
         let peers = [PeerEntry {

@@ -15,9 +15,16 @@ use crate::config::{Export, PeerEntry};
 pub struct ServicePort {
     /// Endpoint choice and health; locked briefly, never across an await.
     balancer: Mutex<Balancer>,
+    /// The app speaks its own TLS on it.
+    expects_tls: bool,
 }
 
 impl ServicePort {
+    /// Whether the app speaks its own TLS on this port (`app_protocol = "tls"`).
+    pub fn expects_tls(&self) -> bool {
+        self.expects_tls
+    }
+
     /// The balancer, locked. A poisoned lock still holds a consistent balancer: every
     /// method on it leaves it whole.
     pub fn balancer(&self) -> std::sync::MutexGuard<'_, Balancer> {
@@ -73,6 +80,7 @@ impl Catalog {
                     (export.namespace.clone(), export.name.clone(), port.port),
                     Arc::new(ServicePort {
                         balancer: Mutex::new(balancer),
+                        expects_tls: port.app_protocol == crate::config::AppProtocol::Tls,
                     }),
                 );
             }

@@ -169,6 +169,22 @@ pub struct ExportPort {
     pub port: u16,
     /// Endpoint addresses serving it.
     pub endpoints: Vec<SocketAddr>,
+    /// What the app speaks on it: `tcp` (anything; the default) or `tls` (its own TLS,
+    /// carried end to end). On a `tls` port a connection whose bytes are not TLS is
+    /// counted as plaintext on a TLS port, and its edge shows as `partial`.
+    #[serde(default)]
+    pub app_protocol: AppProtocol,
+}
+
+/// What an app speaks on an exported port.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    /// Any bytes.
+    #[default]
+    Tcp,
+    /// The app's own TLS: anything else is a client that skipped it.
+    Tls,
 }
 
 /// Load-balancing policy names.

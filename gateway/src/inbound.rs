@@ -113,18 +113,25 @@ fn peer_cluster(connection: &quinn::Connection) -> Option<String> {
 
 /// The access-log line of one inbound stream, filled in as it is decided, and the edge
 /// it is tallied under once its service is known to be one of ours.
-struct Line(Pending, Option<crate::traffic::EdgeKey>, bool);
+struct Line {
+    pending: Pending,
+    edge: Option<crate::traffic::EdgeKey>,
+    /// The connection was opened to an endpoint (and counted as open on its edge).
+    carrying: bool,
+    /// The export port is declared `app_protocol = "tls"`.
+    expects_tls: bool,
+}
 
 impl std::ops::Deref for Line {
     type Target = Pending;
     fn deref(&self) -> &Pending {
-        &self.0
+        &self.pending
     }
 }
 
 impl std::ops::DerefMut for Line {
     fn deref_mut(&mut self) -> &mut Pending {
-        &mut self.0
+        &mut self.pending
     }
 }
 
@@ -137,34 +144,42 @@ impl Line {
         entry.source_cluster = Some(peer.to_owned());
         entry.destination_cluster = Some(shared.me.cluster.clone());
         entry.connection_security_policy = SecurityPolicy::MutualTls;
-        Self(line, None, false)
+        Self {
+            pending: line,
+            edge: None,
+            carrying: false,
+            expects_tls: false,
+        }
     }
 
     /// Tallies the stream under its edge (the service is one this gateway knows).
     fn on_edge(&mut self, header: &StreamHeader) {
         let source = self.entry.source_cluster.clone().unwrap_or_default();
-        self.1 = Some((source, header.namespace.clone(), header.service.clone()));
+        self.edge = Some((source, header.namespace.clone(), header.service.clone()));
     }
 
     /// The connection is open and carrying.
     fn carrying(&mut self, shared: &Shared) {
-        if let Some(key) = &self.1 {
-            shared.traffic.opened(key, &self.0.entry);
-            self.2 = true;
+        if let Some(key) = &self.edge {
+            shared.traffic.opened(key, &self.pending.entry);
+            self.carrying = true;
         }
     }
 
     fn header(&mut self, header: &StreamHeader) {
-        self.0.request(header.request_id);
+        self.pending.request(header.request_id);
         self.entry.source_principal = Some(header.source.to_string());
         self.entry.destination_service = Some(format!("{}.{}", header.service, header.namespace));
     }
 
     fn write(self, shared: &Shared, summary: Option<&crate::splice::Summary>) {
-        if let Some(key) = &self.1 {
-            shared.traffic.ended(key, &self.0.entry, self.2);
+        if let Some(key) = &self.edge {
+            let carried = self.carrying.then_some(crate::traffic::Carried {
+                plaintext_on_tls: self.expects_tls && self.pending.entry.app_tls == AppTls::None,
+            });
+            shared.traffic.ended(key, &self.pending.entry, carried);
         }
-        self.0.write(&shared.access_log, summary);
+        self.pending.write(&shared.access_log, summary);
     }
 
     /// Answers the peer with a refusal, counts and logs it.
@@ -308,6 +323,7 @@ async fn stream(
             .refuse(&mut send, &shared, UNKNOWN, Status::UnknownService, &msg)
             .await;
     };
+    line.expects_tls = port.expects_tls();
     // All endpoint attempts together stay inside the sender's wait for an answer.
     let budget = tokio::time::Instant::now() + shared.me.timeouts.stream_open.mul_f64(0.8);
     let connect_span = shared.tracing.span(

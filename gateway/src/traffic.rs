@@ -14,6 +14,13 @@ use crate::access_log::entry::{AppTls, Entry, SecurityPolicy};
 /// An edge as this gateway keys it: source cluster, namespace, service.
 pub(crate) type EdgeKey = (String, String, String);
 
+/// What is known of a carried connection once it ends, beyond its log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Carried {
+    /// Its app bytes were not TLS though the export port is declared TLS.
+    pub(crate) plaintext_on_tls: bool,
+}
+
 #[derive(Debug, Default)]
 struct Tally {
     identities: BTreeSet<String>,
@@ -24,6 +31,7 @@ struct Tally {
     bytes_received: u64,
     bytes_sent: u64,
     app_tls: AppTlsCounts,
+    plaintext_on_tls: u64,
     decisions: BTreeMap<(String, String), u64>,
     last_connection_at: Option<i64>,
 }
@@ -91,11 +99,14 @@ impl Traffic {
 
     /// A stream on `key` ended: `carried`, one [`Self::opened`] closed (its bytes and
     /// app leg are known now); else a stream refused.
-    pub(crate) fn ended(&self, key: &EdgeKey, entry: &Entry, carried: bool) {
+    pub(crate) fn ended(&self, key: &EdgeKey, entry: &Entry, carried: Option<Carried>) {
         self.with(key, |t| {
-            if !carried {
+            let Some(carried) = carried else {
                 t.decided(entry);
                 return;
+            };
+            if carried.plaintext_on_tls {
+                t.plaintext_on_tls += 1;
             }
             t.active = t.active.saturating_sub(1);
             t.bytes_received += entry.bytes_received;
@@ -124,6 +135,7 @@ impl Traffic {
                 bytes_received: t.bytes_received,
                 bytes_sent: t.bytes_sent,
                 app_tls: t.app_tls,
+                plaintext_on_tls: t.plaintext_on_tls,
                 decisions: t
                     .decisions
                     .iter()
@@ -163,8 +175,8 @@ mod tests {
         // Two connections open (one still is), one stream refused.
         traffic.opened(&key, &line("allow", 0));
         traffic.opened(&key, &line("allow", 0));
-        traffic.ended(&key, &line("allow", 10), true);
-        traffic.ended(&key, &line("deny", 0), false);
+        traffic.ended(&key, &line("allow", 10), Some(Carried::default()));
+        traffic.ended(&key, &line("deny", 0), None);
         let report = traffic.report();
         assert_eq!(report.len(), 1);
         let e = &report[0];
@@ -174,6 +186,15 @@ mod tests {
         );
         assert_eq!((e.bytes_received, e.bytes_sent), (10, 20));
         assert_eq!(e.app_tls.passthrough, 1);
+        assert_eq!(e.plaintext_on_tls, 0);
+        traffic.ended(
+            &key,
+            &line("allow", 0),
+            Some(Carried {
+                plaintext_on_tls: true,
+            }),
+        );
+        assert_eq!(traffic.report()[0].plaintext_on_tls, 1);
         assert_eq!(e.decisions.len(), 2);
         assert_eq!(e.peer_identities.len(), 1);
         assert!(e.last_connection_at.is_some());
@@ -184,7 +205,7 @@ mod tests {
         let traffic = Traffic::default();
         for i in 0..MAX_EDGES + 10 {
             let key: EdgeKey = ("east".into(), "demo".into(), format!("s{i}"));
-            traffic.ended(&key, &line("deny", 0), false);
+            traffic.ended(&key, &line("deny", 0), None);
         }
         assert_eq!(traffic.report().len(), MAX_EDGES);
     }

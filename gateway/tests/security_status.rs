@@ -53,7 +53,11 @@ fn dig(dns: SocketAddr, name: &str) -> String {
 
 /// One request through east's import of echo; its answer.
 async fn request(address: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(format!("{address}:8080"))
+    request_on(address, 8080).await
+}
+
+async fn request_on(address: &str, port: u16) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(format!("{address}:{port}"))
         .await
         .unwrap();
     tcp.write_all(b"GET /status HTTP/1.1\r\nhost: echo\r\nconnection: close\r\n\r\n")
@@ -124,7 +128,12 @@ async fn the_picture_shows_mutual_tls_failures_and_a_lost_gateway() {
             port: 8080,
             endpoint: west_echo,
         }],
-        extra_config: String::new(),
+        // A service whose app speaks its own TLS (the echo behind it does not: a client
+        // speaking plain HTTP to it is one that skipped its TLS).
+        extra_config: format!(
+            "[[exports]]\nnamespace = \"demo\"\nname = \"vault\"\n\
+             ports = [{{ port = 8443, endpoints = [\"{west_echo}\"], app_protocol = \"tls\" }}]\n"
+        ),
     })
     .await
     .unwrap();
@@ -143,8 +152,11 @@ async fn the_picture_shows_mutual_tls_failures_and_a_lost_gateway() {
     // A connection east → west.
     let east = mesh.members["east"].metrics();
     let deadline = Instant::now() + WAIT;
-    while east.imported_services.get() < 1 {
-        assert!(Instant::now() < deadline, "east never imported echo");
+    while east.imported_services.get() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "east never imported echo and vault"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dns = mesh.members["east"].addresses().dns.unwrap();
@@ -196,6 +208,28 @@ async fn the_picture_shows_mutual_tls_failures_and_a_lost_gateway() {
         "{edge:?}"
     );
     assert_eq!(edge.reported_by, vec!["west/ew"]);
+
+    // Plain bytes to the port declared TLS: the hop is mutual TLS, the app's leg is not,
+    // and the edge shows as partial.
+    let vault = tokio::task::spawn_blocking(move || dig(dns, "vault.demo.svc.clusterset.local"))
+        .await
+        .unwrap();
+    let reply = request_on(&vault, 8443).await;
+    assert!(reply.contains("hello from west"), "{reply}");
+    let picture = picture_until(&third, "east → vault.demo, partial", |p| {
+        p.edges.iter().any(|e| {
+            e.service.as_deref() == Some("vault.demo")
+                && e.security == EdgeSecurity::Partial
+                && e.plaintext_on_tls == 1
+        })
+    })
+    .await;
+    let vault = picture
+        .edges
+        .iter()
+        .find(|e| e.service.as_deref() == Some("vault.demo"))
+        .unwrap();
+    assert_eq!(vault.mutual_tls, vault.connections, "{vault:?}");
     for cluster in ["east", "west"] {
         let g = picture
             .gateways

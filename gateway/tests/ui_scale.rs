@@ -48,6 +48,7 @@ fn report(i: usize, started_at: i64, sequence: u64) -> GatewayReport {
                 bytes_received: 1_000,
                 bytes_sent: 2_000,
                 app_tls: AppTlsCounts::default(),
+                plaintext_on_tls: 0,
                 decisions: vec![DecisionCount {
                     decision: "allow".into(),
                     rule: "allow-shop/every-cluster".into(),

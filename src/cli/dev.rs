@@ -143,6 +143,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         token_file.display(),
         dir.join("bundle.pem").display()
     );
+    println!(
+        "            a token that may only read: {}",
+        dir.join("reader.token").display()
+    );
     for cluster in mesh.members.keys() {
         println!(
             "  {cluster:<8}  access log {}",

@@ -96,6 +96,10 @@ pub struct EdgeReport {
     /// The app legs.
     #[serde(default)]
     pub app_tls: AppTlsCounts,
+    /// Connections whose app bytes were not TLS to a port declared `app_protocol =
+    /// "tls"` (a client that skipped its TLS: the edge is `partial`).
+    #[serde(default)]
+    pub plaintext_on_tls: u64,
     /// Policy decisions by rule (at most 256).
     #[serde(default)]
     #[schemars(length(max = 256))]
@@ -346,7 +350,8 @@ pub enum EdgeSecurity {
     /// Every connection on a mutual-TLS hop with a verified identity, and no handshake
     /// failure since the last one.
     MutualTls,
-    /// Some connections were not on a mutual-TLS hop.
+    /// Some connections were not on a mutual-TLS hop, or carried plain bytes to a port
+    /// declared TLS.
     Partial,
     /// Handshakes fail, and none succeeded since (or ever).
     Failing,
@@ -396,6 +401,9 @@ pub struct MeshEdge {
     pub bytes_sent: u64,
     /// The app legs.
     pub app_tls: AppTlsCounts,
+    /// Plain connections to a port declared TLS.
+    #[serde(default)]
+    pub plaintext_on_tls: u64,
     /// Handshake failures on this cluster pair (cluster hop only).
     pub handshake_failures: Vec<FailureCount>,
     /// Policy decisions by rule.

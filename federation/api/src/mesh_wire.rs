@@ -165,6 +165,7 @@ impl From<GatewayReport> for proto::GatewayReport {
                     bytes_received: e.bytes_received,
                     bytes_sent: e.bytes_sent,
                     app_tls: Some(app_tls_to(e.app_tls)),
+                    plaintext_on_tls: e.plaintext_on_tls,
                     decisions: decisions_to(e.decisions),
                     last_connection_at: e.last_connection_at,
                 })
@@ -224,6 +225,7 @@ impl TryFrom<proto::GatewayReport> for GatewayReport {
                     bytes_received: e.bytes_received,
                     bytes_sent: e.bytes_sent,
                     app_tls: app_tls_from(e.app_tls),
+                    plaintext_on_tls: e.plaintext_on_tls,
                     decisions: decisions_from(e.decisions),
                     last_connection_at: e.last_connection_at,
                 })
@@ -281,6 +283,7 @@ fn edge_to(e: MeshEdge) -> proto::MeshEdge {
         bytes_received: e.bytes_received,
         bytes_sent: e.bytes_sent,
         app_tls: Some(app_tls_to(e.app_tls)),
+        plaintext_on_tls: e.plaintext_on_tls,
         handshake_failures: e
             .handshake_failures
             .into_iter()
@@ -321,6 +324,7 @@ fn edge_from(field: &str, e: proto::MeshEdge) -> Result<MeshEdge, ApiError> {
         bytes_received: e.bytes_received,
         bytes_sent: e.bytes_sent,
         app_tls: app_tls_from(e.app_tls),
+        plaintext_on_tls: e.plaintext_on_tls,
         handshake_failures,
         decisions: decisions_from(e.decisions),
         last_connection_at: e.last_connection_at,

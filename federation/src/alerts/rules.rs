@@ -180,7 +180,10 @@ pub fn conditions(
                             e.source_cluster,
                             match e.security {
                                 EdgeSecurity::Failing => "handshakes fail",
-                                _ => "some connections are not mutual TLS",
+                                _ if e.mutual_tls < e.connections => {
+                                    "some connections are not mutual TLS"
+                                }
+                                _ => "plain app bytes reached a port declared TLS",
                             }
                         ),
                         hold: Duration::ZERO,
@@ -377,6 +380,7 @@ mod tests {
             bytes_received: 0,
             bytes_sent: 0,
             app_tls: AppTlsCounts::default(),
+            plaintext_on_tls: 0,
             handshake_failures: vec![],
             decisions: decisions
                 .iter()

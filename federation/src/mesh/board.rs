@@ -216,6 +216,7 @@ impl Board {
                 edge.bytes_received += e.bytes_received;
                 edge.bytes_sent += e.bytes_sent;
                 edge.app_tls = add_app_tls(edge.app_tls, e.app_tls);
+                edge.plaintext_on_tls += e.plaintext_on_tls;
                 edge.last_connection_at = edge.last_connection_at.max(e.last_connection_at);
                 edge.age_seconds = edge.age_seconds.min(age);
                 if !edge.reported_by.contains(&by) {
@@ -357,6 +358,7 @@ fn empty_edge(key: &(String, String, Option<String>), age: f64) -> MeshEdge {
         bytes_received: 0,
         bytes_sent: 0,
         app_tls: AppTlsCounts::default(),
+        plaintext_on_tls: 0,
         handshake_failures: Vec::new(),
         decisions: Vec::new(),
         last_connection_at: None,
@@ -391,7 +393,9 @@ fn security_of(edge: &MeshEdge, last_failure: Option<i64>) -> EdgeSecurity {
     }
     if edge.streams == 0 && edge.connections == 0 {
         EdgeSecurity::Unknown
-    } else if edge.mutual_tls < edge.connections {
+    } else if edge.mutual_tls < edge.connections || edge.plaintext_on_tls > 0 {
+        // A plain leg to a port that speaks TLS is a client that skipped its TLS: the
+        // hop is encrypted, the app's bytes are not.
         EdgeSecurity::Partial
     } else {
         EdgeSecurity::MutualTls
@@ -437,6 +441,7 @@ mod tests {
                 none: connections,
                 ..AppTlsCounts::default()
             },
+            plaintext_on_tls: 0,
             decisions: vec![DecisionCount {
                 decision: "allow".into(),
                 rule: "p/r".into(),

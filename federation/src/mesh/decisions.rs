@@ -131,6 +131,7 @@ mod tests {
                 bytes_received: 0,
                 bytes_sent: 0,
                 app_tls: AppTlsCounts::default(),
+                plaintext_on_tls: 0,
                 decisions: vec![
                     DecisionCount {
                         decision: "shadow_deny".into(),

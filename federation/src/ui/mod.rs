@@ -1,7 +1,8 @@
 //! The web UI, served by every node on its REST listener under `/ui/`: plain HTML, CSS
 //! and a little JavaScript, embedded in the binary (nothing is fetched at run time),
-//! each answer with `Content-Security-Policy: default-src 'self'`. The pages hold no
-//! data: they read the admin API (`/v1/mesh` and its event stream) with the caller's
+//! each answer with `Content-Security-Policy: default-src 'self'`. The pages (overview,
+//! topology, policy, alerts) hold no data: they read the admin API (`/v1/mesh` and its
+//! event stream, `/v1/alerts`, `/v1/mesh/decisions`, `/v1/policies`) with the caller's
 //! credentials — a client certificate, or the bearer token entered on the sign-in page
 //! and kept in a `Secure; HttpOnly; SameSite=Strict` cookie. The API accepts that cookie
 //! for reads only (GET), so a page elsewhere cannot make a signed-in browser write.

@@ -64,7 +64,11 @@ pub fn export(namespace: &str, name: &str, port: u16, endpoints: Vec<SocketAddr>
         namespace: namespace.into(),
         name: name.into(),
         policy: Policy::RoundRobin,
-        ports: vec![ExportPort { port, endpoints }],
+        ports: vec![ExportPort {
+            port,
+            endpoints,
+            app_protocol: Default::default(),
+        }],
     }
 }
 

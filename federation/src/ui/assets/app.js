@@ -257,7 +257,8 @@ function renderDetail() {
       line("connections", `${e.connections} carried, ${e.mutual_tls} on a mutual-TLS hop, ${e.active} open`),
       line("streams decided", e.streams),
       line("bytes", `${e.bytes_received} from callers, ${e.bytes_sent} to them`),
-      line("app legs", `TLS end to end ${e.app_tls.passthrough}, terminated ${e.app_tls.terminated}, plain ${e.app_tls.none}`),
+      line("app legs", `TLS end to end ${e.app_tls.passthrough}, terminated ${e.app_tls.terminated}, plain ${e.app_tls.none}`
+        + (e.plaintext_on_tls ? `; ${e.plaintext_on_tls} plain to a port declared TLS` : "")),
       line("identities", e.peer_identities.join(", ") || "none yet"),
       line("last connection", e.last_connection_at ? ago(e.last_connection_at) : "never"),
       line("reported by", `${e.reported_by.join(", ")}, ${seconds(e.age_seconds)} ago`)),
