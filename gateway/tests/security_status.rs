@@ -3,7 +3,9 @@
 //! east's verified SPIFFE ID; a gateway from an unknown root dialling east shows up as
 //! `unknown_root` handshake failures on the west → east hop; when west's gateway stops,
 //! the picture marks it lost within [`LOST_AFTER`] (plus a report round and a tick) and
-//! the Server-Sent Events stream of `/v1/mesh/events` (read with curl) delivers that.
+//! the Server-Sent Events stream of `/v1/mesh/events` (read with curl) and the gRPC
+//! `WatchMesh` stream deliver that. Plain bytes to a port declared TLS make an edge
+//! partial.
 
 #![allow(clippy::unwrap_used)]
 
@@ -310,6 +312,8 @@ async fn the_picture_shows_mutual_tls_failures_and_a_lost_gateway() {
 
     // West's gateway stops: within LOST_AFTER (and a report round and a tick) the
     // picture marks it lost, and the event stream says so.
+    // The gRPC face's stream too (WatchMesh through the client), opened before.
+    let mut grpc_events = mesh.node_client(0).unwrap().watch_mesh().await.unwrap();
     let stopped = Instant::now();
     mesh.stop_member("west").await;
     picture_until(&third, "west's gateway lost", |p| {
@@ -340,6 +344,22 @@ async fn the_picture_shows_mutual_tls_failures_and_a_lost_gateway() {
         }
         seen.push(event);
     }
+    let lost_over_grpc = tokio::time::timeout(WAIT, async {
+        while let Some(event) = grpc_events.next().await {
+            if let isthmus_federation_api::mesh::MeshEvent::Gateway {
+                previous, gateway, ..
+            } = event.unwrap()
+                && gateway.cluster == "west"
+                && gateway.state == GatewayState::Lost
+            {
+                return previous;
+            }
+        }
+        None
+    })
+    .await
+    .expect("WatchMesh delivered west's loss");
+    assert_eq!(lost_over_grpc, Some(GatewayState::Stale));
     // Earlier on the same stream: the east → west edge appeared as mutual TLS.
     assert!(
         seen.iter().any(|e| e["kind"] == "edge"
