@@ -450,3 +450,170 @@ async fn the_example_provisions_two_clusters_that_carry_traffic() {
     );
     mesh.shutdown().await;
 }
+
+/// A config of its own in the scratch copy, for the provider against `mesh`.
+fn scratch(tf: &Terraform, name: &str, mesh: &Path, admin: std::net::SocketAddr, body: &str) {
+    let dir = tf.root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let head = format!(
+        "terraform {{\n  required_providers {{\n    isthmus = {{ source = \"isthmus/isthmus\" }}\n  }}\n}}\n\nprovider \"isthmus\" {{\n  servers = [\"{admin}\"]\n  bundle  = \"{}\"\n  cert    = \"{}\"\n  key     = \"{}\"\n}}\n\n",
+        mesh.join("bundle.pem").display(),
+        mesh.join("admin.pem").display(),
+        mesh.join("admin.key").display(),
+    );
+    std::fs::write(dir.join("main.tf"), head + body).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trust_bundle_rotates_in_steps_and_bad_values_name_their_attribute() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("mesh");
+    std::fs::create_dir_all(&m).unwrap();
+    let mesh = DevMesh::start(&m, 1, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let admin = mesh.node(0).unwrap().listen.admin;
+    let td = isthmus_ca::TrustDomain::new(isthmus_testkit::mesh::TRUST_DOMAIN).unwrap();
+    let new_root = |name: &str| {
+        let root = isthmus_ca::Authority::new_root(
+            &td,
+            isthmus_ca::KeyAlgorithm::EcdsaP256,
+            Duration::from_secs(86_400),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, root.cert_chain_pem()).unwrap();
+        path
+    };
+    let (a, b, c) = (m.join("bundle.pem"), new_root("b.pem"), new_root("c.pem"));
+    let tf = std::sync::Arc::new(tokio::task::spawn_blocking(Terraform::new).await.unwrap());
+    scratch(
+        &tf,
+        "bundle",
+        &m,
+        admin,
+        "variable \"roots\" {\n  type = list(string)\n}\n\nresource \"isthmus_trust_bundle\" \"this\" {\n  roots = [for f in var.roots : file(f)]\n}\n",
+    );
+    let roots = |files: &[&Path]| {
+        format!(
+            "-var=roots=[{}]",
+            files
+                .iter()
+                .map(|f| format!("\"{}\"", f.display()))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    let step = |args: Vec<String>, code: i32| {
+        let tf = tf.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                tf.expect("bundle", &args, code)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    step(s(&["init", "-no-color", "-input=false"]), 0).await;
+    // The bundle the federation has, imported by its trust domain: no change.
+    let mut import = s(&["import", "-no-color", "-input=false"]);
+    import.push(roots(&[&a]));
+    import.extend(s(&[
+        "isthmus_trust_bundle.this",
+        isthmus_testkit::mesh::TRUST_DOMAIN,
+    ]));
+    step(import, 0).await;
+    let plan = |files: &[&Path]| {
+        let mut v = s(&["plan", "-detailed-exitcode", "-no-color", "-input=false"]);
+        v.push(roots(files));
+        v
+    };
+    step(plan(&[&a]), 0).await;
+    // Step one of a rotation: A → A+B.
+    let mut apply = s(&["apply", "-auto-approve", "-no-color", "-input=false"]);
+    apply.push(roots(&[&a, &b]));
+    step(apply, 0).await;
+    let held = mesh
+        .client()
+        .unwrap()
+        .trust_bundle(Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(
+        pem::parse_many(&held.roots_pem).unwrap().len(),
+        2,
+        "{held:?}"
+    );
+    step(plan(&[&a, &b]), 0).await;
+    // Step three, A+B → B, is a plan a reviewer can read...
+    let last = step(plan(&[&b]), 2).await;
+    assert!(last.stdout.contains("1 to change"), "{last:?}");
+    // ...but replacing every root at once is refused, naming the attribute.
+    let jump = step(plan(&[&c]), 1).await;
+    assert!(
+        jump.stderr
+            .contains("a rotation replaces every root at once"),
+        "{jump:?}"
+    );
+    assert!(jump.stderr.contains("roots"), "{jump:?}");
+
+    // Bad values are refused before anything is sent, each naming its attribute.
+    scratch(
+        &tf,
+        "bad",
+        &m,
+        admin,
+        r#"resource "isthmus_cluster" "bad" {
+  name = "West_1"
+}
+
+resource "isthmus_policy" "bad" {
+  name = "p"
+  rule {
+    name   = "r"
+    action = "maybe"
+    from {}
+    to {
+      namespace = "demo"
+    }
+  }
+}
+
+resource "isthmus_service_export" "bad" {
+  cluster   = "west"
+  namespace = "demo"
+  name      = "echo"
+  port {
+    name = "tcp-0"
+    port = 0
+  }
+}
+"#,
+    );
+    let tf2 = tf.clone();
+    let refused = tokio::task::spawn_blocking(move || {
+        tf2.expect("bad", &["init", "-no-color", "-input=false"], 0);
+        tf2.expect("bad", &["validate", "-no-color"], 1)
+    })
+    .await
+    .unwrap();
+    for (what, attribute) in [
+        ("not a cluster name", "isthmus_cluster.bad"),
+        ("not a valid policy", "isthmus_policy.bad"),
+        ("not a port", "isthmus_service_export.bad"),
+    ] {
+        assert!(refused.stderr.contains(what), "{what}: {refused:?}");
+        assert!(
+            refused.stderr.contains(attribute),
+            "{attribute}: {refused:?}"
+        );
+    }
+    assert!(
+        refused.stderr.contains("action"),
+        "the policy's error names the field: {refused:?}"
+    );
+    mesh.shutdown().await;
+}

@@ -12,7 +12,7 @@ use isthmus_federation_api::model::TrustBundleDoc;
 use isthmus_federation_api::request::SetTrustBundle;
 use isthmus_federation_api::status::Consistency;
 
-use super::{expect_revision, failed, gone, number, obj};
+use super::{expect_revision, failed, gone, number, obj, pem_text};
 use crate::diag::{Diag, Step};
 use crate::resource::{Outcome, Resource};
 use crate::schema::{Attr, Block, Type};
@@ -62,7 +62,7 @@ fn listed(value: &Value, name: &str) -> Result<Vec<Vec<u8>>, Vec<Diag>> {
 
 fn pem_of(ders: &[Vec<u8>]) -> String {
     ders.iter()
-        .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
+        .map(|d| pem_text(&pem::Pem::new("CERTIFICATE", d.clone())))
         .collect()
 }
 
@@ -80,7 +80,7 @@ fn list_state(stored: &str, known: &Value, name: &str) -> Value {
     Value::List(
         stored
             .iter()
-            .map(|d| Value::string(pem::encode(&pem::Pem::new("CERTIFICATE", d.clone()))))
+            .map(|d| Value::string(pem_text(&pem::Pem::new("CERTIFICATE", d.clone()))))
             .collect(),
     )
 }

@@ -27,7 +27,7 @@ fn split(pem_text: &str) -> Value {
         pem::parse_many(pem_text)
             .unwrap_or_default()
             .iter()
-            .map(|p| Value::string(pem::encode(p)))
+            .map(|p| Value::string(super::pem_text(p)))
             .collect(),
     )
 }

@@ -106,3 +106,11 @@ pub(crate) fn body_path(field: &str) -> Vec<crate::diag::Step> {
     }
     steps
 }
+
+/// A PEM block as files on Unix hold it (LF line ends; the `pem` crate writes CRLF).
+pub(crate) fn pem_text(block: &pem::Pem) -> String {
+    pem::encode_config(
+        block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
