@@ -143,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) access_log: AccessLog,
     /// What it saw of each inbound edge, for the federation's picture.
     pub(crate) traffic: crate::traffic::Traffic,
+    /// The tunnels open to its exports, decided again when the policy changes.
+    pub(crate) open_tunnels: crate::open_tunnels::OpenTunnels,
     /// Its tracer.
     pub(crate) tracing: crate::telemetry::Tracing,
     request_ids: AtomicU64,
@@ -600,6 +602,7 @@ impl Gateway {
             tunnels: Tunnels::default(),
             access_log,
             traffic: Default::default(),
+            open_tunnels: Default::default(),
             tracing,
             request_ids: AtomicU64::new(first_request_id),
             random: AtomicU64::new(seed),

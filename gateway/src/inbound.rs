@@ -392,6 +392,24 @@ async fn stream(
             .get_or_create_owned(&byte_labels(&labels, crate::metrics::Flow::Response)),
     };
     tracing::debug!(request = id, %service, endpoint = %addr, source = %header.source, "inbound connection");
+    // Decided again whenever the policy changes: cut if it no longer allows this.
+    let open = shared.open_tunnels.register(
+        crate::open_tunnels::Decided {
+            cluster: peer.clone(),
+            workload: match header.source.identity() {
+                Ok(isthmus_ca::Identity::Workload {
+                    namespace,
+                    service_account,
+                    ..
+                }) => Some((namespace, service_account)),
+                _ => None,
+            },
+            namespace: header.namespace.clone(),
+            service: header.service.clone(),
+            port: header.port,
+        },
+        shared.tunnels.cut.child_token(),
+    );
     let summary = splice(
         tcp,
         send,
@@ -399,9 +417,16 @@ async fn stream(
         &early,
         shared.me.timeouts.idle,
         &counters,
-        &shared.tunnels.cut,
+        open.cut(),
     )
     .await;
+    if let Some(verdict) = open.revoked() {
+        tracing::warn!(request = id, %service, source = %header.source, rule = %verdict.rule, "open connection cut: the policy no longer allows it (policy_revoked)");
+        line.entry.response_flags.push(ResponseFlag::PolicyDenied);
+        line.entry.policy_decision = Some("policy_revoked".into());
+        line.entry.policy_rule = Some(verdict.rule);
+    }
+    drop(open);
     port.balancer().closed(addr);
     drop(admitted.permit);
     m.connections_active.get_or_create(&labels).dec();

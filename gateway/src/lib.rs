@@ -35,6 +35,7 @@ pub mod live_cert;
 pub mod membership;
 pub mod metrics;
 pub mod names;
+mod open_tunnels;
 mod outbound;
 pub mod peers;
 pub mod quic;

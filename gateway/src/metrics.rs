@@ -153,6 +153,17 @@ pub struct DecisionLabels {
     pub rule: String,
 }
 
+/// Labels of open connections cut because the policy no longer allows them.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevokedLabels {
+    /// The source cluster.
+    pub source_cluster: String,
+    /// `<service>.<namespace>`.
+    pub destination_service: String,
+    /// The rule that now denies them (`policy/rule`, `default-deny`, …).
+    pub rule: String,
+}
+
 /// Labels of ingress HTTP requests.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngressLabels {
@@ -253,6 +264,8 @@ pub struct Metrics {
     pub refusals: Family<RefusalLabels, Counter>,
     /// Authorization decisions for inbound connections, by deciding rule.
     pub decisions: Family<DecisionLabels, Counter>,
+    /// Open inbound connections cut because a policy change no longer allows them.
+    pub connections_revoked: Family<RevokedLabels, Counter>,
     /// HTTP requests answered by the ingress.
     pub ingress_requests: Family<IngressLabels, Counter>,
     /// Egress decisions.
@@ -337,6 +350,7 @@ impl Metrics {
             bytes: Family::default(),
             refusals: Family::default(),
             decisions: Family::default(),
+            connections_revoked: Family::default(),
             ingress_requests: Family::default(),
             egress_decisions: Family::default(),
             handshake_failures: Family::default(),
@@ -423,6 +437,11 @@ impl Metrics {
             "authorization_decisions",
             "Authorization decisions for inbound connections, by the rule or limit that decided",
             metrics.decisions.clone(),
+        );
+        registry.register(
+            "connections_revoked",
+            "Open inbound connections cut because a policy change no longer allows them, by the rule that now denies them",
+            metrics.connections_revoked.clone(),
         );
         registry.register(
             "ingress_requests",

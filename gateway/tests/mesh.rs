@@ -1001,3 +1001,116 @@ async fn rate_limits_refuse_the_excess_and_recover() {
     until_requests(&address, true, "the bucket refills").await;
     mesh.shutdown().await;
 }
+
+/// West's inbound connections from east open now, to `service`.
+fn inbound_open(m: &isthmus_gateway::metrics::Metrics, service: &str) -> i64 {
+    m.connections_active
+        .get_or_create(&isthmus_gateway::metrics::ConnLabels {
+            direction: isthmus_gateway::metrics::Direction::Inbound,
+            source_cluster: "east".into(),
+            destination_service: service.into(),
+            security: isthmus_gateway::metrics::Security::MutualTls,
+        })
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_cuts_the_open_connections_it_denies_and_spares_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = DevMesh::start(dir.path(), 3, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    mesh.allow_namespace("demo").await.unwrap();
+    let west_echo = echo_server("west").await.unwrap();
+    mesh.add_cluster(&spec(
+        "west",
+        "us-west",
+        "127.111.0.0/16",
+        false,
+        vec![echo(west_echo, "echo"), echo(west_echo, "other")],
+    ))
+    .await
+    .unwrap();
+    mesh.add_cluster(&spec("east", "us-east", "127.110.0.0/16", true, vec![]))
+        .await
+        .unwrap();
+    let east = mesh.members["east"].metrics();
+    until("east imports echo and other", || {
+        east.imported_services.get() == 2
+    })
+    .await;
+    let dns = mesh.members["east"].addresses().dns.unwrap();
+    let echo_addr = dig(dns, "echo.demo.svc.clusterset.local").await;
+    let other_addr = dig(dns, "other.demo.svc.clusterset.local").await;
+    // Two connections open and half-way through a request: both tunnels are carrying.
+    let mut to_echo = tokio::net::TcpStream::connect(format!("{echo_addr}:8080"))
+        .await
+        .unwrap();
+    let mut to_other = tokio::net::TcpStream::connect(format!("{other_addr}:8080"))
+        .await
+        .unwrap();
+    to_echo.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    to_other.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let west = mesh.members["west"].metrics();
+    until("both tunnels open at west", || {
+        inbound_open(&west, "echo.demo") == 1 && inbound_open(&west, "other.demo") == 1
+    })
+    .await;
+
+    // A deny of echo: its open tunnel is cut, other's is not.
+    let put = Instant::now();
+    mesh.put_policy(
+        "no-echo",
+        r#"{"rules":[{"name":"no-echo","action":"deny","from":[{"cluster":"*"}],"to":{"namespace":"demo","service":"echo"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let mut rest = Vec::new();
+    let cut = tokio::time::timeout(BOUND, to_echo.read_to_end(&mut rest)).await;
+    assert!(
+        cut.is_ok(),
+        "the denied tunnel is still open after {BOUND:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("hello from west"),
+        "the denied connection was answered"
+    );
+    let took = put.elapsed();
+    let revoked = west
+        .connections_revoked
+        .get_or_create(&isthmus_gateway::metrics::RevokedLabels {
+            source_cluster: "east".into(),
+            destination_service: "echo.demo".into(),
+            rule: "no-echo/no-echo".into(),
+        })
+        .get();
+    assert_eq!(revoked, 1, "counted with the rule");
+    // The one still allowed carries on: the rest of its request gets the answer.
+    to_other.write_all(b"host: other\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(BOUND, to_other.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.contains("hello from west"), "{answer}");
+    // West's access log says why, with the rule.
+    let log = mesh.access_log("west");
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let line = text.lines().find(|l| l.contains("policy_revoked"));
+        if let Some(line) = line {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(entry["policy_rule"], "no-echo/no-echo", "{entry}");
+            assert_eq!(entry["destination_service"], "echo.demo", "{entry}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no policy_revoked line in {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("the denied tunnel closed {took:?} after the policy was put");
+    mesh.shutdown().await;
+}

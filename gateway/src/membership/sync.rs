@@ -305,12 +305,12 @@ impl Sync {
             }
         }
         let mut current = self.shared.catalog.current();
-        if self
+        let policy_changed = self
             .applied
             .as_ref()
             .map(|v| (&v.policies, &v.unreadable_policies))
-            != Some((&view.policies, &view.unreadable_policies))
-        {
+            != Some((&view.policies, &view.unreadable_policies));
+        if policy_changed {
             let authorization = crate::authz::Authorization::from_policies(
                 view.policies.values(),
                 &view.unreadable_policies,
@@ -339,6 +339,9 @@ impl Sync {
                 .with_peers(view.peers.iter().map(|(c, a)| (c.clone(), *a)))
                 .with_revoked(view.revoked.clone()),
         );
+        if policy_changed {
+            self.revoke_what_the_policy_no_longer_allows();
+        }
         for gone in before.iter().filter(|c| !view.peers.contains_key(*c)) {
             tracing::warn!(cluster = %gone, "cluster is no longer a peer (revoked or removed); cutting its connections");
             self.shared
@@ -398,6 +401,28 @@ impl Sync {
             Err(e) => {
                 tracing::warn!(error = %e, "the catalog's intermediate for this cluster is not for this gateway's key; ignoring it")
             }
+        }
+    }
+}
+
+impl Sync {
+    /// Decides every open inbound tunnel again under the authorization now in force and
+    /// cuts those it no longer allows, counting and logging each with its rule.
+    fn revoke_what_the_policy_no_longer_allows(&self) {
+        let catalog = self.shared.catalog.current();
+        let cut = self.shared.open_tunnels.recheck(catalog.authorization());
+        for (tunnel, verdict) in cut {
+            let service = format!("{}.{}", tunnel.service, tunnel.namespace);
+            tracing::warn!(source = %tunnel.cluster, %service, rule = %verdict.rule, "cutting an open connection the new policy denies");
+            self.shared
+                .metrics
+                .connections_revoked
+                .get_or_create(&crate::metrics::RevokedLabels {
+                    source_cluster: tunnel.cluster,
+                    destination_service: service,
+                    rule: verdict.rule,
+                })
+                .inc();
         }
     }
 }

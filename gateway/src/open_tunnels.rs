@@ -1,0 +1,209 @@
+//! The tunnels open on the receiving side, each with what its admission was decided on,
+//! so that a change of the authorization in force decides every one of them again: a
+//! tunnel no longer allowed is cut (`policy_revoked`), one still allowed is untouched.
+//! The decision is the same pure one as at admission ([`Authorization::decide`]); this
+//! registry only holds each tunnel's facts and the token that cuts it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use isthmus_federation_api::policy::{Caller, Target};
+use tokio_util::sync::CancellationToken;
+
+use crate::authz::{Authorization, Verdict};
+
+/// What a tunnel was admitted as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decided {
+    /// The source cluster (its gateway's verified certificate).
+    pub(crate) cluster: String,
+    /// The caller's namespace and service account, when the carried identity says.
+    pub(crate) workload: Option<(String, String)>,
+    /// The service's namespace.
+    pub(crate) namespace: String,
+    /// The service.
+    pub(crate) service: String,
+    /// Its port.
+    pub(crate) port: u16,
+}
+
+impl Decided {
+    /// The decision for this tunnel under `authorization` (pure).
+    pub(crate) fn decide(&self, authorization: &Authorization) -> Verdict {
+        let caller = Caller {
+            cluster: &self.cluster,
+            workload: self
+                .workload
+                .as_ref()
+                .map(|(ns, sa)| (ns.as_str(), sa.as_str())),
+        };
+        let target = Target {
+            namespace: &self.namespace,
+            service: &self.service,
+            port: self.port,
+            http: None,
+        };
+        authorization.decide(&caller, &target)
+    }
+}
+
+#[derive(Debug)]
+struct Open {
+    decided: Decided,
+    cut: CancellationToken,
+    revoked: Arc<Mutex<Option<Verdict>>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Open>>,
+}
+
+/// Every tunnel open on the receiving side.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OpenTunnels(Arc<Table>);
+
+/// One tunnel's place in the registry; it leaves when dropped.
+#[derive(Debug)]
+pub(crate) struct OpenTunnel {
+    id: u64,
+    table: Arc<Table>,
+    cut: CancellationToken,
+    revoked: Arc<Mutex<Option<Verdict>>>,
+}
+
+impl OpenTunnel {
+    /// Cancelled when the tunnel must end: revoked, or whatever cancels the parent.
+    pub(crate) fn cut(&self) -> &CancellationToken {
+        &self.cut
+    }
+
+    /// The decision that revoked it, if one did.
+    pub(crate) fn revoked(&self) -> Option<Verdict> {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.table
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl OpenTunnels {
+    /// Registers a tunnel admitted as `decided`, cut when `cut` (a child of the
+    /// gateway's drain token) is, or when it is revoked.
+    pub(crate) fn register(&self, decided: Decided, cut: CancellationToken) -> OpenTunnel {
+        let id = self.0.next.fetch_add(1, Ordering::Relaxed);
+        let revoked = Arc::new(Mutex::new(None));
+        self.0
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Open {
+                    decided,
+                    cut: cut.clone(),
+                    revoked: revoked.clone(),
+                },
+            );
+        OpenTunnel {
+            id,
+            table: self.0.clone(),
+            cut,
+            revoked,
+        }
+    }
+
+    /// Decides every open tunnel again under `authorization` and cuts those it no
+    /// longer allows; returns what each cut one was and why.
+    pub(crate) fn recheck(&self, authorization: &Authorization) -> Vec<(Decided, Verdict)> {
+        let open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cut = Vec::new();
+        for tunnel in open.values() {
+            let verdict = tunnel.decided.decide(authorization);
+            if verdict.allowed {
+                continue;
+            }
+            *tunnel.revoked.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict.clone());
+            tunnel.cut.cancel();
+            cut.push((tunnel.decided.clone(), verdict));
+        }
+        cut
+    }
+
+    /// How many are open.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use isthmus_federation_api::model::Policy;
+
+    use super::*;
+
+    fn policy(body: &str) -> Authorization {
+        let policy = Policy {
+            name: "p".into(),
+            body: isthmus_federation_api::policy::parse(body).unwrap(),
+            revision: 1,
+        };
+        Authorization::from_policies([&policy], &Default::default())
+    }
+
+    fn tunnel(service: &str) -> Decided {
+        Decided {
+            cluster: "east".into(),
+            workload: None,
+            namespace: "demo".into(),
+            service: service.into(),
+            port: 8080,
+        }
+    }
+
+    #[test]
+    fn a_new_deny_cuts_what_it_denies_and_nothing_else() {
+        let open = OpenTunnels::default();
+        let parent = CancellationToken::new();
+        let echo = open.register(tunnel("echo"), parent.child_token());
+        let other = open.register(tunnel("other"), parent.child_token());
+        let allow_all = policy(
+            r#"{"rules":[{"name":"all","action":"allow","from":[{"cluster":"east"}],"to":{"namespace":"demo"}}]}"#,
+        );
+        assert!(open.recheck(&allow_all).is_empty());
+        let deny_echo = policy(
+            r#"{"rules":[{"name":"all","action":"allow","from":[{"cluster":"east"}],"to":{"namespace":"demo"}},
+                         {"name":"no-echo","action":"deny","from":[{"cluster":"*"}],"to":{"namespace":"demo","service":"echo"}}]}"#,
+        );
+        let cut = open.recheck(&deny_echo);
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0].1.rule, "p/no-echo");
+        assert!(echo.cut().is_cancelled());
+        assert_eq!(echo.revoked().map(|v| v.rule).as_deref(), Some("p/no-echo"));
+        assert!(!other.cut().is_cancelled() && other.revoked().is_none());
+        // A shadow rule never cuts.
+        let shadow = policy(
+            r#"{"rules":[{"name":"all","action":"allow","from":[{"cluster":"east"}],"to":{"namespace":"demo"}},
+                         {"name":"audit","action":"deny","mode":"shadow","from":[{"cluster":"*"}],"to":{"namespace":"demo"}}]}"#,
+        );
+        assert!(open.recheck(&shadow).is_empty());
+        drop(echo);
+        assert_eq!(open.len(), 1, "a closed tunnel leaves the registry");
+        // The drain still cuts through the child tokens.
+        parent.cancel();
+        assert!(other.cut().is_cancelled());
+    }
+}
