@@ -62,6 +62,9 @@ pub struct GatewayConfigFile {
     /// Traces exported over OTLP (off unless set).
     #[serde(default)]
     pub tracing: Option<crate::telemetry::config::TracingSection>,
+    /// The SPIFFE Workload API for this cluster's workloads (a member only).
+    #[serde(default)]
+    pub workload_api: Option<crate::workload_api::config::WorkloadApiSection>,
 }
 
 /// Federation membership as written.
@@ -272,6 +275,8 @@ pub struct GatewayConfig {
     pub access_log: Option<crate::access_log::config::AccessLogSettings>,
     /// Tracing; `None` when off.
     pub tracing: Option<crate::telemetry::config::TracingSettings>,
+    /// The Workload API; `None` when off.
+    pub workload_api: Option<crate::workload_api::config::WorkloadApiSettings>,
 }
 
 /// Validated federation membership.
@@ -594,11 +599,20 @@ impl Validate for GatewayConfigFile {
         let egress = self.egress.as_ref().map(|e| e.validate(&mut p.0));
         let access_log = self.access_log.as_ref().and_then(|a| a.validate(&mut p.0));
         let tracing = self.tracing.as_ref().and_then(|t| t.validate(&mut p.0));
+        let workload_api = self.workload_api.as_ref().map(|w| w.validate(&mut p.0));
+        if workload_api.is_some() && federation.is_none() {
+            p.push(
+                "workload_api",
+                "set",
+                "a [federation] member: SVIDs are issued from the cluster intermediate it enrolls for",
+            );
+        }
         if !p.0.is_empty() {
             return Err(p.0);
         }
         Ok(GatewayConfig {
             federation,
+            workload_api,
             ingress,
             egress,
             access_log,

@@ -69,6 +69,9 @@ pub enum StartError {
     /// The trace exporter cannot be set up.
     #[error(transparent)]
     Tracing(#[from] crate::telemetry::TracingError),
+    /// The Workload API's socket cannot be made.
+    #[error(transparent)]
+    WorkloadApi(#[from] crate::workload_api::SocketError),
     /// The config names no way to get an identity (built in code without `[tls]` or
     /// `[federation]`; a config file that does is refused when it is loaded).
     #[error("tls: neither certificate files nor a [federation] section")]

@@ -46,5 +46,6 @@ pub mod stream;
 pub mod telemetry;
 mod traffic;
 mod upstream;
+pub mod workload_api;
 
 pub use gateway::{Addresses, DrainReport, Gateway, GatewayTls, StartError};

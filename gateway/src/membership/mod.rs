@@ -89,6 +89,7 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
     };
     let exports = config.exports.clone();
     let cluster = config.cluster.clone();
+    let workload_api = config.workload_api.clone();
     let dns_config = config.dns.clone();
     let mut gateway = Gateway::bind(config, tls, base).await?;
     let advertise = settings
@@ -139,6 +140,7 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
         state_dir: enrolled.state_dir.clone(),
         published: std::collections::HashMap::new(),
     };
+    let (sync_cluster, bundle_for_workloads) = (sync.cluster.clone(), sync.bundle.clone());
     let reporter = report::Reporter {
         shared: shared.clone(),
         cluster: sync.cluster.clone(),
@@ -152,6 +154,23 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
         tokio::spawn(sync.run(stop.clone())),
         tokio::spawn(reporter.run(stop.clone())),
     ];
+    if let Some(settings) = workload_api {
+        let api = crate::workload_api::WorkloadApi {
+            settings,
+            trust_domain: enrolled.trust_domain.clone(),
+            cluster: sync_cluster.clone(),
+            issuer: issuer.clone(),
+            bundle: bundle_for_workloads.clone(),
+        };
+        match crate::workload_api::serve(api, base, stop.clone()) {
+            Ok(task) => tasks.push(task),
+            Err(e) => {
+                stop.cancel();
+                gateway.abort().await;
+                return Err(StartError::WorkloadApi(e));
+            }
+        }
+    }
     let metrics = shared.metrics.clone();
     tasks.push(tokio::spawn(identity::renew(
         issuer,

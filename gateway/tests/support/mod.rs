@@ -52,6 +52,7 @@ pub fn config(cluster: &str) -> GatewayConfig {
         egress: None,
         access_log: None,
         tracing: None,
+        workload_api: None,
     }
 }
 

@@ -1,0 +1,237 @@
+//! The SPIFFE Workload API of a member gateway, on a Unix socket: workloads of this
+//! cluster get X.509-SVIDs (`spiffe://TD/cluster/C/ns/NS/sa/SA`) issued from the
+//! cluster's intermediate, and the trust bundle, as streams that push a fresh SVID at
+//! half its life and again when the bundle changes. Who a caller is comes from the
+//! kernel (the socket's peer credentials and `/proc/<pid>/exe`), matched against the
+//! registrations ([`attest`]); a caller no registration matches gets `PermissionDenied`
+//! and nothing else. Requests without the `workload.spiffe.io: true` header are refused,
+//! as the specification says. JWT-SVIDs are not served.
+
+pub mod attest;
+mod authority;
+pub mod config;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use isthmus_ca::{SharedBundle, SpiffeId, TrustDomain};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::membership::identity::{SharedIssuer, issue};
+use attest::{Caller, Registration};
+use config::WorkloadApiSettings;
+
+/// Generated types of the Workload API.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("_");
+}
+
+/// How often a stream looks for a changed bundle.
+const BUNDLE_POLL: Duration = Duration::from_secs(1);
+
+/// What the service needs.
+pub(crate) struct WorkloadApi {
+    pub(crate) settings: WorkloadApiSettings,
+    pub(crate) trust_domain: TrustDomain,
+    pub(crate) cluster: String,
+    pub(crate) issuer: SharedIssuer,
+    pub(crate) bundle: SharedBundle,
+}
+
+/// The bundle's roots as the Workload API carries them: DER certificates, concatenated.
+fn bundle_der(bundle: &SharedBundle) -> Vec<u8> {
+    bundle
+        .current()
+        .roots()
+        .iter()
+        .flat_map(|r| r.der.as_ref().to_vec())
+        .collect()
+}
+
+impl WorkloadApi {
+    fn svids(&self, registrations: &[Registration]) -> Result<proto::X509svidResponse, Status> {
+        let issuer = self
+            .issuer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let bundle = bundle_der(&self.bundle);
+        let mut svids = Vec::new();
+        for r in registrations {
+            let id = SpiffeId::parse(&format!(
+                "spiffe://{}/cluster/{}/ns/{}/sa/{}",
+                self.trust_domain, self.cluster, r.namespace, r.service_account
+            ))
+            .map_err(|e| Status::internal(format!("workload identity: {e}")))?;
+            let (chain, key) = issue(&issuer, &id, self.settings.svid_lifetime, SystemTime::now())
+                .map_err(|e| Status::unavailable(format!("cannot issue an SVID now: {e}")))?;
+            svids.push(proto::X509svid {
+                spiffe_id: id.to_string(),
+                x509_svid: chain.iter().flat_map(|c| c.as_ref().to_vec()).collect(),
+                x509_svid_key: key.secret_der().to_vec(),
+                bundle: bundle.clone(),
+                hint: String::new(),
+            });
+        }
+        Ok(proto::X509svidResponse {
+            svids,
+            crl: vec![],
+            federated_bundles: Default::default(),
+        })
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let header = request.metadata().get("workload.spiffe.io");
+    if header.and_then(|v| v.to_str().ok()) != Some("true") {
+        return Err(Status::invalid_argument(
+            "security header missing from request",
+        ));
+    }
+    let credentials = request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .ok_or_else(|| Status::permission_denied("no identity issued"))?;
+    let path = credentials
+        .pid()
+        .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok());
+    Ok(Caller {
+        uid: credentials.uid(),
+        gid: credentials.gid(),
+        path,
+    })
+}
+
+struct Service(Arc<WorkloadApi>);
+
+type Stream<T> = tonic::codegen::BoxStream<T>;
+
+#[tonic::async_trait]
+impl proto::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
+    async fn fetch_x509svid(
+        &self,
+        request: Request<proto::X509svidRequest>,
+    ) -> Result<Response<Stream<proto::X509svidResponse>>, Status> {
+        let caller = caller(&request)?;
+        let matched: Vec<Registration> = attest::attest(&self.0.settings.registrations, &caller)
+            .into_iter()
+            .cloned()
+            .collect();
+        if matched.is_empty() {
+            tracing::info!(uid = caller.uid, gid = caller.gid, path = ?caller.path, "workload API: no registration matches the caller");
+            return Err(Status::permission_denied("no identity issued"));
+        }
+        let api = self.0.clone();
+        let half = api.settings.svid_lifetime / 2;
+        let stream = futures_util::stream::unfold(
+            None,
+            move |sent: Option<(tokio::time::Instant, Vec<u8>)>| {
+                let (api, matched) = (api.clone(), matched.clone());
+                async move {
+                    if let Some((at, bundle)) = &sent {
+                        // Again at half the SVID's life, or as soon as the bundle changes.
+                        let renew = *at + half;
+                        while tokio::time::Instant::now() < renew
+                            && bundle_der(&api.bundle) == *bundle
+                        {
+                            tokio::time::sleep(
+                                BUNDLE_POLL.min(renew - tokio::time::Instant::now()),
+                            )
+                            .await;
+                        }
+                    }
+                    let answer = api.svids(&matched);
+                    let next = (tokio::time::Instant::now(), bundle_der(&api.bundle));
+                    Some((answer, Some(next)))
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<proto::X509BundlesRequest>,
+    ) -> Result<Response<Stream<proto::X509BundlesResponse>>, Status> {
+        let caller = caller(&request)?;
+        if attest::attest(&self.0.settings.registrations, &caller).is_empty() {
+            return Err(Status::permission_denied("no identity issued"));
+        }
+        let api = self.0.clone();
+        let stream = futures_util::stream::unfold(None, move |sent: Option<Vec<u8>>| {
+            let api = api.clone();
+            async move {
+                if let Some(bundle) = &sent {
+                    while bundle_der(&api.bundle) == *bundle {
+                        tokio::time::sleep(BUNDLE_POLL).await;
+                    }
+                }
+                let bundle = bundle_der(&api.bundle);
+                let answer = proto::X509BundlesResponse {
+                    crl: vec![],
+                    bundles: [(format!("spiffe://{}", api.trust_domain), bundle.clone())].into(),
+                };
+                Some((Ok(answer), Some(bundle)))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Why the Workload API does not start.
+#[derive(Debug, thiserror::Error)]
+#[error("workload_api.socket {path}: {source}")]
+pub struct SocketError {
+    /// The socket path.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// Binds the socket (its directory made, a stale socket replaced, open to every local
+/// user: the registrations decide) and serves until `stop`.
+pub(crate) fn serve(
+    api: WorkloadApi,
+    base: &Path,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, SocketError> {
+    let path = base.join(&api.settings.socket);
+    let fail = |source| SocketError {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(&path).map_err(fail)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(fail)?;
+    tracing::info!(socket = %path.display(), registrations = api.settings.registrations.len(), "SPIFFE Workload API serving");
+    let service =
+        proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(Service(Arc::new(api)));
+    Ok(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                futures_util::StreamExt::map(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    |accepted| accepted.map(authority::AuthorityFix::new),
+                ),
+                stop.cancelled_owned(),
+            )
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the SPIFFE Workload API stopped");
+        }
+        let _ = std::fs::remove_file(&path);
+    }))
+}
