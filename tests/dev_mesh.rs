@@ -78,6 +78,31 @@ fn dev_mesh_resolves_connects_renews_and_revokes() {
             data.join(cluster).join("access.log").to_str().unwrap()
         );
     }
+    // East's Workload API: the user running the mesh gets demo/dev's SVID (py-spiffe).
+    let workload = dev
+        .seen_lines()
+        .iter()
+        .find(|l| l.trim_start().starts_with("workload"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no workload line: {:?}", dev.seen_lines()));
+    let socket = data.join("east/workload/agent.sock");
+    assert!(workload.contains(&format!("unix://{}", socket.display())), "{workload}");
+    let python = std::env::var_os("ISTHMUS_SPIFFE_PYTHON").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/spiffe-venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    let fetched = std::process::Command::new(python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spiffe/workload.py"))
+        .arg(&socket)
+        .arg("fetch")
+        .output()
+        .expect("the spiffe venv's python runs (scripts/test makes target/spiffe-venv)");
+    let fetched = String::from_utf8_lossy(&fetched.stdout).into_owned();
+    assert!(
+        fetched.contains("svid spiffe://dev.isthmus/cluster/east/ns/demo/sa/dev "),
+        "{fetched}"
+    );
+
     let dns = dev.addr("east dns");
     let lines = dev.seen_lines();
     let east_metrics = lines

@@ -87,13 +87,19 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         }],
     })
     .await?;
+    // East's workloads get SVIDs from its Workload API: the user running this is
+    // registered as demo's service account `dev`.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?);
+    let workload_api = format!(
+        "[workload_api]\nsocket = \"workload/agent.sock\"\n\n[[workload_api.registrations]]\nnamespace = \"demo\"\nservice_account = \"dev\"\nuid = {uid}\n"
+    );
     mesh.add_cluster(&ClusterSpec {
         name: "east".into(),
         locality: "us-east".into(),
         import_range: "127.77.0.0/16".into(),
         dns: true,
         exports: vec![],
-        extra_config,
+        extra_config: format!("{extra_config}\n{workload_api}"),
     })
     .await?;
 
@@ -153,6 +159,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             mesh.access_log(cluster).display()
         );
     }
+    let socket = dir.join("east/workload/agent.sock");
+    println!(
+        "  workload  SPIFFE_ENDPOINT_SOCKET=unix://{} (east's Workload API; uid {uid} is registered as demo/dev)",
+        socket.display()
+    );
     println!();
     println!("try it:");
     println!(
@@ -179,6 +190,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         dir.join("bundle.pem").display(),
         dir.join("admin.pem").display(),
         dir.join("admin.key").display()
+    );
+    println!(
+        "  python3 -c 'from spiffe import WorkloadApiClient as W; print(W(\"unix://{}\").fetch_x509_svid().spiffe_id)'   # pip install spiffe",
+        socket.display()
     );
     println!("isthmus dev mesh ready (Ctrl-C to stop)");
 
