@@ -86,7 +86,10 @@ fn dev_mesh_resolves_connects_renews_and_revokes() {
         .cloned()
         .unwrap_or_else(|| panic!("no workload line: {:?}", dev.seen_lines()));
     let socket = data.join("east/workload/agent.sock");
-    assert!(workload.contains(&format!("unix://{}", socket.display())), "{workload}");
+    assert!(
+        workload.contains(&format!("unix://{}", socket.display())),
+        "{workload}"
+    );
     let python = std::env::var_os("ISTHMUS_SPIFFE_PYTHON").map_or_else(
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/spiffe-venv/bin/python"),
         std::path::PathBuf::from,

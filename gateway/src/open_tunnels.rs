@@ -1,6 +1,7 @@
 //! The tunnels open on the receiving side, each with what its admission was decided on,
 //! so that a change of the authorization in force decides every one of them again: a
-//! tunnel no longer allowed is cut (`policy_revoked`), one still allowed is untouched.
+//! tunnel no longer allowed is cut (`policy_revoked`), and so are the newest beyond a
+//! limit on open connections lowered below how many are open; the rest are untouched.
 //! The decision is the same pure one as at admission ([`Authorization::decide`]); this
 //! registry only holds each tunnel's facts and the token that cuts it.
 
@@ -53,6 +54,13 @@ struct Open {
     decided: Decided,
     cut: CancellationToken,
     revoked: Arc<Mutex<Option<Verdict>>>,
+}
+
+/// Marks `tunnel` revoked by `verdict` and cuts it.
+fn revoke(tunnel: &Open, verdict: Verdict) -> (Decided, Verdict) {
+    *tunnel.revoked.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict.clone());
+    tunnel.cut.cancel();
+    (tunnel.decided.clone(), verdict)
 }
 
 #[derive(Debug, Default)]
@@ -126,18 +134,45 @@ impl OpenTunnels {
     }
 
     /// Decides every open tunnel again under `authorization` and cuts those it no
-    /// longer allows; returns what each cut one was and why.
+    /// longer allows, and, where a limit on open connections is now below how many
+    /// are open, the newest beyond it; returns what each cut one was and why.
     pub(crate) fn recheck(&self, authorization: &Authorization) -> Vec<(Decided, Verdict)> {
         let open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut cut = Vec::new();
-        for tunnel in open.values() {
+        let mut kept: HashMap<(&str, &str, &str), Vec<(u64, &Open)>> = HashMap::new();
+        for (id, tunnel) in open.iter() {
             let verdict = tunnel.decided.decide(authorization);
             if verdict.allowed {
+                let d = &tunnel.decided;
+                kept.entry((d.cluster.as_str(), d.namespace.as_str(), d.service.as_str()))
+                    .or_default()
+                    .push((*id, tunnel));
                 continue;
             }
-            *tunnel.revoked.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict.clone());
-            tunnel.cut.cancel();
-            cut.push((tunnel.decided.clone(), verdict));
+            cut.push(revoke(tunnel, verdict));
+        }
+        for ((cluster, namespace, service), mut tunnels) in kept {
+            let Some(limit) = authorization.rate_limit(cluster, namespace, service) else {
+                continue;
+            };
+            let Some(max) = limit
+                .limit
+                .max_concurrent
+                .and_then(|m| usize::try_from(m).ok())
+            else {
+                continue;
+            };
+            // The oldest keep their place; ids grow with each registration.
+            tunnels.sort_by_key(|(id, _)| *id);
+            for (_, tunnel) in tunnels.iter().skip(max) {
+                let verdict = Verdict {
+                    allowed: false,
+                    rule: limit.id.clone(),
+                    shadow: None,
+                    reason: format!("more than {max} connections open at once ({})", limit.id),
+                };
+                cut.push(revoke(tunnel, verdict));
+            }
         }
         cut
     }
@@ -205,5 +240,23 @@ mod tests {
         // The drain still cuts through the child tokens.
         parent.cancel();
         assert!(other.cut().is_cancelled());
+    }
+
+    #[test]
+    fn a_limit_lowered_below_the_open_count_cuts_the_newest() {
+        let live = OpenTunnels::default();
+        let parent = CancellationToken::new();
+        let tunnels: Vec<_> = (0..3)
+            .map(|_| live.register(tunnel("echo"), parent.child_token()))
+            .collect();
+        let limited = policy(
+            r#"{"rules":[{"name":"all","action":"allow","from":[{"cluster":"east"}],"to":{"namespace":"demo"}}],
+                "rate_limits":[{"name":"two","to":{"namespace":"demo","service":"echo"},"connections_per_second":100,"max_concurrent":2}]}"#,
+        );
+        let cut = live.recheck(&limited);
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0].1.rule, "p/two");
+        let cancelled: Vec<bool> = tunnels.iter().map(|t| t.cut().is_cancelled()).collect();
+        assert_eq!(cancelled, [false, false, true], "the newest goes");
     }
 }
