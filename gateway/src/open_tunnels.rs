@@ -56,6 +56,9 @@ struct Open {
     revoked: Arc<Mutex<Option<Verdict>>>,
 }
 
+/// Source cluster, namespace, service: what a limit counts open connections of.
+type Group<'a> = (&'a str, &'a str, &'a str);
+
 /// Marks `tunnel` revoked by `verdict` and cuts it.
 fn revoke(tunnel: &Open, verdict: Verdict) -> (Decided, Verdict) {
     *tunnel.revoked.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict.clone());
@@ -139,7 +142,7 @@ impl OpenTunnels {
     pub(crate) fn recheck(&self, authorization: &Authorization) -> Vec<(Decided, Verdict)> {
         let open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut cut = Vec::new();
-        let mut kept: HashMap<(&str, &str, &str), Vec<(u64, &Open)>> = HashMap::new();
+        let mut kept: HashMap<Group<'_>, Vec<(u64, &Open)>> = HashMap::new();
         for (id, tunnel) in open.iter() {
             let verdict = tunnel.decided.decide(authorization);
             if verdict.allowed {
