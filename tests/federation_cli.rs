@@ -457,6 +457,41 @@ fn tokens_roles_and_policies_through_the_cli() {
         "{gone:?}"
     );
 
+    // Workload registrations through the CLI: one for east, listed, a reader refused,
+    // one without a selector refused naming the field, deleted.
+    let put = admin(
+        &dir,
+        node,
+        "registration put shop-frontend --cluster east --namespace shop --service-account frontend --uid 1000",
+    )
+    .ok();
+    assert!(put.stdout.contains("registration shop-frontend written"), "{put:?}");
+    let listed = with_token("registration list").ok();
+    assert!(
+        listed.stdout.lines().any(|l| l.starts_with("shop-frontend")
+            && l.contains("ns/shop/sa/frontend")
+            && l.contains("uid=1000")),
+        "{listed:?}"
+    );
+    let denied = with_token(
+        "registration put x --cluster east --namespace shop --service-account a --uid 1",
+    );
+    assert!(
+        !denied.success && denied.stderr.contains("may not register workloads"),
+        "{denied:?}"
+    );
+    let bare = admin(
+        &dir,
+        node,
+        "registration put bare --cluster east --namespace shop --service-account a",
+    );
+    assert!(
+        !bare.success && bare.stderr.contains("field `registration.uid`"),
+        "{bare:?}"
+    );
+    let deleted = admin(&dir, node, "registration delete shop-frontend").ok();
+    assert!(deleted.stdout.contains("deleted"), "{deleted:?}");
+
     // An unknown token is refused by the API (the TLS handshake needs no certificate).
     let anonymous = dir.isthmus(&format!(
         "federation cluster list --server {} --bundle @alice/bundle.pem --token isthmus-admin-v1.wrong",

@@ -86,6 +86,13 @@ pub enum Operation<'a> {
         /// The namespace holding the claim now, if the host is claimed.
         held: Option<&'a str>,
     },
+    /// Creating, replacing or deleting a workload registration.
+    Registration {
+        /// The namespace it gives identities of.
+        namespace: &'a str,
+        /// The namespace of the entry it replaces or deletes, if one exists.
+        held: Option<&'a str>,
+    },
     /// Registering a gateway endpoint of a cluster.
     RegisterGateway {
         /// The cluster.
@@ -114,6 +121,8 @@ pub enum Grant {
     Policy,
     /// Claims: platform admins, namespace admins.
     Claim,
+    /// Workload registrations: platform admins, namespace admins.
+    Registration,
     /// Gateway endpoints and gateway status reports: platform admins, gateways.
     RegisterGateway,
 }
@@ -141,7 +150,7 @@ impl Principal {
                 | (_, Grant::Read)
                 | (
                     Role::NamespaceAdmin(_),
-                    Grant::Export | Grant::Policy | Grant::Claim
+                    Grant::Export | Grant::Policy | Grant::Claim | Grant::Registration
                 )
                 | (Role::Gateway(_), Grant::Export | Grant::RegisterGateway)
         );
@@ -154,6 +163,7 @@ impl Principal {
             Grant::Export => "change exports",
             Grant::Policy => "change policies",
             Grant::Claim => "claim hosts",
+            Grant::Registration => "register workloads",
             Grant::RegisterGateway => "register gateways",
         };
         Err(ApiError::PermissionDenied(format!(
@@ -203,6 +213,13 @@ impl Principal {
                     None => denied(format!("claim hosts for namespace {namespace}")),
                 }
             }
+            (Role::NamespaceAdmin(mine), Operation::Registration { namespace, held }) => {
+                match held.filter(|h| !mine.contains(*h)) {
+                    Some(other) => denied(format!("change a registration of namespace {other}")),
+                    None if mine.contains(*namespace) => Ok(()),
+                    None => denied(format!("register workloads of namespace {namespace}")),
+                }
+            }
             (Role::Gateway(mine), Operation::Export { cluster, .. })
             | (Role::Gateway(mine), Operation::RegisterGateway { cluster })
             | (Role::Gateway(mine), Operation::ReportStatus { cluster }) => {
@@ -223,6 +240,9 @@ impl Principal {
             (_, Operation::Policy { .. }) => denied("change policies".into()),
             (_, Operation::Claim { namespace, .. }) => {
                 denied(format!("claim hosts (for namespace {namespace})"))
+            }
+            (_, Operation::Registration { namespace, .. }) => {
+                denied(format!("register workloads (of namespace {namespace})"))
             }
             (_, Operation::RegisterGateway { cluster }) => {
                 denied(format!("register gateways of cluster {cluster}"))

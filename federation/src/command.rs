@@ -143,6 +143,20 @@ pub enum Command {
         /// The cluster.
         name: String,
     },
+    /// Create or replace a workload registration (its cluster must exist).
+    PutRegistration {
+        /// The entry, checked.
+        registration: isthmus_federation_api::registration::Registration,
+        /// Compare-and-set.
+        expect: Expect,
+    },
+    /// Delete a workload registration.
+    DeleteRegistration {
+        /// Its name.
+        name: String,
+        /// Compare-and-set.
+        expect: Expect,
+    },
 }
 
 /// Why a command was not applied. Every variant says what to do about it.
@@ -265,6 +279,16 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
                     count,
                 });
             }
+            // A registration naming the cluster would give out identities of no cluster.
+            if let Some(r) = state.registrations.values().find(|r| r.cluster == name) {
+                return Err(Rejection::Vet {
+                    field: "name".into(),
+                    message: format!(
+                        "registration \"{}\" gives identities of cluster \"{name}\"; delete it first",
+                        r.name
+                    ),
+                });
+            }
             // A policy naming the cluster would be left naming an unknown one.
             for policy in state.policies.values() {
                 let named =
@@ -370,6 +394,40 @@ pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
             expected(expect, &what, current)?;
             state.claims.remove(&host);
             vec![Event::ClaimDeleted { host }]
+        }
+        Command::PutRegistration {
+            mut registration,
+            expect,
+        } => {
+            let what = format!("registration \"{}\"", registration.name);
+            expected(
+                expect,
+                &what,
+                state
+                    .registrations
+                    .get(&registration.name)
+                    .map(|r| r.revision),
+            )?;
+            if !state.clusters.contains_key(&registration.cluster) {
+                return Err(Rejection::UnknownCluster {
+                    cluster: registration.cluster,
+                });
+            }
+            registration.revision = revision;
+            state
+                .registrations
+                .insert(registration.name.clone(), registration.clone());
+            vec![Event::RegistrationPut { registration }]
+        }
+        Command::DeleteRegistration { name, expect } => {
+            let what = format!("registration \"{name}\"");
+            let current = state.registrations.get(&name).map(|r| r.revision);
+            if current.is_none() {
+                return Err(Rejection::NotFound { what });
+            }
+            expected(expect, &what, current)?;
+            state.registrations.remove(&name);
+            vec![Event::RegistrationDeleted { name }]
         }
         Command::DeletePolicy { name, expect } => {
             let what = format!("policy \"{name}\"");
@@ -552,6 +610,8 @@ impl Command {
                 validate::gateway_endpoint("gateway", gateway)
             }
             Command::RevokeCluster { name: n } => validate::name("name", n),
+            Command::PutRegistration { registration, .. } => registration.check(),
+            Command::DeleteRegistration { name: n, .. } => validate::name("name", n),
         }
     }
 }
@@ -674,6 +734,65 @@ mod tests {
             assert!(err.to_string().contains(message), "{err}");
             assert_eq!(state, before);
         }
+    }
+
+    #[test]
+    fn a_registration_needs_its_cluster_and_holds_it() {
+        let mut state = CatalogState::default();
+        let entry = isthmus_federation_api::registration::Registration {
+            name: "frontend".into(),
+            cluster: "west".into(),
+            namespace: "shop".into(),
+            service_account: "frontend".into(),
+            uid: Some(1000),
+            gid: None,
+            path: None,
+            revision: 0,
+        };
+        let put =
+            |r: &isthmus_federation_api::registration::Registration| Command::PutRegistration {
+                registration: r.clone(),
+                expect: Expect::Any,
+            };
+        assert!(matches!(
+            apply(&mut state, put(&entry)),
+            Err(Rejection::UnknownCluster { .. })
+        ));
+        apply(
+            &mut state,
+            Command::PutCluster {
+                cluster: Cluster {
+                    name: "west".into(),
+                    gateways: vec![],
+                    intermediate_pem: None,
+                    state: ClusterState::Active,
+                    locality: None,
+                    join: None,
+                    revision: 0,
+                },
+                expect: Expect::Any,
+            },
+        )
+        .unwrap();
+        apply(&mut state, put(&entry)).unwrap();
+        assert_eq!(state.registrations["frontend"].revision, state.revision);
+        let refused = apply(
+            &mut state,
+            Command::DeleteCluster {
+                name: "west".into(),
+                expect: Expect::Any,
+            },
+        );
+        assert!(matches!(refused, Err(Rejection::Vet { .. })), "{refused:?}");
+        apply(
+            &mut state,
+            Command::DeleteRegistration {
+                name: "frontend".into(),
+                expect: Expect::Any,
+            },
+        )
+        .unwrap();
+        assert!(state.registrations.is_empty());
     }
 
     #[test]

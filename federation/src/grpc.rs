@@ -208,6 +208,41 @@ impl FederationAdmin for AdminGrpc {
         reply(self.admin.delete_claim(&who, r.into_inner().into()).await)
     }
 
+    async fn list_registrations(
+        &self,
+        r: Request<proto::ListRequest>,
+    ) -> Reply<proto::RegistrationList> {
+        let who = self.caller(&r, Op::ListRegistrations).await?;
+        let consistency = convert::consistency(r.into_inner().consistency)?;
+        reply(self.admin.list_registrations(&who, consistency).await)
+    }
+
+    async fn put_registration(
+        &self,
+        r: Request<proto::PutRegistrationRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let who = self.caller(&r, Op::PutRegistration).await?;
+        let request = request::PutRegistration::try_from(r.into_inner())?;
+        reply(
+            self.admin
+                .put_registration(&who, request)
+                .await
+                .map_err(|e| e.within("registration")),
+        )
+    }
+
+    async fn delete_registration(
+        &self,
+        r: Request<proto::DeleteRegistrationRequest>,
+    ) -> Reply<proto::WriteResponse> {
+        let who = self.caller(&r, Op::DeleteRegistration).await?;
+        reply(
+            self.admin
+                .delete_registration(&who, r.into_inner().into())
+                .await,
+        )
+    }
+
     async fn get_trust_bundle(
         &self,
         r: Request<proto::GetTrustBundleRequest>,

@@ -90,6 +90,10 @@ const TABLE: &[(&str, [Want; 8])] = &[
     ("ListClaims", READ),
     ("PutClaim for shop", SHOP_POLICY),
     ("DeleteClaim of shop", SHOP_POLICY),
+    ("ListRegistrations", READ),
+    ("PutRegistration for shop", SHOP_POLICY),
+    ("PutRegistration for bank", PLATFORM),
+    ("DeleteRegistration of shop", SHOP_POLICY),
     ("GetTrustBundle", READ),
     ("SetTrustBundle", PLATFORM),
     ("Watch", READ),
@@ -374,6 +378,45 @@ async fn grpc_call(
             ))
             .await
             .map(drop),
+        "ListRegistrations" => c
+            .list_registrations(request(creds, stale()))
+            .await
+            .map(drop),
+        "PutRegistration for shop" | "PutRegistration for bank" => {
+            let (name, namespace) = if op.ends_with("shop") {
+                ("shop-frontend", "shop")
+            } else {
+                ("bank-teller", "bank")
+            };
+            c.put_registration(request(
+                creds,
+                proto::PutRegistrationRequest {
+                    registration: Some(proto::Registration {
+                        name: name.into(),
+                        cluster: "west".into(),
+                        namespace: namespace.into(),
+                        service_account: "app".into(),
+                        uid: Some(1000),
+                        gid: None,
+                        path: None,
+                        revision: 0,
+                    }),
+                    expect_revision: None,
+                },
+            ))
+            .await
+            .map(drop)
+        }
+        "DeleteRegistration of shop" => c
+            .delete_registration(request(
+                creds,
+                proto::DeleteRegistrationRequest {
+                    name: "shop-frontend".into(),
+                    expect_revision: None,
+                },
+            ))
+            .await
+            .map(drop),
         "GetTrustBundle" => c
             .get_trust_bundle(request(
                 creds,
@@ -593,6 +636,35 @@ async fn layer_call(
             };
             a.delete_claim(who, delete).await.map(drop)
         }
+        "ListRegistrations" => a.list_registrations(who, any).await.map(drop),
+        "PutRegistration for shop" | "PutRegistration for bank" => {
+            let (name, namespace) = if op.ends_with("shop") {
+                ("shop-frontend", "shop")
+            } else {
+                ("bank-teller", "bank")
+            };
+            let put = isthmus_federation_api::request::PutRegistration {
+                registration: isthmus_federation_api::registration::Registration {
+                    name: name.into(),
+                    cluster: "west".into(),
+                    namespace: namespace.into(),
+                    service_account: "app".into(),
+                    uid: Some(1000),
+                    gid: None,
+                    path: None,
+                    revision: 0,
+                },
+                expect: Expect::Any,
+            };
+            a.put_registration(who, put).await.map(drop)
+        }
+        "DeleteRegistration of shop" => {
+            let delete = isthmus_federation_api::request::DeleteRegistration {
+                name: "shop-frontend".into(),
+                expect: Expect::Any,
+            };
+            a.delete_registration(who, delete).await.map(drop)
+        }
         "GetTrustBundle" => a.get_trust_bundle(who, any).await.map(drop),
         "SetTrustBundle" => {
             let set = SetTrustBundle {
@@ -776,6 +848,22 @@ fn rest_call(op: &str) -> (&'static str, String, Option<String>) {
             Some(s(r#"{"namespace":"shop"}"#)),
         ),
         "DeleteClaim of shop" => ("DELETE", s("/v1/claims/shop.example.test"), None),
+        "ListRegistrations" => ("GET", s("/v1/registrations"), None),
+        "PutRegistration for shop" => (
+            "PUT",
+            s("/v1/registrations/shop-frontend"),
+            Some(s(
+                r#"{"cluster":"west","namespace":"shop","service_account":"app","uid":1000}"#,
+            )),
+        ),
+        "PutRegistration for bank" => (
+            "PUT",
+            s("/v1/registrations/bank-teller"),
+            Some(s(
+                r#"{"cluster":"west","namespace":"bank","service_account":"app","uid":1000}"#,
+            )),
+        ),
+        "DeleteRegistration of shop" => ("DELETE", s("/v1/registrations/shop-frontend"), None),
         "GetTrustBundle" => ("GET", s("/v1/trust-bundle"), None),
         // The bundle's JSON form is the catalog's; an empty one is refused after the
         // access check (400), which is all this table needs.

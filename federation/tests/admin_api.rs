@@ -430,7 +430,7 @@ async fn every_operation_is_on_both_faces() {
         .filter_map(|l| l.trim().strip_prefix("rpc "))
         .filter_map(|l| l.split('(').next())
         .collect();
-    assert_eq!(methods.len(), 30, "{methods:?}");
+    assert_eq!(methods.len(), 33, "{methods:?}");
     let doc = isthmus_federation::rest::openapi::document(
         &isthmus_ca::TrustDomain::new("mesh.example").unwrap(),
     );

@@ -1,7 +1,9 @@
 //! The SPIFFE Workload API of a member gateway, with py-spiffe (PyPI `spiffe`, from the
 //! hashed `tests/spiffe/requirements.lock`) as the outside client: a registered caller
 //! (by uid) fetches its X.509-SVID and the bundle; an unregistered uid is refused with
-//! `PermissionDenied`; the stream pushes a new SVID at half its life. Needs
+//! `PermissionDenied`; the stream pushes a new SVID at half its life; a registration
+//! put in the federation (admin API) gives the caller a second SVID, and deleting it
+//! takes that away. Needs
 //! `target/spiffe-venv` (`scripts/test` makes it; or `ISTHMUS_SPIFFE_PYTHON`).
 
 #![allow(clippy::unwrap_used)]
@@ -114,6 +116,60 @@ async fn py_spiffe_fetches_an_svid_that_rotates_and_an_unregistered_caller_is_re
         rotated.contains("rotated spiffe://dev.isthmus/cluster/east/ns/shop/sa/frontend"),
         "{rotated}"
     );
+
+    // A registration held in the federation reaches east's gateway through its catalog.
+    let client = mesh.client().unwrap();
+    let registration = isthmus_federation_api::registration::Registration {
+        name: "billing".into(),
+        cluster: "east".into(),
+        namespace: "shop".into(),
+        service_account: "billing".into(),
+        uid: Some(uid),
+        gid: None,
+        path: None,
+        revision: 0,
+    };
+    client
+        .put_registration(isthmus_federation_api::request::PutRegistration {
+            registration,
+            expect: isthmus_federation_api::model::Expect::Absent,
+        })
+        .await
+        .unwrap();
+    let billing = "svid spiffe://dev.isthmus/cluster/east/ns/shop/sa/billing ";
+    let fetch_until = |wanted: bool| {
+        let socket = socket.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let s = socket.clone();
+                let (out, _) = tokio::task::spawn_blocking(move || workload(&s, "fetch", None))
+                    .await
+                    .unwrap();
+                if out.contains(billing) == wanted {
+                    return out;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "billing's SVID present should be {wanted}: {out}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let both = fetch_until(true).await;
+    assert!(
+        both.contains("/sa/frontend "),
+        "the config's entry stays: {both}"
+    );
+    client
+        .delete_registration(isthmus_federation_api::request::DeleteRegistration {
+            name: "billing".into(),
+            expect: isthmus_federation_api::model::Expect::Any,
+        })
+        .await
+        .unwrap();
+    fetch_until(false).await;
     mesh.shutdown().await;
 }
 

@@ -42,6 +42,10 @@ pub(crate) enum FederationCommand {
     /// Claim hosts for namespaces (traffic claims), list and give them up.
     #[command(subcommand)]
     Claim(ClaimCommand),
+    /// Register workloads: who gets which identity from a cluster gateway's SPIFFE
+    /// Workload API.
+    #[command(subcommand)]
+    Registration(RegistrationCommand),
     /// Leader, term, members, applied index and each member's lag.
     Status {
         #[command(flatten)]
@@ -83,6 +87,48 @@ pub(crate) enum ClusterCommand {
     List {
         #[command(flatten)]
         connect: Connect,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RegistrationCommand {
+    /// Create or replace a registration: callers of the cluster's Workload API matching
+    /// every selector given (at least one) get ns/NAMESPACE/sa/SERVICE_ACCOUNT.
+    Put {
+        #[command(flatten)]
+        connect: Connect,
+        /// The registration's name (a DNS-1123 label, unique).
+        name: String,
+        /// The cluster whose gateway serves the identity.
+        #[arg(long)]
+        cluster: String,
+        /// The workload's namespace.
+        #[arg(long)]
+        namespace: String,
+        /// Its service account.
+        #[arg(long)]
+        service_account: String,
+        /// Selector: the caller's user id.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Selector: the caller's group id.
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Selector: the caller's executable (absolute path).
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// List registrations.
+    List {
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Delete a registration.
+    Delete {
+        #[command(flatten)]
+        connect: Connect,
+        /// Its name.
+        name: String,
     },
 }
 
@@ -303,6 +349,7 @@ pub(crate) fn run(command: FederationCommand) -> anyhow::Result<ExitCode> {
             FederationCommand::Cluster(cluster) => run_cluster(cluster).await,
             FederationCommand::Policy(policy) => run_policy(policy).await,
             FederationCommand::Claim(claim) => run_claim(claim).await,
+            FederationCommand::Registration(r) => run_registration(r).await,
             FederationCommand::Token(TokenCommand::Create {
                 name,
                 role,
@@ -447,6 +494,76 @@ async fn run_claim(command: ClaimCommand) -> anyhow::Result<ExitCode> {
             };
             let reply = connect.client()?.delete_claim(request).await?;
             println!("claim of {host} given up at revision {}", reply.revision);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_registration(command: RegistrationCommand) -> anyhow::Result<ExitCode> {
+    use isthmus_federation_api::request::{DeleteRegistration, PutRegistration};
+    match command {
+        RegistrationCommand::Put {
+            connect,
+            name,
+            cluster,
+            namespace,
+            service_account,
+            uid,
+            gid,
+            path,
+        } => {
+            let request = PutRegistration {
+                registration: isthmus_federation_api::registration::Registration {
+                    name: name.clone(),
+                    cluster,
+                    namespace,
+                    service_account,
+                    uid,
+                    gid,
+                    path,
+                    revision: 0,
+                },
+                expect: Expect::Any,
+            };
+            let reply = connect.client()?.put_registration(request).await?;
+            println!("registration {name} written at revision {}", reply.revision);
+        }
+        RegistrationCommand::List { connect } => {
+            let list = connect
+                .client()?
+                .registrations(Consistency::Linearizable)
+                .await?;
+            println!(
+                "{:<24} {:<16} {:<32} SELECTORS",
+                "NAME", "CLUSTER", "IDENTITY"
+            );
+            for r in &list.items {
+                let mut selectors = Vec::new();
+                if let Some(uid) = r.uid {
+                    selectors.push(format!("uid={uid}"));
+                }
+                if let Some(gid) = r.gid {
+                    selectors.push(format!("gid={gid}"));
+                }
+                if let Some(path) = &r.path {
+                    selectors.push(format!("path={path}"));
+                }
+                println!(
+                    "{:<24} {:<16} {:<32} {}",
+                    r.name,
+                    r.cluster,
+                    format!("ns/{}/sa/{}", r.namespace, r.service_account),
+                    selectors.join(",")
+                );
+            }
+        }
+        RegistrationCommand::Delete { connect, name } => {
+            let request = DeleteRegistration {
+                name: name.clone(),
+                expect: Expect::Any,
+            };
+            let reply = connect.client()?.delete_registration(request).await?;
+            println!("registration {name} deleted at revision {}", reply.revision);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 """A SPIFFE workload, with py-spiffe, against a gateway's Workload API
 (gateway/tests/workload_api.rs runs it). Prints one line per fact, for the test to read.
 
-    workload.py SOCKET fetch     the SVID's SPIFFE ID and serial, and the bundle's trust domains
+    workload.py SOCKET fetch     each SVID's SPIFFE ID and serial, and the bundle's trust domains
     workload.py SOCKET refused   expects the API to refuse this caller; prints why
     workload.py SOCKET rotates   waits (up to 60 s) for the stream to push a new SVID
 """
@@ -14,8 +14,8 @@ socket, mode = "unix://" + sys.argv[1], sys.argv[2]
 
 if mode == "fetch":
     client = WorkloadApiClient(socket_path=socket, default_timeout=30)
-    svid = client.fetch_x509_svid()
-    print("svid", svid.spiffe_id, svid.leaf.serial_number, flush=True)
+    for svid in client.fetch_x509_svids():
+        print("svid", svid.spiffe_id, svid.leaf.serial_number, flush=True)
     bundles = client.fetch_x509_bundles()
     for bundle in bundles.bundles:
         print("bundle", bundle.trust_domain, len(bundle.x509_authorities), flush=True)

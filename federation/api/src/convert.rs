@@ -13,10 +13,11 @@ use crate::model::{
     Policy, PortProtocol, RevisionEvents, ServiceExport, TrustBundleDoc,
 };
 use crate::proto;
+use crate::registration::Registration;
 use crate::request::{
     AddMember, CreateCluster, DeleteClaim, DeleteCluster, DeleteExport, DeletePolicy,
-    JoinTokenReply, Listed, PutClaim, PutCluster, PutExport, PutPolicy, RegisterGateway,
-    RevokeCluster, SetTrustBundle, Written,
+    DeleteRegistration, JoinTokenReply, Listed, PutClaim, PutCluster, PutExport, PutPolicy,
+    PutRegistration, RegisterGateway, RevokeCluster, SetTrustBundle, Written,
 };
 use crate::status::{Consistency, MemberStatus, NodeInfo, StatusReport};
 use crate::watch::{UnreadablePolicy, WatchMessage, Watched};
@@ -354,6 +355,36 @@ impl From<&Claim> for proto::Claim {
     }
 }
 
+impl From<proto::Registration> for Registration {
+    fn from(r: proto::Registration) -> Self {
+        Registration {
+            name: r.name,
+            cluster: r.cluster,
+            namespace: r.namespace,
+            service_account: r.service_account,
+            uid: r.uid,
+            gid: r.gid,
+            path: r.path,
+            revision: r.revision,
+        }
+    }
+}
+
+impl From<&Registration> for proto::Registration {
+    fn from(r: &Registration) -> Self {
+        proto::Registration {
+            name: r.name.clone(),
+            cluster: r.cluster.clone(),
+            namespace: r.namespace.clone(),
+            service_account: r.service_account.clone(),
+            uid: r.uid,
+            gid: r.gid,
+            path: r.path.clone(),
+            revision: r.revision,
+        }
+    }
+}
+
 /// The protobuf form of an event.
 pub fn event_to_proto(event: Event) -> Result<proto::Event, ApiError> {
     use proto::event::Kind;
@@ -377,6 +408,8 @@ pub fn event_to_proto(event: Event) -> Result<proto::Event, ApiError> {
         Event::PolicyDeleted { name } => Kind::PolicyDeleted(name),
         Event::ClaimPut { claim } => Kind::ClaimPut((&claim).into()),
         Event::ClaimDeleted { host } => Kind::ClaimDeleted(host),
+        Event::RegistrationPut { registration } => Kind::RegistrationPut((&registration).into()),
+        Event::RegistrationDeleted { name } => Kind::RegistrationDeleted(name),
     };
     Ok(proto::Event { kind: Some(kind) })
 }
@@ -409,6 +442,10 @@ pub fn event_from_proto(event: proto::Event) -> Result<Event, ApiError> {
         Kind::PolicyDeleted(name) => Event::PolicyDeleted { name },
         Kind::ClaimPut(c) => Event::ClaimPut { claim: c.into() },
         Kind::ClaimDeleted(host) => Event::ClaimDeleted { host },
+        Kind::RegistrationPut(r) => Event::RegistrationPut {
+            registration: r.into(),
+        },
+        Kind::RegistrationDeleted(name) => Event::RegistrationDeleted { name },
     })
 }
 
@@ -700,6 +737,43 @@ impl From<PutClaim> for proto::PutClaimRequest {
     }
 }
 
+impl TryFrom<proto::PutRegistrationRequest> for PutRegistration {
+    type Error = ApiError;
+    fn try_from(r: proto::PutRegistrationRequest) -> Result<Self, ApiError> {
+        Ok(PutRegistration {
+            registration: required(r.registration, "registration")?.into(),
+            expect: Expect::from_api(r.expect_revision),
+        })
+    }
+}
+
+impl From<PutRegistration> for proto::PutRegistrationRequest {
+    fn from(r: PutRegistration) -> Self {
+        proto::PutRegistrationRequest {
+            registration: Some((&r.registration).into()),
+            expect_revision: r.expect.to_api(),
+        }
+    }
+}
+
+impl From<proto::DeleteRegistrationRequest> for DeleteRegistration {
+    fn from(r: proto::DeleteRegistrationRequest) -> Self {
+        DeleteRegistration {
+            name: r.name,
+            expect: Expect::from_api(r.expect_revision),
+        }
+    }
+}
+
+impl From<DeleteRegistration> for proto::DeleteRegistrationRequest {
+    fn from(r: DeleteRegistration) -> Self {
+        proto::DeleteRegistrationRequest {
+            name: r.name,
+            expect_revision: r.expect.to_api(),
+        }
+    }
+}
+
 impl From<proto::DeleteClaimRequest> for DeleteClaim {
     fn from(r: proto::DeleteClaimRequest) -> Self {
         DeleteClaim {
@@ -859,6 +933,24 @@ impl From<proto::ClaimList> for Listed<Claim> {
         Listed {
             revision: l.revision,
             items: l.claims.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<Listed<Registration>> for proto::RegistrationList {
+    fn from(l: Listed<Registration>) -> Self {
+        proto::RegistrationList {
+            revision: l.revision,
+            registrations: l.items.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<proto::RegistrationList> for Listed<Registration> {
+    fn from(l: proto::RegistrationList) -> Self {
+        Listed {
+            revision: l.revision,
+            items: l.registrations.into_iter().map(Into::into).collect(),
         }
     }
 }

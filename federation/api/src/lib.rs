@@ -30,6 +30,7 @@ pub mod mesh_wire;
 pub mod mirror;
 pub mod model;
 pub mod policy;
+pub mod registration;
 pub mod request;
 pub mod schema;
 pub mod status;

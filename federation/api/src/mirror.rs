@@ -208,6 +208,14 @@ fn put(state: &mut CatalogState, event: Event) {
         Event::ClaimPut { claim } => {
             state.claims.insert(claim.host.clone(), claim);
         }
+        Event::RegistrationPut { registration } => {
+            state
+                .registrations
+                .insert(registration.name.clone(), registration);
+        }
+        Event::RegistrationDeleted { name } => {
+            state.registrations.remove(&name);
+        }
         Event::ClaimDeleted { host } => {
             state.claims.remove(&host);
         }

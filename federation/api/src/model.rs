@@ -238,6 +238,9 @@ pub struct CatalogState {
     /// Traffic claims by host.
     #[serde(default)]
     pub claims: BTreeMap<String, Claim>,
+    /// Workload registrations by name.
+    #[serde(default)]
+    pub registrations: BTreeMap<String, crate::registration::Registration>,
 }
 
 /// One change to one object, as a watch delivers it. `P` is how a policy travels: the
@@ -295,6 +298,16 @@ pub enum Event<P = Policy> {
         /// Its host.
         host: String,
     },
+    /// A workload registration was created or changed.
+    RegistrationPut {
+        /// Its new value.
+        registration: crate::registration::Registration,
+    },
+    /// A workload registration was deleted.
+    RegistrationDeleted {
+        /// Its name.
+        name: String,
+    },
 }
 
 impl<P> Event<P> {
@@ -320,6 +333,8 @@ impl<P> Event<P> {
             Self::PolicyDeleted { name } => Event::PolicyDeleted { name },
             Self::ClaimPut { claim } => Event::ClaimPut { claim },
             Self::ClaimDeleted { host } => Event::ClaimDeleted { host },
+            Self::RegistrationPut { registration } => Event::RegistrationPut { registration },
+            Self::RegistrationDeleted { name } => Event::RegistrationDeleted { name },
         }
     }
 }
@@ -363,6 +378,9 @@ impl CatalogState {
                 .values()
                 .map(|c| Event::ClaimPut { claim: c.clone() }),
         );
+        events.extend(self.registrations.values().map(|r| Event::RegistrationPut {
+            registration: r.clone(),
+        }));
         events
     }
 }

@@ -148,6 +148,24 @@ pub struct Written {
     pub revision: u64,
 }
 
+/// Create or replace a workload registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutRegistration {
+    /// The entry (its revision is the federation's).
+    pub registration: crate::registration::Registration,
+    /// Compare-and-set.
+    pub expect: Expect,
+}
+
+/// Delete a workload registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRegistration {
+    /// Its name.
+    pub name: String,
+    /// Compare-and-set.
+    pub expect: Expect,
+}
+
 /// A list's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listed<T> {

@@ -19,6 +19,7 @@ mod members;
 mod mesh;
 mod op;
 mod policy;
+mod registration;
 
 pub use mesh::{MeshChange, MeshView, MeshWatch};
 pub use op::Op;

@@ -71,6 +71,12 @@ pub enum Op {
     WatchMesh,
     /// Policy decisions over a window.
     GetDecisions,
+    /// The workload registrations.
+    ListRegistrations,
+    /// Create or replace a workload registration.
+    PutRegistration,
+    /// Delete a workload registration.
+    DeleteRegistration,
     /// The alerts firing and resolved.
     ListAlerts,
 }
@@ -94,7 +100,8 @@ impl Op {
             | Self::GetMesh
             | Self::WatchMesh
             | Self::GetDecisions
-            | Self::ListAlerts => Grant::Read,
+            | Self::ListAlerts
+            | Self::ListRegistrations => Grant::Read,
             Self::Init
             | Self::AddMember
             | Self::RemoveMember
@@ -106,6 +113,7 @@ impl Op {
             Self::PutExport | Self::DeleteExport => Grant::Export,
             Self::PutPolicy | Self::DeletePolicy => Grant::Policy,
             Self::PutClaim | Self::DeleteClaim => Grant::Claim,
+            Self::PutRegistration | Self::DeleteRegistration => Grant::Registration,
             Self::RegisterGateway | Self::ReportGatewayStatus => Grant::RegisterGateway,
         }
     }
@@ -144,6 +152,9 @@ impl Op {
             Self::GetMesh => "getMesh",
             Self::WatchMesh => "watchMesh",
             Self::GetDecisions => "getDecisions",
+            Self::ListRegistrations => "listRegistrations",
+            Self::PutRegistration => "putRegistration",
+            Self::DeleteRegistration => "deleteRegistration",
             Self::ListAlerts => "listAlerts",
         }
     }

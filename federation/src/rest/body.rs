@@ -127,6 +127,45 @@ pub struct ClaimBody {
     pub namespace: String,
 }
 
+/// The body of `PUT /v1/registrations/{name}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(transform = at_least_one_selector)]
+pub struct RegistrationBody {
+    /// The cluster whose gateway serves the identity.
+    #[schemars(schema_with = "isthmus_federation_api::schema::label")]
+    pub cluster: String,
+    /// The workload's namespace.
+    #[schemars(schema_with = "isthmus_federation_api::schema::label")]
+    pub namespace: String,
+    /// Its service account.
+    #[schemars(schema_with = "isthmus_federation_api::schema::label")]
+    pub service_account: String,
+    /// The caller's user id.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// The caller's group id.
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// The caller's executable (absolute path).
+    #[serde(default)]
+    #[schemars(length(min = 2, max = 4096), regex(pattern = "^/[^\\u0000]*$"))]
+    pub path: Option<String>,
+}
+
+/// A registration needs a selector: one of `uid`, `gid`, `path` present and not null.
+fn at_least_one_selector(schema: &mut schemars::Schema) {
+    let present = |field: &str, kind: &str| serde_json::json!({ "required": [field], "properties": { field: { "type": kind } } });
+    schema.insert(
+        "anyOf".into(),
+        serde_json::json!([
+            present("uid", "integer"),
+            present("gid", "integer"),
+            present("path", "string"),
+        ]),
+    );
+}
+
 /// The body of `POST /v1/members`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

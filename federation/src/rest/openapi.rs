@@ -71,6 +71,9 @@ fn grant(grant: Grant) -> &'static str {
             "platform-admin; namespace-admin of the claim's namespace (and of its holder's, for a host already claimed)."
         }
         Grant::RegisterGateway => "platform-admin; a gateway of that cluster.",
+        Grant::Registration => {
+            "platform-admin; namespace-admin of the registration's namespace (and of the replaced entry's)."
+        }
     }
 }
 

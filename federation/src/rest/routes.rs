@@ -12,11 +12,13 @@ use axum::{Extension, Json};
 use isthmus_federation_api::alerts::AlertList;
 use isthmus_federation_api::mesh::{DecisionWindow, GatewayReport, MeshEvent, MeshPicture};
 use isthmus_federation_api::model::{Cluster, ExportKey, Policy, ServiceExport, TrustBundleDoc};
+use isthmus_federation_api::registration::Registration;
 use isthmus_federation_api::request::{
     AddMember, CreateCluster, DeleteClaim, DeleteCluster, DeleteExport, DeletePolicy,
     JoinTokenReply, Listed, PutClaim, PutCluster, PutExport, PutPolicy, RegisterGateway,
     RevokeCluster, SetTrustBundle, Written,
 };
+use isthmus_federation_api::request::{DeleteRegistration, PutRegistration};
 use isthmus_federation_api::status::{MemberStatus, NodeInfo, StatusReport};
 use isthmus_federation_api::{ApiError, claims::Claim, model::GatewayEndpoint};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -24,7 +26,8 @@ use serde_json::Value;
 
 use super::Failure;
 use super::body::{
-    Changes, ClaimBody, ClusterBody, ExportBody, GatewayBody, JoinTokenBody, MemberBody, PolicyText,
+    Changes, ClaimBody, ClusterBody, ExportBody, GatewayBody, JoinTokenBody, MemberBody,
+    PolicyText, RegistrationBody,
 };
 use super::call::Call;
 use crate::access::Principal;
@@ -419,6 +422,42 @@ pub fn table() -> Vec<Route> {
             answer: schema::<Written>,
             media: Media::Json,
             handler: delete(delete_claim),
+        },
+        Route {
+            method: M::Get,
+            path: "/v1/registrations",
+            op: Op::ListRegistrations,
+            summary: "Every workload registration: who gets which identity from a cluster gateway's SPIFFE Workload API",
+            params: &[],
+            query: Q::Consistency,
+            body: None,
+            answer: schema::<ListedView<Registration>>,
+            media: Media::Json,
+            handler: get(list_registrations),
+        },
+        Route {
+            method: M::Put,
+            path: "/v1/registrations/{name}",
+            op: Op::PutRegistration,
+            summary: "Create or replace a workload registration (its cluster must exist; at least one of uid, gid, path)",
+            params: NAME,
+            query: Q::ExpectRevision,
+            body: Some((schema::<RegistrationBody>, false)),
+            answer: schema::<Written>,
+            media: Media::Json,
+            handler: put(put_registration),
+        },
+        Route {
+            method: M::Delete,
+            path: "/v1/registrations/{name}",
+            op: Op::DeleteRegistration,
+            summary: "Delete a workload registration",
+            params: NAME,
+            query: Q::ExpectRevision,
+            body: None,
+            answer: schema::<Written>,
+            media: Media::Json,
+            handler: delete(delete_registration),
         },
         Route {
             method: M::Get,
@@ -822,6 +861,48 @@ async fn delete_claim(State(a): St, Extension(who): Who, call: Call) -> Answer<W
     let expect = call.expect()?;
     let host = call.param("host")?;
     json(a.delete_claim(&who, DeleteClaim { host, expect }).await)
+}
+
+async fn list_registrations(
+    State(a): St,
+    Extension(who): Who,
+    call: Call,
+) -> Answer<ListedView<Registration>> {
+    json(a.list_registrations(&who, call.consistency()?).await)
+}
+
+async fn put_registration(State(a): St, Extension(who): Who, call: Call) -> Answer<Written> {
+    let expect = call.expect()?;
+    let body: RegistrationBody = call.json(false)?;
+    let registration = Registration {
+        name: call.param("name")?,
+        cluster: body.cluster,
+        namespace: body.namespace,
+        service_account: body.service_account,
+        uid: body.uid,
+        gid: body.gid,
+        path: body.path,
+        revision: 0,
+    };
+    json(
+        a.put_registration(
+            &who,
+            PutRegistration {
+                registration,
+                expect,
+            },
+        )
+        .await,
+    )
+}
+
+async fn delete_registration(State(a): St, Extension(who): Who, call: Call) -> Answer<Written> {
+    let expect = call.expect()?;
+    let name = call.param("name")?;
+    json(
+        a.delete_registration(&who, DeleteRegistration { name, expect })
+            .await,
+    )
 }
 
 async fn get_bundle(State(a): St, Extension(who): Who, call: Call) -> Answer<TrustBundleDoc> {

@@ -23,6 +23,7 @@ use isthmus_federation_api::model::{
     CatalogState, Cluster, MODEL_VERSION, OLDEST_READABLE_MODEL, Policy, RevisionEvents,
     ServiceExport, TrustBundleDoc,
 };
+use isthmus_federation_api::registration::Registration;
 
 use super::{StoreError, corrupt};
 use crate::command::apply;
@@ -55,6 +56,8 @@ struct SnapshotBody {
     policies: Vec<Policy>,
     #[serde(default)]
     claims: Vec<Claim>,
+    #[serde(default)]
+    registrations: Vec<Registration>,
 }
 
 impl SnapshotBody {
@@ -67,6 +70,7 @@ impl SnapshotBody {
             trust_bundle: state.trust_bundle.clone(),
             policies: state.policies.values().cloned().collect(),
             claims: state.claims.values().cloned().collect(),
+            registrations: state.registrations.values().cloned().collect(),
         }
     }
 
@@ -89,6 +93,11 @@ impl SnapshotBody {
                 .claims
                 .into_iter()
                 .map(|c| (c.host.clone(), c))
+                .collect(),
+            registrations: self
+                .registrations
+                .into_iter()
+                .map(|r| (r.name.clone(), r))
                 .collect(),
         }
     }
@@ -193,6 +202,10 @@ impl StateMachine {
                     let c: Claim = serde_json::from_slice(&value).map_err(bad)?;
                     catalog.claims.insert(c.host.clone(), c);
                 }
+                Some(b'w') => {
+                    let r: Registration = serde_json::from_slice(&value).map_err(bad)?;
+                    catalog.registrations.insert(r.name.clone(), r);
+                }
                 _ => return Err(corrupt(name, "unknown object kind")),
             }
         }
@@ -278,6 +291,9 @@ impl StateMachine {
         for c in state.claims.values() {
             batch.insert(object_key("h", &[&c.host]), json(c)?);
         }
+        for r in state.registrations.values() {
+            batch.insert(object_key("w", &[&r.name]), json(r)?);
+        }
         batch.insert(b"revision".as_slice(), json(&state.revision)?);
         batch.insert(MODEL, json(&MODEL_VERSION)?);
         Ok(())
@@ -314,6 +330,10 @@ impl StateMachine {
                     batch.insert(object_key("h", &[&claim.host]), json(claim)?)
                 }
                 Event::ClaimDeleted { host } => batch.remove(object_key("h", &[host])),
+                Event::RegistrationPut { registration } => {
+                    batch.insert(object_key("w", &[&registration.name]), json(registration)?)
+                }
+                Event::RegistrationDeleted { name } => batch.remove(object_key("w", &[name])),
             }
         }
         batch.insert(event_key(events.revision), json(events)?);

@@ -119,7 +119,14 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
     let issuer: identity::SharedIssuer =
         Arc::new(std::sync::RwLock::new(Arc::new(enrolled.intermediate)));
     let (view_tx, revision) = tokio::sync::watch::channel(0);
+    let workload_registrations = workload_api.as_ref().map(|w| {
+        (
+            crate::workload_api::Registrations::new(w.registrations.clone()),
+            w.registrations.clone(),
+        )
+    });
     let sync = sync::Sync {
+        workload_registrations: workload_registrations.clone(),
         shared: shared.clone(),
         cluster,
         gateway_name: settings.gateway_name.clone(),
@@ -154,9 +161,10 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
         tokio::spawn(sync.run(stop.clone())),
         tokio::spawn(reporter.run(stop.clone())),
     ];
-    if let Some(settings) = workload_api {
+    if let (Some(settings), Some((registrations, _))) = (workload_api, workload_registrations) {
         let api = crate::workload_api::WorkloadApi {
             settings,
+            registrations,
             trust_domain: enrolled.trust_domain.clone(),
             cluster: sync_cluster.clone(),
             issuer: issuer.clone(),

@@ -51,6 +51,11 @@ pub(crate) enum SessionError {
 
 /// What the watch needs.
 pub(crate) struct Sync {
+    /// The Workload API's registrations, and the config's among them, when it serves.
+    pub(crate) workload_registrations: Option<(
+        crate::workload_api::Registrations,
+        Vec<crate::workload_api::attest::Registration>,
+    )>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) cluster: String,
     pub(crate) gateway_name: String,
@@ -341,6 +346,15 @@ impl Sync {
         );
         if policy_changed {
             self.revoke_what_the_policy_no_longer_allows();
+        }
+        if let Some((registrations, configured)) = &self.workload_registrations {
+            let mut entries = configured.clone();
+            entries.extend(
+                view.registrations
+                    .iter()
+                    .map(crate::workload_api::from_federation),
+            );
+            registrations.replace(entries);
         }
         for gone in before.iter().filter(|c| !view.peers.contains_key(*c)) {
             tracing::warn!(cluster = %gone, "cluster is no longer a peer (revoked or removed); cutting its connections");

@@ -53,6 +53,8 @@ pub struct GatewayView {
     pub claims: Vec<Claim>,
     /// Clusters the federation revoked (their gateways are refused and named).
     pub revoked: std::collections::BTreeSet<String>,
+    /// The workload registrations of our cluster.
+    pub registrations: Vec<isthmus_federation_api::registration::Registration>,
 }
 
 /// Derives the view of `own` from `state`.
@@ -61,6 +63,12 @@ pub fn derive(state: &CatalogState, own: &str) -> GatewayView {
         bundle: state.trust_bundle.clone(),
         policies: state.policies.clone(),
         claims: state.claims.values().cloned().collect(),
+        registrations: state
+            .registrations
+            .values()
+            .filter(|r| r.cluster == own)
+            .cloned()
+            .collect(),
         ..GatewayView::default()
     };
     if let Some(c) = state.clusters.get(own) {

@@ -33,9 +33,48 @@ pub mod proto {
 /// How often a stream looks for a changed bundle.
 const BUNDLE_POLL: Duration = Duration::from_secs(1);
 
+/// The registrations in force: the config's, then the federation's for this cluster,
+/// replaced as a whole when the catalog changes; the version grows with each change.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Registrations(Arc<std::sync::RwLock<(u64, Vec<Registration>)>>);
+
+impl Registrations {
+    /// Starts with `configured`.
+    pub(crate) fn new(configured: Vec<Registration>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new((0, configured))))
+    }
+
+    /// The version and the entries now.
+    pub(crate) fn current(&self) -> (u64, Vec<Registration>) {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the entries (a change of the catalog's, with the config's kept first).
+    pub(crate) fn replace(&self, entries: Vec<Registration>) {
+        let mut held = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if held.1 != entries {
+            *held = (held.0 + 1, entries);
+        }
+    }
+}
+
+/// A federation registration as the attestor reads it.
+pub(crate) fn from_federation(
+    r: &isthmus_federation_api::registration::Registration,
+) -> Registration {
+    Registration {
+        namespace: r.namespace.clone(),
+        service_account: r.service_account.clone(),
+        uid: r.uid,
+        gid: r.gid,
+        path: r.path.as_ref().map(PathBuf::from),
+    }
+}
+
 /// What the service needs.
 pub(crate) struct WorkloadApi {
     pub(crate) settings: WorkloadApiSettings,
+    pub(crate) registrations: Registrations,
     pub(crate) trust_domain: TrustDomain,
     pub(crate) cluster: String,
     pub(crate) issuer: SharedIssuer,
@@ -118,7 +157,8 @@ impl proto::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
         request: Request<proto::X509svidRequest>,
     ) -> Result<Response<Stream<proto::X509svidResponse>>, Status> {
         let caller = caller(&request)?;
-        let matched: Vec<Registration> = attest::attest(&self.0.settings.registrations, &caller)
+        let (version, entries) = self.0.registrations.current();
+        let matched: Vec<Registration> = attest::attest(&entries, &caller)
             .into_iter()
             .cloned()
             .collect();
@@ -128,26 +168,51 @@ impl proto::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
         }
         let api = self.0.clone();
         let half = api.settings.svid_lifetime / 2;
+        // Each push: at half the SVID's life, when the bundle changes, or when the
+        // registrations do (an identity the caller lost ends the stream).
         let stream = futures_util::stream::unfold(
-            None,
-            move |sent: Option<(tokio::time::Instant, Vec<u8>)>| {
-                let (api, matched) = (api.clone(), matched.clone());
+            Some((None, version, matched)),
+            move |state: Option<(
+                Option<(tokio::time::Instant, Vec<u8>)>,
+                u64,
+                Vec<Registration>,
+            )>| {
+                let (api, caller) = (api.clone(), caller.clone());
                 async move {
+                    let (sent, mut version, mut matched) = state?;
                     if let Some((at, bundle)) = &sent {
-                        // Again at half the SVID's life, or as soon as the bundle changes.
                         let renew = *at + half;
-                        while tokio::time::Instant::now() < renew
-                            && bundle_der(&api.bundle) == *bundle
-                        {
-                            tokio::time::sleep(
-                                BUNDLE_POLL.min(renew - tokio::time::Instant::now()),
-                            )
-                            .await;
+                        loop {
+                            let now = tokio::time::Instant::now();
+                            if now >= renew || bundle_der(&api.bundle) != *bundle {
+                                break;
+                            }
+                            let (v, entries) = api.registrations.current();
+                            if v != version {
+                                version = v;
+                                let now_matched: Vec<Registration> =
+                                    attest::attest(&entries, &caller)
+                                        .into_iter()
+                                        .cloned()
+                                        .collect();
+                                if now_matched != matched {
+                                    matched = now_matched;
+                                    break;
+                                }
+                            }
+                            tokio::time::sleep(BUNDLE_POLL.min(renew - now)).await;
                         }
+                    }
+                    if matched.is_empty() {
+                        tracing::info!(
+                            uid = caller.uid,
+                            "workload API: the caller's registration is gone; ending its stream"
+                        );
+                        return Some((Err(Status::permission_denied("no identity issued")), None));
                     }
                     let answer = api.svids(&matched);
                     let next = (tokio::time::Instant::now(), bundle_der(&api.bundle));
-                    Some((answer, Some(next)))
+                    Some((answer, Some((Some(next), version, matched))))
                 }
             },
         );
@@ -159,7 +224,7 @@ impl proto::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
         request: Request<proto::X509BundlesRequest>,
     ) -> Result<Response<Stream<proto::X509BundlesResponse>>, Status> {
         let caller = caller(&request)?;
-        if attest::attest(&self.0.settings.registrations, &caller).is_empty() {
+        if attest::attest(&self.0.registrations.current().1, &caller).is_empty() {
             return Err(Status::permission_denied("no identity issued"));
         }
         let api = self.0.clone();
@@ -215,7 +280,7 @@ pub(crate) fn serve(
     }
     let listener = tokio::net::UnixListener::bind(&path).map_err(fail)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(fail)?;
-    tracing::info!(socket = %path.display(), registrations = api.settings.registrations.len(), "SPIFFE Workload API serving");
+    tracing::info!(socket = %path.display(), configured = api.settings.registrations.len(), "SPIFFE Workload API serving");
     let service =
         proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(Service(Arc::new(api)));
     Ok(tokio::spawn(async move {

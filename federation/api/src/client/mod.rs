@@ -569,6 +569,43 @@ impl FederationClient {
         .await
     }
 
+    /// Every workload registration.
+    pub async fn registrations(
+        &self,
+        consistency: Consistency,
+    ) -> Result<Listed<crate::registration::Registration>, ClientError> {
+        let list = self
+            .call(Retry::Read, list(consistency), |mut c, r| async move {
+                c.list_registrations(r).await
+            })
+            .await?;
+        Ok(list.into())
+    }
+
+    /// Creates or replaces a workload registration.
+    pub async fn put_registration(
+        &self,
+        request: crate::request::PutRegistration,
+    ) -> Result<Written, ClientError> {
+        self.write(
+            proto::PutRegistrationRequest::from(request),
+            |mut c, r| async move { c.put_registration(r).await },
+        )
+        .await
+    }
+
+    /// Deletes a workload registration.
+    pub async fn delete_registration(
+        &self,
+        request: crate::request::DeleteRegistration,
+    ) -> Result<Written, ClientError> {
+        self.write(
+            proto::DeleteRegistrationRequest::from(request),
+            |mut c, r| async move { c.delete_registration(r).await },
+        )
+        .await
+    }
+
     /// The trust bundle.
     pub async fn trust_bundle(
         &self,
