@@ -465,7 +465,10 @@ fn tokens_roles_and_policies_through_the_cli() {
         "registration put shop-frontend --cluster east --namespace shop --service-account frontend --uid 1000",
     )
     .ok();
-    assert!(put.stdout.contains("registration shop-frontend written"), "{put:?}");
+    assert!(
+        put.stdout.contains("registration shop-frontend written"),
+        "{put:?}"
+    );
     let listed = with_token("registration list").ok();
     assert!(
         listed.stdout.lines().any(|l| l.starts_with("shop-frontend")
