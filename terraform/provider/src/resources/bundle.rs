@@ -12,7 +12,7 @@ use isthmus_federation_api::model::TrustBundleDoc;
 use isthmus_federation_api::request::SetTrustBundle;
 use isthmus_federation_api::status::Consistency;
 
-use super::{expect_revision, failed, gone, number, obj, pem_text};
+use super::{expect_revision, failed, found, number, obj, pem_text};
 use crate::diag::{Diag, Step};
 use crate::resource::{Outcome, Resource};
 use crate::schema::{Attr, Block, Type};
@@ -173,11 +173,10 @@ impl Resource for BundleResource {
     }
 
     async fn create(&self, client: &FederationClient, planned: &Value) -> Outcome<Value> {
-        let current = match client.trust_bundle(Consistency::Linearizable).await {
-            Ok(doc) => Some(doc),
-            Err(e) if gone(&e) => None,
-            Err(e) => return Err(failed("reading the trust bundle", &e)),
-        };
+        let current = found(
+            "reading the trust bundle",
+            client.trust_bundle(Consistency::Linearizable).await,
+        )?;
         // The first bundle names its trust domain by its roots (their spiffe:// URI).
         let trust_domain = match &current {
             Some(doc) => doc.trust_domain.clone(),
@@ -216,11 +215,8 @@ impl Resource for BundleResource {
     }
 
     async fn read(&self, client: &FederationClient, state: &Value) -> Outcome<Option<Value>> {
-        match client.trust_bundle(Consistency::Linearizable).await {
-            Ok(doc) => Ok(Some(state_of(&doc, state))),
-            Err(e) if gone(&e) => Ok(None),
-            Err(e) => Err(failed("reading the trust bundle", &e)),
-        }
+        let answer = client.trust_bundle(Consistency::Linearizable).await;
+        Ok(found("reading the trust bundle", answer)?.map(|doc| state_of(&doc, state)))
     }
 
     fn import_state(&self, id: &str) -> Outcome<Value> {

@@ -107,17 +107,13 @@ impl Resource for ClaimResource {
 
     async fn delete(&self, client: &FederationClient, prior: &Value) -> Outcome<()> {
         let host = text(prior, "host");
-        match client
+        let answer = client
             .delete_claim(DeleteClaim {
                 host: host.clone(),
                 expect: Expect::Any,
             })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if super::gone(&e) => Ok(()),
-            Err(e) => Err(failed(&format!("giving up the claim on {host:?}"), &e)),
-        }
+            .await;
+        super::deleted(&format!("giving up the claim on {host:?}"), answer)
     }
 
     async fn read(&self, client: &FederationClient, state: &Value) -> Outcome<Option<Value>> {

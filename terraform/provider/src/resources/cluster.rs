@@ -9,7 +9,9 @@ use isthmus_federation_api::model::{Cluster, ClusterState, Expect};
 use isthmus_federation_api::request::{CreateCluster, DeleteCluster, PutCluster, RevokeCluster};
 use isthmus_federation_api::status::Consistency;
 
-use super::{expect_revision, failed, gone, maybe_text, number, obj, text};
+use super::{
+    deleted, expect_revision, failed, found, import_by_name, maybe_text, number, obj, text,
+};
 use crate::diag::Diag;
 use crate::resource::{Outcome, Resource};
 use crate::schema::{Attr, Block, Type};
@@ -182,35 +184,23 @@ impl Resource for ClusterResource {
 
     async fn delete(&self, client: &FederationClient, prior: &Value) -> Outcome<()> {
         let name = text(prior, "name");
-        match client
+        let answer = client
             .delete_cluster(DeleteCluster {
                 name: name.clone(),
                 expect: Expect::Any,
             })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if gone(&e) => Ok(()),
-            Err(e) => Err(failed(&format!("deleting cluster {name:?}"), &e)),
-        }
+            .await;
+        deleted(&format!("deleting cluster {name:?}"), answer)
     }
 
     async fn read(&self, client: &FederationClient, state: &Value) -> Outcome<Option<Value>> {
         let name = text(state, "name");
-        match client.cluster(&name, Consistency::Linearizable).await {
-            Ok(cluster) => Ok(Some(state_of(&cluster, state))),
-            Err(e) if gone(&e) => Ok(None),
-            Err(e) => Err(failed(&format!("reading cluster {name:?}"), &e)),
-        }
+        let answer = client.cluster(&name, Consistency::Linearizable).await;
+        Ok(found(&format!("reading cluster {name:?}"), answer)?
+            .map(|cluster| state_of(&cluster, state)))
     }
 
     fn import_state(&self, id: &str) -> Outcome<Value> {
-        if let Err(e) = isthmus_federation_api::validate::name("id", id) {
-            return Err(vec![Diag::error(
-                "not a cluster import ID",
-                format!("the ID is the cluster's name: {e}"),
-            )]);
-        }
-        Ok(obj(vec![("name", Value::string(id))]))
+        import_by_name("cluster", id)
     }
 }

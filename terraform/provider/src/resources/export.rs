@@ -12,7 +12,7 @@ use isthmus_federation_api::model::{
 use isthmus_federation_api::request::{DeleteExport, PutExport};
 use isthmus_federation_api::status::Consistency;
 
-use super::{expect_revision, failed, gone, number, obj, text};
+use super::{deleted, expect_revision, failed, found, number, obj, text};
 use crate::diag::{Diag, Step};
 use crate::resource::{Outcome, Resource};
 use crate::schema::{Attr, Block, Nested, Nesting, Type};
@@ -220,26 +220,19 @@ impl Resource for ExportResource {
 
     async fn delete(&self, client: &FederationClient, prior: &Value) -> Outcome<()> {
         let key = key_of(prior);
-        match client
+        let answer = client
             .delete_export(DeleteExport {
                 key: key.clone(),
                 expect: Expect::Any,
             })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if gone(&e) => Ok(()),
-            Err(e) => Err(failed(&format!("deleting export {key}"), &e)),
-        }
+            .await;
+        deleted(&format!("deleting export {key}"), answer)
     }
 
     async fn read(&self, client: &FederationClient, state: &Value) -> Outcome<Option<Value>> {
         let key = key_of(state);
-        match client.export(&key, Consistency::Linearizable).await {
-            Ok(export) => Ok(Some(state_of(&export, state))),
-            Err(e) if gone(&e) => Ok(None),
-            Err(e) => Err(failed(&format!("reading export {key}"), &e)),
-        }
+        let answer = client.export(&key, Consistency::Linearizable).await;
+        Ok(found(&format!("reading export {key}"), answer)?.map(|export| state_of(&export, state)))
     }
 
     fn import_state(&self, id: &str) -> Outcome<Value> {

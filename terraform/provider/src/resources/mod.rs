@@ -82,6 +82,35 @@ pub(crate) fn gone(error: &ClientError) -> bool {
     matches!(error.api(), Some(ApiError::NotFound(_)))
 }
 
+/// A delete's answer: done, or already gone (both leave nothing to delete).
+pub(crate) fn deleted<T>(what: &str, answer: Result<T, ClientError>) -> Result<(), Vec<Diag>> {
+    match answer {
+        Ok(_) => Ok(()),
+        Err(e) if gone(&e) => Ok(()),
+        Err(e) => Err(failed(what, &e)),
+    }
+}
+
+/// A read's answer: the object, or `None` when it is gone (Terraform plans it anew).
+pub(crate) fn found<T>(what: &str, answer: Result<T, ClientError>) -> Result<Option<T>, Vec<Diag>> {
+    match answer {
+        Ok(object) => Ok(Some(object)),
+        Err(e) if gone(&e) => Ok(None),
+        Err(e) => Err(failed(what, &e)),
+    }
+}
+
+/// The import state of an object whose ID is its name (a DNS-1123 label).
+pub(crate) fn import_by_name(kind: &str, id: &str) -> Result<Value, Vec<Diag>> {
+    if let Err(e) = isthmus_federation_api::validate::name("id", id) {
+        return Err(vec![Diag::error(
+            format!("not a {kind} import ID"),
+            format!("the ID is the {kind}'s name: {e}"),
+        )]);
+    }
+    Ok(obj(vec![("name", Value::string(id))]))
+}
+
 /// One failed call, as a diagnostic list.
 pub(crate) fn failed(what: &str, error: &ClientError) -> Vec<Diag> {
     vec![Diag::client(what, error, body_path)]

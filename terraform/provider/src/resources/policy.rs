@@ -14,7 +14,9 @@ use isthmus_federation_api::request::{DeletePolicy, PutPolicy};
 use isthmus_federation_api::status::Consistency;
 use serde_json::json;
 
-use super::{body_path, expect_revision, failed, gone, number, obj, text};
+use super::{
+    body_path, deleted, expect_revision, failed, found, import_by_name, number, obj, text,
+};
 use crate::diag::Diag;
 use crate::resource::{Outcome, Resource};
 use crate::schema::{Attr, Block, Nested, Nesting, Type};
@@ -484,36 +486,24 @@ impl Resource for PolicyResource {
 
     async fn delete(&self, client: &FederationClient, prior: &Value) -> Outcome<()> {
         let name = text(prior, "name");
-        match client
+        let answer = client
             .delete_policy(DeletePolicy {
                 name: name.clone(),
                 expect: Expect::Any,
             })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if gone(&e) => Ok(()),
-            Err(e) => Err(failed(&format!("deleting policy {name:?}"), &e)),
-        }
+            .await;
+        deleted(&format!("deleting policy {name:?}"), answer)
     }
 
     async fn read(&self, client: &FederationClient, state: &Value) -> Outcome<Option<Value>> {
         let name = text(state, "name");
-        match client.policy(&name, Consistency::Linearizable).await {
-            Ok(policy) => Ok(Some(state_of(&policy, state))),
-            Err(e) if gone(&e) => Ok(None),
-            Err(e) => Err(failed(&format!("reading policy {name:?}"), &e)),
-        }
+        let answer = client.policy(&name, Consistency::Linearizable).await;
+        Ok(found(&format!("reading policy {name:?}"), answer)?
+            .map(|policy| state_of(&policy, state)))
     }
 
     fn import_state(&self, id: &str) -> Outcome<Value> {
-        if let Err(e) = isthmus_federation_api::validate::name("id", id) {
-            return Err(vec![Diag::error(
-                "not a policy import ID",
-                format!("the ID is the policy's name: {e}"),
-            )]);
-        }
-        Ok(obj(vec![("name", Value::string(id))]))
+        import_by_name("policy", id)
     }
 }
 
