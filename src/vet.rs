@@ -2,8 +2,9 @@
 //! configs, federation configs, policy documents (`NAME.policy.json`) and traffic claims
 //! (`claims.toml` / `claims.json`). Each file is checked as its kind is at load or
 //! admission; then what only the files together show: policies naming clusters no file
-//! defines, routes and imports to services no gateway exports, hosts claimed by two
-//! namespaces, import ranges that overlap on one host.
+//! defines, rules naming service accounts no registration gives, routes and imports to
+//! services no gateway exports, hosts claimed by two namespaces, import ranges that
+//! overlap on one host.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -236,6 +237,41 @@ fn across(p: &Picture, findings: &mut Vec<Finding>) {
                     "no gateway config here is of that cluster or peers with it",
                 ),
             );
+        }
+    }
+    // Rules naming a service account that no registration of the gateways here gives
+    // (in the rule's source cluster, when it names one): they can match no caller.
+    for (file, body) in &p.policies {
+        for (i, rule) in body.rules.iter().enumerate() {
+            for (j, source) in rule.from.iter().enumerate() {
+                if source.service_account == "*" {
+                    continue;
+                }
+                let produced = p.gateways.iter().any(|(_, g)| {
+                    (source.cluster == "*" || source.cluster == g.cluster)
+                        && g.workload_api.as_ref().is_some_and(|w| {
+                            w.registrations.iter().any(|r| {
+                                r.service_account == source.service_account
+                                    && (source.namespace == "*" || source.namespace == r.namespace)
+                            })
+                        })
+                });
+                if !produced {
+                    push(
+                        file,
+                        format!("body.rules[{i}].from[{j}].service_account"),
+                        format!(
+                            "no [[workload_api.registrations]] of a gateway config here gives service account {:?}{}: the rule can match no caller (register the workload, or registrations held in the federation may give it)",
+                            source.service_account,
+                            if source.namespace == "*" {
+                                String::new()
+                            } else {
+                                format!(" in namespace {:?}", source.namespace)
+                            },
+                        ),
+                    );
+                }
+            }
         }
     }
     // Routes and imports to services no gateway exports.

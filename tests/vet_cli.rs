@@ -119,7 +119,20 @@ fn each_finding_kind_is_named_by_file_and_field() {
         &[
             ("west.toml", WEST),
             ("east.toml", &east),
-            ("north.toml", &member("north", "127.90.0.0/16")),
+            // North registers demo/frontend for its workloads.
+            (
+                "north.toml",
+                &format!(
+                    "{}[workload_api]\nsocket = \"w.sock\"\n[[workload_api.registrations]]\nnamespace = \"demo\"\nservice_account = \"frontend\"\nuid = 1000\n",
+                    member("north", "127.90.0.0/16")
+                ),
+            ),
+            // Rules by service account: frontend is registered, checkout nowhere.
+            (
+                "accounts.policy.json",
+                r#"{"rules":[{"name":"front","action":"allow","from":[{"cluster":"north","namespace":"demo","service_account":"frontend"}],"to":{"namespace":"demo"}},
+                             {"name":"checkout","action":"allow","from":[{"cluster":"*","service_account":"checkout"}],"to":{"namespace":"demo"}}]}"#,
+            ),
             ("south.toml", &member("south", "127.90.128.0/17")),
             // An export without ports.
             (
@@ -169,6 +182,11 @@ fn each_finding_kind_is_named_by_file_and_field() {
         ),
         ("bad.policy.json", "body.rules[0].to.ports[0]", "1 to 65535"),
         (
+            "accounts.policy.json",
+            "body.rules[1].from[0].service_account",
+            "gives service account \"checkout\"",
+        ),
+        (
             "east.toml",
             "ingress.hosts[0].routes[1].service",
             "no gateway config here exports cart.demo:8080",
@@ -193,7 +211,7 @@ fn each_finding_kind_is_named_by_file_and_field() {
         );
     }
     assert_eq!(findings.len(), expect.len(), "{findings:#?}");
-    assert_eq!(json["files"], 8);
+    assert_eq!(json["files"], 9);
 
     // Text: one line per finding, FILE: FIELD: MESSAGE.
     let text = dir.isthmus("vet @.");
