@@ -96,6 +96,9 @@ pub(crate) struct Admission {
     pub(crate) permit: Permit,
     /// The service as metrics name it (`name.namespace`).
     pub(crate) label: String,
+    /// The caller's namespace and service account, when the stream carried a workload
+    /// identity: what the policy decided on, for deciding again later.
+    pub(crate) workload: Option<(String, String)>,
 }
 
 /// A connection refused, with the status the sender gets.
@@ -195,6 +198,7 @@ pub(crate) fn admit(
                 verdict,
                 permit: Permit::unlimited(here.limiter),
                 label: service,
+                workload: None,
             }),
             Source::Peer { .. } => Err(Refusal {
                 verdict: Some(Box::new(verdict)),
@@ -250,6 +254,7 @@ pub(crate) fn admit(
         verdict,
         permit,
         label: service,
+        workload,
     })
 }
 

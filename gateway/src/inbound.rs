@@ -396,14 +396,7 @@ async fn stream(
     let open = shared.open_tunnels.register(
         crate::open_tunnels::Decided {
             cluster: peer.clone(),
-            workload: match header.source.identity() {
-                Ok(isthmus_ca::Identity::Workload {
-                    namespace,
-                    service_account,
-                    ..
-                }) => Some((namespace, service_account)),
-                _ => None,
-            },
+            workload: admitted.workload,
             namespace: header.namespace.clone(),
             service: header.service.clone(),
             port: header.port,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use isthmus_federation_api::mesh::{
     EdgeSecurity, GatewayState, HandshakeSide, LOST_AFTER, MeshPicture,
 };
-use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, TestPki, echo_server};
+use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A change this bound after its cause has not come.
@@ -257,31 +257,12 @@ async fn the_picture_shows_mutual_tls_failures_and_a_lost_gateway() {
     );
 
     // A gateway that claims to be west's, from a root east does not trust, dials east.
-    let impostor_pki = TestPki::new("dev.isthmus", &["west"]).unwrap();
-    let mut trusting = impostor_pki.bundle().unwrap();
-    trusting.add_root(mesh.root.cert().clone()).unwrap();
-    let leaf = impostor_pki
-        .leaf("west", "cluster/west/gateway/ew")
-        .unwrap();
-    let identity = isthmus_gateway::identity::GatewayIdentity::new(
-        trusting,
-        leaf.chain.clone(),
-        leaf.key_der(),
+    let (impostor, mut tcp) = support::impostor(
+        &mesh.root,
         "west",
-        std::time::SystemTime::now(),
+        ("east", mesh.members["east"].quic_addr()),
     )
-    .unwrap();
-    let mut config = support::config("west");
-    config.peers = vec![support::peer("east", mesh.members["east"].quic_addr())];
-    config.imports = vec![support::import("demo", "echo", "east", 8080)];
-    let impostor =
-        isthmus_gateway::Gateway::start_with_identity(config, identity, std::path::Path::new("."))
-            .await
-            .unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(impostor.addresses().imports[0].1)
-        .await
-        .unwrap();
-    let _ = tcp.write_all(b"x").await;
+    .await;
     let mut nothing = Vec::new();
     let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut nothing)).await;
     let first = mesh.node_client(0).unwrap();

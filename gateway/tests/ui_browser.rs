@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use isthmus_federation::alerts::config::AlertSettings;
-use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, TestPki, echo_server};
+use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A step of the browser script that has not passed in this long has failed (its own
@@ -138,30 +138,12 @@ async fn the_ui_shows_the_mesh_live_to_a_signed_in_browser() {
     expect("topology-mutual-tls");
 
     // (a) A gateway that claims to be west's, from a root east does not trust.
-    let impostor_pki = TestPki::new("dev.isthmus", &["west"]).unwrap();
-    let mut trusting = impostor_pki.bundle().unwrap();
-    trusting.add_root(mesh.root.cert().clone()).unwrap();
-    let leaf = impostor_pki
-        .leaf("west", "cluster/west/gateway/ew")
-        .unwrap();
-    let identity = isthmus_gateway::identity::GatewayIdentity::new(
-        trusting,
-        leaf.chain.clone(),
-        leaf.key_der(),
+    let (impostor, tcp) = support::impostor(
+        &mesh.root,
         "west",
-        std::time::SystemTime::now(),
+        ("east", mesh.members["east"].quic_addr()),
     )
-    .unwrap();
-    let mut config = support::config("west");
-    config.peers = vec![support::peer("east", mesh.members["east"].quic_addr())];
-    config.imports = vec![support::import("demo", "echo", "east", 8080)];
-    let impostor = isthmus_gateway::Gateway::start_with_identity(config, identity, Path::new("."))
-        .await
-        .unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(impostor.addresses().imports[0].1)
-        .await
-        .unwrap();
-    let _ = tcp.write_all(b"x").await;
+    .await;
     tell("impostor dialling");
     expect("impostor-broken-lock-and-alert");
     drop(tcp);

@@ -245,3 +245,39 @@ where
         pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
+
+/// A gateway claiming to be `claims`'s gateway, with a certificate from a root of its
+/// own (trusting `mesh_root` too, so that only the other side refuses), that has dialled
+/// `peer` (cluster, QUIC address) through its import of `demo/echo`: it and the
+/// connection that made it dial (keep it open while the dial should go on).
+pub async fn impostor(
+    mesh_root: &isthmus_ca::Authority,
+    claims: &str,
+    peer: (&str, SocketAddr),
+) -> (Gateway, TcpStream) {
+    let pki = TestPki::new("dev.isthmus", &[claims]).unwrap();
+    let mut trusting = pki.bundle().unwrap();
+    trusting.add_root(mesh_root.cert().clone()).unwrap();
+    let leaf = pki
+        .leaf(claims, &format!("cluster/{claims}/gateway/ew"))
+        .unwrap();
+    let identity = isthmus_gateway::identity::GatewayIdentity::new(
+        trusting,
+        leaf.chain.clone(),
+        leaf.key_der(),
+        claims,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let mut config = config(claims);
+    config.peers = vec![self::peer(peer.0, peer.1)];
+    config.imports = vec![import("demo", "echo", peer.0, 8080)];
+    let gateway = Gateway::start_with_identity(config, identity, std::path::Path::new("."))
+        .await
+        .unwrap();
+    let mut tcp = TcpStream::connect(gateway.addresses().imports[0].1)
+        .await
+        .unwrap();
+    let _ = tcp.write_all(b"x").await;
+    (gateway, tcp)
+}
