@@ -26,6 +26,10 @@ use crate::header::Status;
 /// label values without bound.
 pub(crate) const UNKNOWN: &str = "unknown";
 
+/// The rule a refusal names when an export requires a workload identity and the caller
+/// has none.
+pub(crate) const IDENTITY_REQUIRED: &str = "identity_required";
+
 /// Who asks.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Source<'a> {
@@ -213,6 +217,20 @@ pub(crate) fn admit(
             }),
         };
     };
+    if port.identity_required() && workload.is_none() {
+        let verdict = Verdict {
+            allowed: false,
+            rule: IDENTITY_REQUIRED.to_owned(),
+            shadow: None,
+            reason: format!(
+                "{service} requires a workload identity (identity = \"required\" on its export) and the caller is known only as cluster {cluster}; connect through the workload mTLS listener with an SVID"
+            ),
+        };
+        return Err(Refusal {
+            verdict: Some(Box::new(verdict.clone())),
+            ..Refusal::new(Status::Denied, verdict.reason, &service)
+        });
+    }
     // Limits apply to peers' streams to exported services only, so that peer input
     // cannot grow the limiter's map.
     let permit = match request.source {
@@ -267,11 +285,15 @@ mod tests {
     use super::*;
     use crate::authz::Authorization;
     use crate::balancer::{OutlierPolicy, Policy as Balancing};
-    use crate::config::{Export, ExportPort, PeerEntry};
+    use crate::config::{Export, ExportPort, IdentityRequirement, PeerEntry};
 
     const TD: &str = "mesh.example";
 
     fn catalog_under(policy: &str) -> Catalog {
+        catalog_with(policy, IdentityRequirement::Optional)
+    }
+
+    fn catalog_with(policy: &str, identity: IdentityRequirement) -> Catalog {
         let policy = Policy {
             name: "p".into(),
             body: isthmus_federation_api::policy::parse(policy).unwrap(),
@@ -282,6 +304,7 @@ mod tests {
             namespace: "shop".into(),
             name: "api".into(),
             policy: Balancing::LeastConnections,
+            identity,
             ports: vec![ExportPort {
                 port: 80,
                 endpoints: vec!["127.0.0.1:1".parse().unwrap()],
@@ -402,5 +425,38 @@ mod tests {
         assert_eq!(admitted.label, "elsewhere.shop");
         // No limit counts the ingress's connections.
         assert!(decide(&catalog, &limiter, Source::Ingress, "elsewhere", 80, now).is_ok());
+    }
+
+    #[test]
+    fn an_export_that_requires_an_identity_refuses_a_caller_known_by_its_cluster() {
+        let catalog = catalog_with(ALLOW_EAST, IdentityRequirement::Required);
+        let limiter = Arc::new(Limiter::default());
+        let now = Instant::now();
+        let gw = id("cluster/east/gateway/gw");
+        let gateway = Source::Peer {
+            cluster: "east",
+            identity: &gw,
+        };
+        let refused = decide(&catalog, &limiter, gateway, "api", 80, now).unwrap_err();
+        assert_eq!(refused.status, Status::Denied);
+        assert_eq!(refused.verdict.unwrap().rule, IDENTITY_REQUIRED);
+        assert!(
+            refused.reason.contains("requires a workload identity"),
+            "{}",
+            refused.reason
+        );
+        // The ingress speaks for callers from outside the mesh: no identity either.
+        let refused = decide(&catalog, &limiter, Source::Ingress, "api", 80, now).unwrap_err();
+        assert_eq!(refused.verdict.unwrap().rule, IDENTITY_REQUIRED);
+        let frontend = id("cluster/east/ns/shop/sa/frontend");
+        let workload = Source::Peer {
+            cluster: "east",
+            identity: &frontend,
+        };
+        let admitted = decide(&catalog, &limiter, workload, "api", 80, now).unwrap();
+        assert_eq!(
+            admitted.workload,
+            Some(("shop".to_owned(), "frontend".to_owned()))
+        );
     }
 }

@@ -17,12 +17,19 @@ pub struct ServicePort {
     balancer: Mutex<Balancer>,
     /// The app speaks its own TLS on it.
     expects_tls: bool,
+    /// Its callers must carry a workload identity.
+    identity_required: bool,
 }
 
 impl ServicePort {
     /// Whether the app speaks its own TLS on this port (`app_protocol = "tls"`).
     pub fn expects_tls(&self) -> bool {
         self.expects_tls
+    }
+
+    /// Whether callers must carry a workload identity (`identity = "required"`).
+    pub fn identity_required(&self) -> bool {
+        self.identity_required
     }
 
     /// The balancer, locked. A poisoned lock still holds a consistent balancer: every
@@ -81,6 +88,8 @@ impl Catalog {
                     Arc::new(ServicePort {
                         balancer: Mutex::new(balancer),
                         expects_tls: port.app_protocol == crate::config::AppProtocol::Tls,
+                        identity_required: export.identity
+                            == crate::config::IdentityRequirement::Required,
                     }),
                 );
             }

@@ -160,8 +160,25 @@ pub struct ExportEntry {
     /// How endpoints are chosen: `least-connections` (default) or `round-robin`.
     #[serde(default)]
     pub load_balancing: LoadBalancing,
+    /// Whether callers must carry a workload identity: `optional` (the default) or
+    /// `required` (a caller known only by its cluster, such as an app on an import
+    /// listener or the ingress, is refused with `identity_required`).
+    #[serde(default)]
+    pub identity: IdentityRequirement,
     /// Service ports and their endpoints.
     pub ports: Vec<ExportPort>,
+}
+
+/// Whether an exported service's callers must carry a workload identity.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityRequirement {
+    /// A caller known only by its cluster is decided on like any other.
+    #[default]
+    Optional,
+    /// Only callers whose workload identity is carried (an SVID presented to their
+    /// gateway's workload mTLS listener) may connect.
+    Required,
 }
 
 /// One port of an exported service.
@@ -307,6 +324,8 @@ pub struct Export {
     pub name: String,
     /// Load-balancing policy.
     pub policy: Policy,
+    /// Whether callers must carry a workload identity.
+    pub identity: IdentityRequirement,
     /// Ports and endpoints.
     pub ports: Vec<ExportPort>,
 }
@@ -395,6 +414,7 @@ impl Validate for GatewayConfigFile {
                     LoadBalancing::LeastConnections => Policy::LeastConnections,
                     LoadBalancing::RoundRobin => Policy::RoundRobin,
                 },
+                identity: export.identity,
                 ports: export.ports.clone(),
             });
         }

@@ -210,6 +210,7 @@ impl Shared {
     pub(crate) fn stream_header(
         &self,
         target: &crate::outbound::RemoteService,
+        source: SpiffeId,
         trace: Option<crate::telemetry::TraceParent>,
     ) -> crate::header::StreamHeader {
         crate::header::StreamHeader {
@@ -217,7 +218,7 @@ impl Shared {
             namespace: target.namespace.clone(),
             service: target.name.clone(),
             port: target.port,
-            source: self.me.id.clone(),
+            source,
             trace,
         }
     }
@@ -244,6 +245,8 @@ pub struct Addresses {
     pub sni: Option<SocketAddr>,
     /// The DNS server (UDP and TCP), for a member with `[dns]`.
     pub dns: Option<SocketAddr>,
+    /// The workload mTLS listener, for a member with `[workload_api] mtls_listen`.
+    pub workload_mtls: Option<SocketAddr>,
     /// Each static import with its bound address.
     pub imports: Vec<(ImportEntry, SocketAddr)>,
     /// The ingress listeners.
@@ -444,6 +447,7 @@ async fn serve_listeners(
         metrics: None,
         sni: None,
         dns: None,
+        workload_mtls: None,
         imports: Vec::new(),
         ingress: None,
         egress: Vec::new(),
@@ -649,10 +653,12 @@ impl Gateway {
         &mut self,
         member: MemberTasks,
         dns: Option<SocketAddr>,
+        workload_mtls: Option<SocketAddr>,
         revision: tokio::sync::watch::Receiver<u64>,
     ) {
         self.member = Some(member);
         self.addresses.dns = dns;
+        self.addresses.workload_mtls = workload_mtls;
         self.revision = revision;
     }
 

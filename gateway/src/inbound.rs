@@ -213,6 +213,7 @@ impl Line {
         if status == Status::NoHealthyEndpoint {
             self.entry.upstream_transport_failure_reason = Some(message.to_owned());
         }
+        self.entry.refusal_reason = Some(message.to_owned());
         self.write(shared, None);
     }
 }

@@ -38,6 +38,7 @@ pub mod names;
 mod open_tunnels;
 mod outbound;
 pub mod peers;
+mod prefixed;
 pub mod quic;
 pub mod recheck;
 pub mod sni;
@@ -47,5 +48,6 @@ pub mod telemetry;
 mod traffic;
 mod upstream;
 pub mod workload_api;
+mod workload_mtls;
 
 pub use gateway::{Addresses, DrainReport, Gateway, GatewayTls, StartError};

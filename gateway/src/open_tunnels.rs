@@ -1,9 +1,12 @@
-//! The tunnels open on the receiving side, each with what its admission was decided on,
-//! so that a change of the authorization in force decides every one of them again: a
-//! tunnel no longer allowed is cut (`policy_revoked`), and so are the newest beyond a
-//! limit on open connections lowered below how many are open; the rest are untouched.
-//! The decision is the same pure one as at admission ([`Authorization::decide`]); this
-//! registry only holds each tunnel's facts and the token that cuts it.
+//! The connections open through this gateway, each with what its admission was decided
+//! on, so that a change of what admitted them decides every one of them again. On the
+//! receiving side ([`Decided`]), a change of the authorization in force: a tunnel no
+//! longer allowed is cut (`policy_revoked`), and so are the newest beyond a limit on open
+//! connections lowered below how many are open; the rest are untouched. The decision is
+//! the same pure one as at admission ([`Authorization::decide`]). On the sending side,
+//! workloads' mutual-TLS connections are held by identity and cut when no registration
+//! gives it any more (`crate::workload_mtls`). This registry only holds each
+//! connection's facts and the token that cuts it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,8 +53,8 @@ impl Decided {
 }
 
 #[derive(Debug)]
-struct Open {
-    decided: Decided,
+struct Open<F> {
+    decided: F,
     cut: CancellationToken,
     revoked: Arc<Mutex<Option<Verdict>>>,
 }
@@ -60,32 +63,47 @@ struct Open {
 type Group<'a> = (&'a str, &'a str, &'a str);
 
 /// Marks `tunnel` revoked by `verdict` and cuts it.
-fn revoke(tunnel: &Open, verdict: Verdict) -> (Decided, Verdict) {
+fn revoke<F: Clone>(tunnel: &Open<F>, verdict: Verdict) -> (F, Verdict) {
     *tunnel.revoked.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict.clone());
     tunnel.cut.cancel();
     (tunnel.decided.clone(), verdict)
 }
 
-#[derive(Debug, Default)]
-struct Table {
+#[derive(Debug)]
+struct Table<F> {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, Open>>,
+    open: Mutex<HashMap<u64, Open<F>>>,
 }
 
-/// Every tunnel open on the receiving side.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct OpenTunnels(Arc<Table>);
-
-/// One tunnel's place in the registry; it leaves when dropped.
+/// Every connection open of one kind: by default the tunnels on the receiving side.
 #[derive(Debug)]
-pub(crate) struct OpenTunnel {
+pub(crate) struct OpenTunnels<F = Decided>(Arc<Table<F>>);
+
+impl<F> Default for OpenTunnels<F> {
+    fn default() -> Self {
+        Self(Arc::new(Table {
+            next: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+impl<F> Clone for OpenTunnels<F> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+/// One connection's place in the registry; it leaves when dropped.
+#[derive(Debug)]
+pub(crate) struct OpenTunnel<F = Decided> {
     id: u64,
-    table: Arc<Table>,
+    table: Arc<Table<F>>,
     cut: CancellationToken,
     revoked: Arc<Mutex<Option<Verdict>>>,
 }
 
-impl OpenTunnel {
+impl<F> OpenTunnel<F> {
     /// Cancelled when the tunnel must end: revoked, or whatever cancels the parent.
     pub(crate) fn cut(&self) -> &CancellationToken {
         &self.cut
@@ -100,7 +118,7 @@ impl OpenTunnel {
     }
 }
 
-impl Drop for OpenTunnel {
+impl<F> Drop for OpenTunnel<F> {
     fn drop(&mut self) {
         self.table
             .open
@@ -110,10 +128,10 @@ impl Drop for OpenTunnel {
     }
 }
 
-impl OpenTunnels {
-    /// Registers a tunnel admitted as `decided`, cut when `cut` (a child of the
+impl<F: Clone> OpenTunnels<F> {
+    /// Registers a connection admitted as `decided`, cut when `cut` (a child of the
     /// gateway's drain token) is, or when it is revoked.
-    pub(crate) fn register(&self, decided: Decided, cut: CancellationToken) -> OpenTunnel {
+    pub(crate) fn register(&self, decided: F, cut: CancellationToken) -> OpenTunnel<F> {
         let id = self.0.next.fetch_add(1, Ordering::Relaxed);
         let revoked = Arc::new(Mutex::new(None));
         self.0
@@ -136,13 +154,30 @@ impl OpenTunnels {
         }
     }
 
+    /// Cuts every open connection for which `decide` has a refusal; returns what each
+    /// cut one was and why.
+    pub(crate) fn revoke_where(&self, decide: impl Fn(&F) -> Option<Verdict>) -> Vec<(F, Verdict)> {
+        let open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.values()
+            .filter_map(|tunnel| Some(revoke(tunnel, decide(&tunnel.decided)?)))
+            .collect()
+    }
+
+    /// How many are open.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl OpenTunnels<Decided> {
     /// Decides every open tunnel again under `authorization` and cuts those it no
     /// longer allows, and, where a limit on open connections is now below how many
     /// are open, the newest beyond it; returns what each cut one was and why.
     pub(crate) fn recheck(&self, authorization: &Authorization) -> Vec<(Decided, Verdict)> {
         let open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut cut = Vec::new();
-        let mut kept: HashMap<Group<'_>, Vec<(u64, &Open)>> = HashMap::new();
+        let mut kept: HashMap<Group<'_>, Vec<(u64, &Open<Decided>)>> = HashMap::new();
         for (id, tunnel) in open.iter() {
             let verdict = tunnel.decided.decide(authorization);
             if verdict.allowed {
@@ -178,12 +213,6 @@ impl OpenTunnels {
             }
         }
         cut
-    }
-
-    /// How many are open.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.0.open.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 

@@ -21,7 +21,7 @@ use crate::metrics::{
     ConnLabels, Direction as MetricDirection, Flow, PeerLabels, RefusalLabels, Security,
 };
 use crate::sni::{MAX_CLIENT_HELLO, clusterset_service, server_name};
-use crate::splice::{Counters, splice};
+use crate::splice::{Counters, Downstream, splice};
 use crate::stream::{OpenError, open};
 use crate::telemetry::Parent;
 
@@ -52,7 +52,7 @@ pub(crate) async fn serve_import(listener: TcpListener, import: ImportEntry, sha
         let target = target.clone();
         async move {
             let line = Pending::of_tcp(Direction::Outbound, &tcp);
-            client(tcp, &target, Vec::new(), line, shared).await;
+            client(tcp, &target, Vec::new(), line, shared, None).await;
         }
     })
     .await;
@@ -74,7 +74,7 @@ pub(crate) async fn serve_catalog_import<R>(
         async move {
             let line = Pending::of_tcp(Direction::Outbound, &tcp);
             match route(&shared) {
-                Some(target) => client(tcp, &target, Vec::new(), line, shared).await,
+                Some(target) => client(tcp, &target, Vec::new(), line, shared, None).await,
                 None => refuse_local(
                     tcp,
                     &shared,
@@ -120,6 +120,9 @@ where
         };
         match accepted {
             Ok((tcp, _)) => {
+                // Small writes (a request, a TLS handshake's flight) must not wait for
+                // an acknowledgement.
+                let _ = tcp.set_nodelay(true);
                 shared.tunnels.spawn(handle(tcp, shared.clone()));
             }
             Err(e) => {
@@ -196,7 +199,7 @@ async fn sni_client(mut tcp: TcpStream, imports: &[ImportEntry], shared: Arc<Sha
         let msg = format!("{service}.{namespace} is not imported by this gateway");
         return refuse_local(tcp, &shared, "unknown", "unknown_service", &msg, line);
     };
-    client(tcp, &RemoteService::of(import), hello, line, shared).await;
+    client(tcp, &RemoteService::of(import), hello, line, shared, None).await;
 }
 
 /// Opens a stream to the first of `target.clusters` that accepts: a cluster whose
@@ -230,17 +233,27 @@ pub(crate) async fn open_any(
     Err(last.unwrap_or_else(|| OpenError::NoAnswer("no cluster exports this service".into())))
 }
 
+/// A workload that presented its SVID: the identity its stream carries, and its place
+/// among the open connections that follow the registrations.
+pub(crate) struct WorkloadCaller {
+    /// Its verified SPIFFE ID.
+    pub(crate) id: isthmus_ca::SpiffeId,
+    /// Cut when no registration gives the identity any more.
+    pub(crate) open: crate::open_tunnels::OpenTunnel<crate::workload_api::WorkloadIdentity>,
+}
+
 /// One local client of `target`: open a stream, then splice. `first` holds bytes already
 /// read from the client (the ClientHello on the SNI listener); `line` is its access-log
-/// line so far.
-pub(crate) async fn client(
-    tcp: TcpStream,
+/// line so far. A `workload` speaks for itself; any other client speaks as this gateway.
+pub(crate) async fn client<D: Downstream>(
+    tcp: D,
     target: &RemoteService,
     first: Vec<u8>,
     mut line: Pending,
     shared: Arc<Shared>,
+    workload: Option<WorkloadCaller>,
 ) {
-    let _ = tcp.set_nodelay(true);
+    let source = workload.as_ref().map_or(&shared.me.id, |w| &w.id);
     let service = format!("{}.{}", target.name, target.namespace);
     let attributes = vec![
         KeyValue::new("isthmus.destination.service", service.clone()),
@@ -255,7 +268,7 @@ pub(crate) async fn client(
         Parent::Span(&span),
         vec![KeyValue::new("isthmus.clusters", target.clusters.join(","))],
     );
-    let header = shared.stream_header(target, open_span.traceparent());
+    let header = shared.stream_header(target, source.clone(), open_span.traceparent());
     let id = header.request_id;
     line.request(id);
     line.traced(&span);
@@ -265,7 +278,7 @@ pub(crate) async fn client(
     ));
     let entry = &mut line.entry;
     entry.source_cluster = Some(shared.me.cluster.clone());
-    entry.source_principal = Some(shared.me.id.to_string());
+    entry.source_principal = Some(source.to_string());
     entry.destination_service = Some(service.clone());
     let (mut opened, cluster) = match open_any(&shared, target, &header).await {
         Ok(opened) => opened,
@@ -275,6 +288,7 @@ pub(crate) async fn client(
                     line.entry
                         .response_flags
                         .extend(ResponseFlag::of_status(response.status));
+                    line.entry.refusal_reason = Some(response.message.clone());
                     match response.status {
                         Status::Denied => line.entry.policy_decision = Some("deny".into()),
                         Status::RateLimited => {
@@ -304,7 +318,7 @@ pub(crate) async fn client(
             tracing::warn!(request = id, %service, clusters = ?target.clusters, error = %err, "outbound connection refused");
             open_span.fail(&err.to_string());
             span.fail(&err.to_string());
-            reset(tcp);
+            tcp.reset();
             return line.write(&shared.access_log, None);
         }
     };
@@ -324,7 +338,7 @@ pub(crate) async fn client(
         })
         .observe(opened.latency.as_secs_f64());
     if !first.is_empty() && opened.send.write_all(&first).await.is_err() {
-        reset(tcp);
+        tcp.reset();
         line.entry
             .response_flags
             .push(ResponseFlag::UpstreamConnectionFailure);
@@ -348,6 +362,9 @@ pub(crate) async fn client(
             .bytes
             .get_or_create_owned(&byte_labels(&labels, Flow::Response)),
     };
+    let cut = workload
+        .as_ref()
+        .map_or(&shared.tunnels.cut, |w| w.open.cut());
     let summary = splice(
         tcp,
         opened.send,
@@ -355,9 +372,23 @@ pub(crate) async fn client(
         &opened.early,
         shared.me.timeouts.idle,
         &counters,
-        &shared.tunnels.cut,
+        cut,
     )
     .await;
+    if let Some(verdict) = workload.as_ref().and_then(|w| w.open.revoked()) {
+        tracing::warn!(request = id, %service, %source, rule = %verdict.rule, reason = %verdict.reason, "open connection cut (policy_revoked)");
+        m.connections_revoked
+            .get_or_create(&crate::metrics::RevokedLabels {
+                source_cluster: shared.me.cluster.clone(),
+                destination_service: service.clone(),
+                rule: verdict.rule.clone(),
+            })
+            .inc();
+        line.entry.response_flags.push(ResponseFlag::PolicyDenied);
+        line.entry.policy_decision = Some("policy_revoked".into());
+        line.entry.policy_rule = Some(verdict.rule);
+    }
+    drop(workload);
     m.connections_active.get_or_create(&labels).dec();
     m.connections_closed.get_or_create(&labels).inc();
     tracing::debug!(request = id, %service, ?summary, "outbound connection closed");
@@ -374,7 +405,20 @@ pub(crate) async fn client(
 
 /// Refuses a local client (counted, logged, its access-log `line` written) with RST.
 pub(crate) fn refuse_local(
-    tcp: TcpStream,
+    tcp: impl Downstream,
+    shared: &Shared,
+    service: &str,
+    status: &str,
+    message: &str,
+    line: Pending,
+) {
+    tcp.reset();
+    refused_local(shared, service, status, message, line);
+}
+
+/// Counts and logs a refused local client and writes its access-log `line`, the
+/// connection already gone.
+pub(crate) fn refused_local(
     shared: &Shared,
     service: &str,
     status: &str,
@@ -391,17 +435,14 @@ pub(crate) fn refuse_local(
         })
         .inc();
     tracing::warn!(service, status, message, "refused local client");
-    reset(tcp);
     line.entry
         .response_flags
         .push(ResponseFlag::of_label(status));
+    if line.entry.refusal_reason.is_none() {
+        line.entry.refusal_reason = Some(message.to_owned());
+    }
     if line.entry.destination_service.is_none() && service != "unknown" {
         line.entry.destination_service = Some(service.to_owned());
     }
     line.write(&shared.access_log, None);
-}
-
-/// Closes with RST, so the client sees a failure at once rather than an empty reply.
-fn reset(tcp: TcpStream) {
-    let _ = tcp.set_zero_linger();
 }

@@ -106,15 +106,9 @@ pub fn quic_server_config(
     verifier: Arc<SpiffeVerifier>,
     cert: Arc<LiveCert>,
 ) -> Result<quinn::ServerConfig, QuicConfigError> {
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(cert);
-    // No resumption: a resumed handshake skips the verifier, so a peer whose root was
-    // retired or whose leaf expired could come back on an old ticket.
-    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    tls.send_tls13_tickets = 0;
-    tls.alpn_protocols = protocols();
+    let protocols = protocols();
+    let alpn: Vec<&[u8]> = protocols.iter().map(Vec::as_slice).collect();
+    let tls = isthmus_ca::verify::tls::server_config_resolving(verifier, cert, &alpn)?;
     let quic = QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport_config());

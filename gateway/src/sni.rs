@@ -110,6 +110,40 @@ pub fn clusterset_service(host: &str) -> Option<(String, String)> {
     (valid(service) && valid(namespace)).then(|| (namespace.to_owned(), service.to_owned()))
 }
 
+/// A service (and maybe its port) named by a clusterset name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClustersetTarget {
+    /// The namespace.
+    pub namespace: String,
+    /// The service.
+    pub service: String,
+    /// The port, when the name starts with one (`<port>.<svc>.<ns>.svc.clusterset.local`).
+    pub port: Option<u16>,
+}
+
+/// The target of `<svc>.<ns>.svc.clusterset.local` or of
+/// `<port>.<svc>.<ns>.svc.clusterset.local` (port 1-65535); `None` for any other name.
+pub fn clusterset_target(host: &str) -> Option<ClustersetTarget> {
+    if let Some((namespace, service)) = clusterset_service(host) {
+        return Some(ClustersetTarget {
+            namespace,
+            service,
+            port: None,
+        });
+    }
+    let (port, rest) = host.split_once('.')?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0 && !port.starts_with('0'))?;
+    let (namespace, service) = clusterset_service(rest)?;
+    Some(ClustersetTarget {
+        namespace,
+        service,
+        port: Some(port),
+    })
+}
+
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
@@ -211,6 +245,32 @@ mod tests {
             "example.com",
         ] {
             assert_eq!(clusterset_service(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_clusterset_name_may_start_with_the_port() {
+        let target = |port| ClustersetTarget {
+            namespace: "shop".into(),
+            service: "api".into(),
+            port,
+        };
+        assert_eq!(
+            clusterset_target("api.shop.svc.clusterset.local"),
+            Some(target(None))
+        );
+        assert_eq!(
+            clusterset_target("8080.api.shop.svc.clusterset.local"),
+            Some(target(Some(8080)))
+        );
+        for other in [
+            "0.api.shop.svc.clusterset.local",
+            "08080.api.shop.svc.clusterset.local",
+            "65536.api.shop.svc.clusterset.local",
+            "x.8080.api.shop.svc.clusterset.local",
+            "8080.shop.svc.cluster.local",
+        ] {
+            assert_eq!(clusterset_target(other), None, "{other}");
         }
     }
 

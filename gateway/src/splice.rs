@@ -1,9 +1,11 @@
-//! Carrying bytes between a TCP connection and a QUIC stream, both ways, with the TCP
-//! semantics kept: a half-close becomes a stream finish and back, a reset becomes a
-//! stream reset and back, and a connection idle in both directions is closed.
+//! Carrying bytes between a local connection (plain TCP, or a workload's TLS over TCP)
+//! and a QUIC stream, both ways, with the TCP semantics kept: a half-close becomes a
+//! stream finish and back, a reset becomes a stream reset and back, and a connection
+//! idle in both directions is closed. "TCP" below is that local side, whichever it is.
 //!
 //! Backpressure is end to end: each direction holds at most one chunk, and waits for
-//! the other side to take it before reading more. An idle connection holds no buffer.
+//! the other side to take it before reading more. An idle plain TCP connection holds no
+//! buffer.
 
 use std::io;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use quinn::{ReadError, RecvStream, SendStream, VarInt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
@@ -28,6 +30,99 @@ const BATCH: usize = 32;
 pub const RESET_CODE: u32 = 1;
 /// QUIC application error code sent when the connection idled out or failed.
 pub const ABORT_CODE: u32 = 2;
+
+/// The local side of a spliced connection.
+pub trait Downstream: Send + Sized {
+    /// What bytes are read from.
+    type Read: ReadChunk;
+    /// What bytes are written to.
+    type Write: AsyncWrite + Unpin + Send;
+
+    /// The two directions, to be driven at once.
+    fn split(self) -> (Self::Read, Self::Write);
+
+    /// Ends the connection with a TCP RST (what [`Self::split`] returned, put back).
+    fn abort(read: Self::Read, write: Self::Write);
+
+    /// Ends the connection with a TCP RST, so the client sees a failure at once rather
+    /// than an empty reply.
+    fn reset(self) {
+        let (read, write) = self.split();
+        Self::abort(read, write);
+    }
+}
+
+/// The reading direction of a [`Downstream`].
+pub trait ReadChunk: Send {
+    /// The next bytes, `None` at the end of the stream.
+    fn read_chunk(&mut self) -> impl Future<Output = io::Result<Option<BytesMut>>> + Send;
+}
+
+impl Downstream for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+
+    fn abort(read: OwnedReadHalf, write: OwnedWriteHalf) {
+        if let Ok(tcp) = read.reunite(write) {
+            let _ = tcp.set_zero_linger();
+        }
+    }
+}
+
+impl ReadChunk for OwnedReadHalf {
+    async fn read_chunk(&mut self) -> io::Result<Option<BytesMut>> {
+        loop {
+            self.readable().await?;
+            // The buffer exists only while there are bytes to move.
+            let mut buf = BytesMut::with_capacity(CHUNK);
+            match self.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(_) => return Ok(Some(buf)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A workload's mutual-TLS connection, its handshake done.
+pub(crate) type WorkloadTls = tokio_rustls::server::TlsStream<crate::prefixed::Prefixed>;
+
+/// Largest TLS record's plaintext: what one read of a TLS connection gives at most.
+const TLS_RECORD: usize = 16 * 1024;
+
+impl Downstream for WorkloadTls {
+    type Read = ReadHalf<WorkloadTls>;
+    type Write = WriteHalf<WorkloadTls>;
+
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+
+    fn abort(read: Self::Read, write: Self::Write) {
+        let tls = read.unsplit(write);
+        let _ = tls.get_ref().0.tcp().set_zero_linger();
+    }
+}
+
+impl ReadChunk for ReadHalf<WorkloadTls> {
+    async fn read_chunk(&mut self) -> io::Result<Option<BytesMut>> {
+        // rustls holds a decrypted record anyway; a read waits with one record's room.
+        let mut buf = BytesMut::with_capacity(TLS_RECORD);
+        match self.read_buf(&mut buf).await {
+            Ok(0) => Ok(None),
+            Ok(_) => Ok(Some(buf)),
+            // Many TLS clients close the socket without a close_notify; the bytes they
+            // sent were all authenticated, so this ends the direction like a FIN.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
 
 /// How one direction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +202,8 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Splices `tcp` with the stream (`send`, `recv`) until both directions end, one side
 /// resets, nothing moves for `idle`, or `cut` is cancelled (a drain's deadline). `early`
 /// bytes (already read from the stream) are written to TCP first.
-pub async fn splice(
-    tcp: TcpStream,
+pub async fn splice<D: Downstream>(
+    tcp: D,
     mut send: SendStream,
     mut recv: RecvStream,
     early: &[u8],
@@ -118,7 +213,7 @@ pub async fn splice(
 ) -> Summary {
     let start = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
-    let (mut rd, mut wr) = tcp.into_split();
+    let (mut rd, mut wr) = tcp.split();
     let mut up_end = None;
     let mut down_end = None;
     let mut idle_timeout = false;
@@ -181,9 +276,7 @@ pub async fn splice(
         let _ = send.reset(VarInt::from_u32(code));
         let _ = recv.stop(VarInt::from_u32(code));
         // Abort the TCP side with RST rather than FIN, so the peer sees a failure.
-        if let Ok(tcp) = rd.reunite(wr) {
-            let _ = tcp.set_zero_linger();
-        }
+        D::abort(rd, wr);
     }
     summary
 }
@@ -194,33 +287,29 @@ fn touch(activity: &AtomicU64, start: Instant) {
 }
 
 async fn tcp_to_quic(
-    rd: &mut OwnedReadHalf,
+    rd: &mut impl ReadChunk,
     send: &mut SendStream,
     (counter, tally): (&Counter, &Tally),
     activity: &AtomicU64,
     start: Instant,
 ) -> Ending {
     loop {
-        if rd.readable().await.is_err() {
-            return Ending::Failed;
-        }
-        // The buffer exists only while there are bytes to move.
-        let mut buf = BytesMut::with_capacity(CHUNK);
-        match rd.try_read_buf(&mut buf) {
-            Ok(0) => {
+        match rd.read_chunk().await {
+            Ok(None) => {
                 return if send.finish().is_ok() {
                     Ending::Finished
                 } else {
                     Ending::Failed
                 };
             }
-            Ok(n) => {
+            Ok(Some(buf)) => {
+                let n = buf.len();
                 touch(activity, start);
                 counter.inc_by(n as u64);
                 tally.add(&buf);
                 // quinn keeps a chunk until it is acknowledged; a small read must not pin
-                // a whole 64 KiB allocation for that long.
-                let chunk = if n < CHUNK / 4 {
+                // a whole read buffer's allocation for that long.
+                let chunk = if n < buf.capacity() / 4 {
                     Bytes::copy_from_slice(&buf)
                 } else {
                     buf.freeze()
@@ -229,7 +318,6 @@ async fn tcp_to_quic(
                     return Ending::Failed;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return tcp_failure(&e),
         }
     }
@@ -246,7 +334,7 @@ fn tcp_failure(err: &io::Error) -> Ending {
 
 async fn quic_to_tcp(
     recv: &mut RecvStream,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut (impl AsyncWrite + Unpin),
     early: &[u8],
     (counter, tally): (&Counter, &Tally),
     activity: &AtomicU64,
@@ -255,7 +343,12 @@ async fn quic_to_tcp(
     if !early.is_empty() {
         counter.inc_by(early.len() as u64);
         tally.add(early);
-        if let Err(e) = wr.write_all(early).await {
+        if let Err(e) = async {
+            wr.write_all(early).await?;
+            wr.flush().await
+        }
+        .await
+        {
             return tcp_failure(&e);
         }
     }
@@ -271,7 +364,13 @@ async fn quic_to_tcp(
                 for chunk in &chunks[..n] {
                     tally.add(chunk);
                 }
-                if let Err(e) = write_all_vectored(wr, &mut chunks[..n]).await {
+                // The flush matters for TLS, whose writer may keep the last record
+                // until asked; for TCP it does nothing.
+                let written = match write_all_vectored(wr, &mut chunks[..n]).await {
+                    Ok(()) => wr.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
                     return tcp_failure(&e);
                 }
             }
@@ -289,7 +388,10 @@ async fn quic_to_tcp(
 }
 
 /// Writes every byte of `chunks`, as few syscalls as the socket allows; empties them.
-async fn write_all_vectored(wr: &mut OwnedWriteHalf, chunks: &mut [Bytes]) -> io::Result<()> {
+async fn write_all_vectored(
+    wr: &mut (impl AsyncWrite + Unpin),
+    chunks: &mut [Bytes],
+) -> io::Result<()> {
     let mut first = 0;
     while first < chunks.len() {
         let slices: Vec<io::IoSlice<'_>> = chunks[first..]

@@ -120,7 +120,7 @@ pub(crate) async fn connect(
         Destination::Elsewhere => {
             let target = remote(shared, service)
                 .ok_or_else(|| UpstreamError::Unknown(service.to_string()))?;
-            let header = shared.stream_header(&target, trace);
+            let header = shared.stream_header(&target, shared.me.id.clone(), trace);
             match crate::outbound::open_any(shared, &target, &header).await {
                 Ok((opened, _cluster)) => {
                     use tokio::io::AsyncReadExt;

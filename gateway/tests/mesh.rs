@@ -406,52 +406,21 @@ async fn probe(
     cluster: &str,
     server_bundle: isthmus_ca::TrustBundle,
 ) -> Result<(), String> {
-    use isthmus_ca::verify::ExpectedIdentity;
-    use isthmus_ca::verify::tls::SpiffeVerifier;
     let id = format!(
         "spiffe://{}/cluster/{cluster}/gateway/probe",
         isthmus_testkit::mesh::TRUST_DOMAIN
     );
-    let leaf =
-        isthmus_testkit::pki::issue(intermediate, &id, &[], Duration::from_secs(600)).unwrap();
-    let cert =
-        isthmus_gateway::live_cert::LiveCert::new(leaf.chain.clone(), &leaf.key_der()).unwrap();
-    let verifier = SpiffeVerifier::new(
-        isthmus_ca::SharedBundle::new(server_bundle),
-        ExpectedIdentity::AnyGateway,
-    );
-    let config = isthmus_gateway::quic::quic_client_config(verifier, cert).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    let exchange = async {
-        let connection = endpoint
-            .connect(addr, "gateway")
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        let header = isthmus_gateway::header::StreamHeader {
-            request_id: 1,
-            namespace: "demo".into(),
-            service: "nothing".into(),
-            port: 1,
-            source: isthmus_ca::SpiffeId::parse(&id).unwrap(),
-            trace: None,
-        };
-        send.write_all(&header.encode().unwrap())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut byte = [0u8; 1];
-        recv.read_exact(&mut byte)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<(), String>(())
+    let header = isthmus_gateway::header::StreamHeader {
+        request_id: 1,
+        namespace: "demo".into(),
+        service: "nothing".into(),
+        port: 1,
+        source: isthmus_ca::SpiffeId::parse(&id).unwrap(),
+        trace: None,
     };
-    let outcome = tokio::time::timeout(Duration::from_secs(10), exchange)
+    isthmus_testkit::peer::open_stream_as(addr, intermediate, &id, server_bundle, &header)
         .await
-        .unwrap_or_else(|_| Err("no answer".into()));
-    endpoint.close(0u32.into(), b"done");
-    outcome
+        .map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,8 @@ pub enum ExpectedIdentity {
     GatewayOf(String),
     /// Any identity of this cluster (workloads and gateways).
     InCluster(String),
+    /// A workload (service account) of this cluster.
+    WorkloadOf(String),
     /// Any federation node.
     AnyFederationNode,
     /// Any of these.
@@ -34,6 +36,9 @@ impl ExpectedIdentity {
                 matches!(identity, Identity::Gateway { cluster: c, .. } if c == cluster)
             }
             Self::InCluster(cluster) => identity.cluster() == Some(cluster.as_str()),
+            Self::WorkloadOf(cluster) => {
+                matches!(identity, Identity::Workload { cluster: c, .. } if c == cluster)
+            }
             Self::AnyFederationNode => matches!(identity, Identity::FederationNode { .. }),
             Self::OneOf(options) => options.iter().any(|e| e.matches(id, identity)),
         }
@@ -48,6 +53,7 @@ impl fmt::Display for ExpectedIdentity {
             Self::AnyGateway => f.write_str("a gateway"),
             Self::GatewayOf(cluster) => write!(f, "a gateway of cluster {cluster}"),
             Self::InCluster(cluster) => write!(f, "an identity of cluster {cluster}"),
+            Self::WorkloadOf(cluster) => write!(f, "a workload of cluster {cluster}"),
             Self::AnyFederationNode => f.write_str("a federation node"),
             Self::OneOf(options) => {
                 let parts: Vec<String> = options.iter().map(ToString::to_string).collect();

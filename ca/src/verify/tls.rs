@@ -232,6 +232,25 @@ pub fn server_config(
     Ok(config)
 }
 
+/// [`server_config`] presenting whatever `cert` resolves at each handshake (a
+/// certificate renewed while the server runs).
+pub fn server_config_resolving(
+    verifier: Arc<SpiffeVerifier>,
+    cert: Arc<dyn rustls::server::ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    // No resumption: a resumed handshake skips the verifier, so a peer whose root was
+    // retired or whose leaf expired could come back on an old ticket.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 /// A TLS 1.3 client config that presents an SVID and verifies the server's.
 pub fn client_config(
     verifier: Arc<SpiffeVerifier>,

@@ -191,6 +191,9 @@ pub struct Entry {
     pub policy_decision: Option<String>,
     /// The deciding rule (`policy/rule`, `default-deny`, …) where this gateway decided.
     pub policy_rule: Option<String>,
+    /// Why the connection was refused, as the refusing gateway said it (on the sending
+    /// side, the peer's answer, which names the rule).
+    pub refusal_reason: Option<String>,
     /// The W3C trace id, when the connection was traced.
     pub trace_id: Option<String>,
     /// The span of this gateway's part, when traced.
@@ -228,6 +231,7 @@ impl Entry {
             app_tls: AppTls::None,
             policy_decision: None,
             policy_rule: None,
+            refusal_reason: None,
             trace_id: None,
             span_id: None,
         }
@@ -332,7 +336,7 @@ mod tests {
         assert_eq!(value["app_tls"], "none");
         assert!(value["trace_id"].is_null());
         let keys = value.as_object().map_or(0, |o| o.len());
-        assert_eq!(keys, 29, "{value}");
+        assert_eq!(keys, 30, "{value}");
         assert!(!entry.to_line().trim_end().contains('\n'));
     }
 

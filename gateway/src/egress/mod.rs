@@ -202,7 +202,6 @@ async fn connection(
             return refuse_local(tcp, &shared, "egress", "unavailable", &e.to_string(), line);
         }
     };
-    let _ = tcp.set_nodelay(true);
     line.entry.upstream_host = out.peer_addr().ok().map(|a| a.to_string());
     let copied = match listener.mode {
         EgressMode::Passthrough => {

@@ -8,7 +8,6 @@
 pub mod config;
 mod http;
 mod pool;
-mod prefixed;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -244,7 +243,7 @@ async fn tls_connection(
             pass_through(tcp, hello, service, line, shared).await;
         }
         HostMode::Terminate { routes, .. } => {
-            let stream = prefixed::Prefixed::new(hello, tcp);
+            let stream = crate::prefixed::Prefixed::new(hello, tcp);
             let tls =
                 match tokio::time::timeout(shared.me.timeouts.stream_open, acceptor.accept(stream))
                     .await
@@ -317,7 +316,6 @@ async fn pass_through(
     if line.entry.app_tls == AppTls::None {
         line.entry.app_tls = AppTls::sniff(first.first().copied());
     }
-    let _ = tcp.set_nodelay(true);
     let copied = tokio::select! {
         copied = tokio::io::copy_bidirectional(&mut tcp, &mut upstream) => copied,
         () = shared.tunnels.cut.cancelled() => {

@@ -147,6 +147,16 @@ impl ImportRuntime {
     }
 }
 
+/// The ports of `key` imported now.
+pub(crate) fn ports(routes: &RwLock<Routes>, key: &Key) -> Vec<u16> {
+    let routes = routes.read().unwrap_or_else(|p| p.into_inner());
+    routes
+        .imports
+        .get(key)
+        .map(|imported| imported.ports.iter().map(|(_, p)| *p).collect())
+        .unwrap_or_default()
+}
+
 /// The clusters one new connection to `key:port` tries, in order.
 pub(crate) fn route(
     routes: &RwLock<Routes>,

@@ -161,6 +161,7 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
         tokio::spawn(sync.run(stop.clone())),
         tokio::spawn(reporter.run(stop.clone())),
     ];
+    let mut workload_mtls = None;
     if let (Some(settings), Some((registrations, _))) = (workload_api, workload_registrations) {
         let api = crate::workload_api::WorkloadApi {
             settings,
@@ -170,6 +171,16 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
             issuer: issuer.clone(),
             bundle: bundle_for_workloads.clone(),
         };
+        if let Some(addr) = api.settings.mtls_listen {
+            match start_workload_mtls(addr, &api, &cert, &shared).await {
+                Ok(local) => workload_mtls = Some(local),
+                Err(e) => {
+                    stop.cancel();
+                    gateway.abort().await;
+                    return Err(e);
+                }
+            }
+        }
         match crate::workload_api::serve(api, base, stop.clone()) {
             Ok(task) => tasks.push(task),
             Err(e) => {
@@ -190,8 +201,41 @@ pub(crate) async fn start(config: GatewayConfig, base: &Path) -> Result<Gateway,
         }),
         stop.clone(),
     )));
-    gateway.join(MemberTasks { dns, stop, tasks }, dns_addr, revision);
+    gateway.join(
+        MemberTasks { dns, stop, tasks },
+        dns_addr,
+        workload_mtls,
+        revision,
+    );
     Ok(gateway)
+}
+
+/// Binds the workload mTLS listener and serves it; its bound address.
+async fn start_workload_mtls(
+    addr: std::net::SocketAddr,
+    api: &crate::workload_api::WorkloadApi,
+    cert: &Arc<crate::live_cert::LiveCert>,
+    shared: &Arc<crate::gateway::Shared>,
+) -> Result<std::net::SocketAddr, StartError> {
+    let bind_err = |source| StartError::Bind {
+        what: "workload_api.mtls_listen".into(),
+        addr,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    let acceptor = crate::workload_mtls::acceptor(api.bundle.clone(), cert.clone(), &api.cluster)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    shared.tunnels.spawn(crate::workload_mtls::serve(
+        listener,
+        acceptor,
+        api.registrations.clone(),
+        shared.clone(),
+    ));
+    tracing::info!(%local, "workload mTLS listener started");
+    Ok(local)
 }
 
 /// The UDP sockets, the TCP listener and the address they share.

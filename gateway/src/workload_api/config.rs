@@ -22,6 +22,13 @@ pub struct WorkloadApiSection {
     /// again on the stream at half its life.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub svid_lifetime: Option<HumanDuration>,
+    /// TCP address of the workload mTLS listener: workloads present their SVID there
+    /// and name the imported service as the TLS server name
+    /// (`<svc>.<ns>.svc.clusterset.local`, or `<port>.<svc>.<ns>.svc.clusterset.local`
+    /// when several of its ports are imported); their identity is carried to the
+    /// exporting cluster. None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls_listen: Option<std::net::SocketAddr>,
     /// Who gets an identity: each entry gives `ns/<namespace>/sa/<service_account>` of
     /// this cluster to callers matching all of its selectors.
     #[serde(default)]
@@ -54,6 +61,8 @@ pub struct WorkloadApiSettings {
     pub socket: PathBuf,
     /// SVID lifetime.
     pub svid_lifetime: Duration,
+    /// The workload mTLS listener's address, when there is one.
+    pub mtls_listen: Option<std::net::SocketAddr>,
     /// The registrations.
     pub registrations: Vec<Registration>,
 }
@@ -125,6 +134,7 @@ impl WorkloadApiSection {
         WorkloadApiSettings {
             socket: self.socket.clone(),
             svid_lifetime,
+            mtls_listen: self.mtls_listen,
             registrations,
         }
     }

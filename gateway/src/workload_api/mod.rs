@@ -20,7 +20,9 @@ use isthmus_ca::{SharedBundle, SpiffeId, TrustDomain};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::authz::Verdict;
 use crate::membership::identity::{SharedIssuer, issue};
+use crate::open_tunnels::{OpenTunnel, OpenTunnels};
 use attest::{Caller, Registration};
 use config::WorkloadApiSettings;
 
@@ -35,27 +37,83 @@ const BUNDLE_POLL: Duration = Duration::from_secs(1);
 
 /// The registrations in force: the config's, then the federation's for this cluster,
 /// replaced as a whole when the catalog changes; the version grows with each change.
+/// They also hold the workloads' mutual-TLS connections open on this gateway, so that a
+/// change that leaves an identity without a registration cuts its connections at once.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Registrations(Arc<std::sync::RwLock<(u64, Vec<Registration>)>>);
+pub(crate) struct Registrations {
+    held: Arc<std::sync::RwLock<(u64, Vec<Registration>)>>,
+    open: OpenTunnels<WorkloadIdentity>,
+}
+
+/// A workload's namespace and service account.
+pub(crate) type WorkloadIdentity = (String, String);
 
 impl Registrations {
     /// Starts with `configured`.
     pub(crate) fn new(configured: Vec<Registration>) -> Self {
-        Self(Arc::new(std::sync::RwLock::new((0, configured))))
+        Self {
+            held: Arc::new(std::sync::RwLock::new((0, configured))),
+            open: OpenTunnels::default(),
+        }
     }
 
     /// The version and the entries now.
     pub(crate) fn current(&self) -> (u64, Vec<Registration>) {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.held.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Replaces the entries (a change of the catalog's, with the config's kept first).
+    /// Whether some registration gives `namespace`/`service_account` now.
+    pub(crate) fn gives(&self, namespace: &str, service_account: &str) -> bool {
+        gives(
+            &self.held.read().unwrap_or_else(|p| p.into_inner()).1,
+            namespace,
+            service_account,
+        )
+    }
+
+    /// Holds a workload's open connection, cut when `cut` is or when no registration
+    /// gives its identity any more.
+    pub(crate) fn open(
+        &self,
+        identity: WorkloadIdentity,
+        cut: CancellationToken,
+    ) -> OpenTunnel<WorkloadIdentity> {
+        self.open.register(identity, cut)
+    }
+
+    /// Replaces the entries (a change of the catalog's, with the config's kept first),
+    /// and cuts the open connections of every identity no entry gives any more.
     pub(crate) fn replace(&self, entries: Vec<Registration>) {
-        let mut held = self.0.write().unwrap_or_else(|p| p.into_inner());
-        if held.1 != entries {
-            *held = (held.0 + 1, entries);
+        {
+            let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
+            if held.1 == entries {
+                return;
+            }
+            *held = (held.0 + 1, entries.clone());
+        }
+        let cut = self.open.revoke_where(|(namespace, service_account)| {
+            (!gives(&entries, namespace, service_account)).then(|| Verdict {
+                allowed: false,
+                rule: REGISTRATION_RULE.to_owned(),
+                shadow: None,
+                reason: format!(
+                    "no registration gives ns/{namespace}/sa/{service_account} any more"
+                ),
+            })
+        });
+        for ((namespace, service_account), _) in cut {
+            tracing::warn!(%namespace, %service_account, "registration removed: cutting the workload's open connection (policy_revoked)");
         }
     }
+}
+
+/// The rule named when a connection is cut because its registration went.
+pub(crate) const REGISTRATION_RULE: &str = "registration";
+
+fn gives(entries: &[Registration], namespace: &str, service_account: &str) -> bool {
+    entries
+        .iter()
+        .any(|r| r.namespace == namespace && r.service_account == service_account)
 }
 
 /// A federation registration as the attestor reads it.

@@ -65,6 +65,7 @@ pub fn export(namespace: &str, name: &str, port: u16, endpoints: Vec<SocketAddr>
         namespace: namespace.into(),
         name: name.into(),
         policy: Policy::RoundRobin,
+        identity: Default::default(),
         ports: vec![ExportPort {
             port,
             endpoints,

@@ -49,10 +49,11 @@ variable "leaf_lifetime" {
 }
 
 variable "exports" {
-  description = "Services this cluster's gateway serves to the others: namespace, name, and ports with their endpoints (host:port of the pods or VMs)."
+  description = "Services this cluster's gateway serves to the others: namespace, name, whether callers must carry a workload identity (identity: \"optional\" or \"required\"), and ports with their endpoints (host:port of the pods or VMs)."
   type = list(object({
     namespace = string
     name      = string
+    identity  = optional(string, "optional")
     ports = list(object({
       port         = number
       endpoints    = list(string)
@@ -73,6 +74,10 @@ variable "exports" {
   validation {
     condition     = alltrue(flatten([for e in var.exports : [for p in e.ports : contains(["tcp", "tls"], p.app_protocol)]]))
     error_message = "app_protocol must be \"tcp\" (the default) or \"tls\"."
+  }
+  validation {
+    condition     = alltrue([for e in var.exports : contains(["optional", "required"], e.identity)])
+    error_message = "an export's identity must be \"optional\" (the default) or \"required\" (only callers whose workload identity is carried)."
   }
 }
 

@@ -1,5 +1,6 @@
 //! A TCP stream with bytes already read from it put back in front, so that a TLS
-//! acceptor sees the ClientHello the ingress read to choose the host.
+//! acceptor sees the ClientHello read to choose the host (the ingress) or the service
+//! (the workload mTLS listener).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,6 +23,11 @@ impl Prefixed {
             read: 0,
             inner,
         }
+    }
+
+    /// The TCP connection underneath.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.inner
     }
 }
 
