@@ -1,6 +1,6 @@
-//! The tunnel benchmark: two Isthmus gateways against two peer TLS-over-TCP two-hop
-//! tunnels with mutual TLS (nginx stream module, stunnel), same machine, same run,
-//! interleaved. Run with `cargo bench -p isthmus-gateway --bench tunnel`; results and
+//! The tunnel benchmark: two Isthmus gateways against three peer TLS-over-TCP two-hop
+//! tunnels with mutual TLS (nginx stream module, stunnel, haproxy), same machine, same
+//! run, interleaved. Run with `cargo bench -p isthmus-gateway --bench tunnel`; results and
 //! method in `docs/benchmarks.md`.
 //!
 //! The gateways, the echo/sink server and the peers run as separate processes (this
@@ -22,6 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 const ROUNDS: usize = 3;
 const BULK_BYTES: u64 = 256 << 20;
+/// Connections of the parallel bulk figure; each carries `BULK_BYTES / PARALLEL`.
+const PARALLEL: u64 = 8;
 const PINGS: usize = 5000;
 const CONN_SECONDS: f64 = 2.0;
 const CONN_CLIENTS: usize = 16;
@@ -190,6 +192,38 @@ fn rss_kib(pid: u32) -> u64 {
     own + children
 }
 
+/// CPU time (user + system) of `pid` and its children (nginx and haproxy workers), in
+/// clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    // Fields after the command name, which is in parentheses and may hold spaces:
+    // utime and stime are the 14th and 15th fields of the whole line.
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(cpu_ticks)
+        .sum();
+    own + children
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`).
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 fn spawn_self(name: &str, args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(args)
@@ -219,7 +253,7 @@ fn spawn_peer(name: &str, program: &str, args: &[&str], ports: &[SocketAddr]) ->
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program} (apt-get install nginx-light libnginx-mod-stream stunnel4): {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {program} (apt-get install nginx-light libnginx-mod-stream stunnel4 haproxy): {e}"));
     let deadline = Instant::now() + Duration::from_secs(10);
     for port in ports {
         while std::net::TcpStream::connect(port).is_err() {
@@ -281,11 +315,19 @@ fn pki(files: &Files) {
     }
 }
 
-/// One way from the load generator to the echo and sink servers.
+/// One way from the load generator to the echo and sink servers, and the processes of
+/// its two hops (none for direct).
 struct Path2 {
     name: &'static str,
     echo: SocketAddr,
     sink: SocketAddr,
+    pids: Vec<u32>,
+}
+
+impl Path2 {
+    fn cpu_ticks(&self) -> u64 {
+        self.pids.iter().map(|p| cpu_ticks(*p)).sum()
+    }
 }
 
 fn orchestrate(filter: Option<&str>) {
@@ -330,6 +372,7 @@ fn orchestrate(filter: Option<&str>) {
         name: "isthmus",
         echo: field(&line, "echo"),
         sink: field(&line, "sink"),
+        pids: vec![east.child.id(), west.child.id()],
     };
 
     // nginx: hop 1 takes plain TCP and originates mutual TLS to hop 2, which forwards.
@@ -383,6 +426,7 @@ fn orchestrate(filter: Option<&str>) {
         name: "nginx",
         echo: n1e,
         sink: n1s,
+        pids: vec![nginx1.child.id(), nginx2.child.id()],
     };
 
     // stunnel: a client-mode instance and a server-mode instance.
@@ -411,11 +455,71 @@ fn orchestrate(filter: Option<&str>) {
         name: "stunnel",
         echo: s1e,
         sink: s1s,
+        pids: vec![stunnel1.child.id(), stunnel2.child.id()],
+    };
+
+    // haproxy: hop 1 a TCP frontend whose server speaks mutual TLS, hop 2 a TLS bind
+    // that requires a client certificate. haproxy wants the chain and key in one file.
+    for cluster in ["east", "west"] {
+        let chain = std::fs::read_to_string(files.path(&format!("{cluster}-chain.pem"))).unwrap();
+        let key = std::fs::read_to_string(files.path(&format!("{cluster}-key.pem"))).unwrap();
+        files.write(&format!("{cluster}-combined.pem"), &(chain + &key));
+    }
+    let (h1e, h1s, h2e, h2s) = (free_port(), free_port(), free_port(), free_port());
+    let haproxy_conf = |name: &str, proxies: String| {
+        files.write(
+            &format!("{name}.cfg"),
+            &format!(
+                "global\n  nbthread 2\n  maxconn 9000\n  ssl-default-bind-options ssl-min-ver TLSv1.3\n  ssl-default-server-options ssl-min-ver TLSv1.3\n\
+                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{proxies}"
+            ),
+        )
+    };
+    let h_hop1 = |name: &str, listen: SocketAddr, to: SocketAddr| {
+        format!(
+            "listen {name}\n  bind {listen}\n  server west {to} ssl crt {crt} ca-file {root} verify required verifyhost west.gateway\n",
+            crt = files.path("east-combined.pem"),
+            root = files.path("root.pem"),
+        )
+    };
+    let h_hop2 = |name: &str, listen: SocketAddr, to: SocketAddr| {
+        format!(
+            "listen {name}\n  bind {listen} ssl crt {crt} ca-file {root} verify required\n  server app {to}\n",
+            crt = files.path("west-combined.pem"),
+            root = files.path("root.pem"),
+        )
+    };
+    let h2_conf = haproxy_conf(
+        "haproxy-hop2",
+        h_hop2("echo", h2e, echo) + &h_hop2("sink", h2s, sink),
+    );
+    let h1_conf = haproxy_conf(
+        "haproxy-hop1",
+        h_hop1("echo", h1e, h2e) + &h_hop1("sink", h1s, h2s),
+    );
+    let haproxy2 = spawn_peer(
+        "haproxy hop2",
+        "haproxy",
+        &["-db", "-f", &h2_conf],
+        &[h2e, h2s],
+    );
+    let haproxy1 = spawn_peer(
+        "haproxy hop1",
+        "haproxy",
+        &["-db", "-f", &h1_conf],
+        &[h1e, h1s],
+    );
+    let haproxy = Path2 {
+        name: "haproxy",
+        echo: h1e,
+        sink: h1s,
+        pids: vec![haproxy1.child.id(), haproxy2.child.id()],
     };
     let direct = Path2 {
         name: "direct",
         echo,
         sink,
+        pids: vec![],
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -423,13 +527,18 @@ fn orchestrate(filter: Option<&str>) {
         .enable_all()
         .build()
         .unwrap();
-    let paths = [&direct, &isthmus, &nginx, &stunnel];
+    let paths = [&direct, &isthmus, &nginx, &stunnel, &haproxy];
+    // The best of the peers (paths[2..]) by `better`.
+    let best_peer = |values: &[f64], better: fn(f64, f64) -> f64| {
+        values[2..].iter().copied().reduce(better).unwrap()
+    };
+    let tick = ticks_per_second();
     // ISTHMUS_BENCH_PROFILE=1: only the Isthmus path, many times, for a profiler to watch.
     if std::env::var_os("ISTHMUS_BENCH_PROFILE").is_some() {
         for _ in 0..15 {
             println!(
                 "isthmus bulk {:.1} MiB/s",
-                runtime.block_on(bulk(isthmus.sink))
+                runtime.block_on(bulk(isthmus.sink, 1))
             );
         }
         return;
@@ -438,25 +547,40 @@ fn orchestrate(filter: Option<&str>) {
     println!("tunnel benchmark: {ROUNDS} interleaved rounds; medians shown\n");
 
     if wants("throughput") {
-        let mut results = vec![Vec::new(); paths.len()];
-        for _ in 0..ROUNDS {
-            for (i, path) in paths.iter().enumerate() {
-                results[i].push(runtime.block_on(bulk(path.sink)));
+        for (figure, streams) in [("single-stream", 1), ("parallel", PARALLEL)] {
+            let mut results = vec![Vec::new(); paths.len()];
+            let mut cpu = vec![Vec::new(); paths.len()];
+            for _ in 0..ROUNDS {
+                for (i, path) in paths.iter().enumerate() {
+                    let before = path.cpu_ticks();
+                    results[i].push(runtime.block_on(bulk(path.sink, streams)));
+                    let seconds = (path.cpu_ticks() - before) as f64 / tick;
+                    cpu[i].push(seconds / (BULK_BYTES as f64 / f64::from(1u32 << 30)));
+                }
             }
+            println!(
+                "1{}. {figure} bulk throughput ({} MiB per run over {streams} connection(s)); CPU seconds per GiB moved, both hops",
+                if streams == 1 { "a" } else { "b" },
+                BULK_BYTES >> 20
+            );
+            let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+            let cpu: Vec<f64> = cpu.iter_mut().map(|r| median(r)).collect();
+            for ((path, value), cpu) in paths.iter().zip(&medians).zip(&cpu) {
+                if path.pids.is_empty() {
+                    println!("   {:<8} {:>9.1} MiB/s", path.name, value);
+                } else {
+                    println!(
+                        "   {:<8} {:>9.1} MiB/s   {:>6.2} CPU s/GiB",
+                        path.name, value, cpu
+                    );
+                }
+            }
+            println!(
+                "   isthmus / best peer = {:.2}x   (goal >= 1.25x); CPU per GiB {:.2}x the best peer's   (goal <= 0.8x)\n",
+                medians[1] / best_peer(&medians, f64::max),
+                cpu[1] / best_peer(&cpu, f64::min),
+            );
         }
-        println!(
-            "1. single-stream bulk throughput ({} MiB per run)",
-            BULK_BYTES >> 20
-        );
-        let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
-        for (path, value) in paths.iter().zip(&medians) {
-            println!("   {:<8} {:>9.1} MiB/s", path.name, value);
-        }
-        let best_peer = medians[2].max(medians[3]);
-        println!(
-            "   isthmus / best peer = {:.2}x   (goal >= 1.25x)\n",
-            medians[1] / best_peer
-        );
     }
 
     if wants("latency") {
@@ -480,8 +604,12 @@ fn orchestrate(filter: Option<&str>) {
         }
         let added = |i: usize| (stats[i].0 - stats[0].0, stats[i].1 - stats[0].1);
         let (i50, i99) = added(1);
-        let best50 = added(2).0.min(added(3).0);
-        let best99 = added(2).1.min(added(3).1);
+        let best50 = (2..paths.len())
+            .map(|i| added(i).0)
+            .fold(f64::MAX, f64::min);
+        let best99 = (2..paths.len())
+            .map(|i| added(i).1)
+            .fold(f64::MAX, f64::min);
         println!(
             "   isthmus added / best peer added: p50 {:.2}x  p99 {:.2}x   (goal <= 1x)\n",
             i50 / best50,
@@ -505,7 +633,7 @@ fn orchestrate(filter: Option<&str>) {
         }
         println!(
             "   isthmus / best peer = {:.2}x   (goal >= 5x)\n",
-            medians[1] / medians[2].max(medians[3])
+            medians[1] / best_peer(&medians, f64::max)
         );
     }
 
@@ -529,7 +657,9 @@ fn orchestrate(filter: Option<&str>) {
             "   (peers not measured at 10,000: each of their hops needs two descriptors per connection, past this machine's limit of 20,000)"
         );
     }
-    drop((stunnel1, stunnel2, nginx1, nginx2, east, west, echo_proc));
+    drop((
+        haproxy1, haproxy2, stunnel1, stunnel2, nginx1, nginx2, east, west, echo_proc,
+    ));
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -542,19 +672,31 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
     values[((values.len() as f64 - 1.0) * q).round() as usize]
 }
 
-async fn bulk(sink: SocketAddr) -> f64 {
-    let mut tcp = TcpStream::connect(sink).await.unwrap();
-    let chunk = vec![0x5au8; 64 * 1024];
+/// Sends `BULK_BYTES` to the sink over `streams` connections at once; MiB/s overall.
+async fn bulk(sink: SocketAddr, streams: u64) -> f64 {
+    let each = BULK_BYTES / streams;
     let start = Instant::now();
-    tcp.write_u64(BULK_BYTES).await.unwrap();
-    let mut sent = 0u64;
-    while sent < BULK_BYTES {
-        tcp.write_all(&chunk).await.unwrap();
-        sent += chunk.len() as u64;
+    let tasks: Vec<_> = (0..streams)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut tcp = TcpStream::connect(sink).await.unwrap();
+                let chunk = vec![0x5au8; 64 * 1024];
+                tcp.write_u64(each).await.unwrap();
+                let mut sent = 0u64;
+                while sent < each {
+                    let n = chunk.len().min(usize::try_from(each - sent).unwrap());
+                    tcp.write_all(&chunk[..n]).await.unwrap();
+                    sent += n as u64;
+                }
+                let mut ack = [0u8; 1];
+                tcp.read_exact(&mut ack).await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
     }
-    let mut ack = [0u8; 1];
-    tcp.read_exact(&mut ack).await.unwrap();
-    BULK_BYTES as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+    (each * streams) as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn ping(echo: SocketAddr) -> Vec<f64> {
