@@ -551,11 +551,10 @@ impl Gateway {
             source,
         };
         let socket = crate::quic::bind_udp(config.listen.quic).map_err(quic_err)?;
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::new(tls.reset_key.clone()),
+        let endpoint = crate::quic::endpoint(
+            crate::quic::endpoint_config(tls.reset_key.clone()),
             Some(server_config),
             socket,
-            Arc::new(quinn::TokioRuntime),
         )
         .map_err(quic_err)?;
         let quic_addr = endpoint.local_addr().map_err(quic_err)?;

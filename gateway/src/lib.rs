@@ -46,6 +46,7 @@ pub mod splice;
 pub mod stream;
 pub mod telemetry;
 mod traffic;
+pub mod udp_socket;
 mod upstream;
 pub mod workload_api;
 mod workload_mtls;

@@ -59,13 +59,42 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
     transport.stream_receive_window(quinn::VarInt::from_u32(4 << 20));
     transport.send_window(32 << 20);
 
-    // MTU discovery may search up to the largest UDP payload: paths that carry only 1500
-    // bytes stay at the 1452 floor, loopback and jumbo-frame networks move far fewer
-    // packets (and pay far fewer per-packet costs) for the same bytes.
+    // MTU discovery may search up to the largest UDP payload (the peer's endpoint must
+    // accept it too: `endpoint_config`).
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(65_527);
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
     transport.mtu_discovery_config(Some(mtu));
     Arc::new(transport)
+}
+
+/// The gateway's QUIC endpoint on `socket` (see [`bind_udp`]), its GSO batches bounded
+/// ([`crate::udp_socket`]).
+pub fn endpoint(
+    config: quinn::EndpointConfig,
+    server: Option<quinn::ServerConfig>,
+    socket: std::net::UdpSocket,
+) -> std::io::Result<quinn::Endpoint> {
+    use quinn::Runtime;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = crate::udp_socket::BoundedGso::new(runtime.wrap_udp_socket(socket)?);
+    quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
+}
+
+/// The largest UDP datagram payload sent or accepted (the IPv4 limit): what MTU
+/// discovery may grow datagrams to where the path carries them. Paths of 1,500 bytes
+/// stay at 1,452; loopback and jumbo-frame paths move far fewer, larger datagrams and
+/// pay far fewer per-packet costs for the same bytes (`docs/benchmarks.md`).
+pub const MAX_UDP_PAYLOAD: u16 = 65_507;
+
+/// The gateway's endpoint settings: its stateless-reset key, and datagrams up to
+/// [`MAX_UDP_PAYLOAD`] accepted from peers. quinn's default accepts 1,472 bytes and
+/// advertises that to the peer, which caps the peer's MTU discovery at the Ethernet size
+/// whatever its `upper_bound` says.
+pub fn endpoint_config(reset_key: Arc<ring::hmac::Key>) -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::new(reset_key);
+    // In bounds by construction (1200..=65527).
+    let _ = config.max_udp_payload_size(MAX_UDP_PAYLOAD);
+    config
 }
 
 /// Socket buffer size asked for on the QUIC socket. The kernel caps it at
