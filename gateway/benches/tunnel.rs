@@ -36,7 +36,7 @@ fn main() {
         .collect();
     match args.first().map(String::as_str) {
         Some("--as-gateway") => as_gateway(Path::new(&args[1])),
-        Some("--as-echo") => as_echo(),
+        Some("--as-echo") => as_echo(args.get(1).map_or("127.0.0.1", String::as_str)),
         Some(filter) if !filter.starts_with('-') => orchestrate(Some(filter)),
         _ => orchestrate(None),
     }
@@ -91,11 +91,11 @@ fn as_gateway(config: &Path) {
 
 /// An echo server and a sink (reads the announced number of bytes, answers one byte);
 /// exits when stdin closes. The sink needs no half-close, which not every peer passes on.
-fn as_echo() {
+fn as_echo(ip: &str) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo = TcpListener::bind((ip, 0)).await.unwrap();
+        let sink = TcpListener::bind((ip, 0)).await.unwrap();
         println!(
             "READY echo={} sink={}",
             echo.local_addr().unwrap(),
@@ -224,8 +224,22 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn spawn_self(name: &str, args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+/// `program` to run in network namespace `ns` (`ip netns exec` execs it: the pid is
+/// the program's), or here.
+fn command(ns: Option<&str>, program: &str) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn spawn_self(ns: Option<&str>, name: &str, args: &[&str]) -> (Proc, String) {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = command(ns, &exe.to_string_lossy())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -246,8 +260,14 @@ fn spawn_self(name: &str, args: &[&str]) -> (Proc, String) {
     )
 }
 
-fn spawn_peer(name: &str, program: &str, args: &[&str], ports: &[SocketAddr]) -> Proc {
-    let child = Command::new(program)
+fn spawn_peer(
+    ns: Option<&str>,
+    name: &str,
+    program: &str,
+    args: &[&str],
+    ports: &[SocketAddr],
+) -> Proc {
+    let child = command(ns, program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -283,6 +303,113 @@ fn free_port() -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// Where the two hops run. On loopback (the default) everything is in this namespace on
+/// 127.0.0.1. With `ISTHMUS_BENCH_VETH=1` (root needed), on a path of MTU 1,500: hop 1
+/// in namespace A, hop 2 and the servers in namespace B, A and B joined by a veth pair of
+/// MTU 1,500, and the load generator here reaching A over a second veth pair (and B
+/// through A, for the direct path). The namespaces are made at start and removed at the
+/// end.
+struct Net {
+    veth: bool,
+}
+
+const NS_A: &str = "isthmus-bench-a";
+const NS_B: &str = "isthmus-bench-b";
+
+impl Net {
+    fn new() -> Self {
+        let veth = std::env::var_os("ISTHMUS_BENCH_VETH").is_some();
+        let net = Self { veth };
+        if veth {
+            net.teardown();
+            for step in [
+                "netns add isthmus-bench-a",
+                "netns add isthmus-bench-b",
+                "link add ib-r type veth peer name ib-a0 netns isthmus-bench-a",
+                "link add ib-a1 netns isthmus-bench-a type veth peer name ib-b netns isthmus-bench-b",
+                "addr add 10.201.1.1/24 dev ib-r",
+                "link set ib-r up",
+                "route add 10.201.2.0/24 via 10.201.1.2",
+                "-n isthmus-bench-a addr add 10.201.1.2/24 dev ib-a0",
+                "-n isthmus-bench-a addr add 10.201.2.1/24 dev ib-a1",
+                "-n isthmus-bench-a link set ib-a1 mtu 1500",
+                "-n isthmus-bench-a link set ib-a0 up",
+                "-n isthmus-bench-a link set ib-a1 up",
+                "-n isthmus-bench-a link set lo up",
+                "-n isthmus-bench-b addr add 10.201.2.2/24 dev ib-b",
+                "-n isthmus-bench-b link set ib-b mtu 1500",
+                "-n isthmus-bench-b link set ib-b up",
+                "-n isthmus-bench-b link set lo up",
+                "-n isthmus-bench-b route add 10.201.1.0/24 via 10.201.2.1",
+            ] {
+                let status = Command::new("ip").args(step.split(' ')).status().unwrap();
+                assert!(
+                    status.success(),
+                    "ip {step} failed (ISTHMUS_BENCH_VETH needs root)"
+                );
+            }
+            let status = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    NS_A,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ])
+                .status()
+                .unwrap();
+            assert!(status.success(), "forwarding in {NS_A}");
+        }
+        net
+    }
+
+    /// Hop 1's namespace, hop 2's (and the servers').
+    fn a(&self) -> Option<&'static str> {
+        self.veth.then_some(NS_A)
+    }
+
+    fn b(&self) -> Option<&'static str> {
+        self.veth.then_some(NS_B)
+    }
+
+    /// Where hop 1 listens for the load generator.
+    fn hop1_ip(&self) -> &'static str {
+        if self.veth { "10.201.1.2" } else { "127.0.0.1" }
+    }
+
+    /// Hop 1's side and hop 2's side of the path between the hops.
+    fn between(&self) -> (&'static str, &'static str) {
+        if self.veth {
+            ("10.201.2.1", "10.201.2.2")
+        } else {
+            ("127.0.0.1", "127.0.0.1")
+        }
+    }
+
+    /// A port on `ip` for a listener (nothing else in the benchmark picks ports there).
+    fn port(&self, ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), free_port().port())
+    }
+
+    fn teardown(&self) {
+        for ns in [NS_A, NS_B] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if self.veth {
+            self.teardown();
+        }
+    }
 }
 
 struct Files {
@@ -336,15 +463,22 @@ fn orchestrate(filter: Option<&str>) {
         dir: dir.path().to_path_buf(),
     };
     pki(&files);
-    let (echo_proc, line) = spawn_self("echo", &["--as-echo"]);
-    let (echo, sink) = (field(&line, "echo"), field(&line, "sink"));
+    let net = Net::new();
+    let (hop1_ip, (east_ip, west_ip)) = (net.hop1_ip(), net.between());
+    let echo_ip = if net.veth { "0.0.0.0" } else { "127.0.0.1" };
+    let (echo_proc, line) = spawn_self(net.b(), "echo", &["--as-echo", echo_ip]);
+    let (echo_bound, sink_bound) = (field(&line, "echo"), field(&line, "sink"));
+    // Hop 2 reaches the servers on its own loopback; the direct path crosses the link.
+    let at = |ip: &str, a: SocketAddr| SocketAddr::new(ip.parse().unwrap(), a.port());
+    let (echo, sink) = (at("127.0.0.1", echo_bound), at("127.0.0.1", sink_bound));
 
     // Isthmus: east imports echo and sink from west.
     let gateway_json = |cluster: &str, peer: &str, peer_addr: &str, extra: &str| {
+        let quic_ip = if cluster == "east" { east_ip } else { west_ip };
         format!(
             r#"{{"cluster": "{cluster}",
  "tls": {{"bundle": "{root}", "cert": "{chain}", "key": "{key}"}},
- "listen": {{"quic": "127.0.0.1:0"}},
+ "listen": {{"quic": "{quic_ip}:0"}},
  "peers": [{{"cluster": "{peer}", "address": "{peer_addr}"}}],
  {extra}}}"#,
             root = files.path("root.pem"),
@@ -359,15 +493,15 @@ fn orchestrate(filter: Option<&str>) {
                 {{"namespace": "bench", "name": "sink", "ports": [{{"port": 9, "endpoints": ["{sink}"]}}]}}]"#
         )),
     );
-    let (west, line) = spawn_self("isthmus west", &["--as-gateway", &west_cfg]);
+    let (west, line) = spawn_self(net.b(), "isthmus west", &["--as-gateway", &west_cfg]);
     let west_quic = line.split_whitespace().nth(1).unwrap().to_owned();
     let east_cfg = files.write(
         "east.json",
         &gateway_json("east", "west", &west_quic,
-            r#""imports": [{"namespace": "bench", "name": "echo", "cluster": "west", "port": 7, "listen": "127.0.0.1:0"},
-                {"namespace": "bench", "name": "sink", "cluster": "west", "port": 9, "listen": "127.0.0.1:0"}]"#),
+            &format!(r#""imports": [{{"namespace": "bench", "name": "echo", "cluster": "west", "port": 7, "listen": "{hop1_ip}:0"}},
+                {{"namespace": "bench", "name": "sink", "cluster": "west", "port": 9, "listen": "{hop1_ip}:0"}}]"#)),
     );
-    let (east, line) = spawn_self("isthmus east", &["--as-gateway", &east_cfg]);
+    let (east, line) = spawn_self(net.a(), "isthmus east", &["--as-gateway", &east_cfg]);
     let isthmus = Path2 {
         name: "isthmus",
         echo: field(&line, "echo"),
@@ -376,7 +510,8 @@ fn orchestrate(filter: Option<&str>) {
     };
 
     // nginx: hop 1 takes plain TCP and originates mutual TLS to hop 2, which forwards.
-    let (n1e, n1s, n2e, n2s) = (free_port(), free_port(), free_port(), free_port());
+    let (n1e, n1s) = (net.port(hop1_ip), net.port(hop1_ip));
+    let (n2e, n2s) = (net.port(west_ip), net.port(west_ip));
     let nginx_conf = |name: &str, servers: String| {
         files.write(
             &format!("{name}.conf"),
@@ -411,12 +546,14 @@ fn orchestrate(filter: Option<&str>) {
     let n2_conf = nginx_conf("nginx-hop2", hop2(n2e, echo) + &hop2(n2s, sink));
     let n1_conf = nginx_conf("nginx-hop1", hop1(n1e, n2e) + &hop1(n1s, n2s));
     let nginx2 = spawn_peer(
+        net.b(),
         "nginx hop2",
         "nginx",
         &["-c", &n2_conf, "-p", &files.path("")],
         &[n2e, n2s],
     );
     let nginx1 = spawn_peer(
+        net.a(),
         "nginx hop1",
         "nginx",
         &["-c", &n1_conf, "-p", &files.path("")],
@@ -430,7 +567,8 @@ fn orchestrate(filter: Option<&str>) {
     };
 
     // stunnel: a client-mode instance and a server-mode instance.
-    let (s1e, s1s, s2e, s2s) = (free_port(), free_port(), free_port(), free_port());
+    let (s1e, s1s) = (net.port(hop1_ip), net.port(hop1_ip));
+    let (s2e, s2s) = (net.port(west_ip), net.port(west_ip));
     let st_client = files.write(
         "stunnel-hop1.conf",
         &format!(
@@ -449,8 +587,20 @@ fn orchestrate(filter: Option<&str>) {
             chain = files.path("west-chain.pem"), key = files.path("west-key.pem"), root = files.path("root.pem"),
         ),
     );
-    let stunnel2 = spawn_peer("stunnel hop2", "stunnel", &[&st_server], &[s2e, s2s]);
-    let stunnel1 = spawn_peer("stunnel hop1", "stunnel", &[&st_client], &[s1e, s1s]);
+    let stunnel2 = spawn_peer(
+        net.b(),
+        "stunnel hop2",
+        "stunnel",
+        &[&st_server],
+        &[s2e, s2s],
+    );
+    let stunnel1 = spawn_peer(
+        net.a(),
+        "stunnel hop1",
+        "stunnel",
+        &[&st_client],
+        &[s1e, s1s],
+    );
     let stunnel = Path2 {
         name: "stunnel",
         echo: s1e,
@@ -465,7 +615,8 @@ fn orchestrate(filter: Option<&str>) {
         let key = std::fs::read_to_string(files.path(&format!("{cluster}-key.pem"))).unwrap();
         files.write(&format!("{cluster}-combined.pem"), &(chain + &key));
     }
-    let (h1e, h1s, h2e, h2s) = (free_port(), free_port(), free_port(), free_port());
+    let (h1e, h1s) = (net.port(hop1_ip), net.port(hop1_ip));
+    let (h2e, h2s) = (net.port(west_ip), net.port(west_ip));
     let haproxy_conf = |name: &str, proxies: String| {
         files.write(
             &format!("{name}.cfg"),
@@ -498,12 +649,14 @@ fn orchestrate(filter: Option<&str>) {
         h_hop1("echo", h1e, h2e) + &h_hop1("sink", h1s, h2s),
     );
     let haproxy2 = spawn_peer(
+        net.b(),
         "haproxy hop2",
         "haproxy",
         &["-db", "-f", &h2_conf],
         &[h2e, h2s],
     );
     let haproxy1 = spawn_peer(
+        net.a(),
         "haproxy hop1",
         "haproxy",
         &["-db", "-f", &h1_conf],
@@ -517,8 +670,8 @@ fn orchestrate(filter: Option<&str>) {
     };
     let direct = Path2 {
         name: "direct",
-        echo,
-        sink,
+        echo: at(west_ip, echo_bound),
+        sink: at(west_ip, sink_bound),
         pids: vec![],
     };
 
@@ -544,7 +697,12 @@ fn orchestrate(filter: Option<&str>) {
         return;
     }
     let wants = |what: &str| filter.is_none_or(|f| what.contains(f));
-    println!("tunnel benchmark: {ROUNDS} interleaved rounds; medians shown\n");
+    let path = if net.veth {
+        "hop 1 and hop 2 in two network namespaces joined by a veth pair of MTU 1500"
+    } else {
+        "loopback"
+    };
+    println!("tunnel benchmark ({path}): {ROUNDS} interleaved rounds; medians shown\n");
 
     if wants("throughput") {
         for (figure, streams) in [("single-stream", 1), ("parallel", PARALLEL)] {
@@ -637,7 +795,7 @@ fn orchestrate(filter: Option<&str>) {
         );
     }
 
-    if wants("memory") {
+    if wants("memory") && !net.veth {
         println!("4. memory per idle tunnelled connection ({IDLE_CONNECTIONS} open)");
         let procs: [(&str, Vec<&Proc>); 1] = [("isthmus", vec![&east, &west])];
         for (name, procs) in procs {
@@ -660,6 +818,7 @@ fn orchestrate(filter: Option<&str>) {
     drop((
         haproxy1, haproxy2, stunnel1, stunnel2, nginx1, nginx2, east, west, echo_proc,
     ));
+    drop(net);
 }
 
 fn median(values: &mut [f64]) -> f64 {
