@@ -395,6 +395,12 @@ impl Net {
     }
 
     fn teardown(&self) {
+        // The kernel frees a deleted namespace's devices lazily: the root end of the
+        // pair could outlive it and block the next run.
+        let _ = Command::new("ip")
+            .args(["link", "del", "ib-r"])
+            .stderr(Stdio::null())
+            .status();
         for ns in [NS_A, NS_B] {
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])
