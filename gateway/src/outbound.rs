@@ -238,8 +238,9 @@ pub(crate) async fn open_any(
 pub(crate) struct WorkloadCaller {
     /// Its verified SPIFFE ID.
     pub(crate) id: isthmus_ca::SpiffeId,
-    /// Cut when no registration gives the identity any more.
-    pub(crate) open: crate::open_tunnels::OpenTunnel<crate::workload_api::WorkloadIdentity>,
+    /// Cut when no registration gives the identity any more, or the bundle no longer
+    /// trusts its chain.
+    pub(crate) open: crate::open_tunnels::OpenTunnel<crate::workload_api::WorkloadConnection>,
 }
 
 /// One local client of `target`: open a stream, then splice. `first` holds bytes already

@@ -113,12 +113,13 @@ impl ReadChunk for ReadHalf<WorkloadTls> {
     async fn read_chunk(&mut self) -> io::Result<Option<BytesMut>> {
         // rustls holds a decrypted record anyway; a read waits with one record's room.
         let mut buf = BytesMut::with_capacity(TLS_RECORD);
+        // A TCP FIN without a close_notify is an error here (rustls: `UnexpectedEof`), and
+        // is passed on as a failure, not a finish: anyone on the path can send a FIN, and
+        // an app that frames by the end of the connection must not take a cut-off stream
+        // for a whole one.
         match self.read_buf(&mut buf).await {
             Ok(0) => Ok(None),
             Ok(_) => Ok(Some(buf)),
-            // Many TLS clients close the socket without a close_notify; the bytes they
-            // sent were all authenticated, so this ends the direction like a FIN.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
             Err(e) => Err(e),
         }
     }

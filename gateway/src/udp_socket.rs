@@ -73,10 +73,17 @@ impl AsyncUdpSocket for BoundedGso {
         {
             return self.0.try_send(transmit);
         }
-        // If a later piece would block, quinn sends the whole batch again: the pieces
-        // already sent arrive twice, which QUIC discards as duplicates.
+        // Once a piece is out, the batch counts as sent: were a later piece to block
+        // and the error returned, quinn would send the whole batch again, the first
+        // pieces twice. The pieces not sent are lost, as on a full link, and loss
+        // recovery and congestion control take them from there.
+        let mut sent_any = false;
         for piece in pieces(transmit) {
-            self.0.try_send(&piece)?;
+            match self.0.try_send(&piece) {
+                Ok(()) => sent_any = true,
+                Err(e) if sent_any && e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

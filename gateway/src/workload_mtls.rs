@@ -13,8 +13,9 @@
 //! `<port>.<svc>.<ns>.svc.clusterset.local` when several of its ports are imported. The
 //! TLS ends here: the app's bytes go on through the tunnel's own mutual TLS. A caller
 //! is refused (TLS alert, or RST after the handshake) with a stable reason in the
-//! metrics and access log; a connection whose identity loses its last registration is
-//! cut ([`crate::workload_api::Registrations::replace`]).
+//! metrics and access log; a connection whose identity loses its last registration, or
+//! whose chain the trust bundle no longer verifies, is cut
+//! ([`crate::workload_api::Registrations`]).
 
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ use crate::outbound::{
 };
 use crate::prefixed::Prefixed;
 use crate::sni::clusterset_target;
-use crate::workload_api::Registrations;
+use crate::workload_api::{Registrations, WorkloadConnection};
 
 /// The TLS side of the listener: this gateway's certificate, and client SVIDs required
 /// and verified as workloads of `cluster` under `bundle`, on every handshake (no
@@ -96,11 +97,21 @@ async fn workload(
             return refused_local(&shared, "unknown", "untrusted_workload", msg, line);
         }
     };
-    let Some((id, namespace, service_account)) = presented(&tls) else {
+    let Some((id, namespace, service_account, chain)) = presented(&tls) else {
         let msg = "the verified certificate names no workload identity";
         return refuse_local(tls, &shared, "unknown", "untrusted_workload", msg, line);
     };
     line.entry.source_principal = Some(id.to_string());
+    // Held before the registration is looked at, so that a removal racing with this
+    // check either refuses it here or cuts it there.
+    let open = registrations.open(
+        WorkloadConnection {
+            namespace: namespace.clone(),
+            service_account: service_account.clone(),
+            chain,
+        },
+        shared.tunnels.cut.child_token(),
+    );
     if !registrations.gives(&namespace, &service_account) {
         let msg = format!("no registration gives {id} now");
         return refuse_local(tls, &shared, "unknown", "no_registration", &msg, line);
@@ -110,27 +121,31 @@ async fn workload(
         Err(msg) => return refuse_local(tls, &shared, "unknown", "unknown_service", &msg, line),
     };
     line.entry.connection_security_policy = SecurityPolicy::MutualTls;
-    let open = registrations.open(
-        (namespace, service_account),
-        shared.tunnels.cut.child_token(),
-    );
     let caller = WorkloadCaller { id, open };
     client(tls, &target, Vec::new(), line, shared, Some(caller)).await;
 }
 
-/// The SPIFFE ID of the client's verified leaf, with its namespace and service account.
-fn presented(tls: &crate::splice::WorkloadTls) -> Option<(SpiffeId, String, String)> {
-    let leaf = tls.get_ref().1.peer_certificates()?.first()?;
-    let id = SpiffeId::parse(CertFacts::parse(leaf).ok()?.uris.first()?).ok()?;
+/// What the client's verified chain says: the leaf's SPIFFE ID, its namespace and
+/// service account, and the chain itself.
+fn presented(tls: &crate::splice::WorkloadTls) -> Option<Presented> {
+    let chain = tls.get_ref().1.peer_certificates()?;
+    let id = SpiffeId::parse(CertFacts::parse(chain.first()?).ok()?.uris.first()?).ok()?;
     match id.identity().ok()? {
         Identity::Workload {
             namespace,
             service_account,
             ..
-        } => Some((id, namespace, service_account)),
+        } => Some((id, namespace, service_account, Arc::new(chain.to_vec()))),
         _ => None,
     }
 }
+
+type Presented = (
+    SpiffeId,
+    String,
+    String,
+    Arc<Vec<rustls_pki_types::CertificateDer<'static>>>,
+);
 
 /// The import a server name names: the config's imports first, then the federation's;
 /// a name without a port must fit exactly one imported port.

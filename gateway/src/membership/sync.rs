@@ -283,6 +283,9 @@ impl Sync {
                         m.bundle_updates.inc();
                         tracing::info!(revision = doc.revision, "trust bundle updated");
                         crate::recheck::recheck(&self.shared, &bundle).await;
+                        if let Some((registrations, _)) = &self.workload_registrations {
+                            registrations.recheck_bundle(&bundle, &self.cluster);
+                        }
                         // The next start verifies the federation with this bundle.
                         if let Err(e) = crate::membership::identity::save(
                             &self.state_dir,

@@ -20,6 +20,9 @@ use isthmus_ca::{SharedBundle, SpiffeId, TrustDomain};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use isthmus_ca::verify::{ExpectedIdentity, PeerRole, verify_chain};
+use rustls_pki_types::CertificateDer;
+
 use crate::authz::Verdict;
 use crate::membership::identity::{SharedIssuer, issue};
 use crate::open_tunnels::{OpenTunnel, OpenTunnels};
@@ -38,15 +41,24 @@ const BUNDLE_POLL: Duration = Duration::from_secs(1);
 /// The registrations in force: the config's, then the federation's for this cluster,
 /// replaced as a whole when the catalog changes; the version grows with each change.
 /// They also hold the workloads' mutual-TLS connections open on this gateway, so that a
-/// change that leaves an identity without a registration cuts its connections at once.
+/// change that leaves an identity without a registration, or a bundle that no longer
+/// trusts the chain it presented, cuts its connections at once.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Registrations {
     held: Arc<std::sync::RwLock<(u64, Vec<Registration>)>>,
-    open: OpenTunnels<WorkloadIdentity>,
+    open: OpenTunnels<WorkloadConnection>,
 }
 
-/// A workload's namespace and service account.
-pub(crate) type WorkloadIdentity = (String, String);
+/// What a workload's open mutual-TLS connection was let in as.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkloadConnection {
+    /// Its namespace.
+    pub(crate) namespace: String,
+    /// Its service account.
+    pub(crate) service_account: String,
+    /// The chain it presented, leaf first (checked again when the bundle changes).
+    pub(crate) chain: Arc<Vec<CertificateDer<'static>>>,
+}
 
 impl Registrations {
     /// Starts with `configured`.
@@ -72,13 +84,35 @@ impl Registrations {
     }
 
     /// Holds a workload's open connection, cut when `cut` is or when no registration
-    /// gives its identity any more.
+    /// gives its identity any more. Hold it before asking [`Self::gives`]: a
+    /// [`Self::replace`] then either sees it or has already changed what `gives` reads.
     pub(crate) fn open(
         &self,
-        identity: WorkloadIdentity,
+        connection: WorkloadConnection,
         cut: CancellationToken,
-    ) -> OpenTunnel<WorkloadIdentity> {
-        self.open.register(identity, cut)
+    ) -> OpenTunnel<WorkloadConnection> {
+        self.open.register(connection, cut)
+    }
+
+    /// Cuts the open connections whose chain no longer verifies under `bundle` as a
+    /// workload of `cluster` (its root was removed, or the leaf expired).
+    pub(crate) fn recheck_bundle(&self, bundle: &isthmus_ca::TrustBundle, cluster: &str) {
+        let now = isthmus_ca::time::unix_seconds(SystemTime::now());
+        let expected = ExpectedIdentity::WorkloadOf(cluster.to_owned());
+        let cut = self.open.revoke_where(|c| {
+            let (leaf, rest) = c.chain.split_first()?;
+            let refused =
+                verify_chain(bundle, leaf, rest, now, PeerRole::Client, &expected).err()?;
+            Some(Verdict {
+                allowed: false,
+                rule: UNTRUSTED_RULE.to_owned(),
+                shadow: None,
+                reason: format!("the chain it presented no longer verifies: {refused}"),
+            })
+        });
+        for (c, verdict) in cut {
+            tracing::warn!(namespace = %c.namespace, service_account = %c.service_account, reason = %verdict.reason, "trust bundle changed: cutting the workload's open connection (policy_revoked)");
+        }
     }
 
     /// Replaces the entries (a change of the catalog's, with the config's kept first),
@@ -91,24 +125,28 @@ impl Registrations {
             }
             *held = (held.0 + 1, entries.clone());
         }
-        let cut = self.open.revoke_where(|(namespace, service_account)| {
-            (!gives(&entries, namespace, service_account)).then(|| Verdict {
+        let cut = self.open.revoke_where(|c| {
+            (!gives(&entries, &c.namespace, &c.service_account)).then(|| Verdict {
                 allowed: false,
                 rule: REGISTRATION_RULE.to_owned(),
                 shadow: None,
                 reason: format!(
-                    "no registration gives ns/{namespace}/sa/{service_account} any more"
+                    "no registration gives ns/{}/sa/{} any more",
+                    c.namespace, c.service_account
                 ),
             })
         });
-        for ((namespace, service_account), _) in cut {
-            tracing::warn!(%namespace, %service_account, "registration removed: cutting the workload's open connection (policy_revoked)");
+        for (c, _) in cut {
+            tracing::warn!(namespace = %c.namespace, service_account = %c.service_account, "registration removed: cutting the workload's open connection (policy_revoked)");
         }
     }
 }
 
 /// The rule named when a connection is cut because its registration went.
 pub(crate) const REGISTRATION_RULE: &str = "registration";
+
+/// The rule named when a connection is cut because the bundle no longer trusts it.
+pub(crate) const UNTRUSTED_RULE: &str = "untrusted_certificate";
 
 fn gives(entries: &[Registration], namespace: &str, service_account: &str) -> bool {
     entries
@@ -357,4 +395,55 @@ pub(crate) fn serve(
         }
         let _ = std::fs::remove_file(&path);
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(service_account: &str) -> Registration {
+        Registration {
+            namespace: "shop".into(),
+            service_account: service_account.into(),
+            uid: Some(1000),
+            gid: None,
+            path: None,
+        }
+    }
+
+    #[test]
+    fn open_connections_follow_the_registrations_and_the_bundle() {
+        let pki = isthmus_testkit::TestPki::new("mesh.example", &["east"]).unwrap();
+        let other = isthmus_testkit::TestPki::new("mesh.example", &["east"]).unwrap();
+        let connection = |sa: &str| WorkloadConnection {
+            namespace: "shop".into(),
+            service_account: sa.into(),
+            chain: Arc::new(
+                pki.leaf("east", &format!("cluster/east/ns/shop/sa/{sa}"))
+                    .unwrap()
+                    .chain,
+            ),
+        };
+        let registrations = Registrations::new(vec![registration("frontend"), registration("web")]);
+        let parent = CancellationToken::new();
+        let frontend = registrations.open(connection("frontend"), parent.child_token());
+        let web = registrations.open(connection("web"), parent.child_token());
+        // frontend's registration goes: only its connection is cut.
+        registrations.replace(vec![registration("web")]);
+        assert_eq!(
+            frontend.revoked().map(|v| v.rule).as_deref(),
+            Some(REGISTRATION_RULE)
+        );
+        assert!(frontend.cut().is_cancelled());
+        assert!(!web.cut().is_cancelled());
+        // The same bundle keeps it; a bundle without its root cuts it.
+        registrations.recheck_bundle(&pki.bundle().unwrap(), "east");
+        assert!(!web.cut().is_cancelled());
+        registrations.recheck_bundle(&other.bundle().unwrap(), "east");
+        assert_eq!(
+            web.revoked().map(|v| v.rule).as_deref(),
+            Some(UNTRUSTED_RULE)
+        );
+        assert!(web.cut().is_cancelled());
+    }
 }
