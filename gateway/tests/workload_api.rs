@@ -21,6 +21,26 @@ fn python() -> PathBuf {
     )
 }
 
+/// A federation of one node in a temporary directory (kept while the mesh runs), once
+/// the spiffe venv is known to be there.
+async fn one_node_mesh() -> (tempfile::TempDir, DevMesh) {
+    assert!(
+        python().exists(),
+        "{} is missing: scripts/test makes target/spiffe-venv",
+        python().display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = DevMesh::start(dir.path(), 1, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    (dir, mesh)
+}
+
+/// The workload script.
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/spiffe/workload.py")
+}
+
 /// Runs the workload script in `mode`, as `uid` when given; its stdout, and whether it
 /// succeeded.
 fn workload(socket: &Path, mode: &str, uid: Option<u32>) -> (String, bool) {
@@ -29,7 +49,6 @@ fn workload(socket: &Path, mode: &str, uid: Option<u32>) -> (String, bool) {
 
 /// [`workload`] with the mode's arguments after it.
 fn workload_with(socket: &Path, args: &[&str], uid: Option<u32>) -> (String, bool) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/spiffe/workload.py");
     let mut command = match uid {
         Some(uid) => {
             let mut c = Command::new("setpriv");
@@ -44,7 +63,7 @@ fn workload_with(socket: &Path, args: &[&str], uid: Option<u32>) -> (String, boo
         None => Command::new(python()),
     };
     let out = command
-        .arg(&script)
+        .arg(script())
         .arg(socket)
         .args(args)
         .output()
@@ -58,15 +77,7 @@ fn workload_with(socket: &Path, args: &[&str], uid: Option<u32>) -> (String, boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_spiffe_fetches_an_svid_that_rotates_and_an_unregistered_caller_is_refused() {
-    assert!(
-        python().exists(),
-        "{} is missing: scripts/test makes target/spiffe-venv",
-        python().display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let mut mesh = DevMesh::start(dir.path(), 1, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let (dir, mut mesh) = one_node_mesh().await;
     let uid = current_uid();
     mesh.add_cluster(&ClusterSpec {
         name: "east".into(),
@@ -242,9 +253,8 @@ struct Held {
 
 impl Held {
     fn start(socket: &Path, args: &[&str]) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/spiffe/workload.py");
         let mut child = Command::new(python())
-            .arg(script)
+            .arg(script())
             .arg(socket)
             .args(args)
             .stdout(std::process::Stdio::piped())
@@ -289,15 +299,7 @@ impl Drop for Held {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workloads_reach_another_cluster_with_their_identity_and_lose_it_with_their_registration() {
-    assert!(
-        python().exists(),
-        "{} is missing: scripts/test makes target/spiffe-venv",
-        python().display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let mut mesh = DevMesh::start(dir.path(), 1, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let (dir, mut mesh) = one_node_mesh().await;
     // East's gateway may reach namespace demo, except a caller with service account
     // `other`; the policy names service accounts, so only carried identities match it.
     let policy = r#"{"rules":[
