@@ -218,14 +218,12 @@ pub(crate) fn admit(
         };
     };
     if port.identity_required() && workload.is_none() {
-        let verdict = Verdict {
-            allowed: false,
-            rule: IDENTITY_REQUIRED.to_owned(),
-            shadow: None,
-            reason: format!(
+        let verdict = Verdict::refusal(
+            IDENTITY_REQUIRED,
+            format!(
                 "{service} requires a workload identity (identity = \"required\" on its export) and the caller is known only as cluster {cluster}; connect through the workload mTLS listener with an SVID"
             ),
-        };
+        );
         return Err(Refusal {
             verdict: Some(Box::new(verdict.clone())),
             ..Refusal::new(Status::Denied, verdict.reason, &service)

@@ -46,6 +46,19 @@ pub struct Verdict {
     pub reason: String,
 }
 
+impl Verdict {
+    /// A refusal by `rule` (not a policy's: a limit, a missing identity, a registration
+    /// gone), for `reason`.
+    pub fn refusal(rule: impl Into<String>, reason: String) -> Self {
+        Self {
+            allowed: false,
+            rule: rule.into(),
+            shadow: None,
+            reason,
+        }
+    }
+}
+
 impl Authorization {
     /// The authorization of the federation's policies, failing closed: one policy this
     /// gateway could not read (`unreadable`, name → why) denies everything.

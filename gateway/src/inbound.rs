@@ -416,9 +416,7 @@ async fn stream(
     .await;
     if let Some(verdict) = open.revoked() {
         tracing::warn!(request = id, %service, source = %header.source, rule = %verdict.rule, "open connection cut: the policy no longer allows it (policy_revoked)");
-        line.entry.response_flags.push(ResponseFlag::PolicyDenied);
-        line.entry.policy_decision = Some("policy_revoked".into());
-        line.entry.policy_rule = Some(verdict.rule);
+        line.entry.revoked(verdict.rule);
     }
     drop(open);
     port.balancer().closed(addr);

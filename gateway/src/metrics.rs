@@ -321,6 +321,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an open connection cut by `rule` (`policy_revoked`).
+    pub(crate) fn count_revoked(&self, source: String, service: String, rule: String) {
+        self.connections_revoked
+            .get_or_create(&RevokedLabels {
+                source_cluster: source,
+                destination_service: service,
+                rule,
+            })
+            .inc();
+    }
+
     /// Counts a policy verdict: its shadow finding, if any, and the decision.
     pub(crate) fn count_verdict(
         &self,

@@ -203,12 +203,10 @@ impl OpenTunnels<Decided> {
             // The oldest keep their place; ids grow with each registration.
             tunnels.sort_by_key(|(id, _)| *id);
             for (_, tunnel) in tunnels.iter().skip(max) {
-                let verdict = Verdict {
-                    allowed: false,
-                    rule: limit.id.clone(),
-                    shadow: None,
-                    reason: format!("more than {max} connections open at once ({})", limit.id),
-                };
+                let verdict = Verdict::refusal(
+                    limit.id.clone(),
+                    format!("more than {max} connections open at once ({})", limit.id),
+                );
                 cut.push(revoke(tunnel, verdict));
             }
         }

@@ -378,16 +378,12 @@ pub(crate) async fn client<D: Downstream>(
     .await;
     if let Some(verdict) = workload.as_ref().and_then(|w| w.open.revoked()) {
         tracing::warn!(request = id, %service, %source, rule = %verdict.rule, reason = %verdict.reason, "open connection cut (policy_revoked)");
-        m.connections_revoked
-            .get_or_create(&crate::metrics::RevokedLabels {
-                source_cluster: shared.me.cluster.clone(),
-                destination_service: service.clone(),
-                rule: verdict.rule.clone(),
-            })
-            .inc();
-        line.entry.response_flags.push(ResponseFlag::PolicyDenied);
-        line.entry.policy_decision = Some("policy_revoked".into());
-        line.entry.policy_rule = Some(verdict.rule);
+        m.count_revoked(
+            shared.me.cluster.clone(),
+            service.clone(),
+            verdict.rule.clone(),
+        );
+        line.entry.revoked(verdict.rule);
     }
     drop(workload);
     m.connections_active.get_or_create(&labels).dec();

@@ -17,21 +17,11 @@ use isthmus_federation_api::status::Consistency;
 use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BOUND: Duration = Duration::from_secs(30);
+mod support;
 
-async fn dig(dns: SocketAddr, name: &str) -> String {
-    let name = name.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new("dig")
-            .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
-            .args(["+tries=1", "+time=2", "+short", &name])
-            .output()
-            .expect("dig (dnsutils) is installed");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    })
-    .await
-    .unwrap()
-}
+use support::dig;
+
+const BOUND: Duration = Duration::from_secs(30);
 
 async fn curl(url: &str) -> Result<String, String> {
     let url = url.to_owned();

@@ -12,7 +12,6 @@
 mod support;
 
 use std::io::BufRead;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,15 +41,6 @@ async fn picture_until(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn dig(dns: SocketAddr, name: &str) -> String {
-    let out = Command::new("dig")
-        .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
-        .args(["+tries=1", "+time=2", "+short", name])
-        .output()
-        .expect("dig (dnsutils) is installed");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// One request through east's import of echo; its answer.
@@ -162,9 +152,7 @@ async fn the_picture_shows_mutual_tls_failures_and_a_lost_gateway() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dns = mesh.members["east"].addresses().dns.unwrap();
-    let address = tokio::task::spawn_blocking(move || dig(dns, "echo.demo.svc.clusterset.local"))
-        .await
-        .unwrap();
+    let address = support::dig(dns, "echo.demo.svc.clusterset.local").await;
     let reply = request(&address).await;
     assert!(reply.contains("hello from west"), "{reply}");
 
@@ -213,9 +201,7 @@ async fn the_picture_shows_mutual_tls_failures_and_a_lost_gateway() {
 
     // Plain bytes to the port declared TLS: the hop is mutual TLS, the app's leg is not,
     // and the edge shows as partial.
-    let vault = tokio::task::spawn_blocking(move || dig(dns, "vault.demo.svc.clusterset.local"))
-        .await
-        .unwrap();
+    let vault = support::dig(dns, "vault.demo.svc.clusterset.local").await;
     let reply = request_on(&vault, 8443).await;
     assert!(reply.contains("hello from west"), "{reply}");
     let picture = picture_until(&third, "east → vault.demo, partial", |p| {

@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -427,21 +429,6 @@ async fn workloads_reach_another_cluster_with_their_identity_and_lose_it_with_th
 
     // Plain TCP callers still work where no identity is required, and are refused where
     // one is; a workload with an SVID gets through there.
-    let addr = |name: &str| {
-        let name = name.to_owned();
-        async move {
-            let out = tokio::task::spawn_blocking(move || {
-                Command::new("dig")
-                    .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
-                    .args(["+tries=1", "+time=2", "+short", &name])
-                    .output()
-                    .expect("dig (dnsutils) is installed")
-            })
-            .await
-            .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        }
-    };
     let plain = |target: String| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // A refusal's RST may come before the write does, or even before the connect
@@ -458,8 +445,11 @@ async fn workloads_reach_another_cluster_with_their_identity_and_lose_it_with_th
             Ok(Ok(_))
         )
     };
-    let echo_addr = format!("{}:8080", addr(echo_name).await);
-    let vault_addr = format!("{}:9090", addr("vault.demo.svc.clusterset.local").await);
+    let echo_addr = format!("{}:8080", support::dig(dns, echo_name).await);
+    let vault_addr = format!(
+        "{}:9090",
+        support::dig(dns, "vault.demo.svc.clusterset.local").await
+    );
     assert!(plain(echo_addr).await, "a plain caller reaches echo");
     assert!(
         !plain(vault_addr).await,

@@ -262,6 +262,14 @@ impl Entry {
         self.policy_rule = Some(rule.clone());
     }
 
+    /// Marks an open connection cut because what admitted it no longer holds:
+    /// `policy_revoked` by `rule`.
+    pub fn revoked(&mut self, rule: String) {
+        self.response_flags.push(ResponseFlag::PolicyDenied);
+        self.policy_decision = Some("policy_revoked".into());
+        self.policy_rule = Some(rule);
+    }
+
     /// Sets `duration` from `began`, and the response flags of how a splice ended.
     pub fn ended(&mut self, began: std::time::Instant, summary: Option<&crate::splice::Summary>) {
         self.duration = began.elapsed();

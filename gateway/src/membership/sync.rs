@@ -433,13 +433,7 @@ impl Sync {
             tracing::warn!(source = %tunnel.cluster, %service, rule = %verdict.rule, "cutting an open connection the new policy denies");
             self.shared
                 .metrics
-                .connections_revoked
-                .get_or_create(&crate::metrics::RevokedLabels {
-                    source_cluster: tunnel.cluster,
-                    destination_service: service,
-                    rule: verdict.rule,
-                })
-                .inc();
+                .count_revoked(tunnel.cluster, service, verdict.rule);
         }
     }
 }

@@ -76,11 +76,12 @@ impl Registrations {
 
     /// Whether some registration gives `namespace`/`service_account` now.
     pub(crate) fn gives(&self, namespace: &str, service_account: &str) -> bool {
-        gives(
-            &self.held.read().unwrap_or_else(|p| p.into_inner()).1,
-            namespace,
-            service_account,
-        )
+        self.held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .iter()
+            .any(|r| r.namespace == namespace && r.service_account == service_account)
     }
 
     /// Holds a workload's open connection, cut when `cut` is or when no registration
@@ -103,12 +104,10 @@ impl Registrations {
             let (leaf, rest) = c.chain.split_first()?;
             let refused =
                 verify_chain(bundle, leaf, rest, now, PeerRole::Client, &expected).err()?;
-            Some(Verdict {
-                allowed: false,
-                rule: UNTRUSTED_RULE.to_owned(),
-                shadow: None,
-                reason: format!("the chain it presented no longer verifies: {refused}"),
-            })
+            Some(Verdict::refusal(
+                UNTRUSTED_RULE,
+                format!("the chain it presented no longer verifies: {refused}"),
+            ))
         });
         for (c, verdict) in cut {
             tracing::warn!(namespace = %c.namespace, service_account = %c.service_account, reason = %verdict.reason, "trust bundle changed: cutting the workload's open connection (policy_revoked)");
@@ -123,17 +122,17 @@ impl Registrations {
             if held.1 == entries {
                 return;
             }
-            *held = (held.0 + 1, entries.clone());
+            *held = (held.0 + 1, entries);
         }
         let cut = self.open.revoke_where(|c| {
-            (!gives(&entries, &c.namespace, &c.service_account)).then(|| Verdict {
-                allowed: false,
-                rule: REGISTRATION_RULE.to_owned(),
-                shadow: None,
-                reason: format!(
-                    "no registration gives ns/{}/sa/{} any more",
-                    c.namespace, c.service_account
-                ),
+            (!self.gives(&c.namespace, &c.service_account)).then(|| {
+                Verdict::refusal(
+                    REGISTRATION_RULE,
+                    format!(
+                        "no registration gives ns/{}/sa/{} any more",
+                        c.namespace, c.service_account
+                    ),
+                )
             })
         });
         for (c, _) in cut {
@@ -147,12 +146,6 @@ pub(crate) const REGISTRATION_RULE: &str = "registration";
 
 /// The rule named when a connection is cut because the bundle no longer trusts it.
 pub(crate) const UNTRUSTED_RULE: &str = "untrusted_certificate";
-
-fn gives(entries: &[Registration], namespace: &str, service_account: &str) -> bool {
-    entries
-        .iter()
-        .any(|r| r.namespace == namespace && r.service_account == service_account)
-}
 
 /// A federation registration as the attestor reads it.
 pub(crate) fn from_federation(

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+use std::process::Command;
 use std::time::Duration;
 
 use isthmus_gateway::Gateway;
@@ -281,4 +282,19 @@ pub async fn impostor(
         .unwrap();
     let _ = tcp.write_all(b"x").await;
     (gateway, tcp)
+}
+
+/// The addresses `dig` gets for `name` from the DNS server at `dns` (`+short`).
+pub async fn dig(dns: SocketAddr, name: &str) -> String {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("dig")
+            .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
+            .args(["+tries=1", "+time=2", "+short", &name])
+            .output()
+            .expect("dig (dnsutils) is installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+    .await
+    .unwrap()
 }
