@@ -35,7 +35,8 @@ pub(crate) struct RemoteService {
 }
 
 impl RemoteService {
-    fn of(import: &ImportEntry) -> Self {
+    /// The one cluster a configured import names.
+    pub(crate) fn of(import: &ImportEntry) -> Self {
         Self {
             namespace: import.namespace.clone(),
             name: import.name.clone(),

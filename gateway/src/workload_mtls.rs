@@ -188,12 +188,7 @@ fn target(shared: &Arc<Shared>, name: &str) -> Result<RemoteService, String> {
         }
     };
     if let Some(import) = configured.iter().find(|i| i.port == port) {
-        return Ok(RemoteService {
-            namespace: key.0,
-            name: key.1,
-            port,
-            clusters: vec![import.cluster.clone()],
-        });
+        return Ok(RemoteService::of(import));
     }
     crate::membership::imports::route(&shared.routes.federation, &key, port, shared)
         .ok_or_else(|| format!("{service}.{namespace} is no longer imported"))
