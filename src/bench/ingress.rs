@@ -33,6 +33,10 @@ pub(crate) struct IngressArgs {
     /// HTTP/2 client connections (each with 16 concurrent streams).
     #[arg(long, default_value_t = 8)]
     h2_clients: usize,
+    /// The gateway's tokio worker threads (`[runtime] worker_threads`; default: one per
+    /// core).
+    #[arg(long)]
+    gateway_workers: Option<usize>,
 }
 
 const HOST: &str = "bench.example.test";
@@ -207,7 +211,11 @@ namespace = "demo"
 cert = "host.pem"
 key = "host.key"
 routes = [{{ path_prefix = "/", service = "web.demo:8080" }}]
-"#
+{runtime}"#,
+            runtime = args
+                .gateway_workers
+                .map(|n| format!("[runtime]\nworker_threads = {n}\n"))
+                .unwrap_or_default(),
         ),
     )?;
     let exe = std::env::current_exe()?;
