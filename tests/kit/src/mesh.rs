@@ -25,6 +25,7 @@ use isthmus_federation_api::request::{
 use isthmus_gateway::Gateway;
 use isthmus_gateway::config::GatewayConfigFile;
 
+use crate::loopback::{self, RangeClaim};
 use crate::pki::{PkiError, issue};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -94,7 +95,13 @@ pub struct DevMesh {
     /// Member gateways by cluster.
     pub members: BTreeMap<String, Gateway>,
     leaf_lifetime: Duration,
+    /// The import ranges of its clusters, claimed machine-wide while it lives.
+    range_claims: Vec<RangeClaim>,
 }
+
+/// How long a cluster waits for its import range while another process holds it (about
+/// the length of one mesh test).
+const RANGE_WAIT: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for DevMesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +226,7 @@ impl DevMesh {
             configs,
             members: BTreeMap::new(),
             leaf_lifetime,
+            range_claims: Vec::new(),
         };
         for i in 0..mesh.configs.len() {
             mesh.start_node(i).await?;
@@ -383,6 +391,10 @@ impl DevMesh {
 
     /// Registers `spec` with a join token and starts its gateway.
     pub async fn add_cluster(&mut self, spec: &ClusterSpec) -> Result<&Gateway, DevMeshError> {
+        let claim = loopback::claim(&spec.import_range, RANGE_WAIT)
+            .await
+            .map_err(|e| DevMeshError(e.to_string()))?;
+        self.range_claims.push(claim);
         let create = CreateCluster {
             name: spec.name.clone(),
             locality: Some(spec.locality.clone()),
