@@ -9,9 +9,9 @@ use std::sync::Mutex;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
-/// Idle connections kept per endpoint. Above the concurrency an HTTP/2 client brings
-/// (8 connections × 16 streams dialled 3,873 times in 60,000 requests with 64 kept, 96
-/// times with 256; docs/benchmarks.md), and a few MiB at most.
+/// Idle connections kept per endpoint: more than one busy HTTP/2 client has requests in
+/// flight (8 connections × 16 streams dialled 3,873 times in 60,000 requests with 64
+/// kept, 96 times with 256; docs/benchmarks.md), and a few MiB at most.
 pub(super) const MAX_IDLE: usize = 256;
 
 /// Upstream connections by endpoint.
