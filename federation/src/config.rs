@@ -2,7 +2,7 @@
 //! validated once into an immutable [`FederationConfig`].
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -163,6 +163,10 @@ pub struct RaftSection {
     pub keep_after_snapshot: Option<u64>,
     /// Revisions of watch history kept for resuming watchers (default 10000).
     pub watch_history: Option<u64>,
+    /// The local address Raft calls to other nodes leave from, for hosts with several
+    /// addresses where peers or firewalls go by source (the kernel chooses when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<IpAddr>,
 }
 
 /// A validated federation node config.
@@ -184,6 +188,8 @@ pub struct FederationConfig {
     pub access: crate::access::AccessControl,
     /// Raft timing.
     pub raft: RaftTiming,
+    /// Where Raft calls to other nodes leave from (the kernel's choice when `None`).
+    pub raft_source: Option<IpAddr>,
     /// Enrollment.
     pub enrollment: Enrollment,
     /// Alerts on the mesh's security status.
@@ -354,6 +360,15 @@ impl Validate for FederationConfigFile {
                 "a positive count",
             ));
         }
+        if let Some(source) = r.source_address
+            && (source.is_unspecified() || source.is_multicast())
+        {
+            problems.push(FieldProblem::new(
+                "raft.source_address",
+                source,
+                "one of this host's unicast addresses (or leave it out)",
+            ));
+        }
         if timing.watch_history == 0 {
             problems.push(FieldProblem::new(
                 "raft.watch_history",
@@ -421,6 +436,7 @@ impl Validate for FederationConfigFile {
             tls: self.tls,
             access,
             raft: timing,
+            raft_source: self.raft.source_address,
         })
     }
 }
@@ -579,6 +595,16 @@ key = "k.pem"
             Ok(_) => vec![],
             Err(isthmus_config::ConfigError::Invalid { problems, .. }) => problems,
             Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn the_raft_source_address_must_be_one_to_send_from() {
+        assert!(problems("[raft]\nsource_address = \"127.0.1.2\"\n").is_empty());
+        for bad in ["0.0.0.0", "::", "224.0.0.1"] {
+            let found = problems(&format!("[raft]\nsource_address = \"{bad}\"\n"));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert_eq!(found[0].field, "raft.source_address", "{bad}");
         }
     }
 

@@ -7,6 +7,7 @@
 //! nodes; production builds have no such hook.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ pub struct Network {
     me: NodeId,
     tls: NodeTls,
     trust_domain: TrustDomain,
+    /// Where calls leave from (`raft.source_address`).
+    source: Option<IpAddr>,
     #[cfg(feature = "testing")]
     faults: crate::faults::LinkFaults,
     channels: Mutex<HashMap<(NodeId, String), RaftClient<Channel>>>,
@@ -56,10 +59,11 @@ pub struct Network {
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 
 impl Network {
-    /// The network of node `me`.
+    /// The network of node `me`, its calls leaving from `source` when given.
     pub fn new(
         me: NodeId,
         tls: NodeTls,
+        source: Option<IpAddr>,
         #[cfg(feature = "testing")] faults: crate::faults::LinkFaults,
     ) -> Arc<Self> {
         let trust_domain = tls.id().trust_domain().clone();
@@ -67,6 +71,7 @@ impl Network {
             me,
             tls,
             trust_domain,
+            source,
             #[cfg(feature = "testing")]
             faults,
             channels: Mutex::new(HashMap::new()),
@@ -90,8 +95,13 @@ impl Network {
             .client_config(expected)
             .map_err(|e| CallError::Network(e.to_string()))?;
         tracing::debug!(from = self.me, to = target, addr = %node.raft_addr, "raft channel");
-        let channel = isthmus_federation_api::channel::channel(&node.raft_addr, config, None)
-            .map_err(|e| CallError::Unreachable(format!("{}: {e}", node.raft_addr)))?;
+        let channel = isthmus_federation_api::channel::channel_from(
+            &node.raft_addr,
+            config,
+            None,
+            self.source,
+        )
+        .map_err(|e| CallError::Unreachable(format!("{}: {e}", node.raft_addr)))?;
         let client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE);

@@ -237,6 +237,7 @@ pub async fn start(
     let net = Network::new(
         config.node_id,
         tls.clone(),
+        config.raft_source,
         #[cfg(feature = "testing")]
         options.faults.clone(),
     );
@@ -497,6 +498,22 @@ impl RunningNode {
         }
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Resolves when this node's Raft core has stopped on its own (a storage write
+    /// failed: disk full, I/O error), with the reason. The API would go on answering
+    /// from a catalog that no longer moves, so the process should exit and be restarted
+    /// on its durable log, as etcd does on a failed write.
+    pub async fn raft_failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core is gone".to_owned();
+            }
         }
     }
 

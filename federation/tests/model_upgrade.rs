@@ -126,6 +126,7 @@ async fn a_node_on_the_previous_releases_data_serves_its_catalog_and_takes_write
         tls: pki.node_files("node-1"),
         access: admin_access(),
         raft: relaxed(),
+        raft_source: None,
         alerts: Default::default(),
         enrollment: Enrollment {
             root: None,

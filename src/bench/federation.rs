@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use isthmus_ca::verify::ExpectedIdentity;
-use isthmus_ca::verify::tls::{SpiffeVerifier, client_config};
-use isthmus_ca::{Authority, SharedBundle, Svid, SvidFiles};
+use isthmus_ca::Authority;
 use isthmus_federation_api::client::{ClientTls, FederationClient};
 use isthmus_federation_api::model::{Cluster as CatalogCluster, Expect, GatewayEndpoint};
 use isthmus_federation_api::request::{AddMember, PutCluster};
@@ -127,19 +125,7 @@ impl Federation {
                 rest: rest.to_string(),
             });
         }
-        let svid = Svid::load(
-            SvidFiles {
-                bundle: (&dir.join("bundle.pem"), "bundle"),
-                cert: (&dir.join("client.cert.pem"), "cert"),
-                key: (&dir.join("client.key.pem"), "key"),
-            },
-            &ExpectedIdentity::Any,
-        )?;
-        let verifier = SpiffeVerifier::new(
-            SharedBundle::new(svid.bundle),
-            ExpectedIdentity::AnyFederationNode,
-        );
-        let tls = Arc::new(client_config(verifier, svid.chain, svid.key, &[b"h2"])?);
+        let tls = isthmus_testkit::pki::federation_client_tls(dir, b"h2")?;
         let client_tls = ClientTls::from_config(tls.clone());
         let mut clients = Vec::new();
         for node in &nodes {

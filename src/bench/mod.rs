@@ -3,6 +3,7 @@
 //! absolute numbers drift; the ratios much less). Not tests: nothing here passes or
 //! fails. `docs/benchmarks.md` records the method and results.
 
+mod chaos;
 mod dns;
 mod etcd;
 mod federation;
@@ -30,6 +31,11 @@ pub(crate) enum BenchCommand {
     /// HTTPS requests per second through the ingress against nginx doing the same job
     /// (TLS termination, proxy to one backend), driven by h2load over HTTP/1.1 and HTTP/2.
     Ingress(ingress::IngressArgs),
+    /// The federation under seeded faults (kill, pause, partitions, one-way cuts,
+    /// delay, stalls, a full disk) as processes, checked for linearizability, lost
+    /// writes and watch gaps: one row per seed and the totals. Not a ratio: a pass or
+    /// fail per seed.
+    Chaos(chaos::ChaosArgs),
 }
 
 /// Options of `isthmus bench federation`.
@@ -71,5 +77,6 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Propagation(args) => dns::propagation(&args),
         BenchCommand::Dns(args) => dns::dns(&args),
         BenchCommand::Ingress(args) => ingress::ingress(&args),
+        BenchCommand::Chaos(args) => chaos::chaos(&args),
     }
 }

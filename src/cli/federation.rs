@@ -678,10 +678,20 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         println!("  metrics  http://{addr}/metrics");
     }
     println!("isthmus federation node {} ready", node.info.name);
-    super::gateway::shutdown_signal()?.await;
-    eprintln!("stopping");
-    node.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    let signal = super::gateway::shutdown_signal()?;
+    tokio::select! {
+        () = signal => {
+            eprintln!("stopping");
+            node.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        reason = node.raft_failed() => {
+            // Fail-stop: what was acknowledged is on disk, and a restart replays it.
+            eprintln!("error: Raft stopped on a fatal error ({reason}); exiting so that this node can be restarted on its data");
+            node.shutdown().await;
+            Ok(ExitCode::from(70))
+        }
+    }
 }
 
 fn print_status(status: &StatusReport) {

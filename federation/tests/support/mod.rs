@@ -211,6 +211,7 @@ impl Harness {
             tls: self.pki.node_files(&name),
             access: self.access.clone(),
             raft: self.timing,
+            raft_source: None,
             alerts: Default::default(),
             enrollment: Enrollment {
                 root: Some((

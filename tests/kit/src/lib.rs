@@ -8,6 +8,7 @@
 //! The mesh is driven the way an operator drives one: through the federation's admin
 //! API with an admin certificate (the typed client), never by writing into Raft.
 
+pub mod chaos;
 pub mod echo;
 pub mod loopback;
 pub mod mesh;

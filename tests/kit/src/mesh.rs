@@ -210,6 +210,7 @@ impl DevMesh {
                     election_timeout: (Duration::from_millis(500), Duration::from_millis(800)),
                     ..RaftTiming::default()
                 },
+                raft_source: None,
                 alerts: alerts.clone(),
                 enrollment: Enrollment {
                     root: Some((bundle.clone(), root_key.clone())),

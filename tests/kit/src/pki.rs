@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use isthmus_ca::verify::VerifyError;
+use isthmus_ca::verify::tls::{SpiffeVerifier, client_config};
+use isthmus_ca::verify::{ExpectedIdentity, VerifyError};
 use isthmus_ca::{
-    Authority, CaError, KeyAlgorithm, LeafRequest, SpiffeId, SpiffeIdError, TrustBundle,
-    TrustDomain,
+    Authority, CaError, KeyAlgorithm, LeafRequest, SharedBundle, SpiffeId, SpiffeIdError, Svid,
+    SvidFiles, TrustBundle, TrustDomain,
 };
 use isthmus_gateway::identity::GatewayIdentity;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -32,6 +34,9 @@ pub enum PkiError {
     /// The gateway identity does not verify.
     #[error(transparent)]
     Identity(#[from] VerifyError),
+    /// The client's files do not make a TLS config.
+    #[error("client TLS: {0}")]
+    ClientTls(String),
     /// A file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -182,4 +187,28 @@ impl TestPki {
             SystemTime::now(),
         )?)
     }
+}
+
+/// TLS for a client of federation nodes (it verifies them as federation nodes) from
+/// `bundle.pem`, `client.cert.pem` and `client.key.pem` in `dir`, offering `alpn`.
+pub fn federation_client_tls(
+    dir: &Path,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let svid = Svid::load(
+        SvidFiles {
+            bundle: (&dir.join("bundle.pem"), "bundle"),
+            cert: (&dir.join("client.cert.pem"), "cert"),
+            key: (&dir.join("client.key.pem"), "key"),
+        },
+        &ExpectedIdentity::Any,
+    )
+    .map_err(|e| PkiError::ClientTls(e.to_string()))?;
+    let verifier = SpiffeVerifier::new(
+        SharedBundle::new(svid.bundle),
+        ExpectedIdentity::AnyFederationNode,
+    );
+    let config = client_config(verifier, svid.chain, svid.key, &[alpn])
+        .map_err(|e| PkiError::ClientTls(e.to_string()))?;
+    Ok(Arc::new(config))
 }
