@@ -44,7 +44,7 @@ fn row(r: &Report) -> String {
         .map(|(kind, n)| format!("{kind}×{n}"))
         .collect();
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}s |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}s |",
         r.seed,
         r.nodes,
         kinds.join(" "),
@@ -56,6 +56,7 @@ fn row(r: &Report) -> String {
         r.linearizable.violations.len() + r.necessary.count() - r.necessary.lost_writes.len(),
         r.linearizable.undecided.len(),
         r.watch_violations.len(),
+        r.reference_from,
         if r.passed() { "ok" } else { "FAILED" },
         r.elapsed.as_secs_f64()
     )
@@ -65,9 +66,9 @@ pub(crate) fn chaos(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("finding this binary")?;
     let runtime = tokio::runtime::Runtime::new()?;
     println!(
-        "| seed | nodes | faults | ops | acked writes | unknown | reads | lost acked | violations | undecided keys | watch violations | verdict | time |"
+        "| seed | nodes | faults | ops | acked writes | unknown | reads | lost acked | violations | undecided keys | watch violations | history from | verdict | time |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut totals: BTreeMap<&'static str, usize> = BTreeMap::new();
     let (mut ops, mut acked, mut lost, mut violations, mut failed) = (0, 0, 0, 0, Vec::new());
     let (mut revisions, mut resumes, mut fail_stops) = (0, 0, 0);

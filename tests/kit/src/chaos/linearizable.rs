@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::history::{Call, Key, Operation, Outcome};
+use super::reference::Reference;
 
 /// The register's state: the value under the key, if any.
 type State = Option<u64>;
@@ -57,11 +58,43 @@ fn step(state: State, call: Call, outcome: Outcome) -> Option<State> {
 }
 
 /// Checks every key of `history`, each with at most `budget` search steps.
-pub fn check(history: &[Operation], budget: u64) -> Verdict {
+///
+/// With a complete `reference` (the federation's own history from revision 0), the
+/// unanswered writes it proves never took effect are left out first: a put whose value
+/// it never holds, and the unanswered deletes of a key it deletes no more often than
+/// clients were told it did. Without that, an unanswered delete could explain a read
+/// of "absent" that no delete in the federation's history explains.
+pub fn check(history: &[Operation], reference: Option<&Reference>, budget: u64) -> Verdict {
+    let reference = reference.filter(|r| r.from == 0);
     let mut by_key: BTreeMap<Key, Vec<&Operation>> = BTreeMap::new();
     for op in history {
         if op.outcome != Outcome::ReadFailed {
             by_key.entry(op.key).or_default().push(op);
+        }
+    }
+    if let Some(reference) = reference {
+        for (key, ops) in by_key.iter_mut() {
+            let held: HashSet<u64> = reference
+                .revisions
+                .values()
+                .flatten()
+                .filter_map(|(k, v)| if k == key { *v } else { None })
+                .collect();
+            let deletes = reference
+                .revisions
+                .values()
+                .flatten()
+                .filter(|(k, v)| k == key && v.is_none())
+                .count();
+            let acknowledged = ops
+                .iter()
+                .filter(|op| matches!(op.outcome, Outcome::Deleted { .. }))
+                .count();
+            ops.retain(|op| match (op.call, op.outcome) {
+                (Call::Put { value }, Outcome::Unknown) => held.contains(&value),
+                (Call::Delete, Outcome::Unknown) => deletes > acknowledged,
+                _ => true,
+            });
         }
     }
     let mut verdict = Verdict {
@@ -298,7 +331,7 @@ mod tests {
     }
 
     fn verdict(history: &[Operation]) -> KeyVerdict {
-        let v = check(history, 1_000_000);
+        let v = check(history, None, 1_000_000);
         if !v.undecided.is_empty() {
             KeyVerdict::Undecided
         } else if v.violations.is_empty() {
@@ -390,7 +423,7 @@ mod tests {
             .collect();
         h.push(get(Some(99), 1, 2));
         assert_eq!(
-            check(&h, 5).undecided,
+            check(&h, None, 5).undecided,
             vec![1],
             "gave up rather than answer"
         );
@@ -404,19 +437,41 @@ mod tests {
             .map(|v| op(Call::Put { value: v }, Outcome::Unknown, 0, None))
             .collect();
         h.extend([put(1, 10, 20), get(Some(1), 30, 40)]);
-        let v = check(&h, 10_000);
+        let v = check(&h, None, 10_000);
         assert!(v.undecided.is_empty() && v.violations.is_empty(), "{v:?}");
         // An unanswered write that was read still takes part.
         h.push(get(Some(120), 50, 60));
         h.push(get(Some(1), 70, 80));
-        assert_eq!(check(&h, 1_000_000).violations, vec![1]);
+        assert_eq!(check(&h, None, 1_000_000).violations, vec![1]);
+    }
+
+    #[test]
+    fn the_federations_history_rules_out_writes_that_never_happened() {
+        // An unanswered delete could explain the read of "absent"...
+        let h = [
+            put(1, 0, 10),
+            op(Call::Delete, Outcome::Unknown, 5, None),
+            get(None, 20, 30),
+        ];
+        assert!(check(&h, None, 1000).violations.is_empty());
+        // ...unless the federation's history holds no delete of the key.
+        let reference = Reference {
+            from: 0,
+            base: BTreeMap::new(),
+            revisions: [(1, vec![(1, Some(1))])].into(),
+        };
+        assert_eq!(check(&h, Some(&reference), 1000).violations, vec![1]);
+        // With the delete in it, the read is fine.
+        let mut deleted = reference.clone();
+        deleted.revisions.insert(2, vec![(1, None)]);
+        assert!(check(&h, Some(&deleted), 1000).violations.is_empty());
     }
 
     #[test]
     fn keys_are_checked_apart() {
         let mut other = get(Some(1), 20, 30);
         other.key = 2;
-        let v = check(&[put(1, 0, 10), other], 1000);
+        let v = check(&[put(1, 0, 10), other], None, 1000);
         assert_eq!(v.keys, 2);
         assert_eq!(v.violations, vec![2]);
     }

@@ -5,6 +5,7 @@
 //! than a read that ended before it began).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::history::{Call, Key, Operation, Outcome};
 use super::reference::Reference;
@@ -32,6 +33,17 @@ impl Findings {
     }
 }
 
+/// Where a call went and when, for a finding.
+fn where_(op: &Operation) -> String {
+    format!(
+        "node {} over {:?}, client {}, at {:.3}s",
+        op.node + 1,
+        op.face,
+        op.client,
+        op.invoked.as_secs_f64()
+    )
+}
+
 /// Whether the reference's changes at `revision` include `key` becoming `value`.
 fn holds(reference: &Reference, revision: u64, key: Key, value: Option<u64>) -> bool {
     reference
@@ -40,9 +52,11 @@ fn holds(reference: &Reference, revision: u64, key: Key, value: Option<u64>) -> 
         .is_some_and(|changes| changes.contains(&(key, value)))
 }
 
-/// Whether the reference deletes `key` at some revision after `after`.
+/// Whether the reference deletes `key` at some revision after `after`; also true when
+/// the reference does not reach back to `after` and so cannot tell.
 fn deleted_after(reference: &Reference, key: Key, after: u64) -> bool {
-    reference
+    after < reference.from
+        || reference
         .revisions
         .range(after + 1..)
         .any(|(_, changes)| changes.contains(&(key, None)))
@@ -96,7 +110,7 @@ pub fn check(history: &[Operation], reference: &Reference) -> Findings {
 /// Reads against the newest write acknowledged before each read began.
 fn stale(key: Key, ops: &[&Operation], reference: &Reference, findings: &mut Findings) {
     // Acknowledged writes by answer time, each with the newest revision so far.
-    let mut writes: Vec<(std::time::Duration, u64, bool)> = ops
+    let mut writes: Vec<(Duration, u64, bool)> = ops
         .iter()
         .filter_map(|op| {
             let revision = op.acknowledged_write()?;
@@ -104,7 +118,7 @@ fn stale(key: Key, ops: &[&Operation], reference: &Reference, findings: &mut Fin
         })
         .collect();
     writes.sort();
-    let mut newest: Vec<(std::time::Duration, u64, bool)> = Vec::with_capacity(writes.len());
+    let mut newest: Vec<(Duration, u64, bool)> = Vec::with_capacity(writes.len());
     for (at, revision, delete) in writes {
         let best = match newest.last() {
             Some(&(_, r, d)) if r > revision => (at, r, d),
@@ -122,12 +136,14 @@ fn stale(key: Key, ops: &[&Operation], reference: &Reference, findings: &mut Fin
         };
         match seen {
             Some(seen) if seen.revision < required => findings.stale_reads.push(format!(
-                "read k{key} at revision {} after a write at revision {required} was acknowledged",
-                seen.revision
+                "read k{key} at revision {} after a write at revision {required} was acknowledged ({})",
+                seen.revision,
+                where_(op)
             )),
             None if !was_delete && !deleted_after(reference, key, required) => {
                 findings.stale_reads.push(format!(
-                    "read k{key} absent after a put at revision {required} was acknowledged, and nothing deleted it since"
+                    "read k{key} absent after a put at revision {required} was acknowledged, and nothing deleted it since ({})",
+                    where_(op)
                 ));
             }
             _ => {}
@@ -137,19 +153,20 @@ fn stale(key: Key, ops: &[&Operation], reference: &Reference, findings: &mut Fin
 
 /// Reads against the newest read that ended before each began.
 fn back_in_time(key: Key, ops: &[&Operation], reference: &Reference, findings: &mut Findings) {
-    let mut reads: Vec<(std::time::Duration, std::time::Duration, Option<u64>)> = ops
+    type Read<'a> = (Duration, Duration, Option<u64>, &'a Operation);
+    let mut reads: Vec<Read> = ops
         .iter()
         .filter_map(|op| match op.outcome {
-            Outcome::Read(seen) => Some((op.invoked, op.completed?, seen.map(|s| s.revision))),
+            Outcome::Read(seen) => Some((op.invoked, op.completed?, seen.map(|s| s.revision), *op)),
             _ => None,
         })
         .collect();
     let mut ended = reads.clone();
-    ended.sort_by_key(|(_, completed, _)| *completed);
-    reads.sort();
+    ended.sort_by_key(|(_, completed, _, _)| *completed);
+    reads.sort_by_key(|(invoked, completed, _, _)| (*invoked, *completed));
     let mut newest: Option<u64> = None;
     let mut next = 0;
-    for (invoked, _, revision) in reads {
+    for (invoked, _, revision, op) in reads {
         while next < ended.len() && ended[next].1 < invoked {
             if let Some(r) = ended[next].2 {
                 newest = newest.max(Some(r));
@@ -161,11 +178,13 @@ fn back_in_time(key: Key, ops: &[&Operation], reference: &Reference, findings: &
         };
         match revision {
             Some(r) if r < earlier => findings.reads_back_in_time.push(format!(
-                "read k{key} at revision {r} after a read at revision {earlier} had ended"
+                "read k{key} at revision {r} after a read at revision {earlier} had ended ({})",
+                where_(op)
             )),
             None if !deleted_after(reference, key, earlier) => {
                 findings.reads_back_in_time.push(format!(
-                    "read k{key} absent after a read at revision {earlier} had ended, and nothing deleted it since"
+                    "read k{key} absent after a read at revision {earlier} had ended, and nothing deleted it since ({})",
+                    where_(op)
                 ));
             }
             _ => {}
@@ -238,6 +257,18 @@ mod tests {
         let absent = op(Call::Get, Outcome::Read(None), 6, 7);
         let f = check(&[put(20, 2, 0, 5), absent], &reference());
         assert_eq!(f.stale_reads.len(), 1, "{f:?}");
+    }
+
+    #[test]
+    fn a_reference_that_starts_late_judges_nothing_before_it() {
+        // The delete at revision 3 is before the reference's start: "absent" is fine.
+        let late = Reference {
+            from: 3,
+            base: BTreeMap::new(),
+            revisions: [(4, vec![(2, Some(1))])].into(),
+        };
+        let absent = op(Call::Get, Outcome::Read(None), 6, 7);
+        assert_eq!(check(&[put(20, 2, 0, 5), absent], &late).count(), 0);
     }
 
     #[test]

@@ -110,6 +110,8 @@ async fn accept(
     let mut count = 0u64;
     loop {
         let Ok((inbound, peer)) = listener.accept().await else {
+            // Out of descriptors, say: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         // A connection from elsewhere (a client probing the port) passes clean.

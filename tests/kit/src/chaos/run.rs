@@ -18,7 +18,7 @@ use super::linearizable::{self, Verdict};
 use super::necessary::{self, Findings};
 use super::nodes::Nodes;
 use super::proxy::{Link, Links};
-use super::reference::{Reference, apply};
+use super::reference::{Change, Reference, apply};
 use super::schedule::{self, Fault, Step};
 use super::watch_rules::{self, Delivery};
 use super::workload::{self, Assembler, Conn, Deliveries, Rest};
@@ -99,6 +99,8 @@ pub struct Report {
     pub necessary: Findings,
     /// Acknowledged writes older than the reference's history (not checked for loss).
     pub unchecked_writes: usize,
+    /// Where the reference starts (0: complete).
+    pub reference_from: u64,
     /// Watchers, their resumes and the revisions they were delivered.
     pub watchers: (usize, usize, usize),
     /// Watch rule violations.
@@ -368,33 +370,63 @@ async fn account(
         .unwrap_or_else(|_| Err(format!("did not reach revision {until} within {bound:?}")))
 }
 
-/// The nodes' accounts against the one reaching furthest back.
-fn compare(accounts: &[Reference], until: u64) -> (Reference, Vec<String>) {
+/// The reference: every revision any node's account or any watcher holds, which must
+/// agree wherever two hold the same revision. A node that caught up by a snapshot
+/// holds its history only from there, so the accounts alone may start late; the
+/// watchers, open since revision 0, fill the start in. Complete (`from` 0) when every
+/// revision up to `until` is held; otherwise it starts where the earliest account does.
+fn merge(
+    accounts: &[Reference],
+    watches: &[Vec<Delivery>],
+    until: u64,
+) -> (Reference, Vec<String>) {
     let mut problems = Vec::new();
-    let primary = accounts
-        .iter()
-        .min_by_key(|a| a.from)
-        .cloned()
-        .unwrap_or_default();
-    let state = primary.state_at(until);
-    for (i, account) in accounts.iter().enumerate() {
-        for (revision, changes) in &account.revisions {
-            if primary.covers(*revision) && primary.revisions.get(revision) != Some(changes) {
-                problems.push(format!(
-                    "node {} has {changes:?} at revision {revision}, another node {:?}",
-                    i + 1,
-                    primary.revisions.get(revision)
-                ));
+    let mut held: BTreeMap<u64, (Vec<Change>, String)> = BTreeMap::new();
+    let mut hold = |revision: u64, changes: &Vec<Change>, source: String| {
+        match held.get(&revision) {
+            Some((known, first)) if known != changes => problems.push(format!(
+                "revision {revision}: {first} has {known:?}, {source} has {changes:?}"
+            )),
+            Some(_) => {}
+            None => {
+                held.insert(revision, (changes.clone(), source));
             }
         }
-        if account.state_at(until) != state {
-            problems.push(format!(
-                "node {}'s catalog differs at revision {until}",
-                i + 1
-            ));
+    };
+    for (i, account) in accounts.iter().enumerate() {
+        for (revision, changes) in &account.revisions {
+            hold(*revision, changes, format!("node {}", i + 1));
         }
     }
-    (primary, problems)
+    for (w, deliveries) in watches.iter().enumerate() {
+        for delivery in deliveries {
+            if let Delivery::Changes { revision, changes } = delivery {
+                hold(*revision, changes, format!("watcher {w}"));
+            }
+        }
+    }
+    let revisions: BTreeMap<u64, Vec<Change>> =
+        held.into_iter().map(|(r, (changes, _))| (r, changes)).collect();
+    let reference = if (1..=until).all(|r| revisions.contains_key(&r)) {
+        Reference {
+            from: 0,
+            base: BTreeMap::new(),
+            revisions,
+        }
+    } else {
+        let earliest = accounts.iter().min_by_key(|a| a.from).cloned().unwrap_or_default();
+        Reference {
+            revisions: revisions.range(earliest.from + 1..).map(|(r, c)| (*r, c.clone())).collect(),
+            ..earliest
+        }
+    };
+    let state = reference.state_at(until);
+    for (i, account) in accounts.iter().enumerate() {
+        if account.state_at(until) != state {
+            problems.push(format!("node {}'s catalog differs at revision {until}", i + 1));
+        }
+    }
+    (reference, problems)
 }
 
 /// Runs one seed.
@@ -489,9 +521,6 @@ pub async fn run(options: &Options) -> Result<Report, ChaosError> {
             Err(e) => disagreements.push(format!("node {}'s account: {e}", i + 1)),
         }
     }
-    let (reference, problems) = compare(&accounts, final_revision);
-    disagreements.extend(problems);
-
     // Every watcher must catch up with the final write.
     let deadline = Instant::now() + Duration::from_secs(30);
     let reached =
@@ -501,10 +530,15 @@ pub async fn run(options: &Options) -> Result<Report, ChaosError> {
     }
     stop.store(true, Ordering::Relaxed);
     while watchers.join_next().await.is_some() {}
+    let watches: Vec<Vec<Delivery>> = watches
+        .iter()
+        .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        .collect();
+    let (reference, problems) = merge(&accounts, &watches, final_revision);
+    disagreements.extend(problems);
     let mut watch_violations = Vec::new();
     let (mut resumes, mut revisions) = (0, 0);
     for (w, deliveries) in watches.iter().enumerate() {
-        let deliveries = deliveries.lock().unwrap_or_else(|p| p.into_inner()).clone();
         resumes += deliveries
             .iter()
             .filter(|d| matches!(d, Delivery::Opened { .. }))
@@ -525,7 +559,13 @@ pub async fn run(options: &Options) -> Result<Report, ChaosError> {
         }
     }
 
-    let linearizable = linearizable::check(&history, options.search_budget);
+    // What was recorded, for a look at a failing seed.
+    let mut record = String::new();
+    for op in &history {
+        record.push_str(&format!("{op:?}\n"));
+    }
+    std::fs::write(options.dir.join("history.txt"), record)?;
+    let linearizable = linearizable::check(&history, Some(&reference), options.search_budget);
     let necessary = necessary::check(&history, &reference);
     let acknowledged: Vec<u64> = history
         .iter()
@@ -553,6 +593,7 @@ pub async fn run(options: &Options) -> Result<Report, ChaosError> {
             .iter()
             .filter(|r| **r <= reference.from)
             .count(),
+        reference_from: reference.from,
         linearizable,
         necessary,
         watchers: (options.watchers, resumes, revisions),
