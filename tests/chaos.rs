@@ -110,7 +110,10 @@ async fn seeded_faults_leave_every_history_linearizable_and_every_watch_whole() 
     // A node whose disk filled must have stopped (and been started again) at least
     // once: a node that keeps serving a catalog Raft no longer moves is the failure.
     if disk_faults > 0 {
-        assert!(fail_stops > 0, "{disk_faults} disk-full faults, no node stopped");
+        assert!(
+            fail_stops > 0,
+            "{disk_faults} disk-full faults, no node stopped"
+        );
     }
     if std::env::var("ISTHMUS_CHAOS_SEEDS").is_err() {
         assert_eq!(kinds.len(), if disk_full { 8 } else { 7 }, "drew {kinds:?}");

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress per listener; more wait in the kernel's accept queue, so
-/// idle unauthenticated sockets cannot use up the process's descriptors.
+/// Handshakes in progress per listener. A new connection that finds them all taken
+/// makes the oldest give way (see [`Pending`]), so idle unauthenticated sockets can
+/// neither use up the process's descriptors nor lock clients out.
 const MAX_HANDSHAKES: usize = 256;
 
 /// A node's certificate, key and the trust bundle it checks peers against.
@@ -141,9 +142,57 @@ impl NodeTls {
     }
 }
 
+/// The handshakes in progress on one listener, oldest first, each with a handle that
+/// cancels it. When a new connection finds every slot taken, the oldest gives way: a
+/// real client finishes its handshake in milliseconds, so what gets dropped is the
+/// socket that has sat longest without finishing. (New connections used to wait for a
+/// free slot instead, and 256 idle sockets from anyone who could reach the port held
+/// every client — and on the Raft port every peer — off for the 10 s timeout, again
+/// and again.)
+#[derive(Debug)]
+struct Pending<H> {
+    slots: usize,
+    next: u64,
+    order: std::collections::VecDeque<(u64, H)>,
+}
+
+impl<H> Pending<H> {
+    fn new(slots: usize) -> Self {
+        Self {
+            slots: slots.max(1),
+            next: 0,
+            order: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The id the next handshake will have.
+    fn next_id(&self) -> u64 {
+        self.next
+    }
+
+    /// Records the handshake `next_id()` names; returns the one it displaces, if any.
+    fn admit(&mut self, handle: H) -> Option<H> {
+        let evicted = if self.order.len() >= self.slots {
+            self.order.pop_front().map(|(_, h)| h)
+        } else {
+            None
+        };
+        self.order.push_back((self.next, handle));
+        self.next += 1;
+        evicted
+    }
+
+    /// Handshake `id` finished (or failed, or was displaced).
+    fn done(&mut self, id: u64) {
+        if let Some(at) = self.order.iter().position(|(i, _)| *i == id) {
+            self.order.remove(at);
+        }
+    }
+}
+
 /// Accepts TCP connections on `listener`, runs each TLS handshake in its own task
-/// (bounded by a timeout, so a slow client holds up no one), and yields the finished
-/// streams until `stop` is cancelled.
+/// (bounded by a timeout, and by [`MAX_HANDSHAKES`] at once with the oldest giving way),
+/// and yields the finished streams until `stop` is cancelled.
 pub fn accept_tls(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -151,16 +200,9 @@ pub fn accept_tls(
 ) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let pending = Arc::new(std::sync::Mutex::new(Pending::new(MAX_HANDSHAKES)));
     tokio::spawn(async move {
         loop {
-            let slot = tokio::select! {
-                () = stop.cancelled() => return,
-                slot = slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => return,
-                },
-            };
             let accepted = tokio::select! {
                 () = stop.cancelled() => return,
                 accepted = listener.accept() => accepted,
@@ -177,9 +219,14 @@ pub fn accept_tls(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
-            tokio::spawn(async move {
+            // Held while spawning, so that the task cannot report done before it is
+            // admitted.
+            let mut slots = pending.lock().unwrap_or_else(|p| p.into_inner());
+            let id = slots.next_id();
+            let finished = pending.clone();
+            let task = tokio::spawn(async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(slot);
+                finished.lock().unwrap_or_else(|p| p.into_inner()).done(id);
                 match handshake {
                     Ok(Ok(tls)) => {
                         let _ = tx.send((tls, remote)).await;
@@ -188,6 +235,10 @@ pub fn accept_tls(
                     Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
                 }
             });
+            if let Some(oldest) = slots.admit(task.abort_handle()) {
+                oldest.abort();
+                tracing::info!(%remote, "handshake slots full: dropped the oldest unfinished handshake");
+            }
         }
     });
     rx
@@ -198,4 +249,22 @@ pub fn peer_id(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
     let leaf = certs?.first()?;
     let facts = CertFacts::parse(leaf).ok()?;
     SpiffeId::parse(facts.uris.first()?).ok()
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::Pending;
+
+    #[test]
+    fn the_oldest_unfinished_handshake_gives_way() {
+        let mut pending = Pending::new(2);
+        assert_eq!(pending.admit("a"), None);
+        assert_eq!(pending.admit("b"), None);
+        assert_eq!(pending.admit("c"), Some("a"), "full: the oldest goes");
+        pending.done(1); // "b" finished
+        assert_eq!(pending.admit("d"), None, "a slot was free");
+        assert_eq!(pending.admit("e"), Some("c"));
+        pending.done(42); // unknown ids are ignored
+        assert_eq!(pending.order.len(), 2);
+    }
 }

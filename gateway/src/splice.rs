@@ -134,6 +134,16 @@ pub enum Ending {
     Reset,
     /// Something failed; the whole connection is aborted.
     Failed,
+    /// The stream's QUIC connection was lost (the peer gateway went away or stopped
+    /// answering); the whole connection is aborted.
+    PeerLost,
+}
+
+impl Summary {
+    /// Whether the QUIC connection under the stream was lost.
+    pub fn peer_lost(&self) -> bool {
+        self.tcp_to_quic == Ending::PeerLost || self.quic_to_tcp == Ending::PeerLost
+    }
 }
 
 /// How a spliced connection ended and how much it carried.
@@ -251,9 +261,10 @@ pub async fn splice<D: Downstream>(
                     break;
                 }
             }
-            if matches!(up_end, Some(Ending::Reset | Ending::Failed))
-                || matches!(down_end, Some(Ending::Reset | Ending::Failed))
-            {
+            let ended = |e: Option<Ending>| {
+                matches!(e, Some(Ending::Reset | Ending::Failed | Ending::PeerLost))
+            };
+            if ended(up_end) || ended(down_end) {
                 break;
             }
         }
@@ -300,7 +311,7 @@ async fn tcp_to_quic(
                 return if send.finish().is_ok() {
                     Ending::Finished
                 } else {
-                    Ending::Failed
+                    Ending::PeerLost
                 };
             }
             Ok(Some(buf)) => {
@@ -315,8 +326,10 @@ async fn tcp_to_quic(
                 } else {
                     buf.freeze()
                 };
-                if send.write_chunk(chunk).await.is_err() {
-                    return Ending::Failed;
+                match send.write_chunk(chunk).await {
+                    Ok(()) => {}
+                    Err(quinn::WriteError::ConnectionLost(_)) => return Ending::PeerLost,
+                    Err(_) => return Ending::Failed,
                 }
             }
             Err(e) => return tcp_failure(&e),
@@ -383,6 +396,7 @@ async fn quic_to_tcp(
                 };
             }
             Err(ReadError::Reset(_)) => return Ending::Reset,
+            Err(ReadError::ConnectionLost(_)) => return Ending::PeerLost,
             Err(_) => return Ending::Failed,
         }
     }

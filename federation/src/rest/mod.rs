@@ -127,6 +127,47 @@ async fn attempt(
     }
 }
 
+/// The most of an oversized body read and thrown away so that its sender sees the 413:
+/// a client that sends at once, without `Expect: 100-continue`, is still writing when
+/// the answer comes, and a connection closed under it reads as a broken pipe, not an
+/// answer. Bodies declared larger than this get the 413 without the wait.
+const DISCARD_MAX: u64 = 4 * MAX_BODY as u64;
+/// How long the throwing away may take.
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a body whose declared length is over [`MAX_BODY`] before decoding any of
+/// it. axum's own limit answers only once it has read past the limit, which is after
+/// hyper has told an `Expect: 100-continue` client to go ahead: the client then sends
+/// its megabytes into a connection closed under it and never sees the 413.
+async fn refuse_oversized(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = declared.filter(|l| *l > MAX_BODY as u64) else {
+        return next.run(request).await;
+    };
+    let asks_first = headers
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !asks_first && length <= DISCARD_MAX {
+        use http_body_util::BodyExt;
+        let mut body = request.into_body();
+        let _ = tokio::time::timeout(DISCARD_TIME, async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+    }
+    Failure(ApiError::TooLarge(format!(
+        "a body of {length} bytes; the limit is {MAX_BODY}"
+    )))
+    .into_response()
+}
+
 /// The REST router over `admin`.
 pub fn router(admin: Arc<Admin>) -> Router {
     let auth = axum::middleware::from_fn_with_state(admin.clone(), authenticate);
@@ -146,6 +187,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .merge(crate::ui::router())
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(admin)
 }
 

@@ -79,6 +79,9 @@ pub enum ResponseFlag {
     DownstreamProtocolError,
     /// The downstream sent nothing usable in time or went away (Envoy `DC`).
     DownstreamConnectionTermination,
+    /// The peer gateway's QUIC connection was lost while the connection was open
+    /// (Envoy `UC`, upstream connection termination).
+    UpstreamConnectionTermination,
     /// Closed after the idle timeout (Envoy `SI`).
     IdleTimeout,
     /// Cut at the drain deadline (ours; Envoy `LR` is the nearest).
@@ -97,6 +100,7 @@ impl ResponseFlag {
             Self::UpstreamProtocolError => "UPE",
             Self::DownstreamProtocolError => "DPE",
             Self::DownstreamConnectionTermination => "DC",
+            Self::UpstreamConnectionTermination => "UC",
             Self::IdleTimeout => "SI",
             Self::Drained => "LR",
         }
@@ -279,6 +283,14 @@ impl Entry {
             }
             if summary.cut {
                 self.response_flags.push(ResponseFlag::Drained);
+            }
+            if summary.peer_lost() {
+                // The lost side is the peer gateway: upstream when this gateway sent
+                // the stream, downstream when it received it.
+                self.response_flags.push(match self.direction {
+                    Direction::Inbound => ResponseFlag::DownstreamConnectionTermination,
+                    _ => ResponseFlag::UpstreamConnectionTermination,
+                });
             }
         }
     }

@@ -57,9 +57,9 @@ fn holds(reference: &Reference, revision: u64, key: Key, value: Option<u64>) -> 
 fn deleted_after(reference: &Reference, key: Key, after: u64) -> bool {
     after < reference.from
         || reference
-        .revisions
-        .range(after + 1..)
-        .any(|(_, changes)| changes.contains(&(key, None)))
+            .revisions
+            .range(after + 1..)
+            .any(|(_, changes)| changes.contains(&(key, None)))
 }
 
 /// Runs every check of `history` against `reference`.

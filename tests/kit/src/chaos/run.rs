@@ -382,15 +382,14 @@ fn merge(
 ) -> (Reference, Vec<String>) {
     let mut problems = Vec::new();
     let mut held: BTreeMap<u64, (Vec<Change>, String)> = BTreeMap::new();
-    let mut hold = |revision: u64, changes: &Vec<Change>, source: String| {
-        match held.get(&revision) {
-            Some((known, first)) if known != changes => problems.push(format!(
-                "revision {revision}: {first} has {known:?}, {source} has {changes:?}"
-            )),
-            Some(_) => {}
-            None => {
-                held.insert(revision, (changes.clone(), source));
-            }
+    let mut hold = |revision: u64, changes: &Vec<Change>, source: String| match held.get(&revision)
+    {
+        Some((known, first)) if known != changes => problems.push(format!(
+            "revision {revision}: {first} has {known:?}, {source} has {changes:?}"
+        )),
+        Some(_) => {}
+        None => {
+            held.insert(revision, (changes.clone(), source));
         }
     };
     for (i, account) in accounts.iter().enumerate() {
@@ -405,8 +404,10 @@ fn merge(
             }
         }
     }
-    let revisions: BTreeMap<u64, Vec<Change>> =
-        held.into_iter().map(|(r, (changes, _))| (r, changes)).collect();
+    let revisions: BTreeMap<u64, Vec<Change>> = held
+        .into_iter()
+        .map(|(r, (changes, _))| (r, changes))
+        .collect();
     let reference = if (1..=until).all(|r| revisions.contains_key(&r)) {
         Reference {
             from: 0,
@@ -414,16 +415,26 @@ fn merge(
             revisions,
         }
     } else {
-        let earliest = accounts.iter().min_by_key(|a| a.from).cloned().unwrap_or_default();
+        let earliest = accounts
+            .iter()
+            .min_by_key(|a| a.from)
+            .cloned()
+            .unwrap_or_default();
         Reference {
-            revisions: revisions.range(earliest.from + 1..).map(|(r, c)| (*r, c.clone())).collect(),
+            revisions: revisions
+                .range(earliest.from + 1..)
+                .map(|(r, c)| (*r, c.clone()))
+                .collect(),
             ..earliest
         }
     };
     let state = reference.state_at(until);
     for (i, account) in accounts.iter().enumerate() {
         if account.state_at(until) != state {
-            problems.push(format!("node {}'s catalog differs at revision {until}", i + 1));
+            problems.push(format!(
+                "node {}'s catalog differs at revision {until}",
+                i + 1
+            ));
         }
     }
     (reference, problems)
@@ -548,10 +559,10 @@ pub async fn run(options: &Options) -> Result<Report, ChaosError> {
             .iter()
             .filter(|d| matches!(d, Delivery::Changes { .. }))
             .count();
-        for v in watch_rules::check(&deliveries, &reference) {
+        for v in watch_rules::check(deliveries, &reference) {
             watch_violations.push(format!("watcher {w}: {v}"));
         }
-        let last = watch_rules::reached(&deliveries);
+        let last = watch_rules::reached(deliveries);
         if last < final_revision {
             watch_violations.push(format!(
                 "watcher {w} reached revision {last}, not the final {final_revision}, within 30s"
