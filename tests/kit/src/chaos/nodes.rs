@@ -4,7 +4,7 @@
 //! the run's directory. Dropping [`Nodes`] kills the processes and unmounts.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -52,10 +52,22 @@ pub struct Nodes {
     pub rest_tls: Arc<rustls::ClientConfig>,
     /// Whether each node's data is on a tmpfs of its own (disk-full possible).
     pub disk_full: bool,
+    _claim: crate::loopback::RangeClaim,
 }
 
-fn free_port() -> Result<SocketAddr, ChaosError> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// The loopback range the nodes listen in, claimed machine-wide for the run (see
+/// [`crate::loopback`]): node N listens on 127.0.2.N, ports 7001–7003. A port that
+/// was free a moment ago (bind to port 0, close, hand it on) is in the ephemeral
+/// range, and in 2 of 100 seeds some outgoing connection took it before the node
+/// bound it; fixed ports below that range on addresses of the run's own cannot be
+/// taken that way.
+const RANGE: &str = "127.0.2.0/24";
+/// How long a run waits for another run to let go of [`RANGE`].
+const RANGE_WAIT: Duration = Duration::from_secs(600);
+
+/// Node `i`'s (0-based) address for port `port`.
+fn listen(i: usize, port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 2, i as u8 + 1], port))
 }
 
 fn run(command: &mut Command) -> bool {
@@ -82,8 +94,11 @@ impl Nodes {
         let client = issue(pki.intermediate("ops")?, CLIENT_ID, &[], DAY)?;
         client.write(&dir.join("client.cert.pem"), &dir.join("client.key.pem"))?;
         let mut raft = Vec::new();
-        for _ in 0..count {
-            raft.push(free_port()?);
+        let claim = crate::loopback::claim(RANGE, RANGE_WAIT)
+            .await
+            .map_err(|e| ChaosError::Setup(e.to_string()))?;
+        for i in 0..count {
+            raft.push(listen(i, 7001));
         }
         let proxies = Proxies::start(&raft, seed).await?;
         let mut nodes = Vec::new();
@@ -101,7 +116,7 @@ impl Nodes {
                 &dir.join(format!("{name}.cert.pem")),
                 &dir.join(format!("{name}.key.pem")),
             )?;
-            let (admin, rest) = (free_port()?, free_port()?);
+            let (admin, rest) = (listen(i, 7002), listen(i, 7003));
             let data = dir.join(format!("data-{id}"));
             std::fs::create_dir_all(&data)?;
             let mounted = disk_full
@@ -166,6 +181,7 @@ watch_history = 1000000
             client_tls,
             rest_tls,
             disk_full,
+            _claim: claim,
         };
         for i in 0..count {
             me.spawn(i)?;
