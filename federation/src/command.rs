@@ -240,6 +240,10 @@ pub enum Rejection {
         /// How many exports remain.
         count: usize,
     },
+    /// The catalog is at the last revision a 64-bit counter holds: no change can get a
+    /// revision of its own.
+    #[error("the catalog is at revision {0}, the last there is; it takes no more changes")]
+    RevisionsExhausted(u64),
 }
 
 /// The result of applying one command.
@@ -249,7 +253,10 @@ pub type Applied = Result<(u64, Vec<Event>), Rejection>;
 /// touched object carries the new revision, and the events of that revision are
 /// returned with it. On rejection `state` is unchanged.
 pub fn apply(state: &mut CatalogState, command: Command) -> Applied {
-    let revision = state.revision + 1;
+    let revision = state
+        .revision
+        .checked_add(1)
+        .ok_or(Rejection::RevisionsExhausted(state.revision))?;
     let events = match command {
         Command::PutCluster {
             mut cluster,
@@ -626,7 +633,8 @@ impl From<Rejection> for ApiError {
             }
             Rejection::RevisionMismatch { .. }
             | Rejection::ClusterHasExports { .. }
-            | Rejection::Revoked { .. } => Self::FailedPrecondition(message),
+            | Rejection::Revoked { .. }
+            | Rejection::RevisionsExhausted(_) => Self::FailedPrecondition(message),
             Rejection::Vet { field, message } => Self::admission(field, message),
             Rejection::JoinRefused { .. } => Self::PermissionDenied(message),
             Rejection::UnknownCluster { cluster } => Self::admission(
@@ -674,6 +682,23 @@ mod tests {
             cluster: cluster(name),
             expect,
         }
+    }
+
+    #[test]
+    fn the_last_revision_takes_no_more_changes() {
+        let mut state = CatalogState {
+            revision: u64::MAX,
+            ..CatalogState::default()
+        };
+        let put = Command::PutCluster {
+            cluster: cluster("east"),
+            expect: Expect::Any,
+        };
+        assert_eq!(
+            apply(&mut state, put),
+            Err(Rejection::RevisionsExhausted(u64::MAX))
+        );
+        assert!(state.clusters.is_empty());
     }
 
     #[test]

@@ -97,7 +97,9 @@ impl CatalogMirror {
                         revision: pending.revision,
                     });
                 }
-                if changes.revision != self.state.revision + 1 {
+                // `checked_add`: a snapshot at u64::MAX must not make the next change
+                // overflow (found by the `watch_message` fuzz target).
+                if Some(changes.revision) != self.state.revision.checked_add(1) {
                     return Err(MirrorError::OutOfOrder {
                         at: self.state.revision,
                         got: changes.revision,
@@ -267,6 +269,29 @@ mod tests {
         );
         assert_eq!(mirror.revision(), 1);
         assert_eq!(mirror.state().clusters.len(), 1);
+    }
+
+    #[test]
+    fn a_change_after_a_snapshot_at_the_last_revision_is_refused_not_a_panic() {
+        // The `watch_message` fuzz target's crash: a whole snapshot at u64::MAX, then
+        // any change, overflowed `revision + 1`.
+        let mut mirror = CatalogMirror::new();
+        let last = WatchMessage::Snapshot {
+            revision: u64::MAX,
+            events: vec![],
+            done: true,
+        };
+        mirror.apply(last).unwrap();
+        for revision in [0, 5, u64::MAX] {
+            assert_eq!(
+                mirror.apply(put_cluster(revision, "east")),
+                Err(MirrorError::OutOfOrder {
+                    at: u64::MAX,
+                    got: revision
+                })
+            );
+        }
+        assert_eq!(mirror.revision(), u64::MAX);
     }
 
     #[test]

@@ -71,9 +71,14 @@ fn reply(request: &Message, answer: &Answer) {
         }
         None => 512,
     };
-    let bytes = response.to_vec().expect("a reply with the answer serializes");
+    let bytes = response
+        .to_vec()
+        .expect("a reply with the answer serializes");
     let decoded = Message::from_vec(&bytes).expect("a serialized reply decodes");
-    assert_eq!(decoded.answers, answer.records, "the answer survives the wire");
+    assert_eq!(
+        decoded.answers, answer.records,
+        "the answer survives the wire"
+    );
     assert_eq!(decoded.metadata.response_code, answer.code);
     if bytes.len() > usize::from(limit) {
         response.answers.clear();
@@ -94,7 +99,11 @@ fn question(query: &Query) -> Answer {
     }
     let class = classify(&name.to_ascii());
     if got.code == ResponseCode::Refused {
-        assert_eq!(class, NameKind::OutsideZone, "REFUSED inside the zone: {name}");
+        assert_eq!(
+            class,
+            NameKind::OutsideZone,
+            "REFUSED inside the zone: {name}"
+        );
     }
     let lower = answer(table(), &name.to_lowercase(), kind);
     assert_eq!(

@@ -160,7 +160,10 @@ fn decisions(body: &PolicyBody) {
                 rule.name
             );
             if rule.action == Action::Deny {
-                assert!(!decision.allowed, "a matching enforced deny wins: {decision:?}");
+                assert!(
+                    !decision.allowed,
+                    "a matching enforced deny wins: {decision:?}"
+                );
             }
         }
     }

@@ -93,7 +93,9 @@ fn base() -> &'static CatalogState {
                 join: grant(),
             },
         ] {
-            command.validate(trust_domain()).expect("the base catalog is valid");
+            command
+                .validate(trust_domain())
+                .expect("the base catalog is valid");
             apply(&mut state, command).expect("the base catalog applies");
         }
         state

@@ -35,7 +35,10 @@ fn check_id(text: &str) {
     }
     if let Ok(identity) = id.identity() {
         let rebuilt = identity.to_spiffe_id(id.trust_domain());
-        assert_eq!(rebuilt, id, "an identity form prints back to the ID it came from");
+        assert_eq!(
+            rebuilt, id,
+            "an identity form prints back to the ID it came from"
+        );
         let reparsed = SpiffeId::parse(rebuilt.as_str()).expect("a rebuilt ID parses");
         assert_eq!(reparsed.identity().as_ref(), Ok(&identity));
     }

@@ -18,7 +18,7 @@
 #![no_main]
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use isthmus_ca::pem::{certs_from_pem, certs_to_pem};
 use isthmus_ca::verify::{ExpectedIdentity, PeerRole, verify_chain};
@@ -185,7 +185,10 @@ fn pem_text(text: &str) {
             let again = TrustBundle::from_pem(fixture.trust_domain.clone(), &bundle.to_pem())
                 .expect("a bundle's PEM reads as a bundle");
             let prints = |b: &TrustBundle| -> Vec<String> {
-                b.roots().iter().map(|r| r.facts.fingerprint.clone()).collect()
+                b.roots()
+                    .iter()
+                    .map(|r| r.facts.fingerprint.clone())
+                    .collect()
             };
             assert_eq!(prints(&again), prints(&bundle));
         }

@@ -44,7 +44,10 @@ fn watch_response(message: proto::WatchResponse) {
                 assert!(watched.unreadable.is_empty());
                 assert_eq!(&watched.message, m, "lenient and strict agree");
             }
-            Err(_) => assert!(!watched.unreadable.is_empty(), "strict refused it: {strict:?}"),
+            Err(_) => assert!(
+                !watched.unreadable.is_empty(),
+                "strict refused it: {strict:?}"
+            ),
         },
         Err(e) => {
             let _ = e.to_string();
@@ -116,7 +119,10 @@ fn stream(mut data: &[u8]) {
             }
         }
         let view = derive(mirror.state(), "east");
-        assert!(!view.peers.contains_key("east"), "our own cluster is no peer");
+        assert!(
+            !view.peers.contains_key("east"),
+            "our own cluster is no peer"
+        );
     }
 }
 
