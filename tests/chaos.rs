@@ -15,12 +15,28 @@ use isthmus_testkit::chaos::{Options, run, schedule};
 
 const LOAD: Duration = Duration::from_secs(12);
 
-/// Whether this process may mount a tmpfs per node (disk-full faults need root).
-fn root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+/// Whether this process may mount a tmpfs per node (disk-full faults need it): tried,
+/// not guessed from the uid, since root in a container may still be refused.
+fn can_mount_tmpfs() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let unmounted = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            unmounted,
+            "could not unmount the probe tmpfs at {}",
+            dir.path().display()
+        );
+    }
+    mounted
 }
 
 /// The first seeds that, together, draw every kind of fault the machine allows.
@@ -60,7 +76,7 @@ fn seeds(disk_full: bool) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_faults_leave_every_history_linearizable_and_every_watch_whole() {
-    let disk_full = root();
+    let disk_full = can_mount_tmpfs();
     let mut kinds = BTreeSet::new();
     let mut failed = Vec::new();
     let (mut disk_faults, mut fail_stops) = (0, 0);
@@ -94,6 +110,10 @@ async fn seeded_faults_leave_every_history_linearizable_and_every_watch_whole() 
             "the load did little: {report:?}"
         );
         assert!(report.reads > 50, "the load did little: {report:?}");
+        assert_eq!(
+            report.disk_full, disk_full,
+            "the probe and the run disagree on tmpfs"
+        );
         kinds.extend(report.fault_kinds.keys().copied());
         disk_faults += report.fault_kinds.get("disk-full").copied().unwrap_or(0);
         fail_stops += report.fail_stops;
