@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,7 @@ const RECOVER_BOUND: Duration = Duration::from_secs(30);
 const ECHO: &str = r#"
 import socket, sys, threading
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
 print("READY", flush=True)
 def serve(c):
     with c:
@@ -45,16 +45,18 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-/// Sends `size` random bytes (at most `rate` bytes/s when not 0), reads them back,
-/// and prints `RESULT ok <bytes> <seconds>` or `RESULT fail <bytes back> <seconds>
+/// Sends `size` random bytes (at most `rate` bytes/s when not 0), reads them back
+/// (touching the file `$FLOWING`, when set, once the first come back), and prints `RESULT ok <bytes> <seconds>` or `RESULT fail <bytes back> <seconds>
 /// <why>`.
 const CLIENT: &str = r#"
 import hashlib, os, socket, sys, threading, time
-port, size, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+host, port, size, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+flowing = os.environ.get("FLOWING")  # touched when the first bytes come back
 data = os.urandom(size)
 start = time.monotonic()
+n = 0
 try:
-    c = socket.create_connection(("127.0.0.1", port), timeout=120)
+    c = socket.create_connection((host, port), timeout=120)
     def send():
         chunk = 65536
         try:
@@ -66,11 +68,13 @@ try:
         except OSError:
             pass
     t = threading.Thread(target=send, daemon=True); t.start()
-    got = hashlib.sha256(); n = 0
+    got = hashlib.sha256()
     while n < size:
         b = c.recv(65536)
         if not b: break
         got.update(b); n += len(b)
+        if flowing and n == len(b):
+            open(flowing, "w").close()
     took = time.monotonic() - start
     if n == size and got.digest() == hashlib.sha256(data).digest():
         print("RESULT ok", n, took, flush=True)
@@ -79,7 +83,7 @@ try:
     else:
         print("RESULT fail", n, took, "connection ended early", flush=True)
 except Exception as e:
-    print("RESULT fail 0", time.monotonic() - start, repr(e), flush=True)
+    print("RESULT fail", n, time.monotonic() - start, repr(e), flush=True)
 "#;
 
 /// What the relay does to each datagram, each way.
@@ -204,18 +208,37 @@ async fn relay(front: UdpSocket, target: SocketAddr, faults: Arc<Mutex<Faults>>)
     }
 }
 
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// Addresses of a loopback range claimed machine-wide for one test (see
+/// `isthmus_testkit::loopback`): fixed ports below the ephemeral range, so no outgoing
+/// connection can take one between a pick and its bind, as a port "free a moment ago"
+/// can be taken.
+struct Range {
+    octet: u8,
+    _claim: isthmus_testkit::loopback::RangeClaim,
 }
 
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+impl Range {
+    fn claim(octet: u8) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let claim = runtime
+            .block_on(isthmus_testkit::loopback::claim(
+                &format!("127.{octet}.0.0/24"),
+                Duration::from_secs(600),
+            ))
+            .unwrap();
+        Self {
+            octet,
+            _claim: claim,
+        }
+    }
+
+    /// Host `host` of the range, port `port`.
+    fn at(&self, host: u8, port: u16) -> SocketAddr {
+        SocketAddr::from(([127, self.octet, 0, host], port))
+    }
 }
 
 /// A child process, killed when dropped.
@@ -255,6 +278,7 @@ impl Drop for Proc {
 }
 
 struct Mesh {
+    _range: Range,
     dir: tempfile::TempDir,
     relay: Relay,
     west_quic: SocketAddr,
@@ -304,14 +328,18 @@ fn gateway_config(
 }
 
 impl Mesh {
-    fn start() -> Self {
+    /// A mesh on loopback range `127.<octet>.0.0/24` (one per test, so that the tests
+    /// of this file run side by side).
+    fn start(octet: u8) -> Self {
+        let range = Range::claim(octet);
         let dir = tempfile::tempdir().unwrap();
         write_pki(dir.path());
-        let echo = free_tcp();
+        let echo = range.at(2, 7007);
         let mut command = Command::new("python3");
-        command.args(["-c", ECHO, &echo.port().to_string()]);
+        command.args(["-c", ECHO, &echo.ip().to_string(), &echo.port().to_string()]);
         let echo_proc = Proc::start(command, "READY");
-        let (west_quic, east_quic, import) = (free_udp(), free_udp(), free_tcp());
+        let (west_quic, east_quic, import) =
+            (range.at(2, 4443), range.at(1, 4443), range.at(1, 9007));
         let relay = Relay::start(west_quic);
         let west = Self::start_west(dir.path(), west_quic, east_quic, echo);
         let east_config = gateway_config(
@@ -328,6 +356,7 @@ impl Mesh {
         east.args(["gateway", "run", "--config"]).arg(east_config);
         let east = Proc::start(east, " ready");
         Self {
+            _range: range,
             dir,
             relay,
             west_quic,
@@ -356,10 +385,25 @@ impl Mesh {
 
     /// Runs the client: (ok, bytes back, seconds, its whole line).
     fn transfer(&self, size: usize, rate: usize) -> (bool, usize, f64, String) {
-        let output = Command::new("timeout")
+        self.transfer_flagging(size, rate, None)
+    }
+
+    /// [`Self::transfer`], touching `flowing` once bytes come back.
+    fn transfer_flagging(
+        &self,
+        size: usize,
+        rate: usize,
+        flowing: Option<&Path>,
+    ) -> (bool, usize, f64, String) {
+        let mut command = Command::new("timeout");
+        if let Some(path) = flowing {
+            command.env("FLOWING", path);
+        }
+        let output = command
             .arg(TRANSFER_BOUND.as_secs().to_string())
             .args(["python3", "-c", CLIENT])
             .args([
+                self.import.ip().to_string(),
                 self.import.port().to_string(),
                 size.to_string(),
                 rate.to_string(),
@@ -371,7 +415,10 @@ impl Mesh {
             .lines()
             .find(|l| l.starts_with("RESULT"))
             .unwrap_or_else(|| {
-                panic!("the client did not finish within {TRANSFER_BOUND:?}: {text:?}")
+                panic!(
+                    "the client did not finish within {TRANSFER_BOUND:?}: {text:?} {:?}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
             })
             .to_owned();
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -386,7 +433,7 @@ impl Mesh {
 
 #[test]
 fn bytes_cross_a_lossy_reordering_duplicating_slow_link_intact() {
-    let mesh = Mesh::start();
+    let mesh = Mesh::start(211);
     const SIZE: usize = 4 << 20;
     let ms = Duration::from_millis;
     for (name, faults) in [
@@ -450,16 +497,26 @@ fn bytes_cross_a_lossy_reordering_duplicating_slow_link_intact() {
 
 #[test]
 fn a_peer_gateway_killed_mid_transfer_fails_what_was_open_and_serves_again_after_restart() {
-    let mut mesh = Mesh::start();
+    let mut mesh = Mesh::start(212);
     // A first transfer brings the QUIC connection up.
     let (ok, _, _, line) = mesh.transfer(64 << 10, 0);
     assert!(ok, "{line}");
 
-    // 8 MiB at 1 MiB/s: well in flight when west dies a second in.
+    // 8 MiB at 1 MiB/s: well in flight when west dies.
     let west = mesh.west.as_ref().unwrap().0.id().to_string();
+    let flowing = mesh.dir.path().join("flowing");
     let killed = std::thread::scope(|s| {
-        let transfer = s.spawn(|| mesh.transfer(8 << 20, 1 << 20));
-        std::thread::sleep(Duration::from_secs(1));
+        let transfer = s.spawn(|| mesh.transfer_flagging(8 << 20, 1 << 20, Some(&flowing)));
+        // In flight: bytes have come back through the tunnel (bounded wait, not a
+        // guess of how long the client takes to start on a busy machine).
+        let waiting = Instant::now();
+        while !flowing.exists() {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(30),
+                "no bytes came back"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let at = Instant::now();
         assert!(
             Command::new("kill")
