@@ -343,7 +343,8 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// Encodes the answer to `request`: the question echoed, EDNS answered when asked, and
 /// the answer section dropped with TC set when it would not fit the client's UDP size.
-fn encode_reply(request: &Message, answer: Answer, own: bool) -> Option<Vec<u8>> {
+/// `own` marks the answer authoritative (a name of the zone) rather than recursed.
+pub fn encode_reply(request: &Message, answer: Answer, own: bool) -> Option<Vec<u8>> {
     let mut response = Message::response(request.metadata.id, request.metadata.op_code);
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.metadata.checking_disabled = request.metadata.checking_disabled;

@@ -15,8 +15,8 @@
 use std::net::Ipv4Addr;
 use std::sync::{Arc, OnceLock};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use isthmus_gateway::dns::{Answer, DnsTable, MAX_UDP_PAYLOAD, ServiceRecord, answer};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use isthmus_gateway::dns::{Answer, DnsTable, ServiceRecord, answer, encode_reply};
 use isthmus_gateway::names::{NameKind, classify};
 use libfuzzer_sys::fuzz_target;
 
@@ -52,39 +52,24 @@ fn table() -> &'static Arc<DnsTable> {
     })
 }
 
-/// The server's reply to `request` (a copy of `dns::encode_reply`, which is private),
-/// checked: it encodes, and what does not fit the UDP size is truncated.
+/// The server's reply to `request`, as the server encodes it: it must encode, decode
+/// back, keep the answer's code, and carry the answer's records unless it had to drop
+/// them (TC) to fit the client's UDP size.
 fn reply(request: &Message, answer: &Answer) {
-    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
-    response.metadata.recursion_desired = request.metadata.recursion_desired;
-    response.metadata.checking_disabled = request.metadata.checking_disabled;
-    response.metadata.authoritative = true;
-    response.metadata.response_code = answer.code;
-    response.queries = request.queries.clone();
-    response.answers = answer.records.clone();
-    let limit = match &request.edns {
-        Some(edns) => {
-            let mut ours = Edns::new();
-            ours.set_max_payload(MAX_UDP_PAYLOAD);
-            response.edns = Some(ours);
-            edns.max_payload().clamp(512, MAX_UDP_PAYLOAD)
-        }
-        None => 512,
-    };
-    let bytes = response
-        .to_vec()
-        .expect("a reply with the answer serializes");
+    let bytes = encode_reply(request, answer.clone(), true).expect("a reply encodes");
     let decoded = Message::from_vec(&bytes).expect("a serialized reply decodes");
-    assert_eq!(
-        decoded.answers, answer.records,
-        "the answer survives the wire"
-    );
-    assert_eq!(decoded.metadata.response_code, answer.code);
-    if bytes.len() > usize::from(limit) {
-        response.answers.clear();
-        response.metadata.truncation = true;
-        let _ = response.to_vec();
+    if decoded.metadata.truncation {
+        assert!(
+            decoded.answers.is_empty(),
+            "a truncated reply carries no answers"
+        );
+    } else {
+        assert_eq!(
+            decoded.answers, answer.records,
+            "the answer survives the wire"
+        );
     }
+    assert_eq!(decoded.metadata.response_code, answer.code);
 }
 
 fn question(query: &Query) -> Answer {

@@ -12,8 +12,14 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((header, used))) = StreamHeader::decode(data) {
         let again = header.encode().expect("a decoded header encodes");
-        assert!(again.len() <= used, "re-encoding grew: {} > {used}", again.len());
-        let (back, whole) = StreamHeader::decode(&again).expect("re-decodes").expect("whole");
+        assert!(
+            again.len() <= used,
+            "re-encoding grew: {} > {used}",
+            again.len()
+        );
+        let (back, whole) = StreamHeader::decode(&again)
+            .expect("re-decodes")
+            .expect("whole");
         assert_eq!(back, header);
         assert_eq!(whole, again.len());
         if again.len() == used {
@@ -23,6 +29,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some((response, used))) = Response::decode(data) {
         let again = response.encode();
         assert_eq!(&again[..], &data[..used]);
-        assert_eq!(Response::decode(&again).expect("re-decodes").expect("whole").0, response);
+        assert_eq!(
+            Response::decode(&again)
+                .expect("re-decodes")
+                .expect("whole")
+                .0,
+            response
+        );
     }
 });
