@@ -259,6 +259,25 @@ impl PeerPool {
         retired
     }
 
+    /// Retires every connection (this gateway's own certificate chain changed): new
+    /// streams dial afresh, streams in flight finish on the old one. Returns how many.
+    pub async fn retire_all(&self) -> usize {
+        let slots: Vec<Arc<tokio::sync::Mutex<Slot>>> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut retired = 0;
+        for slot in slots {
+            if slot.lock().await.connection.take().is_some() {
+                retired += 1;
+            }
+        }
+        retired
+    }
+
     /// Closes the connection to `cluster`, if any (it stopped being a peer).
     pub async fn close(&self, cluster: &str, reason: &str) {
         let slot = self

@@ -9,11 +9,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use isthmus_federation_api::model::{
-    Cluster, ClusterState, EndpointHealth, Expect, ExportPort, GatewayEndpoint, PortProtocol,
-    ServiceExport, TrustBundleDoc,
+    EndpointHealth, Expect, ExportPort, PortProtocol, ServiceExport,
 };
-use isthmus_federation_api::request::{PutCluster, PutExport, RevokeCluster, SetTrustBundle};
+use isthmus_federation_api::request::{PutCluster, PutExport, RevokeCluster};
 use isthmus_federation_api::status::Consistency;
+use isthmus_testkit::peer::probe_gateway;
 use isthmus_testkit::{ClusterSpec, DevMesh, ExportSpec, echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -181,18 +181,7 @@ async fn a_federation_outage_keeps_known_services_and_the_watch_resumes() {
     let before = metrics.catalog_revision.get();
     // A change made now, by a cluster with no gateway (so that no gateway's own
     // publishing touches it): a new member and its export.
-    let south = Cluster {
-        name: "south".into(),
-        gateways: vec![GatewayEndpoint {
-            name: "ew".into(),
-            address: "127.0.0.1:9".into(),
-        }],
-        intermediate_pem: None,
-        state: ClusterState::Active,
-        locality: None,
-        join: None,
-        revision: 0,
-    };
+    let south = isthmus_testkit::mesh::cluster_without_gateway("south");
     let added = ServiceExport {
         cluster: "south".into(),
         namespace: "demo".into(),
@@ -387,41 +376,12 @@ async fn new_connections_fail_over_to_the_other_exporting_cluster() {
     mesh.shutdown().await;
 }
 
-/// Opens a QUIC connection to `addr` as a gateway of `cluster` with a leaf issued by
-/// `intermediate`, sends a stream header and waits for any answer: `Ok` when the peer
-/// gateway accepted the connection and answered.
-async fn probe(
-    addr: SocketAddr,
-    intermediate: &isthmus_ca::Authority,
-    cluster: &str,
-    server_bundle: isthmus_ca::TrustBundle,
-) -> Result<(), String> {
-    let id = format!(
-        "spiffe://{}/cluster/{cluster}/gateway/probe",
-        isthmus_testkit::mesh::TRUST_DOMAIN
-    );
-    let header = isthmus_gateway::header::StreamHeader {
-        request_id: 1,
-        namespace: "demo".into(),
-        service: "nothing".into(),
-        port: 1,
-        source: isthmus_ca::SpiffeId::parse(&id).unwrap(),
-        trace: None,
-    };
-    isthmus_testkit::peer::open_stream_as(addr, intermediate, &id, server_bundle, &header)
-        .await
-        .map(|_| ())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
     use isthmus_ca::{Authority, KeyAlgorithm, TrustBundle};
     let dir = tempfile::tempdir().unwrap();
     let mut mesh = west_and_east(dir.path(), 97).await;
-    let (east, west) = (
-        mesh.members["east"].metrics(),
-        mesh.members["west"].metrics(),
-    );
+    let east = mesh.members["east"].metrics();
     until("east imports echo", || east.imported_services.get() == 1).await;
     let dns = mesh.members["east"].addresses().dns.unwrap();
     let url = format!(
@@ -448,152 +408,19 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
         })
     };
 
-    let td = mesh.trust_domain.clone();
-    let a = mesh.root.cert_chain_pem();
     let root_b = Authority::new_root(
-        &td,
+        &mesh.trust_domain,
         KeyAlgorithm::EcdsaP256,
         Duration::from_secs(86_400 * 365),
         std::time::SystemTime::now(),
     )
     .unwrap();
-    let b = root_b.cert_chain_pem();
-    let set_bundle = |roots: String, retired: String| SetTrustBundle {
-        bundle: TrustBundleDoc {
-            trust_domain: td.to_string(),
-            roots_pem: roots,
-            retired_pem: retired,
-            revision: 0,
-        },
-        expect: Expect::Any,
-    };
-    let updates = |m: &isthmus_gateway::metrics::Metrics| m.bundle_updates.get();
-
-    // Stage 1: trust A and B everywhere.
-    let staged = mesh
-        .client()
-        .unwrap()
-        .set_trust_bundle(set_bundle(format!("{a}{b}"), String::new()))
-        .await
-        .unwrap()
-        .revision;
-    until("both gateways trust A+B", || {
-        updates(&east) >= 2 && updates(&west) >= 2
-    })
-    .await;
-    // Every node must trust B before any node presents a certificate from B: a write is
-    // acknowledged once a majority has it, and a node still without A+B would refuse
-    // its peers' new certificates and never catch up.
-    for i in 0..3 {
-        let node = mesh.node_client(i).unwrap();
-        until_async("every node applies the A+B bundle", || async {
-            node.status(Consistency::Stale)
-                .await
-                .is_ok_and(|s| s.revision >= staged)
-        })
-        .await;
-    }
-
-    // The federation nodes move to certificates from B, one at a time.
-    mesh.write_bundle_file(&format!("{a}{b}")).unwrap();
-    for i in 0..3 {
-        mesh.reissue_node(i, &root_b).unwrap();
-        mesh.stop_node(i).await;
-        mesh.start_node(i).await.unwrap();
-        let target = mesh
-            .client()
-            .unwrap()
-            .status(Consistency::Linearizable)
-            .await
-            .unwrap()
-            .revision;
-        let nodes: Vec<_> = (0..3).map(|n| mesh.node_client(n).unwrap()).collect();
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let mut seen = Vec::new();
-            for (n, client) in nodes.iter().enumerate() {
-                let status = client.status(Consistency::Stale).await;
-                let caught_up = n == i
-                    && status
-                        .as_ref()
-                        .is_ok_and(|s| s.revision >= target && s.leader_id.is_some());
-                seen.push(match status {
-                    Ok(s) => format!(
-                        "node {}: {} term {} leader {:?} revision {} applied {:?}",
-                        n + 1,
-                        s.state,
-                        s.term,
-                        s.leader_id,
-                        s.revision,
-                        s.applied_index
-                    ),
-                    Err(e) => format!("node {}: {e}", n + 1),
-                });
-                if caught_up {
-                    seen.clear();
-                    break;
-                }
-            }
-            if seen.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not within {BOUND:?}: restarted node {} catches up to revision {target}; last seen: {seen:#?}",
-                i + 1
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    // Stage 2: issue from B — the clusters' intermediates, re-signed for their own keys.
-    for cluster in ["west", "east"] {
-        let current = mesh
-            .client()
-            .unwrap()
-            .cluster(cluster, Consistency::Linearizable)
-            .await
-            .unwrap();
-        let der =
-            isthmus_ca::pem::certs_from_pem(current.intermediate_pem.as_deref().unwrap()).unwrap();
-        let resigned = root_b
-            .resign_cluster_intermediate(
-                &der[0],
-                cluster,
-                Duration::from_secs(86_400 * 30),
-                std::time::SystemTime::now(),
-            )
-            .unwrap();
-        let updated = Cluster {
-            intermediate_pem: Some(isthmus_ca::pem::certs_to_pem([&resigned])),
-            ..current.clone()
-        };
-        mesh.client()
-            .unwrap()
-            .put_cluster(PutCluster {
-                cluster: updated,
-                expect: Expect::Revision(current.revision),
-            })
-            .await
-            .unwrap();
-    }
-    until("both gateways issue from B", || {
-        east.certificate_renewals.get() >= 1 && west.certificate_renewals.get() >= 1
-    })
-    .await;
-
-    // Stage 3: remove A (the mesh's admin certificate chains to A: this is its last
-    // call).
-    mesh.client()
-        .unwrap()
-        .set_trust_bundle(set_bundle(b.clone(), a.clone()))
-        .await
-        .unwrap();
-    until("both gateways trust only B", || {
-        updates(&east) >= 3 && updates(&west) >= 3
-    })
-    .await;
-    mesh.write_bundle_file(&b).unwrap();
+    // The staged rotation, each stage waited for (the testkit's procedure, also the
+    // soak's): A+B everywhere, nodes on B one at a time, intermediates re-signed by B,
+    // A removed.
+    let root_a = mesh.rotate_root(root_b).await.unwrap();
+    let td = mesh.trust_domain.clone();
+    let b = mesh.root.cert_chain_pem();
     // Let the peers' old connections pass their grace period while traffic goes on.
     tokio::time::sleep(isthmus_gateway::recheck::GRACE + Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -610,7 +437,15 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
 
     // A certificate chained to the removed root is refused; one from B is accepted.
     let b_only = TrustBundle::from_pem(td.clone(), &b).unwrap();
-    let old = mesh
+    let old = root_a
+        .new_cluster_intermediate(
+            "east",
+            KeyAlgorithm::EcdsaP256,
+            Duration::from_secs(86_400),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let new = mesh
         .root
         .new_cluster_intermediate(
             "east",
@@ -619,20 +454,14 @@ async fn a_staged_root_rotation_drops_no_connection_and_retires_the_old_root() {
             std::time::SystemTime::now(),
         )
         .unwrap();
-    let new = root_b
-        .new_cluster_intermediate(
-            "east",
-            KeyAlgorithm::EcdsaP256,
-            Duration::from_secs(86_400),
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-    let refused = probe(west_quic, &old, "east", b_only.clone()).await;
+    let refused = probe_gateway(west_quic, &old, "east", b_only.clone()).await;
     assert!(
         refused.is_err(),
         "a leaf from the removed root was accepted"
     );
-    probe(west_quic, &new, "east", b_only).await.unwrap();
+    probe_gateway(west_quic, &new, "east", b_only)
+        .await
+        .unwrap();
     mesh.shutdown().await;
 }
 
@@ -658,7 +487,7 @@ async fn a_revoked_cluster_is_refused_by_its_peers() {
             std::time::SystemTime::now(),
         )
         .unwrap();
-    probe(east_quic, &west_ca, "west", bundle.clone())
+    probe_gateway(east_quic, &west_ca, "west", bundle.clone())
         .await
         .unwrap();
     // ...and, once west is revoked, refused, though the chain is as valid as before.
@@ -679,7 +508,7 @@ async fn a_revoked_cluster_is_refused_by_its_peers() {
         east.imported_services.get() == 0
     })
     .await;
-    let refused = probe(east_quic, &west_ca, "west", bundle).await;
+    let refused = probe_gateway(east_quic, &west_ca, "west", bundle).await;
     assert!(
         refused.is_err(),
         "a gateway of the revoked cluster was accepted"

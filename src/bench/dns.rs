@@ -17,8 +17,7 @@ use clap::Args;
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use isthmus_federation_api::model::{
-    Cluster, ClusterState, EndpointHealth, Expect, ExportKey, ExportPort, GatewayEndpoint,
-    PortProtocol, ServiceExport,
+    EndpointHealth, Expect, ExportKey, ExportPort, PortProtocol, ServiceExport,
 };
 use isthmus_federation_api::request::{DeleteExport, PutCluster, PutExport};
 use isthmus_gateway::dns::{DnsServer, DnsTable, ServiceRecord};
@@ -82,18 +81,7 @@ pub(crate) fn propagation(args: &PropagationArgs) -> anyhow::Result<ExitCode> {
         let client = mesh.client()?;
         client
             .put_cluster(PutCluster {
-                cluster: Cluster {
-                    name: "src".into(),
-                    gateways: vec![GatewayEndpoint {
-                        name: "ew".into(),
-                        address: "127.0.0.1:9".into(),
-                    }],
-                    intermediate_pem: None,
-                    state: ClusterState::Active,
-                    locality: None,
-                    join: None,
-                    revision: 0,
-                },
+                cluster: isthmus_testkit::mesh::cluster_without_gateway("src"),
                 expect: Expect::Any,
             })
             .await?;

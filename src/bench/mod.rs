@@ -9,6 +9,7 @@ mod etcd;
 mod federation;
 mod ingress;
 mod load;
+mod soak;
 mod systems;
 
 use std::process::ExitCode;
@@ -36,6 +37,11 @@ pub(crate) enum BenchCommand {
     /// writes and watch gaps: one row per seed and the totals. Not a ratio: a pass or
     /// fail per seed.
     Chaos(chaos::ChaosArgs),
+    /// A mesh under steady load for minutes while one long condition holds: a
+    /// federation outage, one-minute leaves, a root rotation, or 10,000 connections.
+    /// Zero failed exchanges is the pass; memory, descriptors and the catalog age are
+    /// sampled.
+    Soak(soak::SoakArgs),
 }
 
 /// Options of `isthmus bench federation`.
@@ -78,5 +84,6 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Dns(args) => dns::dns(&args),
         BenchCommand::Ingress(args) => ingress::ingress(&args),
         BenchCommand::Chaos(args) => chaos::chaos(&args),
+        BenchCommand::Soak(args) => soak::soak(&args),
     }
 }

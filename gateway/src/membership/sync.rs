@@ -308,8 +308,17 @@ impl Sync {
                 .as_ref()
                 .and_then(|v| v.own_intermediate.as_ref())
                 != Some(pem)
+                && self.adopt_intermediate(pem)
             {
-                self.adopt_intermediate(pem);
+                // Our connections were authenticated with the leaf from the old
+                // intermediate: new streams get fresh ones, under the new chain, so that
+                // when the old root is removed only streams opened before now are on
+                // connections it authenticated (those are closed after the grace).
+                let retired = self.shared.connections.dialled().retire_all().await;
+                tracing::info!(
+                    retired,
+                    "new streams use connections authenticated under the new intermediate"
+                );
             }
         }
         let mut current = self.shared.catalog.current();
@@ -375,14 +384,15 @@ impl Sync {
 
     /// The catalog carries a new certificate for this cluster's intermediate (re-signed
     /// during a root rotation): when it is for our key, issue leaves under it from now on.
-    fn adopt_intermediate(&mut self, pem: &str) {
+    /// Whether it was adopted.
+    fn adopt_intermediate(&mut self, pem: &str) -> bool {
         let current = self
             .issuer
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if current.cert_chain_pem().trim() == pem.trim() {
-            return;
+            return false;
         }
         let adopted =
             isthmus_ca::Authority::from_pem(pem, &current.key_pem(), Some(&self.trust_domain));
@@ -398,7 +408,7 @@ impl Sync {
                     Ok((chain, key)) => {
                         if let Err(e) = self.cert.replace(chain, &key) {
                             tracing::error!(error = %e, "cannot present the leaf from the new intermediate");
-                            return;
+                            return false;
                         }
                         if let Err(e) = crate::membership::identity::save(
                             &self.state_dir,
@@ -411,12 +421,17 @@ impl Sync {
                         *self.issuer.write().unwrap_or_else(|p| p.into_inner()) = authority;
                         self.shared.metrics.certificate_renewals.inc();
                         tracing::info!("adopted the re-signed cluster intermediate; leaf reissued");
+                        true
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot issue from the new intermediate"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot issue from the new intermediate");
+                        false
+                    }
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the catalog's intermediate for this cluster is not for this gateway's key; ignoring it")
+                tracing::warn!(error = %e, "the catalog's intermediate for this cluster is not for this gateway's key; ignoring it");
+                false
             }
         }
     }

@@ -65,3 +65,28 @@ pub async fn echo_server(label: &str) -> Result<SocketAddr, DevMeshError> {
     });
     Ok(addr)
 }
+
+/// Serves a byte echo on loopback: whatever a connection sends comes back, until it
+/// half-closes. The soaks' held connections talk to it; returns its address.
+pub async fn byte_echo_server() -> Result<SocketAddr, DevMeshError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(err("byte echo server"))?;
+    let addr = listener.local_addr().map_err(err("byte echo server"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                // Out of descriptors, say: wait for some to be given back.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut read, mut write) = tcp.into_split();
+                if tokio::io::copy(&mut read, &mut write).await.is_ok() {
+                    let _ = write.shutdown().await;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}

@@ -14,7 +14,9 @@ pub mod loopback;
 pub mod mesh;
 pub mod peer;
 pub mod pki;
+pub mod rotation;
+pub mod soak;
 
-pub use echo::echo_server;
+pub use echo::{byte_echo_server, echo_server};
 pub use mesh::{ClusterSpec, DevMesh, DevMeshError, ExportSpec};
 pub use pki::{Leaf, PkiError, TestPki};

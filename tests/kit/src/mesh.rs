@@ -81,6 +81,24 @@ pub struct ClusterSpec {
     pub extra_config: String,
 }
 
+/// An active member cluster with no gateway of its own (its one gateway endpoint is the
+/// discard port): a source of catalog changes that no gateway's own publishing touches.
+pub fn cluster_without_gateway(name: &str) -> isthmus_federation_api::model::Cluster {
+    use isthmus_federation_api::model::{Cluster, ClusterState, GatewayEndpoint};
+    Cluster {
+        name: name.into(),
+        gateways: vec![GatewayEndpoint {
+            name: "ew".into(),
+            address: "127.0.0.1:9".into(),
+        }],
+        intermediate_pem: None,
+        state: ClusterState::Active,
+        locality: None,
+        join: None,
+        revision: 0,
+    }
+}
+
 /// The running mesh.
 pub struct DevMesh {
     /// Where its files are.
@@ -383,6 +401,11 @@ impl DevMesh {
         write(&self.dir, &format!("{name}.pem"), &leaf.chain_pem())?;
         write(&self.dir, &format!("{name}.key"), &leaf.key_pem())?;
         Ok(())
+    }
+
+    /// Writes one of the mesh's files (in its directory).
+    pub(crate) fn write_file(&self, name: &str, text: &str) -> Result<(), DevMeshError> {
+        write(&self.dir, name, text).map(|_| ())
     }
 
     /// Writes `bundle.pem` (what nodes load at start) with these roots.

@@ -60,3 +60,28 @@ pub async fn open_stream_as(
     endpoint.close(0u32.into(), b"done");
     outcome
 }
+
+/// Opens a QUIC connection to the gateway at `addr` as a gateway of `cluster` with a
+/// leaf issued by `intermediate`, sends a stream header for a service that does not
+/// exist and waits for any answer: `Ok` when the gateway accepted the connection (its
+/// certificate chain) and answered, whatever it answered.
+pub async fn probe_gateway(
+    addr: SocketAddr,
+    intermediate: &Authority,
+    cluster: &str,
+    server_bundle: TrustBundle,
+) -> Result<(), String> {
+    let td = intermediate.trust_domain();
+    let id = format!("spiffe://{td}/cluster/{cluster}/gateway/probe");
+    let header = StreamHeader {
+        request_id: 1,
+        namespace: "demo".into(),
+        service: "nothing".into(),
+        port: 1,
+        source: isthmus_ca::SpiffeId::parse(&id).map_err(|e| e.to_string())?,
+        trace: None,
+    };
+    open_stream_as(addr, intermediate, &id, server_bundle, &header)
+        .await
+        .map(|_| ())
+}
