@@ -380,16 +380,11 @@ pub async fn start(
         }));
     }
     let router = crate::rest::router(admin.clone());
-    let shutdown = stop.clone().cancelled_owned();
-    tasks.push(tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<crate::rest::PeerIdentity>();
-        if let Err(e) = axum::serve(rest_listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "admin REST server failed");
-        }
-    }));
+    tasks.push(tokio::spawn(crate::rest::serve::serve(
+        rest_listener,
+        router,
+        stop.clone(),
+    )));
 
     tracing::info!(node = config.node_id, name = %config.name, raft = %raft_addr, admin = %admin_addr, rest = %rest_addr, "federation node started");
     Ok(RunningNode {

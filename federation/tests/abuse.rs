@@ -149,3 +149,89 @@ async fn a_body_over_the_limit_is_refused_and_the_node_serves_on() {
     assert_eq!(code, 200);
     h.shutdown().await;
 }
+
+/// A TLS connection to node 1's REST port with the admin certificate.
+async fn rest_connection(h: &Harness) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let (cert, key) = h.pki.admin_files();
+    let mut tls = (*client_tls(&h.pki.dir.join("bundle.pem"), &cert, &key)).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(h.node(1).listen.rest).await.unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Sends `start`, then one byte of `dribble` every 500 ms, until the node answers or
+/// closes; returns how long after `start` that was and what it answered. Gives up at
+/// `give_up` (the node never cut it off).
+async fn dribble(
+    h: &Harness,
+    start: &[u8],
+    dribble: &[u8],
+    give_up: Duration,
+) -> (Duration, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut read, mut write) = tokio::io::split(rest_connection(h).await);
+    write.write_all(start).await.unwrap();
+    let started = Instant::now();
+    let writer = async move {
+        for byte in dribble.iter().cycle() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if write.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    let reader = async {
+        let mut answer = Vec::new();
+        let _ = read.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    tokio::select! {
+        answer = reader => (started.elapsed(), answer),
+        () = writer => unreachable!(),
+        () = tokio::time::sleep(give_up) => panic!("not cut off within {give_up:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_and_bodies_are_cut_off_and_the_node_serves_on() {
+    use isthmus_federation::rest::BODY_DEADLINE;
+    use isthmus_federation::rest::serve::HEAD_TIMEOUT;
+    init_crypto();
+    let h = Harness::new(1).await;
+    let slack = Duration::from_secs(5);
+    // A head that never ends: a header line every few seconds.
+    let head = dribble(
+        &h,
+        b"GET /v1/status HTTP/1.1\r\nhost: localhost\r\n",
+        b"x-slow: 1\r\n",
+        HEAD_TIMEOUT + slack,
+    );
+    // A whole head, then a body of 100 declared bytes sent one a half second.
+    let body = dribble(
+        &h,
+        b"PUT /v1/policies/slow HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n",
+        b" ",
+        BODY_DEADLINE + slack,
+    );
+    let ((head_after, head_answer), (body_after, body_answer)) = tokio::join!(head, body);
+    println!("slow head cut off after {head_after:?}; slow body answered after {body_after:?}");
+    assert!(
+        head_after >= HEAD_TIMEOUT - Duration::from_secs(1),
+        "cut off before the head timeout: {head_after:?} {head_answer:?}"
+    );
+    assert!(
+        body_after >= BODY_DEADLINE - Duration::from_secs(1),
+        "answered before the body deadline: {body_after:?} {body_answer:?}"
+    );
+    assert!(
+        body_answer.starts_with("HTTP/1.1 400") && body_answer.contains("\"field\":\"body\""),
+        "a slow body is refused, naming the body: {body_answer:?}"
+    );
+    let code = tokio::task::block_in_place(|| curl(&h, &[], "/v1/status"));
+    assert_eq!(code, 200, "the node serves on");
+    h.shutdown().await;
+}

@@ -50,6 +50,10 @@ pub(crate) struct SoakArgs {
     /// Seconds between samples.
     #[arg(long, default_value_t = 10)]
     sample_seconds: u64,
+    /// East imports into 127.N.0.0/16 and west into the next /16 (two soaks at once
+    /// need different ones; a range in use is waited for).
+    #[arg(long, default_value_t = 214, value_parser = clap::value_parser!(u8).range(2..=253))]
+    import_octet: u8,
 }
 
 fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
@@ -144,6 +148,7 @@ pub(crate) fn soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
         options.leaf_lifetime = Duration::from_secs(s);
     }
     options.sample_every = seconds(args.sample_seconds as f64, "--sample-seconds")?;
+    options.import_octet = args.import_octet;
     eprintln!(
         "soak {}: {} held connections, {} new/s, {:.0} s, leaves of {} s, in {}",
         scenario.name(),

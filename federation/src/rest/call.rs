@@ -10,7 +10,7 @@ use isthmus_federation_api::model::Expect;
 use isthmus_federation_api::status::Consistency;
 use serde::de::DeserializeOwned;
 
-use super::{Failure, MAX_BODY};
+use super::{BODY_DEADLINE, Failure, MAX_BODY};
 
 /// A request's path parameters, query and body.
 #[derive(Debug)]
@@ -38,12 +38,20 @@ impl<S: Send + Sync> FromRequest<S> for Call {
                 .map_err(|e| ApiError::invalid("query", format!("{e} (in {raw:?})")))?,
         };
         let request = Request::from_parts(parts, body);
-        let body = match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(bytes),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
+        let body = tokio::time::timeout(BODY_DEADLINE, Bytes::from_request(request, state)).await;
+        let body = match body {
+            Err(_) => Err(ApiError::invalid(
+                "body",
+                format!(
+                    "not received within {} s of the request head; send the whole body at once",
+                    BODY_DEADLINE.as_secs()
+                ),
+            )),
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
                 ApiError::TooLarge(format!("the body is over the {MAX_BODY}-byte limit")),
             ),
-            Err(rejection) => Err(ApiError::invalid("body", rejection.body_text())),
+            Ok(Err(rejection)) => Err(ApiError::invalid("body", rejection.body_text())),
         };
         Ok(Self {
             params,

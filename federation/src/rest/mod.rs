@@ -8,9 +8,11 @@ pub mod body;
 mod call;
 pub mod openapi;
 pub mod routes;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
@@ -28,6 +30,9 @@ use crate::admin::{Admin, Credentials};
 
 /// Largest request body.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// How long a client may take to send a request body once its head is in: a body
+/// dribbled slower is refused, and the connection is freed.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(20);
 
 /// An error as a REST answer: its status and the error envelope.
 #[derive(Debug)]
@@ -62,15 +67,6 @@ impl IntoResponse for Failure {
 /// has checked it).
 #[derive(Debug, Clone)]
 pub struct PeerIdentity(Option<SpiffeId>);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
-    for PeerIdentity
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        let (_, session) = stream.io().get_ref();
-        Self(crate::tls::peer_id(session.peer_certificates()))
-    }
-}
 
 /// Authenticates every request (client certificate or bearer token) and hands the
 /// principal to the route; anonymous calls stop here.
