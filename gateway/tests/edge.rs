@@ -527,7 +527,71 @@ service = "echo.demo:8080"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // A client past the TLS handshake that sends its request head a header line every
+    // half second is cut off at the head-read bound (`timeouts.stream_open`, 5 s).
+    let (after, answer) = slow_head(tls, &d.join(&cert), "shop.example.test").await;
+    eprintln!("a slow request head to the ingress was cut off after {after:?}: {answer:?}");
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(12)).contains(&after),
+        "a slow request head was cut off after {after:?} (bound: 5 s): {answer:?}"
+    );
+    let (code, _, body) = curl(h1.clone()).await;
+    assert_eq!(code, 200, "the ingress serves on: {body}");
     mesh.shutdown().await;
+}
+
+/// Over TLS to `addr` (trusting `ca`, SNI `host`, HTTP/1.1), sends a request head a
+/// header line every 500 ms (Python's `ssl`, an outside client) until the server answers
+/// or closes: how long that took and what it answered. Gives up after 30 s.
+async fn slow_head(addr: SocketAddr, ca: &Path, host: &str) -> (Duration, String) {
+    const CLIENT: &str = r#"
+import socket, ssl, sys, time
+host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+context = ssl.create_default_context(cafile=ca)
+context.set_alpn_protocols(["http/1.1"])
+tls = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=host)
+tls.sendall(f"GET / HTTP/1.1\r\nhost: {host}\r\n".encode())
+started = time.monotonic()
+tls.settimeout(0.5)
+answer = b""
+while time.monotonic() - started < 30:
+    try:
+        chunk = tls.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    except socket.timeout:
+        try:
+            tls.sendall(b"x-slow: 1\r\n")
+        except OSError:
+            break
+    except OSError:
+        break
+print(f"{time.monotonic() - started:.3f}")
+print(answer.decode(errors="replace"))
+"#;
+    let (ca, host) = (ca.to_owned(), host.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-c", CLIENT, &host, &addr.port().to_string()])
+            .arg(ca)
+            .output()
+            .expect("python3 is installed")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (seconds, answer) = text.split_once('\n').unwrap_or((&text, ""));
+    (
+        Duration::from_secs_f64(seconds.trim().parse().unwrap()),
+        answer.to_owned(),
+    )
 }
 
 /// A free loopback port, for a listener that must be named before it can be bound here

@@ -902,3 +902,35 @@ async fn a_policy_change_cuts_the_open_connections_it_denies_and_spares_the_rest
     println!("the denied tunnel closed {took:?} after the policy was put");
     mesh.shutdown().await;
 }
+
+/// The soak's rotation, short (`isthmus bench soak rotation` runs it for minutes): held
+/// connections opened under A are closed within the grace of A's removal, those opened
+/// once the gateways issue from B survive it (they did not before gateways retired
+/// their own connections on adopting the new intermediate), and no new connection
+/// fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_opened_under_the_new_root_survive_the_removal_of_the_old() {
+    use isthmus_testkit::soak::traffic::TrafficOptions;
+    use isthmus_testkit::soak::{Options, Scenario, run};
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::new(Scenario::Rotation, dir.path().to_owned());
+    options.duration = Duration::from_secs(2);
+    options.sample_every = Duration::from_secs(2);
+    options.traffic = TrafficOptions {
+        held: 20,
+        ping_every: Duration::from_millis(500),
+        new_per_second: 20,
+    };
+    let report = run(&options, |_| {}).await.unwrap();
+    for check in &report.checks {
+        eprintln!("[{}] {}: {}", check.passed, check.what, check.detail);
+    }
+    assert!(
+        report.passed(),
+        "{} failed exchanges ({:?}); checks: {:#?}",
+        report.failed,
+        report.failures.first(),
+        report.checks
+    );
+    assert!(report.new_ok > 0, "no new connection ran");
+}

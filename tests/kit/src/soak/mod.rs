@@ -325,8 +325,9 @@ pub async fn run(
     let started = Instant::now();
     if options.scenario == Scenario::Connections {
         // Each held connection is four descriptors here: the client's, east's accepted
-        // one, west's upstream one and the echo server's.
-        let wanted = 4 * options.traffic.held as u64 + 8192;
+        // one, west's upstream one and the echo server's; the rest of the mesh and the
+        // new connections in flight need about a thousand more.
+        let wanted = 4 * options.traffic.held as u64 + 1024;
         resources::raise_fd_limit(wanted).map_err(err("descriptors"))?;
     }
     let mut mesh = DevMesh::start(&options.dir, 3, options.leaf_lifetime).await?;

@@ -41,7 +41,7 @@ pub fn raise_fd_limit(wanted: u64) -> io::Result<()> {
     )
     .map_err(|e| {
         io::Error::other(format!(
-            "cannot raise the open-file limit to {wanted} (now {:?}, hard {:?}): {e}; run as root or raise `ulimit -n`",
+            "cannot raise the open-file limit to {wanted} (now {:?}, hard {:?}): {e}; raising the hard limit needs CAP_SYS_RESOURCE, or hold fewer connections",
             now.current, now.maximum
         ))
     })
