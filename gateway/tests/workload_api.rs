@@ -3,7 +3,8 @@
 //! (by uid) fetches its X.509-SVID and the bundle; an unregistered uid is refused with
 //! `PermissionDenied`; the stream pushes a new SVID at half its life; a registration
 //! put in the federation (admin API) gives the caller a second SVID, and deleting it
-//! takes that away. Needs
+//! takes that away; a request over 64 KiB is refused for its size, and 300 idle
+//! connections keep no caller out. Needs
 //! `target/spiffe-venv` (`scripts/test` makes it; or `ISTHMUS_SPIFFE_PYTHON`).
 
 #![allow(clippy::unwrap_used)]
@@ -115,6 +116,34 @@ async fn py_spiffe_fetches_an_svid_that_rotates_and_an_unregistered_caller_is_re
         "{fetched}"
     );
     assert!(fetched.contains("bundle dev.isthmus 1"), "{fetched}");
+
+    // A request over the API's 64 KiB is refused for its size (tonic answers a message
+    // over the limit with OUT_OF_RANGE); a small field no message has is skipped, and the
+    // call answered.
+    for (size, expected) in [
+        (
+            "1048576",
+            "refused OUT_OF_RANGE Error, decoded message length too large",
+        ),
+        ("1024", "answered"),
+    ] {
+        let s = socket.clone();
+        let (said, ok) =
+            tokio::task::spawn_blocking(move || workload_with(&s, &["oversized", size], None))
+                .await
+                .unwrap();
+        assert!(ok && said.contains(expected), "{size} bytes: {said}");
+    }
+    // Connections that never speak keep no caller out.
+    let idle: Vec<_> = (0..300)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    let s = socket.clone();
+    let (fetched, ok) = tokio::task::spawn_blocking(move || workload(&s, "fetch", None))
+        .await
+        .unwrap();
+    assert!(ok, "with 300 idle connections open: {fetched}");
+    drop(idle);
 
     // Another user is no one here.
     let s = socket.clone();

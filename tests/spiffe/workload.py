@@ -8,6 +8,10 @@
                                  mutual TLS to ADDR (a gateway's workload mTLS listener)
                                  with the SVID ID (`-`: none), server name NAME; sends a
                                  line and prints `echoed`, or `refused` and why
+    workload.py SOCKET oversized SIZE
+                                 a FetchX509SVID request (raw, with grpcio) carrying SIZE
+                                 bytes in a field no message has; prints `answered` or
+                                 `refused CODE DETAILS`
     workload.py SOCKET hold ID ADDR NAME
                                  the same, then a line every 100 ms until the connection
                                  is cut (prints `cut`), at most 60 s
@@ -131,5 +135,28 @@ elif mode == "hold":
         time.sleep(0.1)
     print("still open", flush=True)
     sys.exit(1)
+elif mode == "oversized":
+    import grpc
+
+    def varint(n):
+        out = b""
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out += bytes([byte | (0x80 if n else 0)])
+            if not n:
+                return out
+
+    size = int(sys.argv[3])
+    # Field 111, length-delimited: protobuf skips fields it does not know, so only the
+    # size can make the API refuse this request.
+    request = b"\xfa\x06" + varint(size) + b"\0" * size
+    channel = grpc.insecure_channel(socket, options=[("grpc.default_authority", "localhost")])
+    call = channel.unary_stream("/SpiffeWorkloadAPI/FetchX509SVID")
+    try:
+        for _ in call(request, metadata=(("workload.spiffe.io", "true"),), timeout=10):
+            print("answered", flush=True)
+            break
+    except grpc.RpcError as e:
+        print("refused", e.code().name, e.details(), flush=True)
 else:
     sys.exit("unknown mode " + mode)

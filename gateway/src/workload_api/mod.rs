@@ -337,6 +337,10 @@ impl proto::spiffe_workload_api_server::SpiffeWorkloadApi for Service {
     }
 }
 
+/// The largest request the API reads. Its requests are empty or name a few audiences;
+/// tonic's default (4 MiB) would let any local process make it read megabytes per call.
+const MAX_REQUEST: usize = 64 * 1024;
+
 /// Why the Workload API does not start.
 #[derive(Debug, thiserror::Error)]
 #[error("workload_api.socket {path}: {source}")]
@@ -371,7 +375,8 @@ pub(crate) fn serve(
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(fail)?;
     tracing::info!(socket = %path.display(), configured = api.settings.registrations.len(), "SPIFFE Workload API serving");
     let service =
-        proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(Service(Arc::new(api)));
+        proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(Service(Arc::new(api)))
+            .max_decoding_message_size(MAX_REQUEST);
     Ok(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(service)
