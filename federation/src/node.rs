@@ -363,7 +363,6 @@ pub async fn start(
             tls.admin_server_config(tls.admin_grpc_identities(), &[b"http/1.1"])?,
             stop.clone(),
         ),
-        local: rest_addr,
     };
     if let Some((listener, _)) = metrics_listener {
         let serve = crate::metrics::serve(

@@ -187,25 +187,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .with_state(admin)
 }
 
-/// An axum listener over already-handshaken TLS streams.
+/// The REST port's already-handshaken TLS connections, as the acceptor hands them over
+/// ([`serve::serve`] serves them).
 pub struct TlsListener {
     pub(crate) incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    pub(crate) local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(pair) => pair,
-            // The acceptor stopped: the server is shutting down; wait for it to.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
 }
