@@ -236,20 +236,29 @@ struct Probes {
     gateways: Vec<SocketAddr>,
     /// The root the gateways' leaves chain to now (a rotation moves it).
     root: Arc<Mutex<(Authority, TrustBundle)>>,
-    phase: Arc<Mutex<&'static str>>,
+    /// What the scenario is doing. A sample holds it while it probes, so that a change
+    /// of phase (and of what the probes may expect) never lands in the middle of one.
+    phase: tokio::sync::Mutex<&'static str>,
 }
 
 impl Probes {
+    /// Moves to `phase` once no sample is probing.
+    async fn set_phase(&self, phase: &'static str) {
+        *self.phase.lock().await = phase;
+    }
+
     async fn sample(&self) -> Sample {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.counters;
         let dns_ok = resolve(self.dns).await == Some(self.address);
-        let phase = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        let held = self.phase.lock().await;
+        let phase = *held;
         let leaves_ok = if phase == ROTATING {
             None
         } else {
             Some(self.leaves_verify().await)
         };
+        drop(held);
         Sample {
             at: self.started.elapsed(),
             phase,
@@ -395,7 +404,7 @@ pub async fn run(
         address,
         gateways: gateways.clone(),
         root: Arc::new(Mutex::new((copy(&mesh.root)?, bundle_of(&mesh.root)?))),
-        phase: Arc::new(Mutex::new("load")),
+        phase: tokio::sync::Mutex::new("load"),
     });
     let samples = Arc::new(Mutex::new(Vec::new()));
     let sampler = {
@@ -414,9 +423,6 @@ pub async fn run(
             }
         })
     };
-    let set_phase = |phase: &'static str| {
-        *probes.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
-    };
     let mut checks = Vec::new();
     let held_at_start = traffic
         .counters
@@ -433,17 +439,15 @@ pub async fn run(
     }));
 
     let outcome = match options.scenario {
-        Scenario::Outage => outage(&mut mesh, options, &east, &set_phase, &mut checks).await,
+        Scenario::Outage => outage(&mut mesh, options, &east, &probes, &mut checks).await,
         Scenario::Leaves | Scenario::Connections => {
             tokio::time::sleep(options.duration).await;
             Ok(())
         }
-        Scenario::Rotation => {
-            rotation(&mut mesh, options, &probes, target, &set_phase, &mut checks).await
-        }
+        Scenario::Rotation => rotation(&mut mesh, options, &probes, target, &mut checks).await,
     };
     // One last sample, after the condition, with the load still on.
-    set_phase("end");
+    probes.set_phase("end").await;
     let last = probes.sample().await;
     sampler.abort();
     let _ = sampler.await;
@@ -496,11 +500,11 @@ async fn outage(
     mesh: &mut DevMesh,
     options: &Options,
     east: &Metrics,
-    set_phase: &impl Fn(&'static str),
+    probes: &Probes,
     checks: &mut Vec<Check>,
 ) -> Result<(), DevMeshError> {
     tokio::time::sleep(options.sample_every).await;
-    set_phase("outage");
+    probes.set_phase("outage").await;
     for i in 0..mesh.nodes.len() {
         mesh.stop_node(i).await;
     }
@@ -522,7 +526,7 @@ async fn outage(
         passed: age >= outage - 2.0,
         detail: format!("{age:.0} s after a {outage:.0} s outage"),
     });
-    set_phase("return");
+    probes.set_phase("return").await;
     let returned = Instant::now();
     for i in 0..mesh.nodes.len() {
         mesh.start_node(i).await?;
@@ -587,7 +591,7 @@ async fn outage(
             arrived.as_secs_f64()
         ),
     });
-    set_phase("after");
+    probes.set_phase("after").await;
     tokio::time::sleep(options.sample_every).await;
     Ok(())
 }
@@ -603,7 +607,6 @@ async fn rotation(
     options: &Options,
     probes: &Probes,
     target: SocketAddr,
-    set_phase: &impl Fn(&'static str),
     checks: &mut Vec<Check>,
 ) -> Result<(), DevMeshError> {
     use std::sync::atomic::Ordering::Relaxed;
@@ -613,7 +616,7 @@ async fn rotation(
     };
     let under_a = Traffic::start(target, &held).await;
     tokio::time::sleep(options.sample_every).await;
-    set_phase(ROTATING);
+    probes.set_phase(ROTATING).await;
     let new_root = Authority::new_root(
         &mesh.trust_domain,
         KeyAlgorithm::EcdsaP256,
@@ -636,13 +639,16 @@ async fn rotation(
     )
     .map_err(err("the A+B bundle"))?;
     *probes.root.lock().unwrap_or_else(|p| p.into_inner()) = (copy(&mesh.root)?, both);
-    set_phase("A+B, issuing from B");
+    probes.set_phase("A+B, issuing from B").await;
     let under_b = Traffic::start(target, &held).await;
     tokio::time::sleep(options.sample_every).await;
-    set_phase(ROTATING);
+    probes.set_phase(ROTATING).await;
     let removing = Instant::now();
     let removed_at = under_a.started.elapsed();
     let old = mesh.retire_root(new_root).await?;
+    // Every gateway has applied the B-only bundle by now: their grace runs from a moment
+    // between the two.
+    let applied_at = under_a.started.elapsed();
     *probes.root.lock().unwrap_or_else(|p| p.into_inner()) =
         (copy(&mesh.root)?, bundle_of(&mesh.root)?);
     checks.push(Check {
@@ -654,7 +660,7 @@ async fn rotation(
             removing.elapsed().as_secs_f64()
         ),
     });
-    set_phase("B only");
+    probes.set_phase("B only").await;
     tokio::time::sleep(isthmus_gateway::recheck::GRACE + options.duration).await;
 
     let under_a = under_a.stop().await;
@@ -662,12 +668,14 @@ async fn rotation(
     let bound = isthmus_gateway::recheck::GRACE + Duration::from_secs(3);
     let late: Vec<&Failure> = closed
         .iter()
-        .filter(|f| f.at < removed_at || f.at > removed_at + bound)
+        .filter(|f| f.at < removed_at || f.at > applied_at + bound)
         .collect();
     let first = closed.iter().map(|f| f.at).min().unwrap_or_default();
     let last = closed.iter().map(|f| f.at).max().unwrap_or_default();
     checks.push(Check {
-        what: format!("held connections opened under A are closed within {bound:?} of A's removal"),
+        what: format!(
+            "held connections opened under A are closed within {bound:?} of the gateways applying A's removal"
+        ),
         passed: under_a.held_open.load(Relaxed) == 0
             && under_a.failed.load(Relaxed) == held.held as u64
             && late.is_empty(),
