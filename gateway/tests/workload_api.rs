@@ -236,21 +236,6 @@ fn current_uid() -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-/// A TCP echo server on loopback: echoes each chunk as it comes.
-async fn byte_echo() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut rd, mut wr) = tcp.split();
-                let _ = tokio::io::copy(&mut rd, &mut wr).await;
-            });
-        }
-    });
-    addr
-}
-
 /// The access log's lines (JSON) of `path` that `matches`, waiting up to 20 s for one.
 async fn logged(
     path: &Path,
@@ -336,7 +321,10 @@ async fn workloads_reach_another_cluster_with_their_identity_and_lose_it_with_th
     let policy = r#"{"rules":[
         {"name":"east","action":"allow","from":[{"cluster":"east"}],"to":{"namespace":"demo"}},
         {"name":"no-other","action":"deny","from":[{"cluster":"east","namespace":"shop","service_account":"other"}],"to":{"namespace":"demo"}}]}"#;
-    let (echo, vault) = (byte_echo().await, byte_echo().await);
+    let (echo, vault) = (
+        isthmus_testkit::byte_echo_server().await.unwrap(),
+        isthmus_testkit::byte_echo_server().await.unwrap(),
+    );
     mesh.add_cluster(&ClusterSpec {
         name: "west".into(),
         locality: "us".into(),

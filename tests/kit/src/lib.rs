@@ -16,6 +16,7 @@ pub mod peer;
 pub mod pki;
 pub mod rotation;
 pub mod soak;
+mod wait;
 
 pub use echo::{byte_echo_server, echo_server};
 pub use mesh::{ClusterSpec, DevMesh, DevMeshError, ExportSpec};

@@ -2,7 +2,7 @@
 //! docs/federation.md done through the admin API: written once for the mesh test that
 //! checks it and the soak that runs it under load.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use isthmus_ca::{Authority, TrustDomain};
 use isthmus_federation_api::model::{Cluster, Expect, TrustBundleDoc};
@@ -11,26 +11,9 @@ use isthmus_federation_api::status::Consistency;
 
 use crate::mesh::{ADMIN_ID, DevMesh, DevMeshError};
 use crate::pki::issue;
+use crate::wait::until;
 
-/// How long each stage may take to reach every node and gateway.
-const STAGE_BOUND: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// Polls `done` every 20 ms until it holds, for at most [`STAGE_BOUND`].
-async fn until<F, Fut>(what: &str, mut done: F) -> Result<(), DevMeshError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + STAGE_BOUND;
-    while !done().await {
-        if Instant::now() >= deadline {
-            return Err(DevMeshError(format!("not within {STAGE_BOUND:?}: {what}")));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
 
 fn bundle(td: &TrustDomain, roots: String, retired: String) -> SetTrustBundle {
     SetTrustBundle {

@@ -32,6 +32,7 @@ use isthmus_federation_api::request::{PutCluster, PutExport};
 use isthmus_gateway::metrics::Metrics;
 
 use crate::mesh::{ClusterSpec, DevMesh, DevMeshError, ExportSpec};
+use crate::wait::{BOUND, until};
 use traffic::{Counters, Failure, Traffic, TrafficOptions};
 
 /// The service the load talks to, and its port.
@@ -39,8 +40,6 @@ const SERVICE: &str = "bytes.demo.svc.clusterset.local.";
 const PORT: u16 = 7000;
 /// The phase during a root rotation.
 const ROTATING: &str = "rotation";
-/// How long a waited-for condition may take (the mesh's own bounds are shorter).
-const BOUND: Duration = Duration::from_secs(60);
 
 /// Which long condition the soak holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,18 +194,6 @@ impl Report {
 
 fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> DevMeshError + '_ {
     move |e| DevMeshError(format!("{what}: {e}"))
-}
-
-/// Polls `done` every 20 ms for at most [`BOUND`]; how long it took.
-async fn until<F: FnMut() -> bool>(what: &str, mut done: F) -> Result<Duration, DevMeshError> {
-    let started = Instant::now();
-    while !done() {
-        if started.elapsed() >= BOUND {
-            return Err(DevMeshError(format!("not within {BOUND:?}: {what}")));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(started.elapsed())
 }
 
 /// East's DNS answer for the service.
@@ -372,7 +359,7 @@ pub async fn run(
         mesh.members["west"].metrics(),
     );
     until("east imports the service", || {
-        east.imported_services.get() >= 1
+        std::future::ready(east.imported_services.get() >= 1)
     })
     .await?;
     let dns = mesh.members["east"]
@@ -509,7 +496,7 @@ async fn outage(
         mesh.stop_node(i).await;
     }
     let noticed = until("east notices the outage", || {
-        east.federation_connected.get() == 0
+        std::future::ready(east.federation_connected.get() == 0)
     })
     .await?;
     checks.push(Check {
@@ -531,7 +518,10 @@ async fn outage(
     for i in 0..mesh.nodes.len() {
         mesh.start_node(i).await?;
     }
-    until("east reconnects", || east.federation_connected.get() == 1).await?;
+    until("east reconnects", || {
+        std::future::ready(east.federation_connected.get() == 1)
+    })
+    .await?;
     let reconnected = returned.elapsed();
     // A change made now, by a cluster with no gateway (so that no gateway's own
     // publishing touches it): a new member and its export, which east must import.
@@ -578,7 +568,7 @@ async fn outage(
         }
     }
     until("the change reaches east", || {
-        east.imported_services.get() > before
+        std::future::ready(east.imported_services.get() > before)
     })
     .await?;
     let arrived = written.elapsed();
