@@ -3,8 +3,8 @@
 //! (by uid) fetches its X.509-SVID and the bundle; an unregistered uid is refused with
 //! `PermissionDenied`; the stream pushes a new SVID at half its life; a registration
 //! put in the federation (admin API) gives the caller a second SVID, and deleting it
-//! takes that away; a request over 64 KiB is refused for its size, and 300 idle
-//! connections keep no caller out. Needs
+//! takes that away; a request over 64 KiB is refused for its size, a frame announced at
+//! 16 MiB is refused at its header, and 300 idle connections keep no caller out. Needs
 //! `target/spiffe-venv` (`scripts/test` makes it; or `ISTHMUS_SPIFFE_PYTHON`).
 
 #![allow(clippy::unwrap_used)]
@@ -145,6 +145,14 @@ async fn py_spiffe_fetches_an_svid_that_rotates_and_an_unregistered_caller_is_re
     assert!(ok, "with 300 idle connections open: {fetched}");
     drop(idle);
 
+    // A client announcing a 16 MiB frame is refused at its 9-byte header (h2's
+    // FRAME_SIZE_ERROR), not after the gateway has buffered what it announced.
+    let s = socket.clone();
+    let refused = tokio::task::spawn_blocking(move || goaway_for_an_oversized_frame(&s))
+        .await
+        .unwrap();
+    assert_eq!(refused, Ok(FRAME_SIZE_ERROR), "the GOAWAY's error code");
+
     // Another user is no one here.
     let s = socket.clone();
     let (refused, ok) = tokio::task::spawn_blocking(move || workload(&s, "refused", Some(65534)))
@@ -202,6 +210,48 @@ async fn py_spiffe_fetches_an_svid_that_rotates_and_an_unregistered_caller_is_re
         .unwrap();
     fetch_until(false).await;
     mesh.shutdown().await;
+}
+
+/// HTTP/2's error code for a frame over the peer's `SETTINGS_MAX_FRAME_SIZE`.
+const FRAME_SIZE_ERROR: u32 = 0x6;
+
+/// Speaks raw HTTP/2 to the socket: the preface, empty SETTINGS, then the header of a
+/// DATA frame announcing 16 MiB - 1 bytes, and nothing more. Returns the error code of
+/// the GOAWAY the server answers with, or what came instead (within 10 s).
+fn goaway_for_an_oversized_frame(socket: &Path) -> Result<u32, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    hello.extend_from_slice(&[0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1]);
+    stream.write_all(&hello).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Whole frames so far: look for a GOAWAY (type 7: last stream, error code).
+        let mut at = 0;
+        while got.len() >= at + 9 {
+            let len = usize::from(got[at]) << 16
+                | usize::from(got[at + 1]) << 8
+                | usize::from(got[at + 2]);
+            if got.len() < at + 9 + len {
+                break;
+            }
+            if got[at + 3] == 7 && len >= 8 {
+                let code = &got[at + 13..at + 17];
+                return Ok(u32::from_be_bytes([code[0], code[1], code[2], code[3]]));
+            }
+            at += 9 + len;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(format!("closed without a GOAWAY after {got:02x?}")),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("no GOAWAY within 10 s ({e}) after {got:02x?}")),
+        }
+    }
 }
 
 /// Registers, in the federation, east's `shop/<service_account>` for `uid` (the entry

@@ -21,18 +21,36 @@ const PRIORITY: u8 = 0x20;
 /// HPACK's static table index of `:authority`.
 const AUTHORITY_INDEX: u64 = 1;
 
-/// HTTP/2 frames from the client, buffered one frame at a time and released fixed.
+/// The largest frame the rewriter holds back to fix: the server's
+/// `SETTINGS_MAX_FRAME_SIZE` (HTTP/2's default, which the Workload API's server keeps).
+/// A longer frame is a protocol error h2 answers at its 9-byte header, so it is passed
+/// on as it comes instead of being buffered: a client announcing a 16 MiB frame must not
+/// make the gateway hold 16 MiB before h2 can refuse it.
+pub const MAX_FRAME: usize = 16_384;
+
+/// HTTP/2 frames from the client: a header block frame is buffered whole (at most
+/// [`MAX_FRAME`] bytes) and released fixed; every other frame passes on as it arrives.
 #[derive(Debug, Default)]
-pub(crate) struct Rewriter {
+pub struct Rewriter {
     pending: Vec<u8>,
     preface_done: bool,
+    /// Bytes of the current frame still to pass on unbuffered.
+    passing: usize,
 }
 
 impl Rewriter {
-    /// Takes bytes from the client; returns what may go on to the server now.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+    /// Takes bytes from the client; returns what may go on to the server now. What it
+    /// holds back is never more than a preface or one frame of [`MAX_FRAME`] bytes.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + self.pending.len());
+        if self.passing > 0 {
+            // Nothing is pending while a frame passes: it was all released first.
+            let n = self.passing.min(bytes.len());
+            out.extend_from_slice(&bytes[..n]);
+            self.passing -= n;
+            bytes = &bytes[n..];
+        }
         self.pending.extend_from_slice(bytes);
-        let mut out = Vec::new();
         loop {
             if !self.preface_done {
                 if self.pending.len() < PREFACE {
@@ -47,28 +65,47 @@ impl Rewriter {
             let len = (usize::from(self.pending[0]) << 16)
                 | (usize::from(self.pending[1]) << 8)
                 | usize::from(self.pending[2]);
+            let (kind, flags) = (self.pending[3], self.pending[4]);
+            let header_block = kind == HEADERS || kind == CONTINUATION;
+            if !header_block || len > MAX_FRAME {
+                let here = self.pending.len().min(9 + len);
+                out.extend(self.pending.drain(..here));
+                self.passing = 9 + len - here;
+                if self.passing > 0 {
+                    return out;
+                }
+                continue;
+            }
             if self.pending.len() < 9 + len {
                 return out;
             }
             let mut frame: Vec<u8> = self.pending.drain(..9 + len).collect();
-            let (kind, flags) = (frame[3], frame[4]);
-            if kind == HEADERS || kind == CONTINUATION {
-                let mut start = 9;
-                let mut end = frame.len();
-                if kind == HEADERS && flags & PADDED != 0 {
-                    let pad = usize::from(frame.get(9).copied().unwrap_or(0));
-                    start += 1;
-                    end = end.saturating_sub(pad);
-                }
-                if kind == HEADERS && flags & PRIORITY != 0 {
-                    start += 5;
-                }
-                if start <= end {
-                    fix_block(&mut frame[start..end]);
-                }
+            let mut start = 9;
+            let mut end = frame.len();
+            if kind == HEADERS && flags & PADDED != 0 {
+                let pad = usize::from(frame.get(9).copied().unwrap_or(0));
+                start += 1;
+                end = end.saturating_sub(pad);
+            }
+            if kind == HEADERS && flags & PRIORITY != 0 {
+                start += 5;
+            }
+            if start <= end {
+                fix_block(&mut frame[start..end]);
             }
             out.extend(frame);
         }
+    }
+
+    /// What it still holds when the client's bytes end (never a whole frame): it goes
+    /// on as it is, for h2 to judge.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// How many bytes it holds back now.
+    pub fn held(&self) -> usize {
+        self.pending.len()
     }
 }
 
@@ -187,8 +224,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 return Poll::Ready(Ok(()));
             }
             if this.eof {
-                // What never made a whole frame goes as it is: h2 judges it.
-                let rest = std::mem::take(&mut this.rewriter.pending);
+                let rest = this.rewriter.finish();
                 if rest.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
@@ -277,6 +313,40 @@ mod tests {
         let mut trickle = Rewriter::default();
         let bytes: Vec<u8> = input.iter().flat_map(|b| trickle.feed(&[*b])).collect();
         assert_eq!(bytes, fixed);
+    }
+
+    #[test]
+    fn a_frame_it_does_not_fix_passes_as_it_comes_however_long_it_says_it_is() {
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // DATA on stream 1, announced at 16 MiB - 1: h2 refuses it at its header.
+        input.extend_from_slice(&[0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1]);
+        input.extend(std::iter::repeat_n(b'%', 100_000));
+        let mut rewriter = Rewriter::default();
+        let mut out = Vec::new();
+        for chunk in input.chunks(8192) {
+            out.extend(rewriter.feed(chunk));
+            assert_eq!(rewriter.held(), 0, "nothing of a passing frame is held");
+        }
+        assert_eq!(out, input);
+        // A header block frame over the frame size limit passes unfixed too.
+        let mut headers = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let len = MAX_FRAME + 1;
+        #[allow(clippy::cast_possible_truncation)]
+        headers.extend_from_slice(&[
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            1,
+            4,
+            0,
+            0,
+            0,
+            1,
+        ]);
+        headers.extend_from_slice(b"\x40\x0a:authority\x03a%b");
+        let mut rewriter = Rewriter::default();
+        assert_eq!(rewriter.feed(&headers), headers);
+        assert_eq!(rewriter.held(), 0);
     }
 
     #[test]

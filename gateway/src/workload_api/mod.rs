@@ -8,7 +8,7 @@
 //! as the specification says. JWT-SVIDs are not served.
 
 pub mod attest;
-mod authority;
+pub mod authority;
 pub mod config;
 
 use std::os::unix::fs::PermissionsExt;
@@ -379,6 +379,8 @@ pub(crate) fn serve(
             .max_decoding_message_size(MAX_REQUEST);
     Ok(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
+            // Said outright: the authority rewriter holds back frames up to this size.
+            .max_frame_size(u32::try_from(authority::MAX_FRAME).ok())
             .add_service(service)
             .serve_with_incoming_shutdown(
                 futures_util::StreamExt::map(

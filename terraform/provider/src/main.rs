@@ -1,40 +1,15 @@
 //! `terraform-provider-isthmus`: Terraform's provider of an Isthmus federation, plugin
 //! protocol 6 on the tree's own tonic and protox (no Go, no `protoc`). Terraform starts
 //! it; it answers the go-plugin handshake ([`plugin`]), serves `tfplugin6.Provider`
-//! ([`server`]) over mutual TLS on a private unix socket, and speaks to the federation
-//! through the typed client (`isthmus-federation-api`), connecting lazily.
-//!
-//! ```text
-//!  terraform ──unix socket, TLS 1.3, pinned client──▶ server ──▶ resources ──▶ FederationClient ──gRPC──▶ federation
-//!                                                       │
-//!                                             schema (plan) · value (msgpack)
-//! ```
-
-mod diag;
-mod plugin;
-mod resource;
-mod resources;
-mod schema;
-mod server;
-mod settings;
-mod value;
+//! (the library's [`terraform_provider_isthmus::provider`]) over mutual TLS on a private
+//! unix socket, and speaks to the federation through the typed client
+//! (`isthmus-federation-api`), connecting lazily.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
+use terraform_provider_isthmus::{plugin, proto};
 use tokio::net::UnixListener;
-
-/// Generated types of `tfplugin6`.
-#[allow(
-    missing_docs,
-    unreachable_pub,
-    dead_code,
-    clippy::all,
-    clippy::pedantic
-)]
-mod proto {
-    tonic::include_proto!("tfplugin6");
-}
 
 /// Generated types of go-plugin's controller.
 #[allow(
@@ -133,7 +108,7 @@ async fn serve() -> Result<(), plugin::HandshakeError> {
     });
 
     let (stop, mut stopped) = tokio::sync::mpsc::channel(1);
-    let provider = server::IsthmusProvider::new(resources::all(), resources::data_sources());
+    let provider = terraform_provider_isthmus::provider();
     let service = proto::provider_server::ProviderServer::new(provider)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

@@ -19,14 +19,14 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 
 /// go-plugin's cookie for Terraform plugins.
-pub(crate) const MAGIC_COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";
+pub const MAGIC_COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";
 /// Its value.
-pub(crate) const MAGIC_COOKIE_VALUE: &str =
+pub const MAGIC_COOKIE_VALUE: &str =
     "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
 
 /// Why the provider cannot start.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum HandshakeError {
+pub enum HandshakeError {
     /// Not started by Terraform.
     #[error(
         "this binary is a Terraform provider: Terraform starts it (install it into a provider mirror, docs/terraform.md)"
@@ -60,14 +60,14 @@ pub(crate) enum HandshakeError {
 
 /// What the environment Terraform started us in says.
 #[derive(Debug)]
-pub(crate) struct Host {
+pub struct Host {
     /// Terraform's client certificate.
-    pub(crate) client_cert: CertificateDer<'static>,
+    pub client_cert: CertificateDer<'static>,
 }
 
 impl Host {
     /// Reads the handshake environment (`env` is `std::env::var` in the binary).
-    pub(crate) fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, HandshakeError> {
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, HandshakeError> {
         if env(MAGIC_COOKIE_KEY).as_deref() != Some(MAGIC_COOKIE_VALUE) {
             return Err(HandshakeError::NotAPlugin);
         }
@@ -91,17 +91,17 @@ impl Host {
 }
 
 /// The server side of the plugin TLS: its config and the certificate for the line.
-pub(crate) struct ServerTls {
+pub struct ServerTls {
     /// The rustls config (TLS 1.3, ALPN h2, the pinned client).
-    pub(crate) config: Arc<rustls::ServerConfig>,
+    pub config: Arc<rustls::ServerConfig>,
     /// The server certificate's DER.
-    pub(crate) cert: CertificateDer<'static>,
+    pub cert: CertificateDer<'static>,
 }
 
 impl ServerTls {
     /// A fresh self-signed `localhost` certificate and a config that accepts only
     /// `client`.
-    pub(crate) fn new(client: CertificateDer<'static>) -> Result<Self, HandshakeError> {
+    pub fn new(client: CertificateDer<'static>) -> Result<Self, HandshakeError> {
         let tls = |e: &dyn std::fmt::Display| HandshakeError::Tls(e.to_string());
         let key =
             rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| tls(&e))?;
@@ -137,7 +137,7 @@ impl ServerTls {
 }
 
 /// The handshake line Terraform reads on the provider's stdout.
-pub(crate) fn handshake_line(socket: &std::path::Path, cert: &CertificateDer<'_>) -> String {
+pub fn handshake_line(socket: &std::path::Path, cert: &CertificateDer<'_>) -> String {
     format!(
         "1|6|unix|{}|grpc|{}\n",
         socket.display(),

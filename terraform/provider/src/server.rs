@@ -17,7 +17,7 @@ use crate::settings::Settings;
 use crate::value::Value;
 
 /// The provider: its resources, data sources and, once configured, its client.
-pub(crate) struct IsthmusProvider {
+pub struct IsthmusProvider {
     resources: BTreeMap<&'static str, Arc<dyn Resource>>,
     data_sources: BTreeMap<&'static str, Arc<dyn DataSource>>,
     client: RwLock<Option<FederationClient>>,

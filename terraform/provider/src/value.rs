@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 /// A cty value, untyped.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
+pub enum Value {
     /// Null (absent, not set).
     Null,
     /// Not known until apply.
@@ -29,7 +29,7 @@ pub(crate) enum Value {
 
 /// Why bytes are not a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ValueError {
+pub enum ValueError {
     /// The bytes end early.
     #[error("the value ends early")]
     Truncated,
@@ -58,17 +58,17 @@ const MAX_DEPTH: usize = 64;
 
 impl Value {
     /// A string value.
-    pub(crate) fn string(s: impl Into<String>) -> Self {
+    pub fn string(s: impl Into<String>) -> Self {
         Self::String(s.into())
     }
 
     /// Whether it is null.
-    pub(crate) fn is_null(&self) -> bool {
+    pub fn is_null(&self) -> bool {
         matches!(self, Self::Null)
     }
 
     /// Whether it, or anything in it, is unknown.
-    pub(crate) fn has_unknown(&self) -> bool {
+    pub fn has_unknown(&self) -> bool {
         match self {
             Self::Unknown => true,
             Self::List(items) => items.iter().any(Self::has_unknown),
@@ -78,7 +78,7 @@ impl Value {
     }
 
     /// The attribute `name` of an object (null when absent).
-    pub(crate) fn get(&self, name: &str) -> &Value {
+    pub fn get(&self, name: &str) -> &Value {
         match self {
             Self::Map(fields) => fields.get(name).unwrap_or(&Value::Null),
             _ => &Value::Null,
@@ -86,7 +86,7 @@ impl Value {
     }
 
     /// The string, if it is one.
-    pub(crate) fn as_str(&self) -> Option<&str> {
+    pub fn as_str(&self) -> Option<&str> {
         match self {
             Self::String(s) => Some(s),
             _ => None,
@@ -94,7 +94,7 @@ impl Value {
     }
 
     /// The whole number, if it is one (a float with no fraction counts).
-    pub(crate) fn as_i64(&self) -> Option<i64> {
+    pub fn as_i64(&self) -> Option<i64> {
         match self {
             Self::Int(n) => Some(*n),
             #[allow(clippy::cast_possible_truncation)]
@@ -104,7 +104,7 @@ impl Value {
     }
 
     /// The items of a list or set (none for null).
-    pub(crate) fn items(&self) -> &[Value] {
+    pub fn items(&self) -> &[Value] {
         match self {
             Self::List(items) => items,
             _ => &[],
@@ -112,7 +112,7 @@ impl Value {
     }
 
     /// Reads a MessagePack value.
-    pub(crate) fn from_msgpack(bytes: &[u8]) -> Result<Self, ValueError> {
+    pub fn from_msgpack(bytes: &[u8]) -> Result<Self, ValueError> {
         let mut reader = Reader { bytes, at: 0 };
         let value = reader.value(0)?;
         match bytes.len() - reader.at {
@@ -122,14 +122,14 @@ impl Value {
     }
 
     /// Writes it as MessagePack.
-    pub(crate) fn to_msgpack(&self) -> Vec<u8> {
+    pub fn to_msgpack(&self) -> Vec<u8> {
         let mut out = Vec::new();
         write(&mut out, self);
         out
     }
 
     /// Reads state stored as JSON (an old state's `raw_state`).
-    pub(crate) fn from_json(bytes: &[u8]) -> Result<Self, ValueError> {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ValueError> {
         let json: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ValueError::Json(e.to_string()))?;
         Ok(Self::of_json(json))
