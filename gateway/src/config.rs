@@ -242,7 +242,8 @@ pub struct TimeoutSection {
     pub connect: Option<HumanDuration>,
     /// From opening a stream to the peer's answer (default 5s).
     pub stream_open: Option<HumanDuration>,
-    /// A tunnelled connection with no bytes either way is closed (default 1h).
+    /// A tunnelled connection with no bytes either way is closed, and so is a terminated
+    /// ingress HTTP connection with no request in progress (default 1h).
     pub idle: Option<HumanDuration>,
     /// On SIGTERM, how long live connections may finish (default 30s).
     pub drain: Option<HumanDuration>,
@@ -337,7 +338,7 @@ pub struct Timeouts {
     pub connect: Duration,
     /// Stream open to answer.
     pub stream_open: Duration,
-    /// Idle tunnelled connection.
+    /// Idle tunnelled connection, or ingress HTTP connection with no request in progress.
     pub idle: Duration,
     /// Drain deadline.
     pub drain: Duration,

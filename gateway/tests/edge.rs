@@ -329,6 +329,9 @@ passthrough = "secure.demo:8443"
 [[ingress.tcp]]
 listen = "127.0.0.1:0"
 service = "echo.demo:8080"
+
+[timeouts]
+idle = "{IDLE_SECONDS}s"
 "#,
         cert_path.display(),
         key_path.display()
@@ -536,9 +539,104 @@ service = "echo.demo:8080"
         (Duration::from_secs(4)..Duration::from_secs(12)).contains(&after),
         "a slow request head was cut off after {after:?} (bound: 5 s): {answer:?}"
     );
+    // A client past the TLS handshake that sends only the HTTP/2 preface and its
+    // SETTINGS, then nothing, is closed once idle for `timeouts.idle` (a GOAWAY, then
+    // the close).
+    let (after, answer) = silent_h2(tls, &d.join(&cert), "shop.example.test").await;
+    eprintln!("a silent HTTP/2 client of the ingress was closed after {after:?}: {answer:?}");
+    let idle = Duration::from_secs(IDLE_SECONDS);
+    assert!(
+        (idle - Duration::from_secs(1)..idle + Duration::from_secs(10)).contains(&after),
+        "a silent HTTP/2 connection was closed after {after:?} (bound: {idle:?}): {answer:?}"
+    );
+    assert!(answer.contains("goaway"), "{answer}");
     let (code, _, body) = curl(h1.clone()).await;
     assert_eq!(code, 200, "the ingress serves on: {body}");
     mesh.shutdown().await;
+}
+
+/// East's `timeouts.idle` in the ingress test: short, so that an idle connection's
+/// close is seen, and longer than any pause of the test's own connections.
+const IDLE_SECONDS: u64 = 8;
+
+/// Over TLS to `addr` (trusting `ca`, SNI `host`, ALPN h2), sends the HTTP/2 preface and
+/// an empty SETTINGS frame, then only reads (Python's `ssl`) until the server closes:
+/// how long that took, and the frame types it sent (`goaway` among them when it said
+/// goodbye). Gives up after 40 s.
+async fn silent_h2(addr: SocketAddr, ca: &Path, host: &str) -> (Duration, String) {
+    const CLIENT: &str = r#"
+assert tls.selected_alpn_protocol() == "h2", tls.selected_alpn_protocol()
+tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+started = time.monotonic()
+tls.settimeout(40)
+got = b""
+try:
+    while time.monotonic() - started < 40:
+        chunk = tls.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+except (socket.timeout, OSError):
+    pass
+names = {0: "data", 1: "headers", 3: "rst_stream", 4: "settings", 6: "ping", 7: "goaway", 8: "window_update"}
+kinds, at = [], 0
+while at + 9 <= len(got):
+    length = int.from_bytes(got[at:at + 3], "big")
+    kinds.append(names.get(got[at + 3], str(got[at + 3])))
+    at += 9 + length
+print(f"{time.monotonic() - started:.3f}")
+print(" ".join(kinds))
+"#;
+    let (after, answer) = python_client(CLIENT, "h2", addr, ca, host).await;
+    (after, answer.trim().to_owned())
+}
+
+/// What every Python client script starts with: `tls`, a TLS connection to the port,
+/// trusting the CA file, with the SNI host and the one ALPN protocol of the arguments.
+const PYTHON_TLS: &str = r#"
+import socket, ssl, sys, time
+host, port, ca, alpn = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+context = ssl.create_default_context(cafile=ca)
+context.set_alpn_protocols([alpn])
+tls = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=host)
+"#;
+
+/// Runs the Python client `script` after [`PYTHON_TLS`] (connected to `addr` with
+/// `alpn`); it prints the seconds it measured on its first line, then what it saw.
+async fn python_client(
+    script: &'static str,
+    alpn: &'static str,
+    addr: SocketAddr,
+    ca: &Path,
+    host: &str,
+) -> (Duration, String) {
+    let (ca, host) = (ca.to_owned(), host.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([
+                "-c",
+                &format!("{PYTHON_TLS}{script}"),
+                &host,
+                &addr.port().to_string(),
+            ])
+            .arg(ca)
+            .arg(alpn)
+            .output()
+            .expect("python3 is installed")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (seconds, answer) = text.split_once('\n').unwrap_or((&text, ""));
+    (
+        Duration::from_secs_f64(seconds.trim().parse().unwrap()),
+        answer.to_owned(),
+    )
 }
 
 /// Over TLS to `addr` (trusting `ca`, SNI `host`, HTTP/1.1), sends a request head a
@@ -546,11 +644,6 @@ service = "echo.demo:8080"
 /// or closes: how long that took and what it answered. Gives up after 30 s.
 async fn slow_head(addr: SocketAddr, ca: &Path, host: &str) -> (Duration, String) {
     const CLIENT: &str = r#"
-import socket, ssl, sys, time
-host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-context = ssl.create_default_context(cafile=ca)
-context.set_alpn_protocols(["http/1.1"])
-tls = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=host)
 tls.sendall(f"GET / HTTP/1.1\r\nhost: {host}\r\n".encode())
 started = time.monotonic()
 tls.settimeout(0.5)
@@ -571,27 +664,7 @@ while time.monotonic() - started < 30:
 print(f"{time.monotonic() - started:.3f}")
 print(answer.decode(errors="replace"))
 "#;
-    let (ca, host) = (ca.to_owned(), host.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(["-c", CLIENT, &host, &addr.port().to_string()])
-            .arg(ca)
-            .output()
-            .expect("python3 is installed")
-    })
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (seconds, answer) = text.split_once('\n').unwrap_or((&text, ""));
-    (
-        Duration::from_secs_f64(seconds.trim().parse().unwrap()),
-        answer.to_owned(),
-    )
+    python_client(CLIENT, "http/1.1", addr, ca, host).await
 }
 
 /// A free loopback port, for a listener that must be named before it can be bound here

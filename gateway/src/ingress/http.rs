@@ -26,6 +26,7 @@ use hyper::client::conn::http1::SendRequest;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 
+use super::idle::{Activity, Tracked};
 use super::pool::Pool;
 
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -56,13 +57,22 @@ pub(super) async fn serve<S>(
     let host = Arc::new(host);
     let cut = shared.tunnels.cut.clone();
     let header_timeout = shared.me.timeouts.stream_open;
-    let service = hyper::service::service_fn(move |request| {
-        let routes = routes.clone();
-        let shared = shared.clone();
-        let host = host.clone();
-        let pool = pool.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(handle(request, &host, &routes, &pool, &shared).await)
+    let (idle, drain) = (shared.me.timeouts.idle, shared.me.timeouts.drain);
+    let activity = Activity::new();
+    let service = hyper::service::service_fn({
+        let activity = activity.clone();
+        move |request| {
+            let routes = routes.clone();
+            let shared = shared.clone();
+            let host = host.clone();
+            let pool = pool.clone();
+            let in_progress = activity.begin();
+            async move {
+                let response = handle(request, &host, &routes, &pool, &shared).await;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Tracked::new(body, in_progress)),
+                )
+            }
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -72,15 +82,37 @@ pub(super) async fn serve<S>(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
     let serving = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(serving);
     tokio::select! {
-        served = serving => {
+        served = serving.as_mut() => {
             if let Err(e) = served {
                 tracing::debug!(error = %e, "ingress HTTP connection ended");
             }
+            return;
         }
+        () = cut.cancelled() => return,
+        () = activity.idled(idle) => {}
+    }
+    // Idle: HTTP/2 gets a GOAWAY (and a PING, whose answer tells h2 that no request
+    // crossed the GOAWAY), HTTP/1.1 a close. A client that does not answer is dropped
+    // after IDLE_GOODBYE; a request that began in the meantime runs on, to the drain
+    // deadline at most.
+    tracing::debug!(idle = ?idle, "ingress HTTP connection idle: closing it");
+    serving.as_mut().graceful_shutdown();
+    let goodbye = async {
+        tokio::time::sleep(IDLE_GOODBYE).await;
+        activity.idled(std::time::Duration::ZERO).await;
+    };
+    tokio::select! {
+        _ = serving => {}
+        () = goodbye => {}
+        () = tokio::time::sleep(drain) => {}
         () = cut.cancelled() => {}
     }
 }
+
+/// How long an idle connection being closed has to answer the goodbye.
+const IDLE_GOODBYE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn answer(status: StatusCode, message: String) -> Response<Body> {
     let body = http_body_util::Full::new(Bytes::from(message + "\n"))

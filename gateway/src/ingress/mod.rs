@@ -7,6 +7,7 @@
 
 pub mod config;
 mod http;
+mod idle;
 mod pool;
 pub mod table;
 
